@@ -1,0 +1,52 @@
+"""hf_carto: Generative Data Cartography for language-model training data.
+
+Score every training sample by difficulty (mean early loss) and memorization (how often it is
+forgotten after being fitted), split samples into four quadrants, and label them with the
+interventions that reduce leakage: down-weight hotspots, up-sample hard samples, remove outliers.
+"""
+
+from .curation import (
+    CartographyFit,
+    add_cartography,
+    apply_interventions,
+    cartography_summary,
+    fit_cartography,
+    format_summary,
+    loss_columns,
+)
+from .scores import (
+    BudgetSelection,
+    Quadrant,
+    QuadrantAssignment,
+    TrainingDynamics,
+    assign_quadrants,
+    difficulty,
+    forget_events,
+    memorization,
+    resolve_eps,
+    select_top_memorized,
+    training_dynamics,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BudgetSelection",
+    "CartographyFit",
+    "Quadrant",
+    "QuadrantAssignment",
+    "TrainingDynamics",
+    "add_cartography",
+    "apply_interventions",
+    "assign_quadrants",
+    "cartography_summary",
+    "difficulty",
+    "fit_cartography",
+    "forget_events",
+    "format_summary",
+    "loss_columns",
+    "memorization",
+    "resolve_eps",
+    "select_top_memorized",
+    "training_dynamics",
+]

@@ -1,0 +1,171 @@
+"""The ``hf-carto`` command line.
+
+hf-carto demo                       # the default job on the generated corpus
+hf-carto score LOSSES OUT --burn-in 2 --eps quantile:0.05
+hf-carto summary OUT [--json]
+hf-carto generate OUT [--seed 0]    # write the generated corpus with its ground truth
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "make_parser"]
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score a dataset with carto_loss_{t} columns and label quadrants and interventions",
+        description="Read a dataset (save_to_disk folder, parquet file, or folder of parquet files) with "
+        "carto_loss_1..carto_loss_T columns; write it with carto_difficulty, carto_memorization, "
+        "carto_quadrant and the intervention columns to OUTPUT (a save_to_disk folder with "
+        "cartography.json and summary.json), atomically.",
+    )
+    p.add_argument("input", help="dataset with the loss columns")
+    p.add_argument("output", help="folder to create for the scored dataset")
+    p.add_argument("--burn-in", type=int, required=True, help="T_e: snapshots averaged for difficulty")
+    p.add_argument(
+        "--eps",
+        required=True,
+        help="forget threshold: a number (the paper: 4.7055 for GPT-2), quantile:q, min+delta, min*(1+f)",
+    )
+    p.add_argument("--alpha-d", type=float, default=0.75, help="percentile for tau_d (default 0.75)")
+    p.add_argument("--alpha-m", type=float, default=0.75, help="percentile for tau_m (default 0.75)")
+    p.add_argument("--gamma", type=float, default=2.0, help="up-sampling of ambiguous-hard (default 2)")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.5,
+        help="loss weight of hotspot-memorized, 0 removes them (default 0.5)",
+    )
+    p.add_argument("--keep-noisy", action="store_true", help="keep noisy outliers (removed by default)")
+    p.add_argument(
+        "--stable-easy-gamma", type=float, default=1.0, help="up-sampling of stable-easy (default 1)"
+    )
+    p.add_argument("--no-interventions", action="store_true", help="add scores and quadrants only")
+    p.add_argument("--num-proc", type=int, default=None, help="processes for Dataset.map")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-carto", description="Generative Data Cartography: find and curate memorization hotspots."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo", help="train a tiny GPT-2 on the generated corpus and map its data (CPU, minutes)"
+    )
+    demo.add_argument("--output-dir", default="outputs/demo")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs (default 12)")
+    demo.add_argument("--snapshots-per-epoch", type=int, default=None)
+    demo.add_argument("--eps", default=None, help="forget threshold policy (default quantile:0.05)")
+
+    _add_score(sub)
+
+    summary = sub.add_parser("summary", help="print the summary of a scored dataset folder")
+    summary.add_argument("path", help="folder written by `hf-carto score`")
+    summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    gen = sub.add_parser("generate", help="write the generated default corpus (save_to_disk folder)")
+    gen.add_argument("output")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--num-documents", type=int, default=None)
+    return parser
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from .curation import (
+        add_cartography,
+        apply_interventions,
+        cartography_summary,
+        fit_cartography,
+        format_summary,
+    )
+    from .io import load_table, save_scored
+
+    # Checked before any work, so a long scoring run cannot end in this refusal.
+    if not args.overwrite and Path(args.output).exists():
+        raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
+    dataset = load_table(args.input)
+    fit = fit_cartography(
+        dataset, burn_in=args.burn_in, eps=args.eps, alpha_d=args.alpha_d, alpha_m=args.alpha_m
+    )
+    scored = add_cartography(dataset, fit, num_proc=args.num_proc)
+    if not args.no_interventions:
+        scored = apply_interventions(
+            scored,
+            gamma=args.gamma,
+            alpha=args.alpha,
+            remove_noisy=not args.keep_noisy,
+            stable_easy_gamma=args.stable_easy_gamma,
+            num_proc=args.num_proc,
+        )
+    summary = cartography_summary(scored, fit)
+    save_scored(scored, args.output, fit=fit, summary=summary, overwrite=args.overwrite)
+    print(format_summary(summary))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _run_summary(args: argparse.Namespace) -> int:
+    from .curation import cartography_summary, format_summary
+    from .io import load_scored
+
+    dataset, fit = load_scored(args.path)
+    summary = cartography_summary(dataset, fit)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+
+    config = DemoConfig(output_dir=args.output_dir, seed=args.seed)
+    for name in ("epochs", "snapshots_per_epoch", "eps"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    run_demo(config)
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .data import CorpusConfig, generate_corpus
+    from .io import save_scored
+
+    config = CorpusConfig(seed=args.seed)
+    if args.num_documents is not None:
+        config = dataclasses.replace(config, num_documents=args.num_documents)
+    corpus = generate_corpus(config)
+    save_scored(corpus, args.output)
+    print(f"wrote {len(corpus)} documents to {args.output}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hf-carto``; returns the process exit code (2 on a user error)."""
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    runners = {"score": _run_score, "summary": _run_summary, "demo": _run_demo, "generate": _run_generate}
+    try:
+        return runners[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"hf-carto {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

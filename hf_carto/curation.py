@@ -1,0 +1,481 @@
+"""Cartography on a ``datasets.Dataset``: scores, quadrant labels and intervention weights.
+
+The dataset carries one ``carto_loss_{t}`` column per snapshot ``t = 1..T`` (the recorder writes
+them). Scoring is two steps, because the quadrant thresholds depend on every sample:
+
+1. :func:`fit_cartography` streams the loss columns in batches (never the other columns), checks
+   them, resolves ``eps`` and computes the thresholds ``tau_d`` / ``tau_m``;
+2. :func:`add_cartography` applies the fitted :class:`CartographyFit` with a batched
+   ``Dataset.map`` (``num_proc`` works), adding ``carto_difficulty``, ``carto_memorization`` and
+   ``carto_quadrant``.
+
+:func:`apply_interventions` then adds ``carto_loss_weight``, ``carto_sampling_weight`` and
+``carto_keep``. Rows are only labelled, never dropped: removing them is an explicit
+``dataset.filter(lambda keep: keep, input_columns="carto_keep")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from datasets import ClassLabel, Dataset, Features, Value
+
+from .scores import (
+    Quadrant,
+    _check_alpha,
+    _check_burn_in,
+    _count_forget_events,
+    assign_quadrants,
+    eps_from_min,
+    parse_eps,
+)
+
+__all__ = [
+    "LOSS_COLUMN_PREFIX",
+    "SAMPLE_ID",
+    "CartographyFit",
+    "loss_columns",
+    "fit_cartography",
+    "add_cartography",
+    "apply_interventions",
+    "cartography_summary",
+    "format_summary",
+]
+
+SAMPLE_ID = "sample_id"
+LOSS_COLUMN_PREFIX = "carto_loss_"
+DIFFICULTY = "carto_difficulty"
+MEMORIZATION = "carto_memorization"
+QUADRANT = "carto_quadrant"
+LOSS_WEIGHT = "carto_loss_weight"
+SAMPLING_WEIGHT = "carto_sampling_weight"
+KEEP = "carto_keep"
+
+_LOSS_COLUMN = re.compile(rf"^{LOSS_COLUMN_PREFIX}(\d+)$")
+DEFAULT_BATCH_SIZE = 65_536
+
+
+def quadrant_feature() -> ClassLabel:
+    """The ``ClassLabel`` of the ``carto_quadrant`` column."""
+    return ClassLabel(names=Quadrant.names())
+
+
+def loss_columns(column_names: list[str]) -> list[str]:
+    """The ``carto_loss_{t}`` columns in snapshot order, checked to be exactly ``1..T``.
+
+    Raises:
+        ValueError: when there are none, or when some snapshot between 1 and the largest is
+            missing (the message lists which).
+    """
+    found = {int(m[1]): name for name in column_names if (m := _LOSS_COLUMN.match(name))}
+    if not found:
+        raise ValueError(
+            f"no '{LOSS_COLUMN_PREFIX}{{t}}' columns found (columns are {column_names}); "
+            "record losses first, or name one column per snapshot carto_loss_1 .. carto_loss_T"
+        )
+    expected = set(range(1, max(found) + 1))
+    if set(found) != expected:
+        missing = sorted(expected - set(found))
+        extra = sorted(set(found) - expected)
+        detail = f"missing snapshots {missing}" if missing else ""
+        if extra:
+            detail += f"{'; ' if detail else ''}unexpected snapshots {extra} (numbering starts at 1)"
+        raise ValueError(f"loss columns are not contiguous carto_loss_1..carto_loss_{max(found)}: {detail}")
+    return [found[t] for t in sorted(found)]
+
+
+def read_columns(
+    dataset: Dataset, names: list[str], start: int = 0, stop: int | None = None
+) -> dict[str, np.ndarray]:
+    """Rows ``start:stop`` of the named columns as numpy arrays in their stored dtypes.
+
+    Goes through Arrow: the ``"numpy"`` format of ``datasets`` may cast floats to float32, and
+    indexing a formatted dataset by column name first yields a lazy ``Column`` converted row by row.
+    """
+    table = dataset.select_columns(names).with_format("arrow")[start:stop]
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in names}
+
+
+def _matrix(columns: tuple[Any, ...]) -> np.ndarray:
+    return np.stack([np.asarray(col, dtype=np.float64) for col in columns], axis=1)
+
+
+def _iter_loss_batches(
+    dataset: Dataset, columns: list[str], batch_size: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """Yield ``(start_row, losses (B, T), sample_ids or None)`` reading only the needed columns."""
+    wanted = columns + ([SAMPLE_ID] if SAMPLE_ID in dataset.column_names else [])
+    for start in range(0, len(dataset), batch_size):
+        batch = read_columns(dataset, wanted, start, start + batch_size)
+        ids = batch.get(SAMPLE_ID)
+        yield start, _matrix(tuple(batch[c] for c in columns)), ids
+
+
+def _batch_scores(losses: np.ndarray, burn_in: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """d and m for one batch; the same arithmetic in the fit and the map keeps them identical."""
+    d = losses[:, :burn_in].mean(axis=1)
+    m = _count_forget_events(losses, eps) / float(losses.shape[1] - 1)
+    return d, m
+
+
+@dataclass(frozen=True)
+class CartographyFit:
+    """Everything needed to label any row, plus what to report about how it was decided.
+
+    Apply it to a dataset with :func:`add_cartography`, or directly as a batched ``map`` function::
+
+        dataset.map(fit, batched=True, input_columns=list(fit.loss_columns), features=...)
+    """
+
+    loss_columns: tuple[str, ...]
+    burn_in: int
+    eps: float
+    eps_spec: str
+    alpha_d: float
+    alpha_m: float
+    tau_d: float
+    tau_m: float
+    num_samples: int
+    num_with_forget_events: int
+
+    @property
+    def num_snapshots(self) -> int:
+        return len(self.loss_columns)
+
+    def __call__(self, *columns: Any) -> dict[str, np.ndarray]:
+        losses = _matrix(columns)
+        d, m = _batch_scores(losses, self.burn_in, self.eps)
+        quadrant = (d > self.tau_d).astype(np.int64) + 2 * (m > self.tau_m).astype(np.int64)
+        return {DIFFICULTY: d, MEMORIZATION: m, QUADRANT: quadrant}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["loss_columns"] = list(self.loss_columns)
+        out["num_snapshots"] = self.num_snapshots
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CartographyFit:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["loss_columns"] = tuple(values["loss_columns"])
+        return cls(**values)
+
+
+def fit_cartography(
+    dataset: Dataset,
+    *,
+    burn_in: int,
+    eps: float | str,
+    alpha_d: float = 0.75,
+    alpha_m: float = 0.75,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> CartographyFit:
+    """Resolve ``eps`` and the quadrant thresholds from the ``carto_loss_{t}`` columns.
+
+    Reads only the loss columns (and ``sample_id`` for error messages), ``batch_size`` rows at a
+    time. A ``"quantile:q"`` eps needs every loss at once: that one policy holds the ``N x T``
+    matrix in memory; numbers and ``min`` policies stream.
+
+    Args:
+        dataset (`datasets.Dataset`): rows with `carto_loss_1 .. carto_loss_T`.
+        burn_in (`int`): `T_e` in `[1, T - 1]`; difficulty is the mean of the first `T_e` losses.
+        eps (`float` or `str`): forget-event threshold or policy, see :func:`hf_carto.resolve_eps`.
+        alpha_d (`float`, *optional*, defaults to `0.75`): percentile of `d` for `tau_d`.
+        alpha_m (`float`, *optional*, defaults to `0.75`): percentile of `m` for `tau_m`.
+
+    Raises:
+        ValueError: empty dataset, missing or non-contiguous loss columns, `T < 2`, `burn_in`
+            outside `[1, T - 1]`, alphas outside `(0, 1)`, or non-finite losses (with how many
+            rows and the first sample_ids).
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict(
+        ...     {"carto_loss_1": [3.0, 2.0], "carto_loss_2": [0.5, 2.0], "carto_loss_3": [2.0, 2.0]}
+        ... )
+        >>> fit = fit_cartography(ds, burn_in=1, eps=1.0)
+        >>> fit.eps, fit.num_with_forget_events
+        (1.0, 1)
+    """
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty (0 rows); there is nothing to score")
+    columns = loss_columns(dataset.column_names)
+    if len(columns) < 2:
+        raise ValueError(
+            f"found {len(columns)} snapshot column ({columns[0]}); memorization needs T >= 2 snapshots"
+        )
+    burn_in = _check_burn_in(burn_in, len(columns))
+    alpha_d = _check_alpha("alpha_d", alpha_d)
+    alpha_m = _check_alpha("alpha_m", alpha_m)
+    kind, parameter = parse_eps(eps)
+
+    # Pass 1: check every value, and gather what eps needs.
+    bad_rows = 0
+    first_bad: list[int] = []
+    smallest = math.inf
+    kept: list[np.ndarray] = []
+    for start, losses, ids in _iter_loss_batches(dataset, columns, batch_size):
+        finite = np.isfinite(losses).all(axis=1)
+        if not finite.all():
+            rows = np.flatnonzero(~finite)
+            bad_rows += rows.size
+            labels = ids[rows] if ids is not None else rows + start
+            first_bad.extend(int(x) for x in labels[: 5 - len(first_bad)])
+            continue
+        smallest = min(smallest, float(losses.min()))
+        if kind == "quantile":
+            kept.append(losses.astype(np.float32) if losses.dtype != np.float32 else losses)
+    if bad_rows:
+        label = "sample_ids" if SAMPLE_ID in dataset.column_names else "rows"
+        raise ValueError(
+            f"{bad_rows} of {len(dataset)} rows have non-finite losses (NaN or inf) in "
+            f"{columns[0]}..{columns[-1]}; first {label}: {first_bad}"
+        )
+    if kind == "value":
+        eps_value = parameter
+    elif kind == "quantile":
+        eps_value = float(np.quantile(np.concatenate(kept), parameter))
+        kept.clear()
+    else:
+        eps_value = eps_from_min(kind, parameter, smallest)
+
+    # Pass 2: scores for the thresholds.
+    d_parts, m_parts = [], []
+    for _, losses, _ in _iter_loss_batches(dataset, columns, batch_size):
+        d, m = _batch_scores(losses, burn_in, eps_value)
+        d_parts.append(d)
+        m_parts.append(m)
+    d_all, m_all = np.concatenate(d_parts), np.concatenate(m_parts)
+    assignment = assign_quadrants(d_all, m_all, alpha_d, alpha_m)
+    return CartographyFit(
+        loss_columns=tuple(columns),
+        burn_in=burn_in,
+        eps=eps_value,
+        eps_spec=str(eps),
+        alpha_d=alpha_d,
+        alpha_m=alpha_m,
+        tau_d=assignment.tau_d,
+        tau_m=assignment.tau_m,
+        num_samples=len(dataset),
+        num_with_forget_events=int((m_all > 0).sum()),
+    )
+
+
+def _with_columns(dataset: Dataset, new: dict[str, Any]) -> Features:
+    features = Features({k: v for k, v in dataset.features.items() if k not in new})
+    features.update(new)
+    return features
+
+
+def add_cartography(
+    dataset: Dataset,
+    fit: CartographyFit | None = None,
+    *,
+    burn_in: int | None = None,
+    eps: float | str | None = None,
+    alpha_d: float = 0.75,
+    alpha_m: float = 0.75,
+    num_proc: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Dataset:
+    """Add ``carto_difficulty``, ``carto_memorization`` and ``carto_quadrant`` to every row.
+
+    Pass a ``fit`` from :func:`fit_cartography` (keep it: it holds the resolved eps and
+    thresholds for your report), or pass ``burn_in`` and ``eps`` to fit here.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict(
+        ...     {"carto_loss_1": [3.0, 2.0], "carto_loss_2": [0.5, 2.0], "carto_loss_3": [2.0, 2.0]}
+        ... )
+        >>> list(add_cartography(ds, burn_in=1, eps=1.0, alpha_d=0.5, alpha_m=0.5)["carto_quadrant"])
+        [3, 0]
+    """
+    if fit is None:
+        if burn_in is None or eps is None:
+            raise ValueError("add_cartography needs either a fit or both burn_in and eps")
+        fit = fit_cartography(
+            dataset, burn_in=burn_in, eps=eps, alpha_d=alpha_d, alpha_m=alpha_m, batch_size=batch_size
+        )
+    missing = [c for c in fit.loss_columns if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"the dataset lacks loss columns the fit was made with: {missing}")
+    features = _with_columns(
+        dataset,
+        {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()},
+    )
+    return dataset.map(
+        fit,
+        batched=True,
+        batch_size=batch_size,
+        input_columns=list(fit.loss_columns),
+        features=features,
+        num_proc=num_proc,
+        desc="Scoring (difficulty, memorization, quadrant)",
+    )
+
+
+@dataclass(frozen=True)
+class _Interventions:
+    """Per-quadrant weights as a picklable batched ``map`` function."""
+
+    loss_weight: tuple[float, float, float, float]
+    sampling_weight: tuple[float, float, float, float]
+    keep: tuple[bool, bool, bool, bool]
+
+    def __call__(self, quadrant: Any) -> dict[str, np.ndarray]:
+        q = np.asarray(quadrant, dtype=np.int64)
+        return {
+            LOSS_WEIGHT: np.asarray(self.loss_weight, dtype=np.float32)[q],
+            SAMPLING_WEIGHT: np.asarray(self.sampling_weight, dtype=np.float32)[q],
+            KEEP: np.asarray(self.keep, dtype=bool)[q],
+        }
+
+
+def _check_weight(name: str, value: float, low: float, high: float = math.inf) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} must be a finite number in [{low}, {high}]; got {value!r}")
+    return value
+
+
+def apply_interventions(
+    dataset: Dataset,
+    *,
+    gamma: float = 2.0,
+    alpha: float = 0.5,
+    remove_noisy: bool = True,
+    stable_easy_gamma: float = 1.0,
+    num_proc: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Dataset:
+    """Label every row with the paper's per-quadrant interventions (section 3.4).
+
+    ============================  ================================  ===============  ==========
+    quadrant                      carto_loss_weight                 sampling weight  carto_keep
+    ============================  ================================  ===============  ==========
+    0 stable_easy                 1                                 stable_easy_gamma  True
+    1 ambiguous_hard              1                                 gamma            True
+    2 hotspot_memorized           alpha (0 removes the row)         1                alpha > 0
+    3 noisy_outlier               1, or 0 when removed              1, or 0          not remove_noisy
+    ============================  ================================  ===============  ==========
+
+    A removed row gets both weights 0 so the weight totals describe the data actually trained on.
+
+    Args:
+        gamma (`float`, *optional*, defaults to `2.0`): up-sampling factor for ambiguous-hard, >= 1.
+        alpha (`float`, *optional*, defaults to `0.5`): loss weight of hotspots, in `[0, 1]`.
+        remove_noisy (`bool`, *optional*, defaults to `True`): drop noisy outliers.
+        stable_easy_gamma (`float`, *optional*, defaults to `1.0`): light up-sampling of
+            stable-easy rows, >= 1.
+    """
+    if QUADRANT not in dataset.column_names:
+        raise ValueError(f"the dataset has no '{QUADRANT}' column; run add_cartography first")
+    gamma = _check_weight("gamma", gamma, 1.0)
+    alpha = _check_weight("alpha", alpha, 0.0, 1.0)
+    stable_easy_gamma = _check_weight("stable_easy_gamma", stable_easy_gamma, 1.0)
+    hotspot_kept = alpha > 0
+    noisy_kept = not remove_noisy
+    rule = _Interventions(
+        loss_weight=(1.0, 1.0, alpha, 1.0 if noisy_kept else 0.0),
+        sampling_weight=(stable_easy_gamma, gamma, 1.0 if hotspot_kept else 0.0, 1.0 if noisy_kept else 0.0),
+        keep=(True, True, hotspot_kept, noisy_kept),
+    )
+    features = _with_columns(
+        dataset, {LOSS_WEIGHT: Value("float32"), SAMPLING_WEIGHT: Value("float32"), KEEP: Value("bool")}
+    )
+    return dataset.map(
+        rule,
+        batched=True,
+        batch_size=batch_size,
+        input_columns=QUADRANT,
+        features=features,
+        num_proc=num_proc,
+        desc="Applying interventions",
+    )
+
+
+def cartography_summary(dataset: Dataset, fit: CartographyFit | None = None) -> dict[str, Any]:
+    """Dataset-level summary: quadrant counts and means, thresholds, eps, weight totals.
+
+    Reads only the ``carto_*`` score and weight columns. ``fit`` adds the settings (eps, burn-in,
+    thresholds); without it only what the columns say is reported.
+    """
+    if QUADRANT not in dataset.column_names:
+        raise ValueError(f"the dataset has no '{QUADRANT}' column; run add_cartography first")
+    cols = read_columns(dataset, [QUADRANT, DIFFICULTY, MEMORIZATION])
+    q, d, m = cols[QUADRANT].astype(np.int64), cols[DIFFICULTY], cols[MEMORIZATION]
+    n = int(q.size)
+    quadrants = {}
+    for quad in Quadrant:
+        sel = q == quad
+        count = int(sel.sum())
+        quadrants[quad.name.lower()] = {
+            "id": int(quad),
+            "count": count,
+            "fraction": count / n if n else 0.0,
+            "mean_difficulty": float(d[sel].mean()) if count else None,
+            "mean_memorization": float(m[sel].mean()) if count else None,
+        }
+    summary: dict[str, Any] = {
+        "num_samples": n,
+        "num_with_forget_events": int((m > 0).sum()),
+        "max_memorization": float(m.max()) if n else None,
+        "quadrants": quadrants,
+    }
+    if fit is not None:
+        summary["settings"] = fit.to_dict()
+    if all(c in dataset.column_names for c in (LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP)):
+        cols = read_columns(dataset, [LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP])
+        lw, sw, keep = cols[LOSS_WEIGHT], cols[SAMPLING_WEIGHT], cols[KEEP]
+        summary["weights"] = {
+            "num_kept": int(keep.sum()),
+            "num_removed": int((~keep).sum()),
+            "loss_weight_total": float(lw.sum(dtype=np.float64)),
+            "sampling_weight_total": float(sw.sum(dtype=np.float64)),
+            "num_down_weighted": int(((lw > 0) & (lw < 1)).sum()),
+            "num_up_sampled": int((sw > 1).sum()),
+        }
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of :func:`cartography_summary`'s output."""
+    lines = []
+    settings = summary.get("settings")
+    if settings:
+        lines.append(
+            f"snapshots T={settings['num_snapshots']}  burn-in T_e={settings['burn_in']}  "
+            f"eps={settings['eps']:.6g} (from {settings['eps_spec']!r})"
+        )
+        lines.append(
+            f"tau_d={settings['tau_d']:.6g} (alpha_d={settings['alpha_d']:g})  "
+            f"tau_m={settings['tau_m']:.6g} (alpha_m={settings['alpha_m']:g})"
+        )
+    n = summary["num_samples"]
+    lines.append(
+        f"samples={n}  with a forget event={summary['num_with_forget_events']} "
+        f"({summary['num_with_forget_events'] / max(n, 1):.1%})  max m={summary['max_memorization']:.3g}"
+    )
+    header = f"{'quadrant':<20} {'count':>9} {'share':>7} {'mean d':>9} {'mean m':>8}"
+    lines += [header, "-" * len(header)]
+    for name, row in summary["quadrants"].items():
+        md = "-" if row["mean_difficulty"] is None else f"{row['mean_difficulty']:.4g}"
+        mm = "-" if row["mean_memorization"] is None else f"{row['mean_memorization']:.3g}"
+        lines.append(f"{row['id']} {name:<18} {row['count']:>9} {row['fraction']:>7.1%} {md:>9} {mm:>8}")
+    weights = summary.get("weights")
+    if weights:
+        lines.append(
+            f"kept={weights['num_kept']} removed={weights['num_removed']} "
+            f"down-weighted={weights['num_down_weighted']} up-sampled={weights['num_up_sampled']}  "
+            f"loss-weight total={weights['loss_weight_total']:.6g}  "
+            f"sampling-weight total={weights['sampling_weight_total']:.6g}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""Per-sample causal-LM loss: the quantity every cartography score is built from."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["per_sample_loss"]
+
+
+def per_sample_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int = -100,
+    return_counts: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Mean next-token negative log-likelihood of each row, ignoring ``ignore_index`` targets.
+
+    Position ``j`` of ``logits`` predicts ``labels[:, j + 1]`` (the shift the Hugging Face
+    causal-LM loss applies). For row ``i`` with target set ``S_i = {j : labels[i, j+1] != ignore}``::
+
+        loss_i = -(1 / |S_i|) * sum_{j in S_i} log softmax(logits[i, j])[labels[i, j + 1]]
+
+    so the token-weighted mean of ``loss_i`` (weights ``|S_i|``) equals the HF batch loss. The
+    log-softmax runs in float32 even for half-precision logits. A row with no target gets ``nan``
+    (it has no loss), which callers must handle rather than average in.
+
+    Args:
+        logits (`torch.Tensor` of shape `(B, L, V)`): model outputs.
+        labels (`torch.Tensor` of shape `(B, L)`): token ids, `ignore_index` where no target.
+        ignore_index (`int`, *optional*, defaults to `-100`): label value to skip.
+        return_counts (`bool`, *optional*, defaults to `False`): also return `|S_i|` (int64).
+
+    Returns:
+        `torch.Tensor` of shape `(B,)` (float32), and the counts when `return_counts`.
+
+    Example:
+        >>> logits = torch.zeros(1, 3, 4)  # uniform over 4 tokens
+        >>> per_sample_loss(logits, torch.tensor([[1, 2, 3]])).item() == torch.log(torch.tensor(4.0)).item()
+        True
+    """
+    if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
+        raise ValueError(
+            "expected logits (B, L, V) and labels (B, L); "
+            f"got {tuple(logits.shape)} and {tuple(labels.shape)}"
+        )
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    token_nll = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=ignore_index,
+        reduction="none",
+    ).view_as(shift_labels)
+    counts = (shift_labels != ignore_index).sum(dim=1)
+    losses = token_nll.sum(dim=1) / counts  # 0 / 0 = nan for rows without targets
+    return (losses, counts) if return_counts else losses

@@ -1,0 +1,83 @@
+"""Pictures of a cartography run. Matplotlib runs headless (Agg); every function writes a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .scores import Quadrant
+
+__all__ = ["plot_data_map"]
+
+QUADRANT_COLORS = ["#4c72b0", "#dd8452", "#c44e52", "#8172b3"]
+
+
+def plot_data_map(
+    difficulty: np.ndarray,
+    memorization: np.ndarray,
+    quadrants: np.ndarray,
+    path: str | Path,
+    *,
+    tau_d: float | None = None,
+    tau_m: float | None = None,
+    num_snapshots: int | None = None,
+    highlight: np.ndarray | None = None,
+    highlight_label: str = "highlighted",
+    title: str = "Data map",
+    seed: int = 0,
+) -> Path:
+    """Scatter difficulty (x) against memorization (y), coloured by quadrant, with the thresholds.
+
+    Memorization takes at most ``T`` distinct values, so points get a small vertical jitter
+    (a fraction of one step ``1 / (T - 1)``) to show how many samples share a value; the
+    thresholds are drawn at their exact values. ``highlight`` (a boolean mask, e.g. planted
+    canaries) circles those samples.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = np.asarray(difficulty, dtype=np.float64)
+    m = np.asarray(memorization, dtype=np.float64)
+    q = np.asarray(quadrants, dtype=np.int64)
+    step = 1.0 / (num_snapshots - 1) if num_snapshots and num_snapshots > 1 else 0.05
+    jitter = np.random.default_rng(seed).uniform(-0.3, 0.3, size=m.size) * step
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    for quad in Quadrant:
+        sel = q == quad
+        ax.scatter(
+            d[sel],
+            m[sel] + jitter[sel],
+            s=6,
+            alpha=0.5,
+            color=QUADRANT_COLORS[quad],
+            label=f"{quad.name.lower()} ({int(sel.sum())})",
+            linewidths=0,
+        )
+    if highlight is not None:
+        hl = np.asarray(highlight, dtype=bool)
+        ax.scatter(
+            d[hl],
+            m[hl] + jitter[hl],
+            s=30,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=0.7,
+            label=f"{highlight_label} ({int(hl.sum())})",
+        )
+    if tau_d is not None:
+        ax.axvline(tau_d, color="grey", linestyle="--", linewidth=1)
+    if tau_m is not None:
+        ax.axhline(tau_m, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("difficulty d (mean loss over burn-in snapshots)")
+    ax.set_ylabel("memorization m (forget events / (T - 1), jittered)")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8, markerscale=2)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

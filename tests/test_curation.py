@@ -1,0 +1,252 @@
+"""Cartography on `datasets`: the map path must agree with the array path, label without dropping."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from datasets import ClassLabel, Dataset
+
+from hf_carto import (
+    CartographyFit,
+    Quadrant,
+    add_cartography,
+    apply_interventions,
+    assign_quadrants,
+    cartography_summary,
+    difficulty,
+    fit_cartography,
+    format_summary,
+    loss_columns,
+    memorization,
+    resolve_eps,
+)
+from hf_carto.curation import read_columns
+from hf_carto.io import FIT_FILE, load_scored, load_table, save_scored
+
+
+def make_dataset(losses: np.ndarray, *, ids_offset: int = 1000, extra: bool = True) -> Dataset:
+    columns = {f"carto_loss_{t + 1}": losses[:, t].astype(np.float32) for t in range(losses.shape[1])}
+    columns["sample_id"] = np.arange(ids_offset, ids_offset + len(losses), dtype=np.int64)
+    if extra:
+        columns["text"] = [f"row {i}" for i in range(len(losses))]
+    return Dataset.from_dict(columns)
+
+
+@pytest.fixture(scope="module")
+def losses() -> np.ndarray:
+    # Values on a coarse grid: many ties and many forget events, like a real memorizing run.
+    rng = np.random.default_rng(7)
+    return rng.choice([0.3, 0.6, 1.2, 2.5, 4.0], size=(3000, 6)).astype(np.float32)
+
+
+@pytest.mark.parametrize("eps", [1.0, "quantile:0.3", "min+0.5", "min*(1+1.5)"])
+def test_dataset_path_matches_array_path(losses, eps):
+    ds = make_dataset(losses)
+    fit = fit_cartography(ds, burn_in=2, eps=eps, alpha_d=0.6, alpha_m=0.7, batch_size=512)
+    as_float = losses.astype(np.float64)
+    expected_eps = resolve_eps(losses, eps)
+    assert fit.eps == pytest.approx(expected_eps, rel=1e-6)
+    d = difficulty(as_float, 2)
+    m = memorization(as_float, fit.eps)
+    qa = assign_quadrants(d, m, 0.6, 0.7)
+    assert (fit.tau_d, fit.tau_m) == (qa.tau_d, qa.tau_m)
+    assert fit.num_with_forget_events == int((m > 0).sum())
+
+    scored = add_cartography(ds, fit, batch_size=700)
+    out = read_columns(scored, ["carto_difficulty", "carto_memorization", "carto_quadrant"])
+    np.testing.assert_allclose(out["carto_difficulty"], d, rtol=1e-12)
+    np.testing.assert_array_equal(out["carto_memorization"], m)
+    np.testing.assert_array_equal(out["carto_quadrant"], qa.quadrants)
+    # Other columns are untouched and nothing is dropped.
+    assert scored["text"][:3] == ["row 0", "row 1", "row 2"]
+    assert len(scored) == len(ds)
+    assert isinstance(scored.features["carto_quadrant"], ClassLabel)
+    assert scored.features["carto_quadrant"].names == Quadrant.names()
+
+
+def test_num_proc_gives_identical_columns(losses):
+    ds = make_dataset(losses)
+    fit = fit_cartography(ds, burn_in=3, eps=1.0)
+    names = ["carto_difficulty", "carto_memorization", "carto_quadrant"]
+    one = read_columns(add_cartography(ds, fit, batch_size=256), names)
+    two = read_columns(add_cartography(ds, fit, num_proc=2, batch_size=256), names)
+    for col in names:
+        np.testing.assert_array_equal(one[col], two[col])
+
+
+def test_add_cartography_fits_when_given_settings(losses):
+    ds = make_dataset(losses[:200])
+    direct = add_cartography(ds, burn_in=2, eps=1.0)
+    via_fit = add_cartography(ds, fit_cartography(ds, burn_in=2, eps=1.0))
+    assert direct["carto_quadrant"][:] == via_fit["carto_quadrant"][:]
+    with pytest.raises(ValueError, match="either a fit or both burn_in and eps"):
+        add_cartography(ds, burn_in=2)
+
+
+def test_fit_round_trips_through_json(losses):
+    fit = fit_cartography(make_dataset(losses[:100]), burn_in=2, eps="quantile:0.1")
+    again = CartographyFit.from_dict(json.loads(json.dumps(fit.to_dict())))
+    assert again == fit
+    assert again.num_snapshots == 6
+
+
+# --- interventions ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scored(losses) -> Dataset:
+    return add_cartography(make_dataset(losses), burn_in=2, eps=1.0, alpha_d=0.5, alpha_m=0.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "table"),
+    [
+        # quadrant -> (loss weight, sampling weight, keep)
+        ({}, {0: (1.0, 1.0, True), 1: (1.0, 2.0, True), 2: (0.5, 1.0, True), 3: (0.0, 0.0, False)}),
+        (
+            {"gamma": 3.0, "alpha": 0.0, "remove_noisy": False, "stable_easy_gamma": 1.25},
+            {0: (1.0, 1.25, True), 1: (1.0, 3.0, True), 2: (0.0, 0.0, False), 3: (1.0, 1.0, True)},
+        ),
+    ],
+)
+def test_interventions_follow_the_quadrant_table(scored, kwargs, table):
+    out = apply_interventions(scored, **kwargs)
+    assert len(out) == len(scored)  # labelled, never dropped
+    cols = read_columns(out, ["carto_quadrant", "carto_loss_weight", "carto_sampling_weight", "carto_keep"])
+    for quad, (lw, sw, keep) in table.items():
+        sel = cols["carto_quadrant"] == quad
+        assert sel.any(), f"fixture should populate quadrant {quad}"
+        assert (cols["carto_loss_weight"][sel] == lw).all()
+        assert (cols["carto_sampling_weight"][sel] == sw).all()
+        assert (cols["carto_keep"][sel] == keep).all()
+    kept = out.filter(lambda k: k, input_columns="carto_keep")
+    assert len(kept) == int(cols["carto_keep"].sum())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"gamma": 0.5}, "gamma"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"alpha": float("nan")}, "alpha"),
+        ({"stable_easy_gamma": float("inf")}, "stable_easy_gamma"),
+    ],
+)
+def test_interventions_reject_bad_factors(scored, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        apply_interventions(scored, **kwargs)
+
+
+def test_interventions_need_quadrants(losses):
+    with pytest.raises(ValueError, match="no 'carto_quadrant' column; run add_cartography first"):
+        apply_interventions(make_dataset(losses[:10]))
+
+
+# --- summary ---------------------------------------------------------------------------------
+
+
+def test_summary_counts_and_weight_totals(scored):
+    fit = fit_cartography(scored, burn_in=2, eps=1.0, alpha_d=0.5, alpha_m=0.5)
+    out = apply_interventions(scored)
+    summary = cartography_summary(out, fit)
+    q = np.asarray(out["carto_quadrant"][:])
+    for quad in Quadrant:
+        assert summary["quadrants"][quad.name.lower()]["count"] == int((q == quad).sum())
+    assert sum(r["count"] for r in summary["quadrants"].values()) == len(out)
+    lw = np.asarray(out["carto_loss_weight"][:], dtype=np.float64)
+    assert summary["weights"]["loss_weight_total"] == pytest.approx(lw.sum())
+    assert summary["weights"]["num_removed"] == int((q == Quadrant.NOISY_OUTLIER).sum())
+    assert summary["settings"]["eps"] == 1.0
+    text = format_summary(summary)
+    assert "hotspot_memorized" in text and "tau_d=" in text and "removed=" in text
+    json.dumps(summary)  # plain JSON types only
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_loss_columns_are_ordered_numerically():
+    names = [f"carto_loss_{t}" for t in (10, 2, 1, 3, 4, 5, 6, 7, 8, 9)] + ["text"]
+    assert loss_columns(names) == [f"carto_loss_{t}" for t in range(1, 11)]
+
+
+@pytest.mark.parametrize(
+    ("columns", "match"),
+    [
+        (["text"], "no 'carto_loss_"),
+        (["carto_loss_1", "carto_loss_3"], r"missing snapshots \[2\]"),
+        (["carto_loss_0", "carto_loss_1"], r"unexpected snapshots \[0\]"),
+    ],
+)
+def test_loss_column_problems_are_named(columns, match):
+    with pytest.raises(ValueError, match=match):
+        loss_columns(columns)
+
+
+def test_fit_rejects_bad_datasets(losses):
+    with pytest.raises(ValueError, match="empty"):
+        fit_cartography(make_dataset(losses[:0]), burn_in=1, eps=1.0)
+    with pytest.raises(ValueError, match="T >= 2"):
+        fit_cartography(make_dataset(losses[:5, :1]), burn_in=1, eps=1.0)
+    with pytest.raises(ValueError, match=r"burn_in must be in \[1, T - 1\]"):
+        fit_cartography(make_dataset(losses[:5]), burn_in=6, eps=1.0)
+    with pytest.raises(ValueError, match="alpha_m"):
+        fit_cartography(make_dataset(losses[:5]), burn_in=1, eps=1.0, alpha_m=1.0)
+    with pytest.raises(ValueError, match="unknown eps policy"):
+        fit_cartography(make_dataset(losses[:5]), burn_in=1, eps="median")
+
+
+def test_non_finite_losses_name_sample_ids_across_batches(losses):
+    bad = losses[:100].copy()
+    bad[[3, 50, 99], 2] = np.nan
+    bad[60, 0] = np.inf
+    ds = make_dataset(bad, ids_offset=5000)
+    with pytest.raises(
+        ValueError, match=r"4 of 100 rows have non-finite .* first sample_ids: \[5003, 5050, 5060, 5099\]"
+    ):
+        fit_cartography(ds, burn_in=2, eps=1.0, batch_size=32)
+    no_ids = ds.remove_columns("sample_id")
+    with pytest.raises(ValueError, match=r"first rows: \[3, 50, 60, 99\]"):
+        fit_cartography(no_ids, burn_in=2, eps=1.0, batch_size=32)
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def test_save_and_load_scored(tmp_path, scored):
+    fit = fit_cartography(scored, burn_in=2, eps=1.0, alpha_d=0.5, alpha_m=0.5)
+    target = save_scored(scored, tmp_path / "out", fit=fit, summary=cartography_summary(scored, fit))
+    loaded, loaded_fit = load_scored(target)
+    assert loaded_fit == fit
+    assert loaded.features == scored.features
+    assert loaded["carto_quadrant"][:] == scored["carto_quadrant"][:]
+    with pytest.raises(FileExistsError, match="already exists"):
+        save_scored(scored, target)
+    save_scored(scored.select(range(10)), target, overwrite=True)
+    assert len(load_table(target)) == 10
+    assert not (target / FIT_FILE).exists()  # the replaced folder is gone whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_failed_save_leaves_nothing_behind(tmp_path, scored, monkeypatch):
+    def explode(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Dataset, "save_to_disk", explode)
+    with pytest.raises(OSError, match="disk full"):
+        save_scored(scored, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_table_reads_parquet_and_names_bad_paths(tmp_path, losses):
+    ds = make_dataset(losses[:50])
+    ds.to_parquet(str(tmp_path / "losses.parquet"))
+    assert load_table(tmp_path / "losses.parquet")["sample_id"][:] == ds["sample_id"][:]
+    assert len(load_table(tmp_path)) == 50  # a folder of parquet files
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_table(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="neither a save_to_disk folder"):
+        load_table(tmp_path / "empty")

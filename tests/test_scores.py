@@ -1,0 +1,283 @@
+"""Scores against naive per-sample references written straight from the paper's formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from hf_carto import (
+    Quadrant,
+    assign_quadrants,
+    difficulty,
+    forget_events,
+    memorization,
+    resolve_eps,
+    select_top_memorized,
+    training_dynamics,
+)
+from hf_carto.scores import parse_eps
+
+# --- naive references: one sample, one snapshot at a time ---------------------------------------
+
+
+def naive_difficulty(losses, burn_in):
+    return [sum(float(x) for x in row[:burn_in]) / burn_in for row in losses]
+
+
+def naive_forget_events(losses, eps):
+    out = []
+    for row in losses:
+        count = 0
+        for t in range(len(row) - 1):
+            if row[t] < eps and row[t + 1] > eps:
+                count += 1
+        out.append(count)
+    return out
+
+
+def naive_inverse_cdf(values, alpha):
+    """F^{-1}(alpha): the smallest observed v with #{x <= v} / N >= alpha."""
+    ordered = sorted(float(v) for v in values)
+    n = len(ordered)
+    for v in ordered:
+        if sum(1 for x in ordered if x <= v) / n >= alpha:
+            return v
+    raise AssertionError("unreachable")
+
+
+def naive_quadrant(d, m, tau_d, tau_m):
+    if d <= tau_d and m <= tau_m:
+        return 0
+    if d > tau_d and m <= tau_m:
+        return 1
+    if d <= tau_d and m > tau_m:
+        return 2
+    return 3
+
+
+# Losses drawn from a small grid so that ties and values exactly equal to eps are common.
+GRID = [0.25, 0.5, 1.0, 1.5, 2.0, 4.0]
+loss_matrices = st.integers(1, 40).flatmap(
+    lambda n: st.integers(2, 7).flatmap(lambda t: arrays(np.float64, (n, t), elements=st.sampled_from(GRID)))
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(losses=loss_matrices, eps=st.sampled_from(GRID + [0.75, 3.0]), data=st.data())
+def test_scores_match_naive_reference(losses, eps, data):
+    t = losses.shape[1]
+    burn_in = data.draw(st.integers(1, t - 1))
+    np.testing.assert_allclose(difficulty(losses, burn_in), naive_difficulty(losses, burn_in), rtol=1e-12)
+    events = naive_forget_events(losses, eps)
+    np.testing.assert_array_equal(forget_events(losses, eps), events)
+    np.testing.assert_allclose(memorization(losses, eps), [e / (t - 1) for e in events], rtol=1e-12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    losses=loss_matrices,
+    alpha_d=st.sampled_from([0.1, 0.25, 0.5, 0.75, 0.9, 0.999]),
+    alpha_m=st.sampled_from([0.1, 0.25, 0.5, 0.75, 0.9]),
+)
+def test_quadrants_match_table_1(losses, alpha_d, alpha_m):
+    d = difficulty(losses, 1)
+    m = memorization(losses, 1.0)
+    result = assign_quadrants(d, m, alpha_d, alpha_m)
+    tau_d, tau_m = naive_inverse_cdf(d, alpha_d), naive_inverse_cdf(m, alpha_m)
+    assert result.tau_d == pytest.approx(tau_d, abs=0)
+    assert result.tau_m == pytest.approx(tau_m, abs=0)
+    expected = [naive_quadrant(di, mi, tau_d, tau_m) for di, mi in zip(d, m, strict=True)]
+    np.testing.assert_array_equal(result.quadrants, expected)
+    # F^{-1}(alpha) leaves at most (1 - alpha) N samples strictly above the threshold.
+    assert (d > result.tau_d).sum() <= math.floor((1 - alpha_d) * len(d) + 1e-9)
+    assert sum(result.counts().values()) == len(d)
+
+
+def test_forget_event_is_strict_on_both_sides():
+    eps = 1.0
+    losses = np.array(
+        [
+            [0.5, 1.0],  # rises to exactly eps: not forgotten
+            [1.0, 2.0],  # starts exactly at eps: was never fitted
+            [0.5, 1.5],  # a real forget event
+            [1.5, 0.5],  # learned, not forgotten
+        ]
+    )
+    np.testing.assert_array_equal(forget_events(losses, eps), [0, 0, 1, 0])
+    np.testing.assert_array_equal(memorization(losses, eps), [0.0, 0.0, 1.0, 0.0])  # T = 2
+
+
+def test_oscillating_sample_has_maximal_memorization():
+    losses = np.array([[0.1, 2.0, 0.1, 2.0, 0.1, 2.0], [2.0, 0.1, 2.0, 0.1, 2.0, 0.1]])
+    np.testing.assert_allclose(memorization(losses, 1.0), [3 / 5, 2 / 5])
+
+
+def test_constant_losses_give_no_events_and_flat_quadrants():
+    losses = np.full((10, 4), 0.3)
+    m = memorization(losses, 1.0)
+    assert (m == 0).all()
+    result = assign_quadrants(difficulty(losses, 2), m)
+    # Everything ties at the threshold, and the rules use '>', so every sample is stable-easy.
+    assert result.counts()["stable_easy"] == 10
+
+
+def test_quadrant_enum_names_and_ids():
+    assert Quadrant.names() == ["stable_easy", "ambiguous_hard", "hotspot_memorized", "noisy_outlier"]
+    assert [int(q) for q in Quadrant] == [0, 1, 2, 3]
+    d = np.array([0.0, 1.0, 0.0, 1.0])
+    m = np.array([0.0, 0.0, 1.0, 1.0])
+    q = assign_quadrants(d, m, 0.5, 0.5).quadrants
+    assert q.tolist() == [
+        Quadrant.STABLE_EASY,
+        Quadrant.AMBIGUOUS_HARD,
+        Quadrant.HOTSPOT_MEMORIZED,
+        Quadrant.NOISY_OUTLIER,
+    ]
+
+
+def test_float32_matrix_matches_float64():
+    rng = np.random.default_rng(0)
+    losses = rng.gamma(2.0, 1.0, size=(500, 6)).astype(np.float32)
+    eps = float(np.float32(1.3))
+    np.testing.assert_array_equal(forget_events(losses, eps), forget_events(losses.astype(np.float64), eps))
+    np.testing.assert_allclose(difficulty(losses, 3), difficulty(losses.astype(np.float64), 3), rtol=1e-12)
+
+
+# --- eps policies ----------------------------------------------------------------------------
+
+
+def test_resolve_eps_policies():
+    losses = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert resolve_eps(losses, 4.7055) == 4.7055
+    assert resolve_eps(losses, "4.7055") == 4.7055
+    assert resolve_eps(losses, "quantile:0.5") == pytest.approx(3.5)
+    assert resolve_eps(losses, "quantile:0") == 1.0
+    assert resolve_eps(losses, "min+0.25") == 1.25
+    assert resolve_eps(losses, "min*(1+0.1)") == pytest.approx(1.1)
+    assert resolve_eps(losses, "min*1.5") == 1.5
+    assert resolve_eps(losses, " MIN + 1 ") == 2.0
+
+
+@pytest.mark.parametrize("spec", ["quantile:1.5", "quantile:x", "median", "min-1", float("nan"), None, True])
+def test_resolve_eps_rejects_bad_policies(spec):
+    with pytest.raises(ValueError, match="eps"):
+        resolve_eps(np.ones((2, 2)), spec)
+
+
+def test_parse_eps_needs_no_losses():
+    assert parse_eps("quantile:0.05") == ("quantile", 0.05)
+    assert parse_eps(3) == ("value", 3.0)
+
+
+# --- budget selection ------------------------------------------------------------------------
+
+
+def naive_budget(m, fraction, d=None, ids=None):
+    n = len(m)
+    k = math.floor(fraction * n + 0.5)
+    ids = list(range(n)) if ids is None else list(ids)
+    d = [0.0] * n if d is None else list(d)
+    order = sorted(range(n), key=lambda i: (-m[i], d[i], ids[i]))
+    return order[:k]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    m=arrays(np.float64, st.integers(1, 60), elements=st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0])),
+    fraction=st.floats(0.0, 1.0),
+    use_d=st.booleans(),
+    use_ids=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_budget_selection_matches_sorted_reference(m, fraction, use_d, use_ids, seed):
+    rng = np.random.default_rng(seed)
+    n = m.size
+    d = rng.choice([0.5, 1.0, 2.0], size=n) if use_d else None
+    ids = rng.permutation(10 * n)[:n] if use_ids else None
+    sel = select_top_memorized(m, fraction, difficulty=d, sample_ids=ids)
+    expected = naive_budget(m, fraction, d, ids)
+    assert sel.indices.tolist() == expected
+    assert sel.n_selected == len(expected)
+    if expected:
+        cut = m[expected[-1]]
+        assert sel.cut_value == cut
+        assert sel.n_tied_at_cut == int((m == cut).sum())
+        assert sel.n_tied_selected == sum(1 for i in expected if m[i] == cut)
+        assert sel.n_tied_dropped == sel.n_tied_at_cut - sel.n_tied_selected
+        assert sel.mask(n).sum() == len(expected)
+
+
+def test_budget_reports_the_ties_it_cut():
+    m = np.array([1.0, 0.5, 0.5, 0.5, 0.5, 0.0])
+    sel = select_top_memorized(m, 0.5)  # k = 3: one clear winner, then 2 of 4 tied at 0.5
+    assert sel.indices.tolist() == [0, 1, 2]
+    assert (sel.n_tied_at_cut, sel.n_tied_selected, sel.n_tied_dropped) == (4, 2, 2)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_budget_rejects_bad_fraction(fraction):
+    with pytest.raises(ValueError, match="fraction"):
+        select_top_memorized(np.zeros(3), fraction)
+
+
+# --- training dynamics ---------------------------------------------------------------------
+
+
+def test_training_dynamics_against_loops():
+    rng = np.random.default_rng(1)
+    losses = rng.choice([0.2, 0.8, 1.6, 3.2], size=(50, 5))
+    eps = 1.0
+    stats = training_dynamics(losses, eps)
+    for i, row in enumerate(losses):
+        assert stats.mean[i] == pytest.approx(sum(row) / len(row))
+        mean = sum(row) / len(row)
+        assert stats.variability[i] == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in row) / len(row)))
+        assert stats.min[i] == min(row)
+        assert stats.final[i] == row[-1]
+        below = [t + 1 for t, x in enumerate(row) if x < eps]
+        assert stats.first_learned[i] == (below[0] if below else -1)
+        assert stats.never_learned[i] == (not below)
+    np.testing.assert_array_equal(stats.forget_events, naive_forget_events(losses, eps))
+    assert set(stats.as_columns()) >= {"carto_variability", "carto_never_learned"}
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: difficulty(np.ones(5), 1), "2-D"),
+        (lambda: difficulty(np.ones((0, 3)), 1), "N = 0"),
+        (lambda: difficulty(np.ones((3, 1)), 1), "T = 1"),
+        (lambda: memorization(np.ones((3, 1)), 1.0), "at least 2"),
+        (lambda: difficulty(np.ones((3, 4)), 0), r"burn_in must be in \[1, T - 1\] = \[1, 3\]"),
+        (lambda: difficulty(np.ones((3, 4)), 4), "got 4"),
+        (lambda: difficulty(np.ones((3, 4)), 1.5), "integer"),
+        (lambda: forget_events(np.ones((3, 4)), float("inf")), "finite"),
+        (lambda: assign_quadrants(np.ones(3), np.ones(3), alpha_d=1.0), "alpha_d"),
+        (lambda: assign_quadrants(np.ones(3), np.ones(3), alpha_m=0.0), "alpha_m"),
+        (lambda: assign_quadrants(np.ones(3), np.ones(4)), "equal length"),
+        (lambda: assign_quadrants(np.array([1.0, np.nan]), np.ones(2)), "difficulty has 1 non-finite"),
+    ],
+)
+def test_bad_input_raises_named_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_non_finite_losses_name_rows_and_sample_ids():
+    losses = np.ones((10, 3))
+    losses[[2, 7], 1] = np.nan
+    losses[9, 0] = np.inf
+    with pytest.raises(ValueError, match=r"3 of 10 samples; first rows: \[2, 7, 9\]"):
+        memorization(losses, 0.5)
+    from hf_carto.scores import check_loss_matrix
+
+    with pytest.raises(ValueError, match=r"first sample_ids: \[102, 107, 109\]"):
+        check_loss_matrix(losses, sample_ids=np.arange(100, 110))
