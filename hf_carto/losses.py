@@ -5,7 +5,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["per_sample_loss"]
+__all__ = ["per_sample_loss", "token_nll"]
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token negative log-likelihood of every position, and the mask of real targets.
+
+    Returns ``(nll, mask)``, both of shape ``(B, L - 1)``: ``nll[i, j]`` is the loss of predicting
+    ``labels[i, j + 1]`` from ``logits[i, j]`` (0 where the target is ``ignore_index``). The
+    log-softmax runs in float32, as in the Hugging Face causal-LM loss.
+    """
+    if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
+        raise ValueError(
+            "expected logits (B, L, V) and labels (B, L); "
+            f"got {tuple(logits.shape)} and {tuple(labels.shape)}"
+        )
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:].to(shift_logits.device)
+    nll = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=ignore_index,
+        reduction="none",
+    ).view_as(shift_labels)
+    return nll, shift_labels != ignore_index
 
 
 def per_sample_loss(
@@ -39,19 +62,7 @@ def per_sample_loss(
         >>> per_sample_loss(logits, torch.tensor([[1, 2, 3]])).item() == torch.log(torch.tensor(4.0)).item()
         True
     """
-    if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
-        raise ValueError(
-            "expected logits (B, L, V) and labels (B, L); "
-            f"got {tuple(logits.shape)} and {tuple(labels.shape)}"
-        )
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
-    token_nll = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)),
-        shift_labels.reshape(-1),
-        ignore_index=ignore_index,
-        reduction="none",
-    ).view_as(shift_labels)
-    counts = (shift_labels != ignore_index).sum(dim=1)
-    losses = token_nll.sum(dim=1) / counts  # 0 / 0 = nan for rows without targets
+    nll, mask = token_nll(logits, labels, ignore_index)
+    counts = mask.sum(dim=1)
+    losses = nll.sum(dim=1) / counts  # 0 / 0 = nan for rows without targets
     return (losses, counts) if return_counts else losses

@@ -1,0 +1,450 @@
+"""Recording per-sample losses while a model trains: the ``T x N`` matrix of Algorithm 1, line 1.
+
+Two modes (see the design notes):
+
+- ``"eval"``: at each snapshot, a no-grad pass in ``model.eval()`` over the whole training set;
+  exactly the paper's ``L[t, i] = loss(theta_t, x_i)``. One extra forward pass per snapshot.
+- ``"train"``: the loss each sample had in its own training forward pass during epoch ``t``. Free,
+  but dropout and within-epoch drift make it an approximation.
+
+Storage, one writer per rank, keyed by ``sample_id``::
+
+    OUTPUT_DIR/carto/manifest.json                        settings + completed snapshots
+    OUTPUT_DIR/carto/losses/snapshot=T/rank=R.parquet     sample_id int64, loss float32,
+                                                          n_tokens int32, step int64
+
+Every file is written to a temporary name and renamed, so a crash never leaves a half shard that
+looks whole. A snapshot counts only once the main process has marked it complete in the manifest,
+after every rank wrote its shard. In train mode, the records of the running epoch are also saved
+at each checkpoint (``rank=R.partial-STEP.parquet``) so that a run resumed mid-epoch loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from .losses import per_sample_loss
+
+__all__ = ["MODES", "RecordingSettings", "LossStore", "LossRecorder", "hf_causal_lm_losses"]
+
+logger = logging.getLogger(__name__)
+
+MODES = ("eval", "train")
+FORMAT_VERSION = 1
+SAMPLE_ID = "sample_id"
+SHARD_SCHEMA = pa.schema(
+    [("sample_id", pa.int64()), ("loss", pa.float32()), ("n_tokens", pa.int32()), ("step", pa.int64())]
+)
+_SHARD = re.compile(r"^rank=(\d+)\.parquet$")
+_PARTIAL = re.compile(r"^rank=(\d+)\.partial-(\d+)\.parquet$")
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    """What must be equal for two processes or two launches to write into the same folder."""
+
+    mode: str = "eval"
+    world_size: int = 1
+    snapshot_every: int | None = None  # optimizer steps between eval snapshots; None: once per epoch
+    num_samples: int | None = None  # None when the dataset has no length (iterable)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"recording mode must be one of {MODES}; got {self.mode!r}")
+        if self.snapshot_every is not None:
+            if self.mode == "train":
+                raise ValueError("snapshot_every needs mode='eval': train-mode snapshots are whole epochs")
+            if self.snapshot_every < 1:
+                raise ValueError(f"snapshot_every must be a positive number of steps; got {self.snapshot_every}")
+        if self.world_size < 1:
+            raise ValueError(f"world_size must be >= 1; got {self.world_size}")
+
+
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json_atomic(data: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class LossStore:
+    """The ``OUTPUT_DIR/carto`` folder: shards, partial shards and the manifest."""
+
+    def __init__(self, output_dir: str | os.PathLike) -> None:
+        self.output_dir = Path(output_dir)
+        self.root = self.output_dir / "carto"
+        self.manifest_path = self.root / "manifest.json"
+
+    def snapshot_dir(self, snapshot: int) -> Path:
+        return self.root / "losses" / f"snapshot={snapshot}"
+
+    def shard_path(self, snapshot: int, rank: int) -> Path:
+        return self.snapshot_dir(snapshot) / f"rank={rank}.parquet"
+
+    def partial_path(self, snapshot: int, rank: int, step: int) -> Path:
+        return self.snapshot_dir(snapshot) / f"rank={rank}.partial-{step}.parquet"
+
+    # -- manifest ---------------------------------------------------------------------------
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        if not self.manifest_path.exists():
+            return None
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{self.manifest_path} is not valid JSON: {err}") from None
+
+    def settings(self) -> RecordingSettings:
+        manifest = self.read_manifest()
+        if manifest is None:
+            raise FileNotFoundError(f"no recording manifest at {self.manifest_path}")
+        return RecordingSettings(**manifest["settings"])
+
+    def check_settings(self, settings: RecordingSettings) -> dict[str, Any] | None:
+        """The existing manifest if its settings equal ``settings``; ``None`` if there is none.
+
+        Raises:
+            ValueError: naming every setting that differs, when the folder holds another run.
+        """
+        manifest = self.read_manifest()
+        if manifest is None:
+            return None
+        old = manifest.get("settings", {})
+        new = asdict(settings)
+        diff = {k: (old.get(k), new[k]) for k in new if old.get(k) != new[k]}
+        if diff:
+            detail = ", ".join(f"{k}: recorded {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(
+                f"{self.root} holds losses recorded with other settings ({detail}); refusing to mix "
+                "runs. Use another output_dir, or delete that folder to start over."
+            )
+        return manifest
+
+    def create_or_check(self, settings: RecordingSettings) -> dict[str, Any]:
+        """Create the manifest, or check that an existing one has the same settings."""
+        manifest = self.check_settings(settings)
+        if manifest is None:
+            manifest = {"format_version": FORMAT_VERSION, "settings": asdict(settings), "snapshots": {}}
+            _write_json_atomic(manifest, self.manifest_path)
+        return manifest
+
+    def completed(self) -> dict[int, dict[str, Any]]:
+        """Completed snapshots ``{t: {"step": ..., "epoch": ...}}`` in snapshot order."""
+        manifest = self.read_manifest() or {"snapshots": {}}
+        return {int(t): info for t, info in sorted(manifest["snapshots"].items(), key=lambda kv: int(kv[0]))}
+
+    def mark_complete(self, snapshot: int, step: int, epoch: float | None) -> None:
+        manifest = self.read_manifest()
+        if manifest is None:
+            raise FileNotFoundError(f"no recording manifest at {self.manifest_path}")
+        manifest["snapshots"][str(snapshot)] = {"step": int(step), "epoch": epoch}
+        _write_json_atomic(manifest, self.manifest_path)
+
+    # -- shards -----------------------------------------------------------------------------
+
+    def write_shard(self, snapshot: int, rank: int, records: dict[str, np.ndarray]) -> Path:
+        path = self.shard_path(snapshot, rank)
+        _write_parquet_atomic(_records_table(records), path)
+        return path
+
+    def write_partial(self, snapshot: int, rank: int, step: int, records: dict[str, np.ndarray]) -> Path:
+        path = self.partial_path(snapshot, rank, step)
+        _write_parquet_atomic(_records_table(records), path)
+        return path
+
+    def shards(self, snapshot: int) -> dict[int, Path]:
+        """``{rank: path}`` of the complete shards of one snapshot."""
+        folder = self.snapshot_dir(snapshot)
+        if not folder.exists():
+            return {}
+        found = {}
+        for path in folder.iterdir():
+            match = _SHARD.match(path.name)
+            if match:
+                found[int(match[1])] = path
+        return dict(sorted(found.items()))
+
+    def partials(self, snapshot: int, rank: int) -> dict[int, Path]:
+        """``{step: path}`` of the partial shards one rank saved during a train-mode snapshot."""
+        folder = self.snapshot_dir(snapshot)
+        if not folder.exists():
+            return {}
+        found = {}
+        for path in folder.iterdir():
+            match = _PARTIAL.match(path.name)
+            if match and int(match[1]) == rank:
+                found[int(match[2])] = path
+        return dict(sorted(found.items()))
+
+    def snapshots_on_disk(self) -> list[int]:
+        base = self.root / "losses"
+        if not base.exists():
+            return []
+        return sorted(int(p.name.split("=", 1)[1]) for p in base.iterdir() if p.name.startswith("snapshot="))
+
+
+def _records_table(records: dict[str, np.ndarray]) -> pa.Table:
+    return pa.table(
+        {
+            "sample_id": pa.array(np.asarray(records["sample_id"], dtype=np.int64)),
+            "loss": pa.array(np.asarray(records["loss"], dtype=np.float32)),
+            "n_tokens": pa.array(np.asarray(records["n_tokens"], dtype=np.int32)),
+            "step": pa.array(np.asarray(records["step"], dtype=np.int64)),
+        },
+        schema=SHARD_SCHEMA,
+    )
+
+
+def read_records(path: Path) -> dict[str, np.ndarray]:
+    """One shard as numpy arrays (``sample_id``, ``loss``, ``n_tokens``, ``step``)."""
+    table = pq.read_table(path)
+    missing = [name for name in SHARD_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise ValueError(f"{path} is not a loss shard: it lacks columns {missing}")
+    return {name: table.column(name).to_numpy() for name in SHARD_SCHEMA.names}
+
+
+class _Buffer:
+    """Records of the running snapshot, kept as numpy chunks (no per-sample Python objects)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[dict[str, np.ndarray]] = []
+
+    def add(self, records: dict[str, np.ndarray]) -> None:
+        self.chunks.append(records)
+
+    def __len__(self) -> int:
+        return sum(len(c["sample_id"]) for c in self.chunks)
+
+    def merged(self) -> dict[str, np.ndarray]:
+        if not self.chunks:
+            return {
+                name: np.zeros(0, dtype=dtype)
+                for name, dtype in (("sample_id", np.int64), ("loss", np.float32), ("n_tokens", np.int32),
+                                    ("step", np.int64))
+            }
+        return {k: np.concatenate([c[k] for c in self.chunks]) for k in self.chunks[0]}
+
+    def clear(self) -> None:
+        self.chunks.clear()
+
+
+def hf_causal_lm_losses(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Default eval-pass forward for Hugging Face causal LMs: per-sample loss and target counts.
+
+    Labels are kept out of the forward call so the model does not also compute a batch loss.
+    """
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits
+    return per_sample_loss(logits, labels, return_counts=True)
+
+
+class LossRecorder:
+    """Records per-sample losses for one process of a (possibly distributed) training run.
+
+    Use it from a hand-written ``accelerate`` loop, or through
+    :class:`hf_carto.RecordingTrainer`, which drives it for ``transformers.Trainer``.
+
+    Args:
+        output_dir (`str`): run folder; records go to `output_dir/carto`.
+        mode (`str`, *optional*, defaults to `"eval"`): `"eval"` or `"train"`.
+        snapshot_every (`int`, *optional*): eval mode only; snapshot every this many optimizer
+            steps instead of once per epoch.
+        num_samples (`int`, *optional*): training-set size, checked at merge.
+        accelerator (`accelerate.Accelerator`, *optional*): gives rank, world size and barriers;
+            without it the recorder runs as a single process.
+        progress (`bool`, *optional*, defaults to `True`): progress bar on the eval pass (main
+            process only).
+
+    Example (hand-written loop, eval mode)::
+
+        recorder = LossRecorder(out, mode="eval", accelerator=accelerator, num_samples=len(ds))
+        recorder.start()
+        for epoch in range(epochs):
+            for batch in train_loader:
+                batch.pop("sample_id")
+                ...  # forward, backward, step
+            recorder.eval_snapshot(model, snapshot_loader, snapshot=epoch + 1, step=global_step)
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        mode: str = "eval",
+        *,
+        snapshot_every: int | None = None,
+        num_samples: int | None = None,
+        accelerator: Any = None,
+        progress: bool = True,
+    ) -> None:
+        self.accelerator = accelerator
+        self.rank = accelerator.process_index if accelerator is not None else 0
+        world_size = accelerator.num_processes if accelerator is not None else 1
+        self.settings = RecordingSettings(mode, world_size, snapshot_every, num_samples)
+        self.store = LossStore(output_dir)
+        self.progress = progress
+        self._buffer = _Buffer()
+        self._started = False
+
+    @property
+    def mode(self) -> str:
+        return self.settings.mode
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.rank == 0
+
+    def _barrier(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+
+    def start(self) -> None:
+        """Create or check the manifest (main process), then let every rank check it."""
+        if self.is_main_process:
+            self.store.create_or_check(self.settings)
+        self._barrier()
+        if not self.is_main_process:
+            self.store.check_settings(self.settings)
+        self._started = True
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError("call LossRecorder.start() before recording")
+
+    # -- train mode -------------------------------------------------------------------------
+
+    def record(self, sample_ids: Any, losses: Any, n_tokens: Any, step: int) -> None:
+        """Buffer one batch of this rank's training losses (train mode)."""
+        ids = _to_numpy(sample_ids, np.int64)
+        self._buffer.add(
+            {
+                "sample_id": ids,
+                "loss": _to_numpy(losses, np.float32),
+                "n_tokens": _to_numpy(n_tokens, np.int32),
+                "step": np.full(ids.shape, step, dtype=np.int64),
+            }
+        )
+
+    def save_partial(self, snapshot: int, step: int) -> None:
+        """Save the running snapshot's records so far (called at checkpoints in train mode)."""
+        self._require_started()
+        if self.mode != "train":
+            return
+        self.store.write_partial(snapshot, self.rank, step, self._buffer.merged())
+        # Older partials of this rank are contained in the new one.
+        for old_step, path in self.store.partials(snapshot, self.rank).items():
+            if old_step < step:
+                path.unlink(missing_ok=True)
+
+    def resume(self, snapshot: int, step: int) -> int:
+        """Reload this rank's records of ``snapshot`` made before optimizer step ``step``.
+
+        Called when a run resumes from a checkpoint at ``step`` in the middle of a train-mode
+        snapshot; records from after the checkpoint belong to an abandoned run and are dropped.
+        Returns the number of records restored.
+        """
+        self._require_started()
+        self._buffer.clear()
+        if self.mode != "train":
+            return 0
+        partials = self.store.partials(snapshot, self.rank)
+        usable = [s for s in partials if s <= step]
+        if usable:
+            records = read_records(partials[max(usable)])
+            keep = records["step"] < step
+            self._buffer.add({k: v[keep] for k, v in records.items()})
+        return len(self._buffer)
+
+    def end_snapshot(self, snapshot: int, step: int, epoch: float | None = None) -> Path:
+        """Write this rank's buffered records as the shard of ``snapshot`` and mark it complete."""
+        self._require_started()
+        path = self.store.write_shard(snapshot, self.rank, self._buffer.merged())
+        self._buffer.clear()
+        self._barrier()
+        if self.is_main_process:
+            self.store.mark_complete(snapshot, step, epoch)
+            for rank in range(self.settings.world_size):
+                for partial in self.store.partials(snapshot, rank).values():
+                    partial.unlink(missing_ok=True)
+        self._barrier()
+        return path
+
+    # -- eval mode --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def eval_snapshot(
+        self,
+        model: torch.nn.Module,
+        dataloader: Iterable[dict[str, Any]],
+        *,
+        snapshot: int,
+        step: int,
+        epoch: float | None = None,
+        loss_fn: Callable[[torch.nn.Module, dict[str, Any]], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> Path:
+        """One no-grad pass in ``model.eval()`` over this rank's share of the training set.
+
+        ``dataloader`` yields dicts with a ``sample_id`` entry (an accelerate-prepared,
+        unshuffled loader; its padding duplicates are removed at merge). ``loss_fn(model,
+        batch)`` returns per-sample losses and target counts; the default handles Hugging Face
+        causal LMs (``input_ids``, ``attention_mask``, ``labels``).
+        """
+        self._require_started()
+        loss_fn = loss_fn or hf_causal_lm_losses
+        was_training = model.training
+        model.eval()
+        self._buffer.clear()
+        try:
+            iterator = dataloader
+            if self.progress and self.is_main_process:
+                from tqdm.auto import tqdm
+
+                total = len(dataloader) if hasattr(dataloader, "__len__") else None
+                iterator = tqdm(dataloader, total=total, desc=f"loss snapshot {snapshot}", leave=False)
+            for batch in iterator:
+                batch = dict(batch)
+                ids = batch.pop(SAMPLE_ID)
+                losses, counts = loss_fn(model, batch)
+                self.record(ids, losses, counts, step)
+        finally:
+            model.train(was_training)
+        return self.end_snapshot(snapshot, step, epoch)
+
+
+def _to_numpy(values: Any, dtype: np.dtype) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().cpu() if dtype == np.float32 else values.detach().cpu()
+        return values.numpy().astype(dtype, copy=False).reshape(-1)
+    return np.asarray(values, dtype=dtype).reshape(-1)

@@ -1,0 +1,216 @@
+"""Loss recording for ``transformers.Trainer``: add one argument to an existing training script.
+
+    trainer = RecordingTrainer(model=model, args=args, train_dataset=ds, data_collator=collator,
+                               recording=RecordingConfig(mode="eval"))
+    trainer.train()
+    ds = add_loss_columns(ds, args.output_dir)     # carto_loss_1 .. carto_loss_T
+
+The ``sample_id`` column survives ``remove_unused_columns`` and is taken out of every batch before
+``model.forward``. In train mode the per-sample losses come from the same token losses as the
+training loss (one cross-entropy, installed as the Trainer's ``compute_loss_func``), so recording
+adds no forward pass and no second cross-entropy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback
+
+from .losses import per_sample_loss, token_nll
+from .recording import SAMPLE_ID, LossRecorder
+
+__all__ = ["RecordingConfig", "LossRecordingMixin", "RecordingTrainer", "ensure_sample_ids"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RecordingConfig:
+    """How a Trainer records per-sample losses."""
+
+    mode: str = field(default="eval", metadata={"help": "'eval' (exact L[t,i], one extra pass) or 'train' (free)."})
+    snapshot_every: int | None = field(
+        default=None, metadata={"help": "Eval mode: snapshot every N optimizer steps instead of once per epoch."}
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where `carto/` goes; defaults to TrainingArguments.output_dir."}
+    )
+    progress: bool = field(default=True, metadata={"help": "Progress bar on eval-mode passes."})
+
+
+def ensure_sample_ids(dataset: Any) -> Any:
+    """Return ``dataset`` with a unique int64 ``sample_id`` column.
+
+    A map-style ``datasets.Dataset`` without one gets ``sample_id = row index`` with a warning:
+    the Trainer shuffles through its sampler, never the dataset, so the row index is stable. An
+    iterable dataset has no stable row index, so it must bring its own (raises ``ValueError``).
+    Duplicated ids raise ``ValueError`` naming how many and the first ones.
+    """
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset):
+        if SAMPLE_ID not in dataset.column_names:
+            warnings.warn(
+                "the training dataset has no 'sample_id' column; using the row index. Add it yourself "
+                "before any shuffle or filter if you need ids that survive such steps.",
+                stacklevel=3,
+            )
+            return dataset.add_column(SAMPLE_ID, np.arange(len(dataset), dtype=np.int64))
+        ids = dataset.with_format("arrow")[:][SAMPLE_ID].to_numpy()
+        uniq, counts = np.unique(ids, return_counts=True)
+        if uniq.size != ids.size:
+            dupes = uniq[counts > 1]
+            raise ValueError(
+                f"the training dataset has {dupes.size} duplicated sample_ids ({ids.size - uniq.size} extra "
+                f"rows); first: {dupes[:5].tolist()}"
+            )
+        return dataset
+    if isinstance(dataset, datasets.IterableDataset):
+        names = dataset.column_names
+        if names is not None and SAMPLE_ID not in names:
+            raise ValueError(
+                "the iterable training dataset has no 'sample_id' column; add one before streaming "
+                "(e.g. from the source row index) so that losses can be keyed by sample"
+            )
+        return dataset
+    return dataset
+
+
+class _RecordingCallback(TrainerCallback):
+    def __init__(self, trainer: LossRecordingMixin) -> None:
+        self.trainer = trainer
+        self.snapshot = 1
+        self.open = False  # a train-mode snapshot is collecting records
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        recorder = self.trainer.recorder
+        recorder.start()
+        # Epochs are counted here rather than read from state.epoch, which is a fraction of
+        # max_steps for datasets without a length. A resumed run restarts the count from the
+        # epoch its checkpoint was in.
+        self.snapshot = int(math.floor((state.epoch or 0.0) + 1e-9)) + 1
+        if recorder.mode == "train" and state.global_step > 0:
+            restored = recorder.resume(self.snapshot, state.global_step)
+            logger.info("resumed train-mode snapshot %d with %d records", self.snapshot, restored)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.open = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        every = self.trainer.recorder.settings.snapshot_every
+        if every is not None and state.global_step % every == 0:
+            self.trainer.record_eval_snapshot(state.global_step // every, state)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        recorder = self.trainer.recorder
+        if recorder.mode == "train":
+            recorder.end_snapshot(self.snapshot, state.global_step, state.epoch)
+        elif recorder.settings.snapshot_every is None:
+            self.trainer.record_eval_snapshot(self.snapshot, state)
+        self.open = False
+        self.snapshot += 1
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.open:
+            self.trainer.recorder.save_partial(self.snapshot, state.global_step)
+
+
+class _RecordingLoss:
+    """``compute_loss_func`` for train mode: the causal-LM loss and, from the same token losses,
+    each sample's loss.
+
+    The batch loss is ``sum of token NLL / num_items_in_batch`` (or the token mean when the
+    Trainer does not pass a count), exactly what Hugging Face causal LMs return; a user-supplied
+    ``compute_loss_func`` is kept and called instead, with per-sample losses computed beside it.
+    """
+
+    def __init__(self, trainer: LossRecordingMixin, inner: Any = None) -> None:
+        self.trainer = trainer
+        self.inner = inner
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        trainer = self.trainer
+        ids = trainer._pending_sample_ids
+        recording = ids is not None and trainer.model.training
+        if self.inner is not None:
+            loss = self.inner(outputs, labels, num_items_in_batch=num_items_in_batch)
+            if recording:
+                with torch.no_grad():
+                    losses, counts = per_sample_loss(outputs.logits.detach(), labels, return_counts=True)
+                trainer.recorder.record(ids, losses, counts, trainer.state.global_step)
+            return loss
+        nll, mask = token_nll(outputs.logits, labels)
+        row_sums = nll.sum(dim=1)
+        if recording:
+            counts = mask.sum(dim=1)
+            trainer.recorder.record(ids, row_sums.detach() / counts, counts, trainer.state.global_step)
+        total = row_sums.sum()
+        if num_items_in_batch is None:
+            return total / mask.sum()
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(total.device)
+        return total / num_items_in_batch
+
+
+class LossRecordingMixin:
+    """Mix into a ``transformers.Trainer`` subclass to record per-sample losses.
+
+    Adds one keyword argument, ``recording`` (a :class:`RecordingConfig`, or a mode string).
+    """
+
+    recorder: LossRecorder
+
+    def __init__(self, *args: Any, recording: RecordingConfig | str | None = None, **kwargs: Any) -> None:
+        if isinstance(recording, str):
+            recording = RecordingConfig(mode=recording)
+        self.recording = recording or RecordingConfig()
+        super().__init__(*args, **kwargs)
+        self.train_dataset = ensure_sample_ids(self.train_dataset)
+        num_samples = len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else None
+        self.recorder = LossRecorder(
+            self.recording.output_dir or self.args.output_dir,
+            self.recording.mode,
+            snapshot_every=self.recording.snapshot_every,
+            num_samples=num_samples,
+            accelerator=self.accelerator,
+            progress=self.recording.progress,
+        )
+        self._pending_sample_ids: torch.Tensor | None = None
+        if self.recorder.mode == "train":
+            self.compute_loss_func = _RecordingLoss(self, self.compute_loss_func)
+        self.add_callback(_RecordingCallback(self))
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if SAMPLE_ID not in self._signature_columns:
+            self._signature_columns.append(SAMPLE_ID)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        self._pending_sample_ids = inputs.pop(SAMPLE_ID, None)
+        try:
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        finally:
+            self._pending_sample_ids = None
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = {k: v for k, v in inputs.items() if k != SAMPLE_ID}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    def record_eval_snapshot(self, snapshot: int, state) -> None:
+        """Eval-mode pass over the whole training set with the current weights."""
+        loader = self.get_eval_dataloader(self.train_dataset)
+        self.recorder.eval_snapshot(self.model, loader, snapshot=snapshot, step=state.global_step, epoch=state.epoch)
+
+
+class RecordingTrainer(LossRecordingMixin, Trainer):
+    """``transformers.Trainer`` that records per-sample losses (see :class:`RecordingConfig`)."""

@@ -1,0 +1,120 @@
+"""Records per-sample losses of a tiny GPT-2 on random token blocks; run it with `accelerate launch`.
+
+    accelerate launch --cpu --num_processes 2 tests/launch/record_tiny.py OUT --mode eval --loop trainer
+
+`--loop trainer` uses RecordingTrainer; `--loop accelerate` a hand-written accelerate loop with
+LossRecorder. The data and the initial weights depend only on --seed, never on the world size.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+
+def make_dataset(num_samples: int, block_size: int, vocab_size: int, seed: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab_size, size=(num_samples, block_size)).tolist()
+    return Dataset.from_dict(
+        {"input_ids": ids, "labels": ids, "sample_id": np.arange(num_samples, dtype=np.int64) + 100}
+    )
+
+
+def make_model(vocab_size: int, block_size: int, seed: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=vocab_size, n_positions=block_size, n_embd=16, n_layer=2, n_head=2,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(config)
+
+
+def collate(rows):
+    return {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}
+
+
+def run_trainer(args, dataset, model) -> None:
+    from transformers import TrainingArguments
+
+    from hf_carto.recording_trainer import RecordingConfig, RecordingTrainer
+
+    if args.iterable:
+        dataset = dataset.to_iterable_dataset(num_shards=1)
+    training_args = TrainingArguments(
+        output_dir=args.output_dir, per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size, num_train_epochs=args.epochs,
+        max_steps=args.max_steps, learning_rate=args.lr, lr_scheduler_type="constant", report_to="none",
+        save_strategy="no", logging_strategy="no", seed=args.seed, use_cpu=True,
+        disable_tqdm=True, dataloader_drop_last=False,
+    )
+    trainer = RecordingTrainer(
+        model=model, args=training_args, train_dataset=dataset, data_collator=collate,
+        recording=RecordingConfig(mode=args.mode, snapshot_every=args.snapshot_every, progress=False),
+    )
+    trainer.train()
+
+
+def run_accelerate_loop(args, dataset, model) -> None:
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from hf_carto.recording import LossRecorder
+    from hf_carto.losses import per_sample_loss
+
+    accelerator = Accelerator(cpu=True)
+    train_loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
+                              generator=torch.Generator().manual_seed(args.seed))
+    snapshot_loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, collate_fn=collate)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+    model, optimizer, train_loader, snapshot_loader = accelerator.prepare(
+        model, optimizer, train_loader, snapshot_loader
+    )
+    recorder = LossRecorder(args.output_dir, mode=args.mode, num_samples=len(dataset), accelerator=accelerator,
+                            progress=False)
+    recorder.start()
+    step = 0
+    for epoch in range(int(args.epochs)):
+        for batch in train_loader:
+            ids = batch.pop("sample_id")
+            logits = model(input_ids=batch["input_ids"]).logits
+            losses, counts = per_sample_loss(logits, batch["labels"], return_counts=True)
+            if recorder.mode == "train":
+                recorder.record(ids, losses, counts, step)
+            loss = (losses * counts).sum() / counts.sum()
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+        if recorder.mode == "train":
+            recorder.end_snapshot(epoch + 1, step, epoch + 1)
+        else:
+            recorder.eval_snapshot(accelerator.unwrap_model(model), snapshot_loader, snapshot=epoch + 1, step=step,
+                                   epoch=epoch + 1)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("output_dir")
+    parser.add_argument("--mode", default="eval")
+    parser.add_argument("--loop", choices=["trainer", "accelerate"], default="trainer")
+    parser.add_argument("--num-samples", type=int, default=37)
+    parser.add_argument("--block-size", type=int, default=12)
+    parser.add_argument("--vocab-size", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument("--lr", type=float, default=0.0)
+    parser.add_argument("--snapshot-every", type=int, default=None)
+    parser.add_argument("--iterable", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    dataset = make_dataset(args.num_samples, args.block_size, args.vocab_size, args.seed)
+    model = make_model(args.vocab_size, args.block_size, args.seed)
+    (run_trainer if args.loop == "trainer" else run_accelerate_loop)(args, dataset, model)
+
+
+if __name__ == "__main__":
+    main()
