@@ -71,10 +71,7 @@ def make_losses(n: int, t: int, seed: int = 0) -> np.ndarray:
 def case_matrix(n: int, t: int, naive_rows: int, repeats: int) -> None:
     losses = make_losses(n, t)
     burn_in, eps = t // 2, float(np.quantile(losses[: min(n, 1_000_000)], 0.1))
-    print(
-        f"case 1: {n:,} x {t} float32 matrix ({losses.nbytes / 2**20:.0f} MiB), "
-        f"burn_in={burn_in}, eps={eps:.3f}"
-    )
+    print(f"case 1: {n:,} x {t} float32 matrix ({losses.nbytes / 2**20:.0f} MiB), burn_in={burn_in}, eps={eps:.3f}")
 
     # Same answers first: the benchmark is meaningless if the two paths disagree.
     head = losses[:naive_rows]
@@ -94,10 +91,7 @@ def case_matrix(n: int, t: int, naive_rows: int, repeats: int) -> None:
     print(f"  vectorised: {fast_s:.2f} s  (best of {repeats})")
     print(f"  naive loop: {naive_s:.1f} s  (measured on {len(head):,} rows, scaled)")
     print(f"  speed-up  : {naive_s / fast_s:.0f}x   [target >= 20x, and vectorised < 2 s]")
-    print(
-        f"  peak extra memory: {peak / 2**20:.0f} MiB = {peak / losses.nbytes:.2f}x the matrix"
-        "   [target <= 2x]"
-    )
+    print(f"  peak extra memory: {peak / 2**20:.0f} MiB = {peak / losses.nbytes:.2f}x the matrix   [target <= 2x]")
 
 
 def _rss_peak_reset() -> None:
@@ -160,9 +154,7 @@ def case_dataset(rows: int, t: int, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10_000_000)
     parser.add_argument("--t", type=int, default=8)
     parser.add_argument("--naive-rows", type=int, default=20_000)

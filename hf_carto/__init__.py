@@ -14,6 +14,10 @@ from .curation import (
     format_summary,
     loss_columns,
 )
+from .losses import per_sample_loss, token_nll
+from .merge import LossMatrix, add_loss_columns, load_loss_matrix
+from .recording import LossRecorder, LossStore, RecordingSettings
+from .recording_trainer import LossRecordingMixin, RecordingConfig, RecordingTrainer
 from .scores import (
     BudgetSelection,
     Quadrant,
@@ -33,6 +37,17 @@ __version__ = "0.1.0"
 __all__ = [
     "BudgetSelection",
     "CartographyFit",
+    "LossMatrix",
+    "LossRecorder",
+    "LossRecordingMixin",
+    "LossStore",
+    "RecordingConfig",
+    "RecordingSettings",
+    "RecordingTrainer",
+    "add_loss_columns",
+    "load_loss_matrix",
+    "per_sample_loss",
+    "token_nll",
     "Quadrant",
     "QuadrantAssignment",
     "TrainingDynamics",

@@ -45,9 +45,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         help="loss weight of hotspot-memorized, 0 removes them (default 0.5)",
     )
     p.add_argument("--keep-noisy", action="store_true", help="keep noisy outliers (removed by default)")
-    p.add_argument(
-        "--stable-easy-gamma", type=float, default=1.0, help="up-sampling of stable-easy (default 1)"
-    )
+    p.add_argument("--stable-easy-gamma", type=float, default=1.0, help="up-sampling of stable-easy (default 1)")
     p.add_argument("--no-interventions", action="store_true", help="add scores and quadrants only")
     p.add_argument("--num-proc", type=int, default=None, help="processes for Dataset.map")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
@@ -60,9 +58,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser(
-        "demo", help="train a tiny GPT-2 on the generated corpus and map its data (CPU, minutes)"
-    )
+    demo = sub.add_parser("demo", help="train a tiny GPT-2 on the generated corpus and map its data (CPU, minutes)")
     demo.add_argument("--output-dir", default="outputs/demo")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--epochs", type=int, default=None, help="training epochs (default 12)")
@@ -70,6 +66,20 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument("--eps", default=None, help="forget threshold policy (default quantile:0.05)")
 
     _add_score(sub)
+
+    merge = sub.add_parser(
+        "merge",
+        help="merge recorded loss shards into carto_loss_{t} columns",
+        description="Merge RUN_DIR/carto/losses/snapshot=T/rank=R.parquet into one column per snapshot. "
+        "With --dataset, the columns are added to that dataset (aligned by sample_id) and saved to --out "
+        "(default RUN_DIR/carto/dataset); without it, a parquet file of sample_id + carto_loss_{t} is written "
+        "(default RUN_DIR/carto/losses.parquet). Either output feeds `hf-carto score`.",
+    )
+    merge.add_argument("run_dir", help="the training output_dir that holds carto/")
+    merge.add_argument("--dataset", default=None, help="training dataset with its sample_id column")
+    merge.add_argument("--out", default=None, help="where to write the merged result")
+    merge.add_argument("--allow-nonfinite", action="store_true", help="merge NaN/inf losses instead of failing")
+    merge.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     summary = sub.add_parser("summary", help="print the summary of a scored dataset folder")
     summary.add_argument("path", help="folder written by `hf-carto score`")
@@ -96,9 +106,7 @@ def _run_score(args: argparse.Namespace) -> int:
     if not args.overwrite and Path(args.output).exists():
         raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
     dataset = load_table(args.input)
-    fit = fit_cartography(
-        dataset, burn_in=args.burn_in, eps=args.eps, alpha_d=args.alpha_d, alpha_m=args.alpha_m
-    )
+    fit = fit_cartography(dataset, burn_in=args.burn_in, eps=args.eps, alpha_d=args.alpha_d, alpha_m=args.alpha_m)
     scored = add_cartography(dataset, fit, num_proc=args.num_proc)
     if not args.no_interventions:
         scored = apply_interventions(
@@ -113,6 +121,32 @@ def _run_score(args: argparse.Namespace) -> int:
     save_scored(scored, args.output, fit=fit, summary=summary, overwrite=args.overwrite)
     print(format_summary(summary))
     print(f"wrote {args.output}")
+    return 0
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from .merge import add_loss_columns, load_loss_matrix, write_wide_parquet
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "carto" / "manifest.json").exists():
+        raise FileNotFoundError(f"{run_dir / 'carto' / 'manifest.json'}: no recording in {run_dir}")
+    if args.dataset is None:
+        out = Path(args.out) if args.out else run_dir / "carto" / "losses.parquet"
+        if out.exists() and not args.overwrite:
+            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+        matrix = load_loss_matrix(run_dir, allow_nonfinite=args.allow_nonfinite, progress=True)
+        write_wide_parquet(matrix, out)
+        n, t = matrix.losses.shape
+    else:
+        from .io import load_table, save_scored
+
+        out = Path(args.out) if args.out else run_dir / "carto" / "dataset"
+        if out.exists() and not args.overwrite:
+            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+        merged = add_loss_columns(load_table(args.dataset), run_dir, allow_nonfinite=args.allow_nonfinite)
+        save_scored(merged, out, overwrite=args.overwrite)
+        n, t = len(merged), sum(c.startswith("carto_loss_") for c in merged.column_names)
+    print(f"merged {t} snapshots of {n} samples into {out}")
     return 0
 
 
@@ -159,7 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    runners = {"score": _run_score, "summary": _run_summary, "demo": _run_demo, "generate": _run_generate}
+    runners = {
+        "merge": _run_merge,
+        "score": _run_score,
+        "summary": _run_summary,
+        "demo": _run_demo,
+        "generate": _run_generate,
+    }
     try:
         return runners[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

@@ -90,9 +90,7 @@ def loss_columns(column_names: list[str]) -> list[str]:
     return [found[t] for t in sorted(found)]
 
 
-def read_columns(
-    dataset: Dataset, names: list[str], start: int = 0, stop: int | None = None
-) -> dict[str, np.ndarray]:
+def read_columns(dataset: Dataset, names: list[str], start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
     """Rows ``start:stop`` of the named columns as numpy arrays in their stored dtypes.
 
     Goes through Arrow: the ``"numpy"`` format of ``datasets`` may cast floats to float32, and
@@ -208,9 +206,7 @@ def fit_cartography(
         raise ValueError("the dataset is empty (0 rows); there is nothing to score")
     columns = loss_columns(dataset.column_names)
     if len(columns) < 2:
-        raise ValueError(
-            f"found {len(columns)} snapshot column ({columns[0]}); memorization needs T >= 2 snapshots"
-        )
+        raise ValueError(f"found {len(columns)} snapshot column ({columns[0]}); memorization needs T >= 2 snapshots")
     burn_in = _check_burn_in(burn_in, len(columns))
     alpha_d = _check_alpha("alpha_d", alpha_d)
     alpha_m = _check_alpha("alpha_m", alpha_m)

@@ -90,9 +90,7 @@ def _pseudo_words(rng: np.random.Generator, count: int) -> list[str]:
     words: set[str] = set()
     while len(words) < count:
         syllables = rng.integers(1, 4)
-        words.add(
-            "".join(rng.choice(_ONSETS) + rng.choice(_NUCLEI) + rng.choice(_CODAS) for _ in range(syllables))
-        )
+        words.add("".join(rng.choice(_ONSETS) + rng.choice(_NUCLEI) + rng.choice(_CODAS) for _ in range(syllables)))
     return sorted(words)  # sorted, then shuffled below: independent of set iteration order
 
 
@@ -161,12 +159,8 @@ def generate_corpus(config: CorpusConfig | None = None) -> Dataset:
     grammar = _Grammar(rng, config.vocab_size, config.zipf_exponent)
     rows: list[tuple[str, int, int, int, str]] = []
 
-    originals = [
-        grammar.document(config.min_sentences, config.max_sentences) for _ in range(config.num_documents)
-    ]
-    duplicated = set(
-        rng.choice(config.num_documents, size=config.num_duplicate_groups, replace=False).tolist()
-    )
+    originals = [grammar.document(config.min_sentences, config.max_sentences) for _ in range(config.num_documents)]
+    duplicated = set(rng.choice(config.num_documents, size=config.num_duplicate_groups, replace=False).tolist())
     group_of = {doc: g for g, doc in enumerate(sorted(duplicated))}
     for i, text in enumerate(originals):
         if i in duplicated:

@@ -1,10 +1,11 @@
 """The default job: a real cartography run on the generated corpus, on CPU, in a few minutes.
 
 Steps: generate the corpus with planted duplicates, canaries and noise; train a byte-level BPE
-tokenizer on it; train a tiny GPT-2 from a config; after every ``1 / snapshots_per_epoch`` of an
-epoch, run a no-grad pass in ``model.eval()`` over the whole training set and keep each sample's
-loss (the paper's ``L[t, i]``, eval mode); then score, split into quadrants, label interventions,
-and compare the quadrants with the planted ground truth. Every number printed comes from this run.
+tokenizer on it; train a tiny GPT-2 from a config in a plain PyTorch loop; after every
+``1 / snapshots_per_epoch`` of an epoch, record an eval-mode snapshot with :class:`LossRecorder`
+(the paper's ``L[t, i]``, written to ``OUTPUT_DIR/run/carto``); merge the snapshots into
+``carto_loss_{t}`` columns; then score, split into quadrants, label interventions, and compare the
+quadrants with the planted ground truth. Every number printed comes from this run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from datasets import Dataset, Value
 from tqdm.auto import tqdm
 
 from .curation import (
-    LOSS_COLUMN_PREFIX,
     SAMPLE_ID,
     add_cartography,
     apply_interventions,
@@ -34,8 +34,9 @@ from .curation import (
 )
 from .data import TRUTH_NAMES, CorpusConfig, generate_corpus
 from .io import save_scored
-from .losses import per_sample_loss
+from .merge import add_loss_columns
 from .plots import plot_data_map
+from .recording import LossRecorder, read_records
 from .scores import Quadrant, select_top_memorized
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -91,9 +92,9 @@ def build_tokenizer(texts: list[str], vocab_size: int):
 def _encode(corpus: Dataset, tokenizer, block_size: int) -> Dataset:
     def encode(batch: dict[str, list]) -> dict[str, list]:
         # An end-of-text token first gives the first word a target too.
-        ids = tokenizer(
-            [tokenizer.eos_token + t for t in batch["text"]], truncation=True, max_length=block_size
-        )["input_ids"]
+        ids = tokenizer([tokenizer.eos_token + t for t in batch["text"]], truncation=True, max_length=block_size)[
+            "input_ids"
+        ]
         return {"input_ids": ids}
 
     encoded = corpus.map(encode, batched=True, desc="Tokenizing")
@@ -102,6 +103,7 @@ def _encode(corpus: Dataset, tokenizer, block_size: int) -> Dataset:
 
 
 def _batches(input_ids: list[list[int]], order: np.ndarray, batch_size: int, pad_id: int):
+    """Right-padded batches of whole documents, each with the ``sample_id`` of its rows."""
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         width = max(len(input_ids[i]) for i in rows)
@@ -111,24 +113,12 @@ def _batches(input_ids: list[list[int]], order: np.ndarray, batch_size: int, pad
             seq = torch.tensor(input_ids[i], dtype=torch.long)
             ids[r, : len(seq)] = seq
             labels[r, : len(seq)] = seq
-        yield rows, ids, labels, (labels != -100).long()
-
-
-@torch.no_grad()
-def _snapshot(model, input_ids, batch_size, pad_id, desc) -> np.ndarray:
-    model.eval()
-    out = np.empty(len(input_ids), dtype=np.float32)
-    order = np.arange(len(input_ids))
-    for rows, ids, labels, mask in tqdm(
-        _batches(input_ids, order, batch_size * 4, pad_id),
-        total=math.ceil(len(order) / (batch_size * 4)),
-        desc=desc,
-        leave=False,
-    ):
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        out[rows] = per_sample_loss(logits, labels).numpy()
-    model.train()
-    return out
+        yield {
+            SAMPLE_ID: torch.as_tensor(rows, dtype=torch.long),
+            "input_ids": ids,
+            "attention_mask": (labels != -100).long(),
+            "labels": labels,
+        }
 
 
 def _truth_table(truth: np.ndarray, quadrants: np.ndarray) -> dict[str, dict[str, int]]:
@@ -179,17 +169,18 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
     steps_per_epoch = math.ceil(n / config.batch_size)
     snapshot_steps = {
-        math.ceil(steps_per_epoch * (k + 1) / config.snapshots_per_epoch)
-        for k in range(config.snapshots_per_epoch)
+        math.ceil(steps_per_epoch * (k + 1) / config.snapshots_per_epoch) for k in range(config.snapshots_per_epoch)
     }
     num_params = sum(p.numel() for p in model.parameters())
-    logger.info(
-        "corpus: %d samples, tokenizer: %d tokens, model: %d parameters", n, len(tokenizer), num_params
-    )
+    logger.info("corpus: %d samples, tokenizer: %d tokens, model: %d parameters", n, len(tokenizer), num_params)
     print(f"corpus: {n} samples | tokenizer: {len(tokenizer)} tokens | tiny GPT-2: {num_params:,} parameters")
 
-    snapshots: list[np.ndarray] = []
+    run_dir = out_dir / "run"
+    recorder = LossRecorder(run_dir, "eval", num_samples=n, overwrite=True)
+    recorder.start()
+    snapshot_batches = list(_batches(input_ids, np.arange(n), config.batch_size * 4, tokenizer.pad_token_id))
     train_losses: list[float] = []
+    global_step = 0
     model.train()
     for epoch in range(config.epochs):
         order = rng.permutation(n)
@@ -198,32 +189,31 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{config.epochs}",
         )
-        for step, (_, ids, labels, mask) in enumerate(bar, start=1):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        for step, batch in enumerate(bar, start=1):
+            batch.pop(SAMPLE_ID)
+            loss = model(**batch).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            global_step += 1
             train_losses.append(loss.item())
             bar.set_postfix(loss=f"{train_losses[-1]:.3f}")
             if step in snapshot_steps:
-                snapshots.append(
-                    _snapshot(
-                        model,
-                        input_ids,
-                        config.batch_size,
-                        tokenizer.pad_token_id,
-                        desc=f"snapshot {len(snapshots) + 1}",
-                    )
+                snapshot = len(recorder.store.completed()) + 1
+                shard = recorder.eval_snapshot(
+                    model,
+                    snapshot_batches,
+                    snapshot=snapshot,
+                    step=global_step,
+                    epoch=epoch + step / steps_per_epoch,
                 )
-        print(f"epoch {epoch + 1}: mean eval loss over all samples {snapshots[-1].mean():.3f}")
+        last = read_records(shard)["loss"]
+        print(f"epoch {epoch + 1}: mean eval-mode loss over all samples {last.mean():.3f}")
 
-    num_snapshots = len(snapshots)
-    for t, losses in enumerate(snapshots, start=1):
-        data = data.add_column(f"{LOSS_COLUMN_PREFIX}{t}", losses, feature=Value("float32"))
+    data = add_loss_columns(data, run_dir, progress=False)
+    num_snapshots = len(recorder.store.completed())
     burn_in = config.burn_in or max(1, num_snapshots // 4)
-    fit = fit_cartography(
-        data, burn_in=burn_in, eps=config.eps, alpha_d=config.alpha_d, alpha_m=config.alpha_m
-    )
+    fit = fit_cartography(data, burn_in=burn_in, eps=config.eps, alpha_d=config.alpha_d, alpha_m=config.alpha_m)
     scored = add_cartography(data, fit)
     scored = apply_interventions(scored, gamma=config.gamma, alpha=config.alpha)
     summary = cartography_summary(scored, fit)

@@ -36,9 +36,7 @@ def load_table(path: str | os.PathLike) -> Dataset:
     if path.is_dir() and (path / "state.json").exists():
         loaded = load_from_disk(str(path))
         if not isinstance(loaded, Dataset):
-            raise ValueError(
-                f"{path} holds a DatasetDict with splits {list(loaded)}; pass one split's folder"
-            )
+            raise ValueError(f"{path} holds a DatasetDict with splits {list(loaded)}; pass one split's folder")
         return loaded
     files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
     if not files or any(f.suffix != ".parquet" for f in files):

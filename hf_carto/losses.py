@@ -8,7 +8,9 @@ import torch.nn.functional as F
 __all__ = ["per_sample_loss", "token_nll"]
 
 
-def token_nll(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
+def token_nll(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token negative log-likelihood of every position, and the mask of real targets.
 
     Returns ``(nll, mask)``, both of shape ``(B, L - 1)``: ``nll[i, j]`` is the loss of predicting
@@ -17,17 +19,18 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1
     """
     if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
         raise ValueError(
-            "expected logits (B, L, V) and labels (B, L); "
-            f"got {tuple(logits.shape)} and {tuple(labels.shape)}"
+            f"expected logits (B, L, V) and labels (B, L); got {tuple(logits.shape)} and {tuple(labels.shape)}"
         )
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:].to(shift_logits.device)
+    # Shift the labels, not the logits: slicing logits[:, :-1] would make a strided view that
+    # cross_entropy must copy (B x L x V floats). The padded last position is ignored.
+    shift_labels = F.pad(labels, (0, 1), value=ignore_index)[:, 1:].to(logits.device)
     nll = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)),
+        logits.float().reshape(-1, logits.size(-1)),
         shift_labels.reshape(-1),
         ignore_index=ignore_index,
         reduction="none",
-    ).view_as(shift_labels)
+    ).view_as(shift_labels)[:, :-1]
+    shift_labels = shift_labels[:, :-1]
     return nll, shift_labels != ignore_index
 
 

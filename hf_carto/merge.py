@@ -118,9 +118,7 @@ def _check_completed(store: LossStore) -> dict[int, dict]:
     return completed
 
 
-def _iter_columns(
-    output_dir: str | os.PathLike, expected_ids: np.ndarray, allow_nonfinite: bool, progress: bool
-):
+def _iter_columns(output_dir: str | os.PathLike, expected_ids: np.ndarray, allow_nonfinite: bool, progress: bool):
     """Yield ``(t, losses, n_tokens)`` aligned with ``expected_ids``, one snapshot at a time."""
     store = LossStore(output_dir)
     settings = store.settings()

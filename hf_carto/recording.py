@@ -164,6 +164,18 @@ class LossStore:
         manifest = self.read_manifest() or {"snapshots": {}}
         return {int(t): info for t, info in sorted(manifest["snapshots"].items(), key=lambda kv: int(kv[0]))}
 
+    def unmark_after(self, step: int) -> list[int]:
+        """Forget completed snapshots taken after optimizer step ``step``; returns their numbers."""
+        manifest = self.read_manifest()
+        if manifest is None:
+            return []
+        dropped = sorted(int(t) for t, info in manifest["snapshots"].items() if info["step"] > step)
+        if dropped:
+            for t in dropped:
+                del manifest["snapshots"][str(t)]
+            _write_json_atomic(manifest, self.manifest_path)
+        return dropped
+
     def mark_complete(self, snapshot: int, step: int, epoch: float | None) -> None:
         manifest = self.read_manifest()
         if manifest is None:
@@ -251,8 +263,12 @@ class _Buffer:
         if not self.chunks:
             return {
                 name: np.zeros(0, dtype=dtype)
-                for name, dtype in (("sample_id", np.int64), ("loss", np.float32), ("n_tokens", np.int32),
-                                    ("step", np.int64))
+                for name, dtype in (
+                    ("sample_id", np.int64),
+                    ("loss", np.float32),
+                    ("n_tokens", np.int32),
+                    ("step", np.int64),
+                )
             }
         return {k: np.concatenate([c[k] for c in self.chunks]) for k in self.chunks[0]}
 
@@ -285,6 +301,8 @@ class LossRecorder:
         num_samples (`int`, *optional*): training-set size, checked at merge.
         accelerator (`accelerate.Accelerator`, *optional*): gives rank, world size and barriers;
             without it the recorder runs as a single process.
+        overwrite (`bool`, *optional*, defaults to `False`): delete an earlier recording in
+            `output_dir/carto` when a fresh run starts, instead of refusing.
         progress (`bool`, *optional*, defaults to `True`): progress bar on the eval pass (main
             process only).
 
@@ -308,6 +326,7 @@ class LossRecorder:
         num_samples: int | None = None,
         accelerator: Any = None,
         progress: bool = True,
+        overwrite: bool = False,
     ) -> None:
         self.accelerator = accelerator
         self.rank = accelerator.process_index if accelerator is not None else 0
@@ -315,6 +334,7 @@ class LossRecorder:
         self.settings = RecordingSettings(mode, world_size, snapshot_every, num_samples)
         self.store = LossStore(output_dir)
         self.progress = progress
+        self.overwrite = overwrite
         self._buffer = _Buffer()
         self._started = False
 
@@ -330,13 +350,39 @@ class LossRecorder:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
 
-    def start(self) -> None:
-        """Create or check the manifest (main process), then let every rank check it."""
-        if self.is_main_process:
-            self.store.create_or_check(self.settings)
-        self._barrier()
-        if not self.is_main_process:
+    def start(self, resume_step: int = 0) -> None:
+        """Check the folder on every rank, then create or update the manifest on the main process.
+
+        Args:
+            resume_step (`int`, *optional*, defaults to `0`): the optimizer step a resumed run
+                restarts from. Snapshots completed after it belong to the abandoned run and are
+                forgotten (they will be taken again). A fresh run (`0`) refuses a folder that
+                already holds snapshots, unless the recorder was made with `overwrite=True`.
+        """
+        # Every rank reads and judges the folder before anyone writes, so that all ranks raise
+        # together instead of leaving the others waiting at a barrier.
+        discard = resume_step == 0 and self.overwrite and self.store.root.exists()
+        if not discard:
             self.store.check_settings(self.settings)
+            completed = self.store.completed()
+            if resume_step == 0 and completed:
+                raise ValueError(
+                    f"{self.store.root} already holds {len(completed)} completed snapshots from an earlier "
+                    "run. Resume that run (resume_from_checkpoint), choose another output_dir, or pass "
+                    "overwrite=True to discard them."
+                )
+        self._barrier()
+        if self.is_main_process:
+            if discard:
+                import shutil
+
+                shutil.rmtree(self.store.root)
+            self.store.create_or_check(self.settings)
+            if resume_step > 0:
+                dropped = self.store.unmark_after(resume_step)
+                if dropped:
+                    logger.info("resuming at step %d: snapshots %s will be taken again", resume_step, dropped)
+        self._barrier()
         self._started = True
 
     def _require_started(self) -> None:

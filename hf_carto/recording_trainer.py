@@ -37,12 +37,17 @@ class RecordingConfig:
 
     mode: str = field(default="eval", metadata={"help": "'eval' (exact L[t,i], one extra pass) or 'train' (free)."})
     snapshot_every: int | None = field(
-        default=None, metadata={"help": "Eval mode: snapshot every N optimizer steps instead of once per epoch."}
+        default=None,
+        metadata={"help": "Eval mode: snapshot every N optimizer steps instead of once per epoch."},
     )
     output_dir: str | None = field(
         default=None, metadata={"help": "Where `carto/` goes; defaults to TrainingArguments.output_dir."}
     )
     progress: bool = field(default=True, metadata={"help": "Progress bar on eval-mode passes."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Discard an earlier recording in output_dir when a fresh run starts."},
+    )
 
 
 def ensure_sample_ids(dataset: Any) -> Any:
@@ -91,7 +96,7 @@ class _RecordingCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         recorder = self.trainer.recorder
-        recorder.start()
+        recorder.start(resume_step=state.global_step)
         # Epochs are counted here rather than read from state.epoch, which is a fraction of
         # max_steps for datasets without a length. A resumed run restarts the count from the
         # epoch its checkpoint was in.
@@ -181,6 +186,7 @@ class LossRecordingMixin:
             num_samples=num_samples,
             accelerator=self.accelerator,
             progress=self.recording.progress,
+            overwrite=self.recording.overwrite,
         )
         self._pending_sample_ids: torch.Tensor | None = None
         if self.recorder.mode == "train":

@@ -83,9 +83,7 @@ def check_loss_matrix(
     """
     arr = np.asarray(losses)
     if arr.ndim != 2:
-        raise ValueError(
-            f"losses must be a 2-D matrix of shape (N samples, T snapshots); got shape {arr.shape}"
-        )
+        raise ValueError(f"losses must be a 2-D matrix of shape (N samples, T snapshots); got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float64)
     n, t = arr.shape
@@ -305,9 +303,7 @@ def assign_quadrants(
     d = np.asarray(difficulty, dtype=np.float64)
     m = np.asarray(memorization, dtype=np.float64)
     if d.ndim != 1 or m.ndim != 1 or d.shape != m.shape:
-        raise ValueError(
-            f"difficulty and memorization must be 1-D of equal length; got {d.shape} and {m.shape}"
-        )
+        raise ValueError(f"difficulty and memorization must be 1-D of equal length; got {d.shape} and {m.shape}")
     if d.size == 0:
         raise ValueError("no samples to assign (N = 0)")
     for name, arr in (("difficulty", d), ("memorization", m)):

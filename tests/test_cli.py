@@ -94,3 +94,48 @@ def test_installed_console_script_runs(tmp_path, loss_parquet):
         text=True,
     )
     assert bad.returncode == 2 and "no 'carto_loss_{t}' columns found" in bad.stderr
+
+
+def test_merge_then_score(tmp_path, capsys):
+    from hf_carto.recording import LossStore, RecordingSettings
+
+    store = LossStore(tmp_path / "run")
+    store.create_or_check(RecordingSettings(mode="eval", world_size=1, num_samples=30))
+    rng = np.random.default_rng(0)
+    for t in (1, 2, 3):
+        ids = np.arange(30)
+        store.write_shard(
+            t,
+            0,
+            {
+                "sample_id": ids,
+                "loss": rng.random(30) * 3,
+                "n_tokens": np.full(30, 8),
+                "step": np.full(30, t),
+            },
+        )
+        store.mark_complete(t, t, float(t))
+    assert main(["merge", str(tmp_path / "run")]) == 0
+    assert "merged 3 snapshots of 30 samples" in capsys.readouterr().out
+    wide = tmp_path / "run" / "carto" / "losses.parquet"
+    assert main(["merge", str(tmp_path / "run")]) == 2  # refuses to overwrite
+    assert main(["score", str(wide), str(tmp_path / "scored"), "--burn-in", "1", "--eps", "1.0"]) == 0
+
+    Dataset.from_dict({"sample_id": np.arange(30)[::-1], "text": ["t"] * 30}).save_to_disk(str(tmp_path / "ds"))
+    assert (
+        main(
+            [
+                "merge",
+                str(tmp_path / "run"),
+                "--dataset",
+                str(tmp_path / "ds"),
+                "--out",
+                str(tmp_path / "merged"),
+            ]
+        )
+        == 0
+    )
+    merged = load_from_disk(str(tmp_path / "merged"))
+    assert merged.column_names == ["sample_id", "text", "carto_loss_1", "carto_loss_2", "carto_loss_3"]
+    assert main(["merge", str(tmp_path / "nothing")]) == 2
+    assert "no recording" in capsys.readouterr().err

@@ -27,9 +27,18 @@ IDS = np.arange(100, 100 + N)
 
 def training_args(out, **overrides) -> TrainingArguments:
     values = dict(
-        output_dir=str(out), per_device_train_batch_size=BATCH, per_device_eval_batch_size=BATCH,
-        num_train_epochs=3, learning_rate=5e-3, lr_scheduler_type="constant", report_to="none",
-        save_strategy="no", logging_strategy="no", seed=0, use_cpu=True, disable_tqdm=True,
+        output_dir=str(out),
+        per_device_train_batch_size=BATCH,
+        per_device_eval_batch_size=BATCH,
+        num_train_epochs=3,
+        learning_rate=5e-3,
+        lr_scheduler_type="constant",
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        seed=0,
+        use_cpu=True,
+        disable_tqdm=True,
     )
     values.update(overrides)
     return TrainingArguments(**values)
@@ -37,9 +46,11 @@ def training_args(out, **overrides) -> TrainingArguments:
 
 def recording_trainer(out, mode="eval", dataset=None, callbacks=None, snapshot_every=None, **overrides):
     return RecordingTrainer(
-        model=make_model(VOCAB, BLOCK, seed=0), args=training_args(out, **overrides),
+        model=make_model(VOCAB, BLOCK, seed=0),
+        args=training_args(out, **overrides),
         train_dataset=dataset if dataset is not None else make_dataset(N, BLOCK, VOCAB, seed=0),
-        data_collator=collate, callbacks=callbacks,
+        data_collator=collate,
+        callbacks=callbacks,
         recording=RecordingConfig(mode=mode, snapshot_every=snapshot_every, progress=False),
     )
 
@@ -56,8 +67,12 @@ def test_eval_mode_records_the_exact_loss_of_every_sample(tmp_path):
     trainer.train()
     matrix = load_loss_matrix(tmp_path, IDS)
     assert matrix.losses.shape == (N, 3) and matrix.settings.mode == "eval"
-    np.testing.assert_allclose(matrix.losses[:, -1], direct_losses(trainer.model, make_dataset(N, BLOCK, VOCAB, 0)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        matrix.losses[:, -1],
+        direct_losses(trainer.model, make_dataset(N, BLOCK, VOCAB, 0)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     assert (matrix.n_tokens == BLOCK - 1).all()
     steps = [info["step"] for info in matrix.snapshots.values()]
     assert steps == [10, 20, 30]  # ceil(37 / 4) = 10 steps per epoch
@@ -74,9 +89,12 @@ def test_train_mode_equals_eval_mode_when_weights_do_not_move(tmp_path):
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_recording_does_not_change_training(tmp_path, mode):
-    plain = Trainer(model=make_model(VOCAB, BLOCK, seed=0), args=training_args(tmp_path / "plain"),
-                    train_dataset=make_dataset(N, BLOCK, VOCAB, 0).remove_columns("sample_id"),
-                    data_collator=collate)
+    plain = Trainer(
+        model=make_model(VOCAB, BLOCK, seed=0),
+        args=training_args(tmp_path / "plain"),
+        train_dataset=make_dataset(N, BLOCK, VOCAB, 0).remove_columns("sample_id"),
+        data_collator=collate,
+    )
     plain.train()
     recorded = recording_trainer(tmp_path / "rec", mode)
     recorded.train()
@@ -187,3 +205,29 @@ def test_hand_written_loop_records_with_a_custom_loss_fn(tmp_path):
     assert model.training  # restored after the pass
     manifest = json.loads((tmp_path / "carto" / "manifest.json").read_text())
     assert manifest["settings"]["num_samples"] is None
+
+
+def test_a_fresh_run_refuses_an_earlier_recording_unless_told(tmp_path):
+    recording_trainer(tmp_path, "eval", num_train_epochs=2).train()
+    with pytest.raises(ValueError, match="already holds 2 completed snapshots from an earlier run"):
+        recording_trainer(tmp_path, "eval", num_train_epochs=1).train()
+    trainer = RecordingTrainer(
+        model=make_model(VOCAB, BLOCK, seed=0),
+        args=training_args(tmp_path, num_train_epochs=1),
+        train_dataset=make_dataset(N, BLOCK, VOCAB, 0),
+        data_collator=collate,
+        recording=RecordingConfig(mode="eval", progress=False, overwrite=True),
+    )
+    trainer.train()
+    assert list(load_loss_matrix(tmp_path, IDS).snapshots) == [1]  # nothing stale from the first run
+
+
+def test_resume_forgets_snapshots_taken_after_the_checkpoint(tmp_path):
+    store = LossStore(tmp_path)
+    recorder = LossRecorder(tmp_path, "eval", num_samples=2, progress=False)
+    recorder.start()
+    for t, step in ((1, 5), (2, 10), (3, 15)):
+        recorder.record([0, 1], [1.0, 2.0], [3, 3], step)
+        recorder.end_snapshot(t, step)
+    LossRecorder(tmp_path, "eval", num_samples=2, progress=False).start(resume_step=10)
+    assert list(store.completed()) == [1, 2]

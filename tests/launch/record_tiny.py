@@ -27,8 +27,18 @@ def make_model(vocab_size: int, block_size: int, seed: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=vocab_size, n_positions=block_size, n_embd=16, n_layer=2, n_head=2,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=block_size,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     return GPT2LMHeadModel(config)
 
 
@@ -44,14 +54,27 @@ def run_trainer(args, dataset, model) -> None:
     if args.iterable:
         dataset = dataset.to_iterable_dataset(num_shards=1)
     training_args = TrainingArguments(
-        output_dir=args.output_dir, per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size, num_train_epochs=args.epochs,
-        max_steps=args.max_steps, learning_rate=args.lr, lr_scheduler_type="constant", report_to="none",
-        save_strategy="no", logging_strategy="no", seed=args.seed, use_cpu=True,
-        disable_tqdm=True, dataloader_drop_last=False,
+        output_dir=args.output_dir,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        seed=args.seed,
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_drop_last=False,
+        ddp_find_unused_parameters=False,
     )
     trainer = RecordingTrainer(
-        model=model, args=training_args, train_dataset=dataset, data_collator=collate,
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=collate,
         recording=RecordingConfig(mode=args.mode, snapshot_every=args.snapshot_every, progress=False),
     )
     trainer.train()
@@ -61,19 +84,25 @@ def run_accelerate_loop(args, dataset, model) -> None:
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
-    from hf_carto.recording import LossRecorder
     from hf_carto.losses import per_sample_loss
+    from hf_carto.recording import LossRecorder
 
     accelerator = Accelerator(cpu=True)
-    train_loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
-                              generator=torch.Generator().manual_seed(args.seed))
+    train_loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     snapshot_loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, collate_fn=collate)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
     model, optimizer, train_loader, snapshot_loader = accelerator.prepare(
         model, optimizer, train_loader, snapshot_loader
     )
-    recorder = LossRecorder(args.output_dir, mode=args.mode, num_samples=len(dataset), accelerator=accelerator,
-                            progress=False)
+    recorder = LossRecorder(
+        args.output_dir, mode=args.mode, num_samples=len(dataset), accelerator=accelerator, progress=False
+    )
     recorder.start()
     step = 0
     for epoch in range(int(args.epochs)):
@@ -91,8 +120,13 @@ def run_accelerate_loop(args, dataset, model) -> None:
         if recorder.mode == "train":
             recorder.end_snapshot(epoch + 1, step, epoch + 1)
         else:
-            recorder.eval_snapshot(accelerator.unwrap_model(model), snapshot_loader, snapshot=epoch + 1, step=step,
-                                   epoch=epoch + 1)
+            recorder.eval_snapshot(
+                accelerator.unwrap_model(model),
+                snapshot_loader,
+                snapshot=epoch + 1,
+                step=step,
+                epoch=epoch + 1,
+            )
 
 
 def main(argv=None) -> None:
@@ -114,6 +148,10 @@ def main(argv=None) -> None:
     dataset = make_dataset(args.num_samples, args.block_size, args.vocab_size, args.seed)
     model = make_model(args.vocab_size, args.block_size, args.seed)
     (run_trainer if args.loop == "trainer" else run_accelerate_loop)(args, dataset, model)
+    # Leaving the process group to interpreter shutdown can abort gloo's worker threads.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,179 @@
+"""Merging shards: exact placement by sample_id, and every kind of bad recording named precisely."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from hf_carto.merge import add_loss_columns, load_loss_matrix, merged_snapshot
+from hf_carto.recording import LossStore, RecordingSettings
+
+
+def records(ids, losses, step=0, n_tokens=10):
+    ids = np.asarray(ids)
+    return {
+        "sample_id": ids,
+        "loss": np.asarray(losses, dtype=np.float32),
+        "n_tokens": np.full(ids.shape, n_tokens),
+        "step": np.full(ids.shape, step),
+    }
+
+
+def write_run(out, shards_by_snapshot, mode="eval", world_size=2, num_samples=None, complete=None):
+    """shards_by_snapshot: {t: {rank: records}}; complete: snapshots to mark (default all)."""
+    store = LossStore(out)
+    store.create_or_check(RecordingSettings(mode=mode, world_size=world_size, num_samples=num_samples))
+    for t, by_rank in shards_by_snapshot.items():
+        for rank, recs in by_rank.items():
+            store.write_shard(t, rank, recs)
+    for t in complete if complete is not None else shards_by_snapshot:
+        store.mark_complete(t, step=10 * t, epoch=float(t))
+    return store
+
+
+def naive_merge(shards_by_snapshot, ids):
+    """A dict-based reference: first copy wins (all copies agree in these fixtures)."""
+    out = np.full((len(ids), len(shards_by_snapshot)), np.nan, dtype=np.float32)
+    for col, t in enumerate(sorted(shards_by_snapshot)):
+        seen = {}
+        for rank in sorted(shards_by_snapshot[t]):
+            r = shards_by_snapshot[t][rank]
+            for sid, loss in zip(r["sample_id"], r["loss"], strict=True):
+                seen.setdefault(int(sid), loss)
+        for row, sid in enumerate(ids):
+            out[row, col] = seen[int(sid)]
+    return out
+
+
+def random_run(rng, n=50, t=3, world_size=2):
+    """Shards as a distributed sampler writes them: interleaved ranks and padding duplicates."""
+    ids = rng.permutation(np.arange(1000, 1000 + n))
+    shards = {}
+    for snap in range(1, t + 1):
+        losses = rng.random(n).astype(np.float32) * 5
+        loss_of = dict(zip(ids.tolist(), losses.tolist(), strict=True))
+        padded = np.concatenate([ids, ids[: (-n) % (world_size * 4)]])
+        shards[snap] = {
+            rank: records(padded[rank::world_size], [loss_of[int(i)] for i in padded[rank::world_size]], step=snap)
+            for rank in range(world_size)
+        }
+    return ids, shards
+
+
+def test_merge_matches_a_naive_dictionary_merge(tmp_path):
+    rng = np.random.default_rng(0)
+    ids, shards = random_run(rng)
+    write_run(tmp_path, shards)
+    wanted = np.sort(ids)
+    matrix = load_loss_matrix(tmp_path, wanted)
+    np.testing.assert_array_equal(matrix.losses, naive_merge(shards, wanted))
+    assert matrix.losses.dtype == np.float32 and matrix.losses.shape == (50, 3)
+    # Any requested order is honoured.
+    shuffled = rng.permutation(wanted)
+    np.testing.assert_array_equal(load_loss_matrix(tmp_path, shuffled).losses, naive_merge(shards, shuffled))
+
+
+def test_train_mode_keeps_the_earliest_copy(tmp_path):
+    write_run(
+        tmp_path,
+        {
+            1: {0: records([1, 2], [0.5, 0.6], step=3), 1: records([1], [9.0], step=1)},
+            2: {0: records([1, 2], [0.4, 0.3], step=5), 1: records([2], [7.0], step=6)},
+        },
+        mode="train",
+    )
+    matrix = load_loss_matrix(tmp_path, np.array([1, 2]))
+    np.testing.assert_array_equal(matrix.losses, np.float32([[9.0, 0.4], [0.6, 0.3]]))
+
+
+def test_eval_mode_duplicates_that_disagree_are_refused(tmp_path):
+    write_run(tmp_path, {1: {0: records([1, 2, 3], [1.0, 2.0, 3.0]), 1: records([1, 2], [1.0 + 1e-6, 2.5])}})
+    with pytest.raises(ValueError, match=r"snapshot 1: 1 sample_ids were recorded more than once .* \[2\]"):
+        load_loss_matrix(tmp_path, np.array([1, 2, 3]))
+
+
+def test_missing_rank_and_foreign_world_size(tmp_path):
+    store = write_run(tmp_path / "a", {1: {0: records([1], [1.0])}})
+    with pytest.raises(ValueError, match=r"snapshot=1: missing shards for ranks \[1\]"):
+        load_loss_matrix(tmp_path / "a", np.array([1]))
+    store = write_run(tmp_path / "b", {1: {0: records([1], [1.0]), 1: records([2], [1.0]), 3: records([3], [1.0])}})
+    with pytest.raises(ValueError, match=r"shards for ranks \[3\] that a world size of 2 cannot have"):
+        merged_snapshot(store, 1, store.settings())
+
+
+def test_missing_snapshot_and_stray_folder(tmp_path, caplog):
+    one = {0: records([1, 2], [1.0, 1.0]), 1: records([3], [1.0])}
+    write_run(tmp_path, {1: one, 2: one, 3: one}, complete=[1, 3])
+    with pytest.raises(ValueError, match=r"snapshots \[2\] are missing \(1 of 3\)"):
+        load_loss_matrix(tmp_path, np.array([1, 2, 3]))
+    write_run(tmp_path / "stray", {1: one, 2: one}, complete=[1])
+    with caplog.at_level(logging.WARNING):
+        matrix = load_loss_matrix(tmp_path / "stray", np.array([1, 2, 3]))
+    assert matrix.losses.shape == (3, 1)
+    assert "never marked complete" in caplog.text
+
+
+def test_missing_and_unknown_samples(tmp_path):
+    write_run(tmp_path, {1: {0: records([1, 2], [1.0, 1.0]), 1: records([4], [1.0])}})
+    with pytest.raises(
+        ValueError, match=r"snapshot 1: 2 of 5 samples have no recorded loss; first sample_ids: \[3, 5\]"
+    ):
+        load_loss_matrix(tmp_path, np.array([1, 2, 3, 4, 5]))
+    with pytest.raises(ValueError, match=r"snapshot 1: 1 recorded sample_ids are not in the dataset; first: \[4\]"):
+        load_loss_matrix(tmp_path, np.array([1, 2]))
+
+
+def test_non_finite_losses_are_reported_with_ids_and_snapshots(tmp_path):
+    write_run(
+        tmp_path,
+        {
+            1: {0: records([1, 2], [np.nan, 1.0]), 1: records([3], [1.0])},
+            2: {0: records([1, 2], [1.0, 1.0]), 1: records([3], [np.inf])},
+        },
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"2 recorded losses are NaN or infinite \(first: sample_id 1 at snapshot 1, "
+        r"sample_id 3 at snapshot 2\)",
+    ):
+        load_loss_matrix(tmp_path, np.array([1, 2, 3]))
+    matrix = load_loss_matrix(tmp_path, np.array([1, 2, 3]), allow_nonfinite=True)
+    assert np.isnan(matrix.losses[0, 0]) and np.isinf(matrix.losses[2, 1])
+
+
+def test_defaults_for_expected_ids(tmp_path):
+    write_run(tmp_path, {1: {0: records([0, 1], [1.0, 2.0]), 1: records([2], [3.0])}}, num_samples=4)
+    with pytest.raises(ValueError, match=r"1 of 4 samples have no recorded loss; first sample_ids: \[3\]"):
+        load_loss_matrix(tmp_path)
+
+
+def test_add_loss_columns_needs_sample_ids_and_rejects_duplicates(tmp_path):
+    write_run(tmp_path, {1: {0: records([1, 2], [1.0, 2.0]), 1: records([3], [3.0])}})
+    with pytest.raises(ValueError, match="no 'sample_id' column"):
+        add_loss_columns(Dataset.from_dict({"x": [1, 2, 3]}), tmp_path)
+    with pytest.raises(ValueError, match=r"1 duplicated sample_ids; first: \[2\]"):
+        add_loss_columns(Dataset.from_dict({"sample_id": [1, 2, 2]}), tmp_path, progress=False)
+    ds = Dataset.from_dict({"sample_id": [3, 1, 2], "carto_loss_9": [0.0, 0.0, 0.0]})
+    merged = add_loss_columns(ds, tmp_path, progress=False)
+    assert merged.column_names == ["sample_id", "carto_loss_1"]  # stale loss columns replaced
+    assert merged["carto_loss_1"][:] == [3.0, 1.0, 2.0]
+
+
+def test_shards_are_written_atomically(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    store = write_run(tmp_path, {})
+
+    def broken(table, where, **kwargs):
+        with open(where, "wb") as handle:
+            handle.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", broken)
+    with pytest.raises(OSError, match="disk full"):
+        store.write_shard(1, 0, records([1], [1.0]))
+    assert store.shards(1) == {}
+    assert not list(tmp_path.rglob("*.tmp"))
