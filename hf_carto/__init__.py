@@ -5,6 +5,7 @@ forgotten after being fitted), split samples into four quadrants, and label them
 interventions that reduce leakage: down-weight hotspots, up-sample hard samples, remove outliers.
 """
 
+from .continuation import arm_budget, build_arms, continue_from_checkpoint
 from .curation import (
     CartographyFit,
     add_cartography,
@@ -31,12 +32,19 @@ from .scores import (
     select_top_memorized,
     training_dynamics,
 )
+from .trainer import CartoTrainer, WeightedEpochSampler, prepare_curated_dataset
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BudgetSelection",
+    "CartoTrainer",
     "CartographyFit",
+    "WeightedEpochSampler",
+    "arm_budget",
+    "build_arms",
+    "continue_from_checkpoint",
+    "prepare_curated_dataset",
     "LossMatrix",
     "LossRecorder",
     "LossRecordingMixin",

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
+from .curation import LOSS_WEIGHT
 from .losses import per_sample_loss, token_nll
-from .recording import SAMPLE_ID, LossRecorder
+from .recording import SAMPLE_ID, LossRecorder, hf_causal_lm_losses
 
 __all__ = ["RecordingConfig", "LossRecordingMixin", "RecordingTrainer", "ensure_sample_ids"]
 
@@ -127,35 +128,52 @@ class _RecordingCallback(TrainerCallback):
             self.trainer.recorder.save_partial(self.snapshot, state.global_step)
 
 
-class _RecordingLoss:
-    """``compute_loss_func`` for train mode: the causal-LM loss and, from the same token losses,
-    each sample's loss.
+class _PerSampleLoss:
+    """``compute_loss_func`` computing the causal-LM loss from per-sample token sums.
 
-    The batch loss is ``sum of token NLL / num_items_in_batch`` (or the token mean when the
-    Trainer does not pass a count), exactly what Hugging Face causal LMs return; a user-supplied
-    ``compute_loss_func`` is kept and called instead, with per-sample losses computed beside it.
+    The batch loss is ``sum_i w_i * (sum of sample i's token NLL) / num_items_in_batch`` (or the
+    token mean when the Trainer passes no count), with ``w_i = 1`` unless the batch carries loss
+    weights: exactly what Hugging Face causal LMs return for unit weights. The same token losses
+    give each sample's loss for train-mode recording, so neither needs a second cross-entropy.
+    A user-supplied ``compute_loss_func`` is kept and called instead (unweighted only), with
+    per-sample losses computed beside it.
     """
 
     def __init__(self, trainer: LossRecordingMixin, inner: Any = None) -> None:
         self.trainer = trainer
         self.inner = inner
 
+    def _recording(self) -> bool:
+        trainer = self.trainer
+        return (
+            trainer.recorder is not None
+            and trainer.recorder.mode == "train"
+            and trainer._pending_sample_ids is not None
+            and trainer.model.training
+        )
+
     def __call__(self, outputs, labels, num_items_in_batch=None):
         trainer = self.trainer
-        ids = trainer._pending_sample_ids
-        recording = ids is not None and trainer.model.training
+        weights = trainer._pending_loss_weights
+        recording = self._recording()
         if self.inner is not None:
+            if weights is not None:
+                raise ValueError("loss weights cannot be combined with a custom compute_loss_func")
             loss = self.inner(outputs, labels, num_items_in_batch=num_items_in_batch)
             if recording:
                 with torch.no_grad():
                     losses, counts = per_sample_loss(outputs.logits.detach(), labels, return_counts=True)
-                trainer.recorder.record(ids, losses, counts, trainer.state.global_step)
+                trainer.recorder.record(trainer._pending_sample_ids, losses, counts, trainer.state.global_step)
             return loss
         nll, mask = token_nll(outputs.logits, labels)
         row_sums = nll.sum(dim=1)
         if recording:
             counts = mask.sum(dim=1)
-            trainer.recorder.record(ids, row_sums.detach() / counts, counts, trainer.state.global_step)
+            trainer.recorder.record(
+                trainer._pending_sample_ids, row_sums.detach() / counts, counts, trainer.state.global_step
+            )
+        if weights is not None:
+            row_sums = row_sums * weights.to(device=row_sums.device, dtype=row_sums.dtype)
         total = row_sums.sum()
         if num_items_in_batch is None:
             return total / mask.sum()
@@ -168,54 +186,86 @@ class LossRecordingMixin:
     """Mix into a ``transformers.Trainer`` subclass to record per-sample losses.
 
     Adds one keyword argument, ``recording`` (a :class:`RecordingConfig`, or a mode string).
+    Subclasses may set ``records_by_default = False`` (then ``recording=None`` records nothing)
+    and extend ``batch_columns``: dataset columns that reach ``compute_loss`` but never
+    ``model.forward``.
     """
 
-    recorder: LossRecorder
+    records_by_default = True
+    batch_columns: tuple[str, ...] = (SAMPLE_ID,)
+    recorder: LossRecorder | None
 
     def __init__(self, *args: Any, recording: RecordingConfig | str | None = None, **kwargs: Any) -> None:
         if isinstance(recording, str):
             recording = RecordingConfig(mode=recording)
-        self.recording = recording or RecordingConfig()
+        if recording is None and self.records_by_default:
+            recording = RecordingConfig()
+        self.recording = recording
         super().__init__(*args, **kwargs)
-        self.train_dataset = ensure_sample_ids(self.train_dataset)
-        num_samples = len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else None
-        self.recorder = LossRecorder(
-            self.recording.output_dir or self.args.output_dir,
-            self.recording.mode,
-            snapshot_every=self.recording.snapshot_every,
-            num_samples=num_samples,
-            accelerator=self.accelerator,
-            progress=self.recording.progress,
-            overwrite=self.recording.overwrite,
-        )
+        self.recorder = None
         self._pending_sample_ids: torch.Tensor | None = None
-        if self.recorder.mode == "train":
-            self.compute_loss_func = _RecordingLoss(self, self.compute_loss_func)
-        self.add_callback(_RecordingCallback(self))
+        self._pending_loss_weights: torch.Tensor | None = None
+        if recording is not None:
+            self.train_dataset = ensure_sample_ids(self.train_dataset)
+            num_samples = len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else None
+            self.recorder = LossRecorder(
+                recording.output_dir or self.args.output_dir,
+                recording.mode,
+                snapshot_every=recording.snapshot_every,
+                num_samples=num_samples,
+                accelerator=self.accelerator,
+                progress=recording.progress,
+                overwrite=recording.overwrite,
+            )
+            self.add_callback(_RecordingCallback(self))
+        if self._needs_per_sample_loss():
+            self.compute_loss_func = _PerSampleLoss(self, self.compute_loss_func)
+
+    def _needs_per_sample_loss(self) -> bool:
+        return self.recorder is not None and self.recorder.mode == "train"
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        if SAMPLE_ID not in self._signature_columns:
-            self._signature_columns.append(SAMPLE_ID)
+        for column in self.batch_columns:
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
+
+    def _pop_batch_columns(self, inputs) -> dict[str, Any]:
+        inputs = dict(inputs)
+        for column in self.batch_columns:
+            inputs.pop(column, None)
+        return inputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs = dict(inputs)
-        self._pending_sample_ids = inputs.pop(SAMPLE_ID, None)
+        self._pending_sample_ids = inputs.get(SAMPLE_ID)
+        self._pending_loss_weights = inputs.get(LOSS_WEIGHT)
         try:
             return super().compute_loss(
-                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+                model,
+                self._pop_batch_columns(inputs),
+                return_outputs=return_outputs,
+                num_items_in_batch=num_items_in_batch,
             )
         finally:
             self._pending_sample_ids = None
+            self._pending_loss_weights = None
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = {k: v for k, v in inputs.items() if k != SAMPLE_ID}
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        return super().prediction_step(
+            model, self._pop_batch_columns(inputs), prediction_loss_only, ignore_keys=ignore_keys
+        )
 
     def record_eval_snapshot(self, snapshot: int, state) -> None:
         """Eval-mode pass over the whole training set with the current weights."""
         loader = self.get_eval_dataloader(self.train_dataset)
-        self.recorder.eval_snapshot(self.model, loader, snapshot=snapshot, step=state.global_step, epoch=state.epoch)
+        self.recorder.eval_snapshot(
+            self.model,
+            loader,
+            snapshot=snapshot,
+            step=state.global_step,
+            epoch=state.epoch,
+            loss_fn=lambda model, batch: hf_causal_lm_losses(model, self._pop_batch_columns(batch)),
+        )
 
 
 class RecordingTrainer(LossRecordingMixin, Trainer):

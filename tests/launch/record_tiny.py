@@ -46,10 +46,20 @@ def collate(rows):
     return {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}
 
 
+def add_interventions(dataset: Dataset, seed: int) -> Dataset:
+    """Seeded loss weights (some 0, some 0.5), sampling weights and removals for CartoTrainer runs."""
+    rng = np.random.default_rng(seed + 1)
+    n = len(dataset)
+    dataset = dataset.add_column("carto_loss_weight", rng.choice([0.0, 0.5, 1.0], size=n).astype(np.float32))
+    dataset = dataset.add_column("carto_sampling_weight", rng.choice([1.0, 3.0], size=n).astype(np.float32))
+    return dataset.add_column("carto_keep", rng.random(n) > 0.1)
+
+
 def run_trainer(args, dataset, model) -> None:
     from transformers import TrainingArguments
 
     from hf_carto.recording_trainer import RecordingConfig, RecordingTrainer
+    from hf_carto.trainer import CartoTrainer
 
     if args.iterable:
         dataset = dataset.to_iterable_dataset(num_shards=1)
@@ -69,15 +79,24 @@ def run_trainer(args, dataset, model) -> None:
         disable_tqdm=True,
         dataloader_drop_last=False,
         ddp_find_unused_parameters=False,
+        optim=args.optim,
     )
-    trainer = RecordingTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset,
-        data_collator=collate,
-        recording=RecordingConfig(mode=args.mode, snapshot_every=args.snapshot_every, progress=False),
-    )
+    recording = RecordingConfig(mode=args.mode, snapshot_every=args.snapshot_every, progress=False)
+    if args.curated:
+        trainer = CartoTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=add_interventions(dataset, args.seed),
+            data_collator=collate,
+            recording=recording,
+            epoch_samples=args.epoch_samples,
+        )
+    else:
+        trainer = RecordingTrainer(
+            model=model, args=training_args, train_dataset=dataset, data_collator=collate, recording=recording
+        )
     trainer.train()
+    trainer.save_model(f"{args.output_dir}/final")
 
 
 def run_accelerate_loop(args, dataset, model) -> None:
@@ -143,6 +162,9 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=0.0)
     parser.add_argument("--snapshot-every", type=int, default=None)
     parser.add_argument("--iterable", action="store_true")
+    parser.add_argument("--curated", action="store_true", help="CartoTrainer with seeded intervention columns")
+    parser.add_argument("--epoch-samples", type=int, default=None)
+    parser.add_argument("--optim", default="adamw_torch")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     dataset = make_dataset(args.num_samples, args.block_size, args.vocab_size, args.seed)

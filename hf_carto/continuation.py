@@ -1,0 +1,186 @@
+"""Algorithm 1's continuation and its comparison arms.
+
+A reduction in leakage means something only against controls trained from the same checkpoint
+with the same seed:
+
+- ``no_intervention``: every row kept with weight 1;
+- ``gendatacarto``: the cartography intervention (per quadrant, or the top ``budget`` fraction by
+  memorization);
+- ``random``: the *same multiset* of per-row treatments as ``gendatacarto``, shuffled over the rows
+  with a seeded permutation. It prunes, down-weights and up-samples exactly as many rows by exactly
+  as much, so the budget and every weight total are equal by construction; only the choice of rows
+  differs.
+
+:func:`continue_from_checkpoint` then trains one arm from the burn-in checkpoint with the
+optimizer and learning-rate scheduler restored, for the remaining ``T - T_e`` epochs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, Value
+
+from .curation import KEEP, LOSS_WEIGHT, MEMORIZATION, QUADRANT, SAMPLING_WEIGHT, apply_interventions, read_columns
+from .recording import SAMPLE_ID
+from .scores import select_top_memorized
+
+__all__ = ["build_arms", "arm_budget", "continue_from_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+TREATMENT_COLUMNS = (LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP)
+
+
+def _with_treatment(dataset: Dataset, loss_w: np.ndarray, sample_w: np.ndarray, keep: np.ndarray) -> Dataset:
+    dataset = dataset.remove_columns([c for c in TREATMENT_COLUMNS if c in dataset.column_names])
+    dataset = dataset.add_column(LOSS_WEIGHT, loss_w.astype(np.float32), feature=Value("float32"))
+    dataset = dataset.add_column(SAMPLING_WEIGHT, sample_w.astype(np.float32), feature=Value("float32"))
+    return dataset.add_column(KEEP, keep.astype(bool), feature=Value("bool"))
+
+
+def _budget_treatment(dataset: Dataset, budget: float, alpha: float) -> tuple[np.ndarray, ...]:
+    cols = read_columns(
+        dataset, [MEMORIZATION, "carto_difficulty"] + ([SAMPLE_ID] if SAMPLE_ID in dataset.column_names else [])
+    )
+    selection = select_top_memorized(
+        cols[MEMORIZATION], budget, difficulty=cols["carto_difficulty"], sample_ids=cols.get(SAMPLE_ID)
+    )
+    n = len(dataset)
+    chosen = selection.mask(n)
+    logger.info(
+        "budget %.3g: %d samples selected, cut at m=%.4g with %d of %d tied samples chosen by the tie-break",
+        budget,
+        selection.n_selected,
+        selection.cut_value,
+        selection.n_tied_selected,
+        selection.n_tied_at_cut,
+    )
+    loss_w = np.where(chosen, alpha, 1.0)
+    keep = ~chosen if alpha == 0 else np.ones(n, dtype=bool)
+    sample_w = np.where(keep, 1.0, 0.0)
+    loss_w = np.where(keep, loss_w, 0.0)
+    return loss_w, sample_w, keep
+
+
+def build_arms(
+    scored: Dataset,
+    *,
+    budget: float | None = None,
+    alpha: float = 0.5,
+    gamma: float = 1.0,
+    remove_noisy: bool = False,
+    seed: int = 0,
+) -> dict[str, Dataset]:
+    """The three arms of one comparison, each labelled with the intervention columns.
+
+    Args:
+        scored (`datasets.Dataset`): output of :func:`hf_carto.add_cartography`.
+        budget (`float`, *optional*): when set, GenDataCarto treats the top `budget` fraction by
+            memorization (ties broken by difficulty, then sample_id) with loss weight `alpha`
+            (`alpha = 0` removes them); when `None`, the per-quadrant rules of
+            :func:`hf_carto.apply_interventions` with `gamma`, `alpha` and `remove_noisy`.
+        seed (`int`, *optional*, defaults to `0`): seed of the random arm's permutation.
+
+    Returns:
+        `{"no_intervention": ..., "gendatacarto": ..., "random": ...}`; all rows are present in
+        every arm (removal is `carto_keep == False`).
+    """
+    if QUADRANT not in scored.column_names or MEMORIZATION not in scored.column_names:
+        raise ValueError("build_arms needs a dataset scored by add_cartography (carto_quadrant, carto_memorization)")
+    n = len(scored)
+    if budget is None:
+        labelled = apply_interventions(scored, gamma=gamma, alpha=alpha, remove_noisy=remove_noisy)
+        cols = read_columns(labelled, list(TREATMENT_COLUMNS))
+        loss_w, sample_w, keep = (cols[c] for c in TREATMENT_COLUMNS)
+    else:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
+        loss_w, sample_w, keep = _budget_treatment(scored, budget, alpha)
+    order = np.random.default_rng(seed).permutation(n)
+    return {
+        "no_intervention": _with_treatment(scored, np.ones(n), np.ones(n), np.ones(n, dtype=bool)),
+        "gendatacarto": _with_treatment(scored, loss_w, sample_w, keep),
+        "random": _with_treatment(scored, loss_w[order], sample_w[order], keep[order]),
+    }
+
+
+def arm_budget(arm: Dataset) -> dict[str, float]:
+    """What an arm changes: removed rows, down-weighted rows, pruned loss weight, up-sampled rows."""
+    cols = read_columns(arm, list(TREATMENT_COLUMNS))
+    loss_w, sample_w, keep = (cols[c].astype(np.float64) for c in TREATMENT_COLUMNS)
+    n = len(arm)
+    return {
+        "num_samples": n,
+        "num_removed": int((keep == 0).sum()),
+        "num_down_weighted": int(((loss_w > 0) & (loss_w < 1)).sum()),
+        "num_up_sampled": int((sample_w > 1).sum()),
+        "loss_weight_total": float(loss_w.sum()),
+        "fraction_of_weight_pruned": float(1.0 - loss_w.sum() / n) if n else 0.0,
+    }
+
+
+def continue_from_checkpoint(
+    checkpoint: str | os.PathLike,
+    train_dataset: Dataset,
+    args: Any,
+    *,
+    model: torch.nn.Module | None = None,
+    **trainer_kwargs: Any,
+):
+    """A :class:`hf_carto.CartoTrainer` that continues a mapping run from ``checkpoint``.
+
+    The model weights come from the checkpoint (unless ``model`` is given), and the optimizer and
+    learning-rate scheduler are rebuilt as in the mapping run and then loaded from the
+    checkpoint's ``optimizer.pt`` and ``scheduler.pt``. The scheduler is built for the checkpoint's
+    step plus this continuation's steps, so a decaying schedule carries on from where it was
+    instead of restarting. ``args.num_train_epochs`` is the number of epochs to continue
+    (``T - T_e``). Call ``.train()`` on the result (not with ``resume_from_checkpoint``: the
+    curated dataset has another length, so the Trainer's own resume would skip the wrong batches).
+    """
+    import json
+
+    from transformers import AutoModelForCausalLM
+    from transformers.optimization import get_scheduler
+
+    from .trainer import CartoTrainer
+
+    checkpoint = Path(checkpoint)
+    for name in ("optimizer.pt", "scheduler.pt", "trainer_state.json"):
+        if not (checkpoint / name).exists():
+            raise FileNotFoundError(f"{checkpoint / name} is missing: continue from a Trainer checkpoint folder")
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    start_step = int(state["global_step"])
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    trainer = CartoTrainer(model=model, args=args, train_dataset=train_dataset, **trainer_kwargs)
+    if args.max_steps > 0:
+        remaining = args.max_steps
+    else:
+        per_epoch = max(1, len(trainer.get_train_dataloader()) // args.gradient_accumulation_steps)
+        remaining = max(1, int(per_epoch * args.num_train_epochs))
+    total_steps = start_step + remaining
+    trainer.create_optimizer()
+    # Built here rather than by Trainer.create_scheduler, which train() would rebuild for the
+    # continuation's steps alone. Order as in the Trainer's own resume: schedule, then both states.
+    trainer.lr_scheduler = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer=trainer.optimizer,
+        num_warmup_steps=args.get_warmup_steps(total_steps),
+        num_training_steps=total_steps,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+    )
+    trainer.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+    trainer.lr_scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
+    # The loaded state holds the mapping run's last learning rate; take one step back and forward
+    # so the optimizer gets this schedule's rate at the checkpoint step.
+    trainer.lr_scheduler.last_epoch -= 1
+    trainer.lr_scheduler.step()
+    logger.info("continuing from %s at step %d for %d more steps", checkpoint, start_step, total_steps - start_step)
+    trainer.continued_from_step = start_step
+    return trainer
