@@ -81,6 +81,27 @@ def make_parser() -> argparse.ArgumentParser:
     merge.add_argument("--allow-nonfinite", action="store_true", help="merge NaN/inf losses instead of failing")
     merge.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
+    arms = sub.add_parser(
+        "arms",
+        help="build the comparison arms (no_intervention, gendatacarto, random at the same budget)",
+        description="Write OUT/no_intervention, OUT/gendatacarto and OUT/random (save_to_disk folders with "
+        "carto_loss_weight, carto_sampling_weight and carto_keep) and OUT/budgets.json. The random arm applies "
+        "the same treatments as gendatacarto to rows chosen by a seeded permutation.",
+    )
+    arms.add_argument("scored", help="a dataset scored by `hf-carto score`")
+    arms.add_argument("output")
+    arms.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="treat the top fraction by memorization instead of the per-quadrant rules",
+    )
+    arms.add_argument("--alpha", type=float, default=0.5, help="loss weight of treated rows; 0 removes them")
+    arms.add_argument("--gamma", type=float, default=1.0, help="up-sampling of ambiguous-hard (quadrant rules)")
+    arms.add_argument("--remove-noisy", action="store_true", help="remove noisy outliers (quadrant rules)")
+    arms.add_argument("--seed", type=int, default=0, help="seed of the random arm")
+    arms.add_argument("--overwrite", action="store_true")
+
     summary = sub.add_parser("summary", help="print the summary of a scored dataset folder")
     summary.add_argument("path", help="folder written by `hf-carto score`")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -150,6 +171,48 @@ def _run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_arms(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+    import tempfile
+
+    from .continuation import arm_budget, build_arms
+    from .io import load_table, save_scored, write_json_atomic
+
+    target = Path(args.output)
+    if target.exists() and not args.overwrite:
+        raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
+    arms = build_arms(
+        load_table(args.scored),
+        budget=args.budget,
+        alpha=args.alpha,
+        gamma=args.gamma,
+        remove_noisy=args.remove_noisy,
+        seed=args.seed,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+    try:
+        budgets = {}
+        for name, arm in arms.items():
+            save_scored(arm, staging / name)
+            budgets[name] = arm_budget(arm)
+        write_json_atomic(budgets, staging / "budgets.json")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for name, budget in budgets.items():
+        print(
+            f"{name:<16} removed={budget['num_removed']:<6} down-weighted={budget['num_down_weighted']:<6} "
+            f"up-sampled={budget['num_up_sampled']:<6} pruned weight={budget['fraction_of_weight_pruned']:.2%}"
+        )
+    print(f"wrote {target}")
+    return 0
+
+
 def _run_summary(args: argparse.Namespace) -> int:
     from .curation import cartography_summary, format_summary
     from .io import load_scored
@@ -194,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     runners = {
+        "arms": _run_arms,
         "merge": _run_merge,
         "score": _run_score,
         "summary": _run_summary,

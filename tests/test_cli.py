@@ -139,3 +139,22 @@ def test_merge_then_score(tmp_path, capsys):
     assert merged.column_names == ["sample_id", "text", "carto_loss_1", "carto_loss_2", "carto_loss_3"]
     assert main(["merge", str(tmp_path / "nothing")]) == 2
     assert "no recording" in capsys.readouterr().err
+
+
+def test_arms_writes_three_labelled_datasets(tmp_path, loss_parquet, capsys):
+    scored = tmp_path / "scored"
+    assert (
+        main(
+            ["score", str(loss_parquet), str(scored), "--burn-in", "2", "--eps", "quantile:0.3", "--no-interventions"]
+        )
+        == 0
+    )
+    assert main(["arms", str(scored), str(tmp_path / "arms"), "--budget", "0.1", "--alpha", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "gendatacarto" in out and "pruned weight=10.00%" in out
+    budgets = json.loads((tmp_path / "arms" / "budgets.json").read_text())
+    assert budgets["random"] == budgets["gendatacarto"] and budgets["gendatacarto"]["num_removed"] == 40
+    for name in ("no_intervention", "gendatacarto", "random"):
+        arm = load_from_disk(str(tmp_path / "arms" / name))
+        assert len(arm) == 400 and "carto_keep" in arm.column_names
+    assert main(["arms", str(scored), str(tmp_path / "arms")]) == 2
