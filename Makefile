@@ -31,8 +31,11 @@ test: lint
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
+## Speed and memory: each script prints ratios against a baseline run in the same process.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_scores.py
+	$(PY) benchmarks/bench_recording.py
+	$(PY) benchmarks/bench_trainer.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache *.egg-info
