@@ -172,12 +172,9 @@ def _run_merge(args: argparse.Namespace) -> int:
 
 
 def _run_arms(args: argparse.Namespace) -> int:
-    import os
-    import shutil
-    import tempfile
-
+    from .atomic import atomic_folder, write_json_atomic
     from .continuation import arm_budget, build_arms
-    from .io import load_table, save_scored, write_json_atomic
+    from .io import load_table, save_scored
 
     target = Path(args.output)
     if target.exists() and not args.overwrite:
@@ -190,20 +187,12 @@ def _run_arms(args: argparse.Namespace) -> int:
         remove_noisy=args.remove_noisy,
         seed=args.seed,
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
-    try:
-        budgets = {}
+    budgets = {}
+    with atomic_folder(target, overwrite=args.overwrite) as staging:
         for name, arm in arms.items():
             save_scored(arm, staging / name)
             budgets[name] = arm_budget(arm)
         write_json_atomic(budgets, staging / "budgets.json")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     for name, budget in budgets.items():
         print(
             f"{name:<16} removed={budget['num_removed']:<6} down-weighted={budget['num_down_weighted']:<6} "

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, load_from_disk
 
+from .atomic import atomic_folder, write_json_atomic
 from .curation import CartographyFit
 
-__all__ = ["FIT_FILE", "SUMMARY_FILE", "load_table", "save_scored", "load_scored", "write_json_atomic"]
+__all__ = ["FIT_FILE", "SUMMARY_FILE", "load_table", "save_scored", "load_scored"]
 
 FIT_FILE = "cartography.json"
 SUMMARY_FILE = "summary.json"
@@ -44,20 +43,6 @@ def load_table(path: str | os.PathLike) -> Dataset:
     return Dataset.from_parquet([str(f) for f in files])
 
 
-def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_scored(
     dataset: Dataset,
     output_dir: str | os.PathLike,
@@ -72,26 +57,12 @@ def save_scored(
         FileExistsError: when ``output_dir`` exists and ``overwrite`` is false.
     """
     target = Path(output_dir)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; choose another folder or pass overwrite=True")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
-    try:
+    with atomic_folder(target, overwrite=overwrite) as staging:
         dataset.save_to_disk(str(staging))
         if fit is not None:
             write_json_atomic(fit.to_dict(), staging / FIT_FILE)
         if summary is not None:
             write_json_atomic(summary, staging / SUMMARY_FILE)
-        if target.exists():
-            retired = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, retired)
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

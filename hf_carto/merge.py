@@ -238,11 +238,11 @@ def write_wide_parquet(matrix: LossMatrix, path: str | os.PathLike) -> Path:
     """Write ``sample_id`` + ``carto_loss_{t}`` columns as one parquet file (atomically)."""
     import pyarrow as pa
 
-    from .recording import _write_parquet_atomic
+    from .atomic import write_parquet_atomic
 
     columns = {"sample_id": pa.array(matrix.sample_ids)}
     for t in range(matrix.num_snapshots):
         columns[f"carto_loss_{t + 1}"] = pa.array(matrix.losses[:, t])
     out = Path(path)
-    _write_parquet_atomic(pa.table(columns), out)
+    write_parquet_atomic(pa.table(columns), out)
     return out

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from .atomic import write_json_atomic, write_parquet_atomic
 from .losses import per_sample_loss
 
 __all__ = ["MODES", "RecordingSettings", "LossStore", "LossRecorder", "hf_causal_lm_losses"]
@@ -71,31 +71,6 @@ class RecordingSettings:
                 raise ValueError(f"snapshot_every must be a positive number of steps; got {self.snapshot_every}")
         if self.world_size < 1:
             raise ValueError(f"world_size must be >= 1; got {self.world_size}")
-
-
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json_atomic(data: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class LossStore:
@@ -156,7 +131,7 @@ class LossStore:
         manifest = self.check_settings(settings)
         if manifest is None:
             manifest = {"format_version": FORMAT_VERSION, "settings": asdict(settings), "snapshots": {}}
-            _write_json_atomic(manifest, self.manifest_path)
+            write_json_atomic(manifest, self.manifest_path)
         return manifest
 
     def completed(self) -> dict[int, dict[str, Any]]:
@@ -173,7 +148,7 @@ class LossStore:
         if dropped:
             for t in dropped:
                 del manifest["snapshots"][str(t)]
-            _write_json_atomic(manifest, self.manifest_path)
+            write_json_atomic(manifest, self.manifest_path)
         return dropped
 
     def mark_complete(self, snapshot: int, step: int, epoch: float | None) -> None:
@@ -181,43 +156,34 @@ class LossStore:
         if manifest is None:
             raise FileNotFoundError(f"no recording manifest at {self.manifest_path}")
         manifest["snapshots"][str(snapshot)] = {"step": int(step), "epoch": epoch}
-        _write_json_atomic(manifest, self.manifest_path)
+        write_json_atomic(manifest, self.manifest_path)
 
     # -- shards -----------------------------------------------------------------------------
 
     def write_shard(self, snapshot: int, rank: int, records: dict[str, np.ndarray]) -> Path:
         path = self.shard_path(snapshot, rank)
-        _write_parquet_atomic(_records_table(records), path)
+        write_parquet_atomic(_records_table(records), path)
         return path
 
     def write_partial(self, snapshot: int, rank: int, step: int, records: dict[str, np.ndarray]) -> Path:
         path = self.partial_path(snapshot, rank, step)
-        _write_parquet_atomic(_records_table(records), path)
+        write_parquet_atomic(_records_table(records), path)
         return path
+
+    def _files(self, snapshot: int, pattern: re.Pattern) -> list[tuple[re.Match, Path]]:
+        folder = self.snapshot_dir(snapshot)
+        if not folder.exists():
+            return []
+        return [(match, path) for path in folder.iterdir() if (match := pattern.match(path.name))]
 
     def shards(self, snapshot: int) -> dict[int, Path]:
         """``{rank: path}`` of the complete shards of one snapshot."""
-        folder = self.snapshot_dir(snapshot)
-        if not folder.exists():
-            return {}
-        found = {}
-        for path in folder.iterdir():
-            match = _SHARD.match(path.name)
-            if match:
-                found[int(match[1])] = path
-        return dict(sorted(found.items()))
+        return dict(sorted((int(m[1]), path) for m, path in self._files(snapshot, _SHARD)))
 
     def partials(self, snapshot: int, rank: int) -> dict[int, Path]:
         """``{step: path}`` of the partial shards one rank saved during a train-mode snapshot."""
-        folder = self.snapshot_dir(snapshot)
-        if not folder.exists():
-            return {}
-        found = {}
-        for path in folder.iterdir():
-            match = _PARTIAL.match(path.name)
-            if match and int(match[1]) == rank:
-                found[int(match[2])] = path
-        return dict(sorted(found.items()))
+        found = ((int(m[2]), path) for m, path in self._files(snapshot, _PARTIAL) if int(m[1]) == rank)
+        return dict(sorted(found))
 
     def snapshots_on_disk(self) -> list[int]:
         base = self.root / "losses"
