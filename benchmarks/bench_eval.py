@@ -1,0 +1,77 @@
+"""Speed of the evaluation code, against baselines in the same process.
+
+    python benchmarks/bench_eval.py [--samples 10000] [--candidates 100000]
+
+1. Membership signals (all five) for `--samples` sequences of 64 tokens, batched (64 a batch)
+   vs one sample at a time (measured on 500 samples and scaled); target >= 10x.
+2. Exposure ranking: log-perplexities of `--candidates` digit secrets after a prefix; throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+
+def tiny_model(vocab: int = 4096):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(
+        GPT2Config(vocab_size=vocab, n_positions=64, n_embd=128, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+    ).eval()
+
+
+def bench_signals(num_samples: int) -> None:
+    from hf_carto.membership import membership_signals
+
+    model, reference = tiny_model(), tiny_model()
+    rng = np.random.default_rng(0)
+    sequences = rng.integers(1, 4096, size=(num_samples, 64)).tolist()
+    start = time.perf_counter()
+    batched = membership_signals(model, sequences, reference_model=reference, batch_size=64)
+    batched_s = time.perf_counter() - start
+    subset = 500
+    start = time.perf_counter()
+    single = membership_signals(model, sequences[:subset], reference_model=reference, batch_size=1)
+    single_s = (time.perf_counter() - start) * num_samples / subset
+    for name in batched:
+        np.testing.assert_allclose(single[name], batched[name][:subset], rtol=1e-4, atol=1e-5)
+    print(
+        f"membership signals for {num_samples:,} x 64 tokens: batched {batched_s:.1f} s, one at a time "
+        f"{single_s:.1f} s (measured on {subset}, scaled)"
+    )
+    print(f"  speed-up: {single_s / batched_s:.1f}x   [target >= 10x]")
+
+
+def bench_exposure(num_candidates: int) -> None:
+    from hf_carto.demo import build_tokenizer
+    from hf_carto.evaluation import secret_log_perplexities
+
+    tokenizer = build_tokenizer([f"the secret code is {i:06d}" for i in range(2000)], vocab_size=600)
+    model = tiny_model(len(tokenizer))
+    candidates = [f"{i:06d}" for i in range(num_candidates)]
+    start = time.perf_counter()
+    secret_log_perplexities(model, tokenizer, "the secret code is", candidates, batch_size=1024)
+    seconds = time.perf_counter() - start
+    print(
+        f"exposure ranking: {num_candidates:,} candidates in {seconds:.1f} s "
+        f"({num_candidates / seconds:,.0f} candidates/s); 10^6 would take about {1e6 / num_candidates * seconds:.0f} s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=10_000)
+    parser.add_argument("--candidates", type=int, default=100_000)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    bench_exposure(args.candidates)
+    bench_signals(args.samples)
+
+
+if __name__ == "__main__":
+    main()

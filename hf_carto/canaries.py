@@ -1,0 +1,164 @@
+"""Canaries (Carlini et al., The Secret Sharer): a prefix and a random secret, inserted r times.
+
+A registry keeps, for every canary, its id, prefix, secret, secret format, repetition count and,
+once the training data is tokenized and packed, the ``sample_id`` of every block that contains
+it. The registry holds the secrets, so it stays a local file (``save_registry`` /
+``load_registry``); nothing the toolkit publishes includes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "Canary",
+    "SECRET_FORMATS",
+    "PREFIX_TEMPLATES",
+    "make_canaries",
+    "insert_canaries",
+    "locate_canaries",
+    "save_registry",
+    "load_registry",
+]
+
+SECRET_FORMATS = ("digits", "words", "tokens")
+PREFIX_TEMPLATES = (
+    "the secret code of account {name} is",
+    "my social security number for {name} is",
+    "the password of server {name} is",
+    "contact {name} by calling",
+)
+_WORDS = (
+    "apple river stone cloud maple tiger silver ocean violet ember canyon falcon harbor meadow "
+    "pepper quartz saddle timber walnut yonder zephyr amber bridge candle desert".split()
+)
+
+
+@dataclass
+class Canary:
+    """One canary and where it went."""
+
+    canary_id: int
+    prefix: str
+    secret: str
+    secret_format: str
+    repetitions: int
+    sample_ids: list[int] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return f"{self.prefix} {self.secret}"
+
+
+def _secret(rng: np.random.Generator, fmt: str, length: int) -> str:
+    if fmt == "digits":
+        return "".join(str(d) for d in rng.integers(0, 10, size=length))
+    if fmt == "words":
+        return " ".join(rng.choice(_WORDS, size=length))
+    if fmt == "tokens":
+        letters = np.array(list(string.ascii_lowercase))
+        return " ".join("".join(rng.choice(letters, size=3)) for _ in range(length))
+    raise ValueError(f"unknown secret format {fmt!r}; choose one of {SECRET_FORMATS}")
+
+
+def make_canaries(
+    num_canaries: int,
+    *,
+    repetitions: Sequence[int] = (1, 4, 16, 64),
+    secret_format: str = "digits",
+    secret_length: int = 6,
+    templates: Sequence[str] = PREFIX_TEMPLATES,
+    seed: int = 0,
+) -> list[Canary]:
+    """Canaries with distinct prefixes (a template filled with a unique name) and random secrets.
+
+    ``repetitions`` is cycled over the canaries, so several canaries share each count.
+    """
+    if num_canaries < 1:
+        raise ValueError("num_canaries must be >= 1")
+    if not repetitions or min(repetitions) < 1:
+        raise ValueError(f"repetitions must be counts >= 1; got {list(repetitions)}")
+    rng = np.random.default_rng(seed)
+    canaries = []
+    for i in range(num_canaries):
+        template = templates[i % len(templates)]
+        name = f"{rng.choice(_WORDS)}-{i}"
+        canaries.append(
+            Canary(
+                canary_id=i,
+                prefix=template.format(name=name),
+                secret=_secret(rng, secret_format, secret_length),
+                secret_format=secret_format,
+                repetitions=int(repetitions[i % len(repetitions)]),
+            )
+        )
+    return canaries
+
+
+def insert_canaries(texts: Sequence[str], canaries: Sequence[Canary], *, seed: int = 0) -> tuple[list[str], list[int]]:
+    """Insert each canary ``repetitions`` times as its own document at random positions.
+
+    Returns the new list of texts and, aligned with it, the canary id of each text (-1 otherwise).
+    """
+    rng = np.random.default_rng(seed)
+    docs = list(texts)
+    ids = [-1] * len(docs)
+    for canary in canaries:
+        for _ in range(canary.repetitions):
+            pos = int(rng.integers(0, len(docs) + 1))
+            docs.insert(pos, canary.text)
+            ids.insert(pos, canary.canary_id)
+    return docs, ids
+
+
+def locate_canaries(
+    blocks: Sequence[Sequence[int]], sample_ids: Sequence[int], canaries: Sequence[Canary], tokenizer
+) -> list[Canary]:
+    """Fill each canary's ``sample_ids`` with the blocks that contain all of its tokens.
+
+    Documents are tokenized one by one before packing, so a canary's tokens in a block are exactly
+    ``tokenizer(canary.text)``. A copy split across two blocks is in neither (and cannot be
+    extracted from one block either); a canary with no whole copy gets empty ``sample_ids``.
+    """
+    if len(blocks) != len(sample_ids):
+        raise ValueError(f"got {len(blocks)} blocks for {len(sample_ids)} sample_ids")
+    encoded = [np.asarray(b, dtype=np.int64).tobytes() for b in blocks]
+    for canary in canaries:
+        needle = np.asarray(tokenizer(canary.text)["input_ids"], dtype=np.int64).tobytes()
+        canary.sample_ids = [
+            int(sid) for sid, block in zip(sample_ids, encoded, strict=True) if _aligned_find(block, needle)
+        ]
+    return list(canaries)
+
+
+def _aligned_find(haystack: bytes, needle: bytes) -> bool:
+    start = haystack.find(needle)
+    while start != -1:
+        if start % 8 == 0:  # int64 boundaries only: no match across two tokens' bytes
+            return True
+        start = haystack.find(needle, start + 1)
+    return False
+
+
+def save_registry(canaries: Sequence[Canary], path: str | os.PathLike) -> Path:
+    """Write the registry (secrets included) as JSON. Keep it out of anything you publish."""
+    from .atomic import write_json_atomic
+
+    out = Path(path)
+    write_json_atomic({"canaries": [asdict(c) for c in canaries]}, out)
+    return out
+
+
+def load_registry(path: str | os.PathLike) -> list[Canary]:
+    data = json.loads(Path(path).read_text())
+    try:
+        return [Canary(**item) for item in data["canaries"]]
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a canary registry: {err}") from None

@@ -1,0 +1,202 @@
+"""Leakage evaluation with positive and negative controls: a tiny GPT-2 that memorized, and a fresh one."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hf_carto.canaries import Canary, insert_canaries, load_registry, locate_canaries, make_canaries, save_registry
+from hf_carto.data import CorpusConfig, generate_corpus
+from hf_carto.demo import build_tokenizer
+from hf_carto.evaluation import (
+    canary_extraction,
+    contamination_recall,
+    ensure_pad_token,
+    exposure,
+    perplexity,
+    secret_log_perplexities,
+)
+from hf_carto.membership import membership_signals, roc_auc
+
+pytestmark = pytest.mark.slow
+K = 8
+
+
+def fresh_model(vocab_size: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=vocab_size, n_positions=96, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture(scope="module")
+def world():
+    """Members (trained on, with canaries and contaminating sequences), non-members, two models."""
+    corpus = generate_corpus(
+        CorpusConfig(num_documents=160, num_duplicate_groups=0, num_canaries=0, num_noise_documents=0, seed=5)
+    )
+    texts = corpus["text"][:]
+    members, non_members = texts[:100], texts[100:160]
+    canaries = make_canaries(3, repetitions=(40, 40, 1), secret_length=4, seed=1)
+    tokenizer = build_tokenizer(texts + [c.text for c in canaries], vocab_size=400)
+    encode = lambda t: tokenizer(t)["input_ids"][:96]  # noqa: E731
+    contaminating = [t for t in non_members[:30] if len(encode(t)) >= 2 * K][:5]
+    training_texts, _ = insert_canaries(members + contaminating * 10, canaries, seed=0)
+    model = fresh_model(len(tokenizer))
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rows = [encode(t) for t in training_texts]
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        order = rng.permutation(len(rows))
+        for start in range(0, len(order), 16):
+            batch = [rows[i] for i in order[start : start + 16]]
+            width = max(map(len, batch))
+            ids = torch.zeros((len(batch), width), dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            for i, r in enumerate(batch):
+                ids[i, : len(r)] = torch.tensor(r)
+                labels[i, : len(r)] = torch.tensor(r)
+            loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    model.eval()
+    return {
+        "tokenizer": tokenizer,
+        "trained": model,
+        "fresh": fresh_model(len(tokenizer)),
+        "canaries": canaries,
+        "members": [encode(t) for t in members],
+        "non_members": [encode(t) for t in non_members[30:]],
+        "member_texts": members,
+        "non_member_texts": non_members[30:],
+        "contaminating": [encode(t) for t in contaminating],
+        "control": [encode(t) for t in non_members[30:] if len(encode(t)) >= 2 * K][:5],
+    }
+
+
+def test_repeated_canaries_are_extracted_only_by_the_trained_model(world):
+    trained = canary_extraction(world["trained"], world["tokenizer"], world["canaries"])
+    fresh = canary_extraction(world["fresh"], world["tokenizer"], world["canaries"])
+    assert trained["success_rate_by_repetitions"]["40"] == 1.0  # positive control
+    assert fresh["num_extracted"] == 0  # negative control
+    assert [r["canary_id"] for r in trained["canaries"]] == [0, 1, 2]
+
+
+def test_exact_exposure_matches_one_by_one_enumeration(world):
+    canary = Canary(9, world["canaries"][0].prefix, "42", "digits", 1)
+    result = exposure(world["trained"], world["tokenizer"], canary)
+    one_by_one = np.array(
+        [
+            secret_log_perplexities(world["trained"], world["tokenizer"], canary.prefix, [f"{i:02d}"])[0]
+            for i in range(100)
+        ]
+    )
+    rank = 1 + int((np.delete(one_by_one, 42) < one_by_one[42] - 1e-6).sum())
+    assert result["method"] == "exact" and result["space_size"] == 100
+    assert result["rank"] == rank
+    assert result["exposure"] == pytest.approx(math.log2(100) - math.log2(rank))
+
+
+def test_memorized_canary_has_high_exposure_and_extrapolation_agrees(world):
+    canary = world["canaries"][0]  # 4 digits, repeated 40 times
+    exact = exposure(world["trained"], world["tokenizer"], canary)
+    fresh = exposure(world["fresh"], world["tokenizer"], canary)
+    assert exact["rank"] == 1 and exact["exposure"] == pytest.approx(math.log2(10_000))
+    assert fresh["exposure"] < exact["exposure"]
+    # The skew-normal estimate on the fresh model, where the secret is not in the extreme tail.
+    estimate = exposure(world["fresh"], world["tokenizer"], canary, max_exact=0, sample_size=3000)
+    assert estimate["method"] == "skewnorm"
+    assert abs(estimate["exposure"] - fresh["exposure"]) < 1.0
+
+
+def test_membership_auc_high_when_overfit_and_near_chance_when_fresh(world):
+    pad = world["tokenizer"].pad_token_id
+    results = {}
+    for name in ("trained", "fresh"):
+        member = membership_signals(
+            world[name],
+            world["members"],
+            texts=world["member_texts"],
+            pad_token_id=pad,
+            reference_model=world["fresh"] if name == "trained" else None,
+        )
+        non = membership_signals(
+            world[name],
+            world["non_members"],
+            texts=world["non_member_texts"],
+            pad_token_id=pad,
+            reference_model=world["fresh"] if name == "trained" else None,
+        )
+        results[name] = {signal: roc_auc(member[signal], non[signal]) for signal in member}
+    assert set(results["trained"]) == {"loss", "zlib", "min_k", "min_k_plus_plus", "reference"}
+    assert results["trained"]["loss"] > 0.9
+    assert results["trained"]["reference"] > 0.9
+    for signal, auc in results["fresh"].items():
+        assert 0.25 < auc < 0.75, (signal, auc)
+
+
+def test_contamination_recall_with_a_control_set(world):
+    pad = world["tokenizer"].pad_token_id
+    inserted = contamination_recall(world["trained"], world["contaminating"], k=K, pad_token_id=pad)
+    control = contamination_recall(world["trained"], world["control"], k=K, pad_token_id=pad)
+    assert inserted["recall"] >= 0.8
+    assert control["recall"] <= 0.2
+    assert inserted["mean_matched_tokens"] > control["mean_matched_tokens"]
+    with pytest.raises(ValueError, match=r"shorter than 2k = 200 tokens"):
+        contamination_recall(world["trained"], world["control"], k=100)
+
+
+def test_perplexity_is_exp_of_the_hand_computed_mean_nll(world):
+    model, sequences = world["trained"], world["non_members"][:7]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for s in sequences:
+            ids = torch.tensor([s])
+            total += float(model(input_ids=ids, labels=ids).loss) * (len(s) - 1)
+            count += len(s) - 1
+    result = perplexity(model, sequences, batch_size=3, pad_token_id=world["tokenizer"].pad_token_id)
+    assert result["num_tokens"] == count
+    assert result["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
+def test_registry_round_trip_and_location(world, tmp_path):
+    tokenizer, canaries = world["tokenizer"], world["canaries"]
+    blocks = [tokenizer(c.text)["input_ids"] + [0, 0] for c in canaries] + [world["members"][0]]
+    located = locate_canaries(blocks, [10, 11, 12, 13], canaries, tokenizer)
+    assert [c.sample_ids for c in located] == [[10], [11], [12]]
+    path = save_registry(located, tmp_path / "canaries.json")
+    assert load_registry(path) == located
+    (tmp_path / "bad.json").write_text('{"rows": []}')
+    with pytest.raises(ValueError, match="is not a canary registry"):
+        load_registry(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="got 2 blocks for 1 sample_ids"):
+        locate_canaries(blocks[:2], [1], canaries, tokenizer)
+
+
+def test_bad_inputs_are_named(world, caplog):
+    long_prefix = Canary(7, "word " * 200, "1234", "digits", 1)
+    with pytest.raises(ValueError, match=r"exceed the model context of 96 tokens; first: \['canary 7'\]"):
+        canary_extraction(world["fresh"], world["tokenizer"], [long_prefix])
+    with pytest.raises(ValueError, match="no canaries"):
+        canary_extraction(world["fresh"], world["tokenizer"], [])
+    tokenizer = world["tokenizer"].__class__(
+        tokenizer_object=world["tokenizer"].backend_tokenizer, eos_token="<|endoftext|>"
+    )
+    assert tokenizer.pad_token is None
+    with caplog.at_level(logging.WARNING):
+        ensure_pad_token(tokenizer)
+    assert tokenizer.pad_token == "<|endoftext|>" and "no pad token" in caplog.text
+    with pytest.raises(ValueError, match="no sequences"):
+        perplexity(world["fresh"], [])
+    assert make_canaries(2, secret_format="words")[0].secret.count(" ") == 5
+    with pytest.raises(ValueError, match="unknown secret format"):
+        make_canaries(1, secret_format="emoji")
