@@ -177,13 +177,19 @@ def token_statistics(model: torch.nn.Module, input_ids: torch.Tensor, attention_
     standard deviation of the log-probability under the model's next-token distribution) and
     ``mask``, each of shape ``(B, L - 1)``.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
-    log_probs = torch.log_softmax(logits, dim=-1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
     targets = input_ids[:, 1:]
-    logp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    probs = log_probs.exp()
-    mu = (probs * log_probs).sum(-1)
-    sigma = ((probs * log_probs.square()).sum(-1) - mu.square()).clamp_min(1e-12).sqrt()
+    logp, mu, sigma = (torch.empty(targets.shape, dtype=torch.float32, device=logits.device) for _ in range(3))
+    # A few rows at a time: the (rows, L, V) temporaries then stay small enough for the cache,
+    # which makes a large batch as fast per token as a small one.
+    for start in range(0, logits.shape[0], 4):
+        rows = slice(start, start + 4)
+        log_probs = torch.log_softmax(logits[rows].float(), dim=-1)
+        logp[rows] = log_probs.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
+        weighted = log_probs.exp().mul_(log_probs)  # p * log p
+        mu[rows] = weighted.sum(-1)
+        second = weighted.mul_(log_probs).sum(-1)  # sum p * (log p)^2
+        sigma[rows] = (second - mu[rows].square()).clamp_min(1e-12).sqrt()
     mask = attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
     return {"logp": logp, "mu": mu, "sigma": sigma, "mask": mask}
 
