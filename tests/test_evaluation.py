@@ -200,3 +200,95 @@ def test_bad_inputs_are_named(world, caplog):
     assert make_canaries(2, secret_format="words")[0].secret.count(" ") == 5
     with pytest.raises(ValueError, match="unknown secret format"):
         make_canaries(1, secret_format="emoji")
+
+
+def test_evaluate_model_writes_a_report_without_secrets(world, tmp_path):
+    from hf_carto.report import evaluate_model
+
+    report = evaluate_model(
+        world["trained"],
+        world["tokenizer"],
+        canaries=world["canaries"][:2],
+        contaminating=world["contaminating"],
+        control=world["control"],
+        members=world["members"][:40],
+        non_members=world["non_members"][:30],
+        validation=world["non_members"][:10],
+        reference_model=world["fresh"],
+        k=K,
+        num_resamples=50,
+        exposure_max_exact=10_000,
+        output_dir=tmp_path,
+    )
+    assert report["canaries"]["num_extracted"] == 2
+    assert set(report["membership"]) == {"loss", "zlib", "min_k", "min_k_plus_plus", "reference"}
+    assert report["contamination"]["inserted"]["recall"] > report["contamination"]["control"]["recall"]
+    written = (tmp_path / "report.json").read_text() + (tmp_path / "report.md").read_text()
+    for canary in world["canaries"]:
+        assert canary.secret not in written
+    assert "| MIA signal |" in written and (tmp_path / "membership_roc.png").exists()
+    with pytest.raises(ValueError, match="needs members and non-members; got 3 and 0"):
+        evaluate_model(world["trained"], world["tokenizer"], members=world["members"][:3], non_members=[])
+
+
+def test_evaluate_cli(world, tmp_path, capsys):
+    from datasets import Dataset
+
+    from hf_carto.cli import main
+
+    world["trained"].save_pretrained(tmp_path / "model")
+    world["tokenizer"].save_pretrained(tmp_path / "model")
+    for name, seqs, texts in (
+        ("members", world["members"][:30], world["member_texts"][:30]),
+        ("non_members", world["non_members"][:30], world["non_member_texts"][:30]),
+    ):
+        Dataset.from_dict({"input_ids": seqs, "text": texts}).save_to_disk(str(tmp_path / name))
+    save_registry(world["canaries"][:1], tmp_path / "canaries.json")
+    argv = [
+        "evaluate",
+        str(tmp_path / "model"),
+        "--out",
+        str(tmp_path / "report"),
+        "--registry",
+        str(tmp_path / "canaries.json"),
+        "--members",
+        str(tmp_path / "members"),
+        "--non-members",
+        str(tmp_path / "non_members"),
+        "--validation",
+        str(tmp_path / "members"),
+        "--resamples",
+        "20",
+    ]
+    assert main(argv) == 0
+    assert "Canary extraction: **1 of 1**" in capsys.readouterr().out
+    assert (tmp_path / "report" / "report.json").exists()
+    assert main(["evaluate", str(tmp_path / "model"), "--out", str(tmp_path / "r2")]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nope"), "--out", str(tmp_path / "r3"), "--validation", "x"]) == 2
+
+
+def test_tradeoff_figures(tmp_path):
+    from hf_carto.report import plot_tradeoffs
+
+    runs = [
+        {
+            "arm": "no_intervention",
+            "fraction_pruned": 0.0,
+            "seed": s,
+            "extraction_success": 0.9,
+            "perplexity": 10.0 + s,
+        }
+        for s in (0, 1)
+    ]
+    runs += [
+        {"arm": arm, "fraction_pruned": f, "seed": s, "extraction_success": 0.9 - f, "perplexity": 10.5 + s}
+        for arm in ("gendatacarto", "random")
+        for f in (0.05, 0.1)
+        for s in (0, 1)
+    ]
+    paths = plot_tradeoffs(runs, tmp_path)
+    assert [p.name for p in paths] == ["figure1_extraction_vs_pruned.png", "figure2_perplexity_vs_pruned.png"]
+    assert all(p.stat().st_size > 5000 for p in paths)
+    with pytest.raises(ValueError, match=r"no no_intervention run for seeds \[2\]"):
+        plot_tradeoffs(runs + [{**runs[-1], "seed": 2}], tmp_path)

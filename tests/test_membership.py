@@ -73,3 +73,21 @@ def test_bad_score_sets(members, non_members, match):
         roc_auc(np.array(members), np.array(non_members))
     with pytest.raises(ValueError, match="fpr"):
         tpr_at_fpr(np.ones(2), np.ones(2), 1.5)
+
+
+def test_evaluate_metric_modules_load_from_the_package():
+    import evaluate
+
+    from hf_carto.metrics import metric_path
+
+    scores = np.array([0.9, 0.8, 0.1, 0.2, 0.5, 0.55])
+    labels = np.array([1, 1, 0, 0, 1, 0])
+    auc = evaluate.load(metric_path("membership_auc")).compute(predictions=scores, references=labels)
+    assert auc["auc"] == pytest.approx(roc_auc(scores[labels == 1], scores[labels == 0]))
+    assert auc["tpr@1%fpr"] == tpr_at_fpr(scores[labels == 1], scores[labels == 0], 0.01)
+    success = evaluate.load(metric_path("extraction_success")).compute(
+        predictions=[" 1234", "99"], references=["1234", "12"]
+    )
+    assert success == {"extraction_success": 0.5, "num_extracted": 1}
+    with pytest.raises(ValueError, match="unknown metric"):
+        metric_path("bleu")
