@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_scores.py
 	$(PY) benchmarks/bench_recording.py
 	$(PY) benchmarks/bench_trainer.py
+	$(PY) benchmarks/bench_eval.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache *.egg-info

@@ -5,6 +5,7 @@ forgotten after being fitted), split samples into four quadrants, and label them
 interventions that reduce leakage: down-weight hotspots, up-sample hard samples, remove outliers.
 """
 
+from .canaries import Canary, insert_canaries_dataset, load_registry, make_canaries, mark_canary_blocks, save_registry
 from .continuation import arm_budget, build_arms, continue_from_checkpoint
 from .curation import (
     CartographyFit,
@@ -15,10 +16,13 @@ from .curation import (
     format_summary,
     loss_columns,
 )
+from .evaluation import canary_extraction, contamination_recall, exposure, perplexity
 from .losses import per_sample_loss, token_nll
+from .membership import membership_metrics, membership_signals, roc_auc, tpr_at_fpr
 from .merge import LossMatrix, add_loss_columns, load_loss_matrix
 from .recording import LossRecorder, LossStore, RecordingSettings
 from .recording_trainer import LossRecordingMixin, RecordingConfig, RecordingTrainer
+from .report import evaluate_model, plot_tradeoffs
 from .scores import (
     BudgetSelection,
     Quadrant,
@@ -38,6 +42,22 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BudgetSelection",
+    "Canary",
+    "canary_extraction",
+    "contamination_recall",
+    "evaluate_model",
+    "exposure",
+    "insert_canaries_dataset",
+    "load_registry",
+    "make_canaries",
+    "mark_canary_blocks",
+    "membership_metrics",
+    "membership_signals",
+    "perplexity",
+    "plot_tradeoffs",
+    "roc_auc",
+    "save_registry",
+    "tpr_at_fpr",
     "CartoTrainer",
     "CartographyFit",
     "WeightedEpochSampler",

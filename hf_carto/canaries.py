@@ -24,6 +24,9 @@ __all__ = [
     "make_canaries",
     "insert_canaries",
     "locate_canaries",
+    "insert_canaries_dataset",
+    "mark_canary_blocks",
+    "verify_registry",
     "save_registry",
     "load_registry",
 ]
@@ -136,6 +139,61 @@ def locate_canaries(
             int(sid) for sid, block in zip(sample_ids, encoded, strict=True) if _aligned_find(block, needle)
         ]
     return list(canaries)
+
+
+def insert_canaries_dataset(dataset, canaries: Sequence[Canary], *, text_column: str = "text", seed: int = 0):
+    """:func:`insert_canaries` on a ``datasets.Dataset`` of documents (other columns are dropped).
+
+    Returns a dataset with ``text_column``, ``carto_canary_id`` (-1 for ordinary documents) and
+    ``is_canary``. Do not publish it: the canary texts hold the secrets.
+    """
+    from datasets import Dataset
+
+    if text_column not in dataset.column_names:
+        raise ValueError(f"the dataset has no {text_column!r} column (columns: {dataset.column_names})")
+    texts, ids = insert_canaries(dataset[text_column][:], canaries, seed=seed)
+    ids = np.asarray(ids, dtype=np.int64)
+    return Dataset.from_dict({text_column: texts, "carto_canary_id": ids, "is_canary": ids >= 0})
+
+
+def mark_canary_blocks(dataset, canaries: Sequence[Canary], tokenizer):
+    """Label packed training blocks: ``carto_canary_id`` (the first canary a block holds, -1 if
+    none) and ``is_canary``; fills every canary's ``sample_ids``. Needs ``input_ids`` and ``sample_id``."""
+    from .curation import read_columns
+
+    missing = [c for c in ("input_ids", "sample_id") if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"the dataset lacks columns {missing}; tokenize and add sample_id first")
+    cols = read_columns(dataset, ["input_ids", "sample_id"])
+    locate_canaries(list(cols["input_ids"]), cols["sample_id"].tolist(), canaries, tokenizer)
+    first = {}
+    for canary in canaries:
+        for sid in canary.sample_ids:
+            first.setdefault(sid, canary.canary_id)
+    labels = np.array([first.get(int(s), -1) for s in cols["sample_id"]], dtype=np.int64)
+    for name in ("carto_canary_id", "is_canary"):
+        if name in dataset.column_names:
+            dataset = dataset.remove_columns(name)
+    return dataset.add_column("carto_canary_id", labels).add_column("is_canary", labels >= 0)
+
+
+def verify_registry(canaries: Sequence[Canary], dataset, tokenizer) -> None:
+    """Check that a registry describes this tokenized dataset: every canary is found in exactly
+    the blocks the registry lists. Raises ``ValueError`` naming the canaries that differ."""
+    import copy
+
+    from .curation import read_columns
+
+    cols = read_columns(dataset, ["input_ids", "sample_id"])
+    fresh = locate_canaries(
+        list(cols["input_ids"]), cols["sample_id"].tolist(), copy.deepcopy(list(canaries)), tokenizer
+    )
+    wrong = [c.canary_id for c, f in zip(canaries, fresh, strict=True) if sorted(c.sample_ids) != f.sample_ids]
+    if wrong:
+        raise ValueError(
+            f"the registry does not match the dataset for {len(wrong)} of {len(canaries)} canaries "
+            f"(canary ids {wrong[:5]}): their blocks differ. Was the data re-tokenized or re-packed?"
+        )
 
 
 def _aligned_find(haystack: bytes, needle: bytes) -> bool:

@@ -244,7 +244,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .report import evaluate_model, format_report
 
     if not any([args.registry, args.members, args.non_members, args.contaminating, args.validation]):
-        raise ValueError("nothing to evaluate: give --registry, --members/--non-members, --contaminating or --validation")
+        raise ValueError(
+            "nothing to evaluate: give --registry, --members/--non-members, --contaminating or --validation"
+        )
     for name in ("model", "tokenizer", "registry", "reference_model"):
         value = getattr(args, name)
         if value is not None and not Path(value).exists():

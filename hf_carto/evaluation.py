@@ -168,7 +168,7 @@ def canary_extraction(
 
 @torch.no_grad()
 def secret_log_perplexities(
-    model, tokenizer, prefix: str, secrets: Sequence[str], *, batch_size: int = 512
+    model, tokenizer, prefix: str, secrets: Sequence[str], *, batch_size: int = 512, progress: bool = False
 ) -> np.ndarray:
     """``-log P(secret | prefix)`` in nats, summed over the secret's tokens, for every candidate."""
     prefix_ids = tokenizer(prefix)["input_ids"]
@@ -176,8 +176,13 @@ def secret_log_perplexities(
     was_training = model.training
     model.eval()
     out = np.empty(len(secrets), dtype=np.float64)
+    starts = range(0, len(encoded), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"Scoring {len(secrets):,} candidate secrets")
     try:
-        for start in range(0, len(encoded), batch_size):
+        for start in starts:
             batch = encoded[start : start + batch_size]
             width = max(len(r) for r in batch)
             ids = torch.zeros((len(batch), width), dtype=torch.long)
@@ -229,7 +234,9 @@ def exposure(
     if canary.secret_format == "digits" and space <= max_exact:
         width = len(canary.secret)
         candidates = [f"{i:0{width}d}" for i in range(space)]
-        scores = secret_log_perplexities(model, tokenizer, canary.prefix, candidates, batch_size=batch_size)
+        scores = secret_log_perplexities(
+            model, tokenizer, canary.prefix, candidates, batch_size=batch_size, progress=space > 10_000
+        )
         own = int(canary.secret)  # candidates are enumerated in numeric order
         true = float(scores[own])
         rank = 1 + int((np.delete(scores, own) < true).sum())

@@ -292,3 +292,28 @@ def test_tradeoff_figures(tmp_path):
     assert all(p.stat().st_size > 5000 for p in paths)
     with pytest.raises(ValueError, match=r"no no_intervention run for seeds \[2\]"):
         plot_tradeoffs(runs + [{**runs[-1], "seed": 2}], tmp_path)
+
+
+def test_canary_columns_and_registry_verification(world):
+    from datasets import Dataset
+
+    from hf_carto.canaries import insert_canaries_dataset, mark_canary_blocks, verify_registry
+
+    tokenizer = world["tokenizer"]
+    canaries = make_canaries(2, repetitions=(3, 1), secret_length=4, seed=7)
+    docs = insert_canaries_dataset(Dataset.from_dict({"text": world["member_texts"][:20]}), canaries, seed=1)
+    assert len(docs) == 24 and int(np.sum(docs["is_canary"][:])) == 4
+    assert sorted(set(docs["carto_canary_id"][:])) == [-1, 0, 1]
+    blocks = Dataset.from_dict(
+        {"input_ids": [tokenizer(t)["input_ids"] for t in docs["text"][:]], "sample_id": np.arange(len(docs)) + 500}
+    )
+    marked = mark_canary_blocks(blocks, canaries, tokenizer)
+    expected = np.asarray(docs["carto_canary_id"][:])
+    np.testing.assert_array_equal(np.asarray(marked["carto_canary_id"][:]), expected)
+    assert [len(c.sample_ids) for c in canaries] == [3, 1]
+    verify_registry(canaries, marked, tokenizer)  # consistent: no error
+    canaries[1].sample_ids = [999]
+    with pytest.raises(ValueError, match=r"does not match the dataset for 1 of 2 canaries \(canary ids \[1\]\)"):
+        verify_registry(canaries, marked, tokenizer)
+    with pytest.raises(ValueError, match="lacks columns"):
+        mark_canary_blocks(Dataset.from_dict({"input_ids": [[1, 2]]}), canaries, tokenizer)
