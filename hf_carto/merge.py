@@ -176,8 +176,8 @@ def _expected_ids(store: LossStore, sample_ids: np.ndarray | None) -> np.ndarray
     settings = store.settings()
     if settings.num_samples is not None:
         return np.arange(settings.num_samples, dtype=np.int64)
-    first = merged_snapshot(store, min(store.completed() or {1: None}), settings)
-    return first["sample_id"]
+    first = min(_check_completed(store))
+    return merged_snapshot(store, first, settings)["sample_id"]
 
 
 def load_loss_matrix(
