@@ -1,0 +1,221 @@
+"""The Hub repository layout of a curated dataset, written locally first.
+
+:func:`export_hub_layout` writes what a Hugging Face dataset repository holds (parquet shards
+under ``data/`` and a ``README.md`` dataset card whose YAML declares the config, the features with
+the quadrant ``ClassLabel`` names, license, tags, task and size category), so that a failed or
+interrupted push loses nothing and the folder itself loads with ``datasets.load_dataset(folder)``.
+
+Canary secrets never leave the machine by default. Canaries are test probes inserted into the
+training data, not part of it, so the export withholds every row that is marked as one
+(``is_canary``, ``carto_canary_id >= 0``, a non-empty ``secret``) or whose text contains one of
+the ``secrets`` passed in, and drops the columns that would say which rows were canaries
+(``secret``, ``carto_canary_id``, ``is_canary``, and the ``truth``/``group`` ground truth of the
+generated corpus). ``include_private_columns=True`` keeps all of it, for a private repository.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from datasets import Dataset
+
+from .atomic import atomic_folder
+from .curation import DIFFICULTY, KEEP, LOSS_WEIGHT, MEMORIZATION, QUADRANT, SAMPLING_WEIGHT, cartography_summary
+
+__all__ = ["PRIVATE_COLUMNS", "export_hub_layout", "dataset_card"]
+
+logger = logging.getLogger(__name__)
+
+#: Columns left out of an export unless ``include_private_columns=True``.
+PRIVATE_COLUMNS = ("secret", "carto_canary_id", "is_canary", "truth", "group")
+_SIZE_CATEGORIES = [(1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"), (1e7, "1M<n<10M")]
+
+
+def _size_category(n: int) -> str:
+    for limit, name in _SIZE_CATEGORIES:
+        if n < limit:
+            return name
+    return "10M<n<100M" if n < 1e8 else "n>100M"
+
+
+def dataset_card(
+    dataset: Dataset,
+    *,
+    repo_id: str,
+    summary: dict[str, Any],
+    data_files: str = "data/train-*.parquet",
+    license: str | None = None,
+    pretty_name: str | None = None,
+    data_map: str | None = None,
+) -> str:
+    """The ``README.md`` of a curated dataset: YAML metadata, then the cartography summary and snippets."""
+    metadata: dict[str, Any] = {
+        "pretty_name": pretty_name or repo_id.split("/")[-1],
+        "license": license or "other",
+        "task_categories": ["text-generation"],
+        "tags": ["data-cartography", "memorization", "hf-carto"],
+        "size_categories": [_size_category(len(dataset))],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data_files}]}],
+        "dataset_info": {
+            "features": dataset.features._to_yaml_list(),
+            "splits": [{"name": "train", "num_examples": len(dataset)}],
+        },
+    }
+    lines = ["---", yaml.safe_dump(metadata, sort_keys=False).rstrip(), "---", ""]
+    lines += [f"# {metadata['pretty_name']}", ""]
+    lines += [
+        "Every row of the source training set, labelled by Generative Data Cartography: each sample's "
+        "difficulty (mean early loss) and memorization (fraction of snapshot transitions in which it was "
+        "forgotten after being fitted), its quadrant, and the intervention weights for continued training. "
+        "No row is dropped here; `carto_keep` says which rows the curated training uses.",
+        "",
+    ]
+    settings = summary.get("settings")
+    if settings:
+        lines += [
+            "## How it was scored",
+            "",
+            "| setting | value |",
+            "|---|---|",
+            f"| snapshots T | {settings['num_snapshots']} |",
+            f"| burn-in T_e | {settings['burn_in']} |",
+            f"| eps (forget threshold) | {settings['eps']:.6g} (from `{settings['eps_spec']}`) |",
+            f"| tau_d | {settings['tau_d']:.6g} (alpha_d = {settings['alpha_d']:g}) |",
+            f"| tau_m | {settings['tau_m']:.6g} (alpha_m = {settings['alpha_m']:g}) |",
+        ]
+        recording = summary.get("recording")
+        if recording:
+            lines.append(f"| recording mode | {recording.get('mode')} ({recording.get('world_size')} processes) |")
+        lines.append("")
+    lines += [
+        "## Quadrants",
+        "",
+        "| id | quadrant | rows | share | mean difficulty | mean memorization |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for name, row in summary["quadrants"].items():
+        md = "-" if row["mean_difficulty"] is None else f"{row['mean_difficulty']:.4g}"
+        mm = "-" if row["mean_memorization"] is None else f"{row['mean_memorization']:.3g}"
+        lines.append(f"| {row['id']} | {name} | {row['count']:,} | {row['fraction']:.1%} | {md} | {mm} |")
+    lines += [
+        "",
+        f"{summary['num_with_forget_events']:,} of {summary['num_samples']:,} rows were forgotten at least once.",
+        "",
+    ]
+    weights = summary.get("weights")
+    if weights:
+        lines += [
+            "## Interventions",
+            "",
+            f"- kept: {weights['num_kept']:,}; removed (`carto_keep == False`): {weights['num_removed']:,}",
+            f"- down-weighted (0 < `carto_loss_weight` < 1): {weights['num_down_weighted']:,}; total loss weight "
+            f"{weights['loss_weight_total']:.6g}",
+            f"- up-sampled (`carto_sampling_weight` > 1): {weights['num_up_sampled']:,}; total sampling weight "
+            f"{weights['sampling_weight_total']:.6g}",
+            "",
+        ]
+    if data_map:
+        lines += ["## Data map", "", f"![data map]({data_map})", ""]
+    lines += [
+        "## Use",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        f'ds = load_dataset("{repo_id}", split="train")',
+        'curated = ds.filter(lambda keep: keep, input_columns="carto_keep")',
+        "```",
+        "",
+        "Continue training with the weights:",
+        "",
+        "```python",
+        "from hf_carto import CartoTrainer",
+        "",
+        "trainer = CartoTrainer(model=model, args=args, train_dataset=ds, data_collator=collator)",
+        "trainer.train()",
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _withhold_canaries(dataset: Dataset, secrets: Sequence[str]) -> Dataset:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = dataset.with_format("arrow")[:]
+    withhold = np.zeros(len(dataset), dtype=bool)
+    if "is_canary" in table.column_names:
+        withhold |= table.column("is_canary").to_numpy(zero_copy_only=False).astype(bool)
+    if "carto_canary_id" in table.column_names:
+        withhold |= table.column("carto_canary_id").to_numpy(zero_copy_only=False) >= 0
+    if "secret" in table.column_names:
+        withhold |= pc.greater(pc.utf8_length(table.column("secret")), 0).to_numpy(zero_copy_only=False)
+    text_columns = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    for secret in filter(None, secrets):
+        for name in text_columns:
+            withhold |= pc.fill_null(pc.match_substring(table.column(name), secret), False).to_numpy(
+                zero_copy_only=False
+            )
+    if withhold.any():
+        logger.info("withholding %d canary rows from the export", int(withhold.sum()))
+        dataset = dataset.select(np.flatnonzero(~withhold))
+    return dataset
+
+
+def export_hub_layout(
+    dataset: Dataset,
+    output_dir: str | os.PathLike,
+    *,
+    repo_id: str,
+    fit=None,
+    summary: dict[str, Any] | None = None,
+    data_map: str | os.PathLike | None = None,
+    license: str | None = None,
+    pretty_name: str | None = None,
+    max_shard_rows: int = 500_000,
+    include_private_columns: bool = False,
+    secrets: Sequence[str] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Write ``data/train-XXXXX-of-YYYYY.parquet`` and ``README.md`` (and the data map) atomically.
+
+    Raises:
+        ValueError: when the dataset lacks the cartography columns.
+    """
+    needed = [DIFFICULTY, MEMORIZATION, QUADRANT]
+    missing = [c for c in needed if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"the dataset lacks the cartography columns {missing}; run add_cartography first")
+    if not include_private_columns:
+        dataset = _withhold_canaries(dataset, secrets)
+        private = [c for c in PRIVATE_COLUMNS if c in dataset.column_names]
+        if private:
+            dataset = dataset.remove_columns(private)
+    summary = summary or cartography_summary(dataset, fit)
+    summary = dict(summary)
+    weights_present = all(c in dataset.column_names for c in (LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP))
+    if not weights_present:
+        summary.pop("weights", None)
+    num_shards = max(1, math.ceil(len(dataset) / max_shard_rows))
+    with atomic_folder(output_dir, overwrite=overwrite) as staging:
+        (staging / "data").mkdir()
+        for index in range(num_shards):
+            shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
+            shard.to_parquet(str(staging / "data" / f"train-{index:05d}-of-{num_shards:05d}.parquet"))
+        image = None
+        if data_map is not None:
+            image = "data_map.png"
+            shutil.copyfile(data_map, staging / image)
+        card = dataset_card(
+            dataset, repo_id=repo_id, summary=summary, license=license, pretty_name=pretty_name, data_map=image
+        )
+        (staging / "README.md").write_text(card)
+    return Path(output_dir)
