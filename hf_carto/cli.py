@@ -123,6 +123,29 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
     ev.add_argument("--batch-size", type=int, default=32)
 
+    push = sub.add_parser(
+        "push",
+        help="publish a scored dataset to the Hub (exported locally first, then uploaded)",
+        description="DATASET_DIR is a folder written by `hf-carto score` (exported to --export-dir first) or an "
+        "export folder (README.md + data/). Canary rows and secrets are withheld. The token comes from HF_TOKEN "
+        "or the cached login and is never printed.",
+    )
+    push.add_argument("dataset_dir")
+    push.add_argument("repo_id", help="namespace/name")
+    visibility = push.add_mutually_exclusive_group()
+    visibility.add_argument(
+        "--private",
+        dest="private",
+        action="store_true",
+        default=True,
+        help="create the repository as private (default)",
+    )
+    visibility.add_argument("--public", dest="private", action="store_false")
+    push.add_argument("--revision", default=None, help="branch to commit to")
+    push.add_argument("--message", default="Upload curated dataset (hf_carto)", help="commit message")
+    push.add_argument("--export-dir", default=None, help="where the Hub layout is written (default DATASET_DIR.hub)")
+    push.add_argument("--license", default=None, help="license for the card, e.g. cc-by-sa-3.0")
+
     summary = sub.add_parser("summary", help="print the summary of a scored dataset folder")
     summary.add_argument("path", help="folder written by `hf-carto score`")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -282,6 +305,48 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_push(args: argparse.Namespace) -> int:
+    from .hub import check_repo_id, export_hub_layout, push_curated_dataset
+
+    check_repo_id(args.repo_id)  # before any export work
+    source = Path(args.dataset_dir)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such folder")
+    if (source / "README.md").exists() and (source / "data").is_dir():
+        folder = source
+    else:
+        from .io import load_scored
+
+        dataset, fit = load_scored(source)
+        folder = Path(args.export_dir) if args.export_dir else source.with_name(source.name + ".hub")
+        data_map = source.parent / "data_map.png"
+        export_hub_layout(
+            dataset,
+            folder,
+            repo_id=args.repo_id,
+            fit=fit,
+            license=args.license,
+            overwrite=True,
+            data_map=data_map if data_map.exists() else None,
+        )
+        print(f"exported the Hub layout to {folder}")
+    try:
+        result = push_curated_dataset(
+            folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.message
+        )
+    except Exception as err:  # network and server errors: the export stays for a retry
+        if isinstance(err, (ValueError, FileNotFoundError)):
+            raise
+        print(
+            f"hf-carto push: error: the push to {args.repo_id} failed ({type(err).__name__}: {err}); "
+            f"the export in {folder} is intact, run the same command again to retry",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"pushed {folder} to {result.url}\ncommit {result.commit}")
+    return 0
+
+
 def _run_summary(args: argparse.Namespace) -> int:
     from .curation import cartography_summary, format_summary
     from .io import load_scored
@@ -328,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runners = {
         "arms": _run_arms,
         "evaluate": _run_evaluate,
+        "push": _run_push,
         "merge": _run_merge,
         "score": _run_score,
         "summary": _run_summary,

@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from datasets import Dataset
 from .atomic import atomic_folder
 from .curation import DIFFICULTY, KEEP, LOSS_WEIGHT, MEMORIZATION, QUADRANT, SAMPLING_WEIGHT, cartography_summary
 
-__all__ = ["PRIVATE_COLUMNS", "export_hub_layout", "dataset_card"]
+__all__ = ["PRIVATE_COLUMNS", "export_hub_layout", "dataset_card", "push_curated_dataset", "PushResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,7 @@ def dataset_card(
         "tags": ["data-cartography", "memorization", "hf-carto"],
         "size_categories": [_size_category(len(dataset))],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data_files}]}],
-        "dataset_info": {
-            "features": dataset.features._to_yaml_list(),
-            "splits": [{"name": "train", "num_examples": len(dataset)}],
-        },
+        "dataset_info": {"features": dataset.features._to_yaml_list()},
     }
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False).rstrip(), "---", ""]
     lines += [f"# {metadata['pretty_name']}", ""]
@@ -219,3 +217,77 @@ def export_hub_layout(
         )
         (staging / "README.md").write_text(card)
     return Path(output_dir)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """Where a push landed."""
+
+    repo_id: str
+    commit: str
+    commit_url: str
+    url: str
+    export_dir: Path
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Raise ``ValueError`` unless ``repo_id`` is a valid ``namespace/name`` Hub repository id."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"{repo_id!r} is not a valid Hub repository id (expected 'namespace/name'): {err}") from None
+    if "/" not in repo_id:
+        raise ValueError(f"{repo_id!r} is not a valid Hub repository id: give it as 'namespace/name'")
+
+
+def push_curated_dataset(
+    dataset: Dataset | str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str = "Upload curated dataset (hf_carto)",
+    export_dir: str | os.PathLike | None = None,
+    **export_kwargs: Any,
+) -> PushResult:
+    """Publish a curated dataset to the Hub through ``huggingface_hub``'s own upload code.
+
+    Args:
+        dataset: a scored `datasets.Dataset` (exported first to `export_dir`), or the folder of an
+            earlier :func:`export_hub_layout`, pushed as it is. Keeping the export on disk means a
+            failed push loses nothing: call again with the folder to retry.
+        repo_id (`str`): `namespace/name`.
+        private (`bool`, *optional*, defaults to `True`): visibility when the repository is created.
+        token (`str`, *optional*): Hub token; never printed or logged.
+        revision (`str`, *optional*): branch to commit to (default: the main branch).
+
+    Returns:
+        :class:`PushResult` with the commit id and URLs. Pushing unchanged files again makes no new
+        commit and returns the current one.
+    """
+    from huggingface_hub import HfApi
+
+    check_repo_id(repo_id)
+    if isinstance(dataset, Dataset):
+        folder = Path(export_dir or Path("hub_exports") / repo_id.replace("/", "__"))
+        export_hub_layout(dataset, folder, repo_id=repo_id, overwrite=True, **export_kwargs)
+    else:
+        folder = Path(dataset)
+        if not (folder / "README.md").exists() or not (folder / "data").is_dir():
+            raise ValueError(f"{folder} is not a Hub export (it needs README.md and data/); run export_hub_layout")
+    api = HfApi(token=token)
+    repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    info = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type="dataset",
+        revision=revision,
+        commit_message=commit_message,
+    )
+    logger.info("pushed %s to %s at commit %s", folder, repo_id, info.oid)
+    return PushResult(
+        repo_id=repo_id, commit=info.oid, commit_url=info.commit_url, url=str(repo_url), export_dir=folder
+    )

@@ -1,0 +1,199 @@
+"""Publish and load back through the real client code: huggingface_hub pushes to a local stand-in of
+the Hub's write API (tests/hub_standin.py), and `datasets.load_dataset` reads through olah, a real
+Hub mirror server run offline over the resulting git repositories. Every client runs in a fresh
+process with a fresh HF_HOME."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import load_from_disk
+
+from hf_carto import add_cartography, apply_interventions, cartography_summary, fit_cartography
+from hf_carto.data import CorpusConfig, generate_corpus
+from hf_carto.io import save_scored
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hub_standin import HubStandIn  # noqa: E402
+
+pytestmark = pytest.mark.slow
+TOKEN = "hf_testtoken_never_printed_123"
+REPO = "someone/curated"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hub")
+    mirrors = root / "mirrors"
+    mirrors.mkdir()
+    port = free_port()
+    config = root / "olah.toml"
+    config.write_text(
+        f'[basic]\nhost = "127.0.0.1"\nport = {port}\nmirror-netloc = "127.0.0.1:{port}"\n'
+        f'mirror-lfs-netloc = "127.0.0.1:{port}"\nmirrors-path = ["{mirrors}"]\nrepos-path = "{root / "cache"}"\n'
+        "[accessibility]\noffline = true\n"
+    )
+    olah = subprocess.Popen(
+        [sys.executable, "-m", "olah.server", "-c", str(config), "--metadata-cache-ttl", "0"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    read_endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(read_endpoint + "/", timeout=1)
+            break
+        except urllib.error.HTTPError:
+            break  # it answers
+        except OSError:
+            time.sleep(0.2)
+    else:
+        olah.kill()
+        pytest.fail("olah did not start")
+    with HubStandIn(mirrors) as write:
+        yield write, read_endpoint, root
+    olah.terminate()
+    olah.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def scored_dir(tmp_path_factory):
+    corpus = generate_corpus(
+        CorpusConfig(num_documents=250, num_duplicate_groups=3, num_canaries=2, num_noise_documents=4, seed=3)
+    )
+    rng = np.random.default_rng(1)
+    for t in range(1, 5):
+        corpus = corpus.add_column(f"carto_loss_{t}", rng.choice([0.3, 1.0, 2.5], size=len(corpus)).astype(np.float32))
+    corpus = corpus.add_column("sample_id", np.arange(len(corpus)))
+    fit = fit_cartography(corpus, burn_in=2, eps=1.5)
+    scored = apply_interventions(add_cartography(corpus, fit), alpha=0.5)
+    out = tmp_path_factory.mktemp("scored") / "scored"
+    save_scored(scored, out, fit=fit, summary=cartography_summary(scored, fit))
+    return out
+
+
+def client_env(endpoint: str, root: Path) -> dict[str, str]:
+    home = root / f"hf_home_{time.monotonic_ns()}"
+    return {
+        **os.environ,
+        "HF_ENDPOINT": endpoint,
+        "HF_HOME": str(home),
+        "HF_HUB_OFFLINE": "0",
+        "HF_DATASETS_OFFLINE": "0",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_TOKEN": TOKEN,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+
+
+def push(args: list[str], endpoint: str, root: Path) -> subprocess.CompletedProcess:
+    cli = [sys.executable, "-c", "import sys; from hf_carto.cli import main; sys.exit(main(sys.argv[1:]))"]
+    result = subprocess.run(
+        cli + ["push", *args], capture_output=True, text=True, env=client_env(endpoint, root), timeout=120
+    )
+    assert TOKEN not in result.stdout + result.stderr
+    return result
+
+
+LOADER = """
+import json, sys
+from datasets import load_dataset
+ds = load_dataset(sys.argv[1], split="train", revision=sys.argv[2])
+json.dump({"rows": ds.to_list(), "features": ds.features.to_dict()}, open(sys.argv[3], "w"))
+"""
+
+
+def load_in_fresh_process(endpoint: str, root: Path, revision: str) -> dict:
+    out = root / f"loaded_{revision}.json"
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, REPO, revision, str(out)],
+        capture_output=True,
+        text=True,
+        env=client_env(endpoint, root),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def commit_of(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1].split()[-1]
+
+
+def test_push_load_push_again_and_both_revisions_load(servers, scored_dir):
+    write, read_endpoint, root = servers
+    first = commit_of(push([str(scored_dir), REPO], write.endpoint, root))
+    export = scored_dir.with_name("scored.hub")
+    expected = load_from_disk(str(scored_dir))
+    expected = expected.filter(lambda s: s == "", input_columns="secret").remove_columns(["secret", "truth", "group"])
+    loaded = load_in_fresh_process(read_endpoint, root, first)
+    assert loaded["rows"] == expected.to_list()
+    assert loaded["features"] == expected.features.to_dict()
+    assert loaded["features"]["carto_quadrant"]["names"] == [
+        "stable_easy",
+        "ambiguous_hard",
+        "hotspot_memorized",
+        "noisy_outlier",
+    ]
+    assert any("lfs/objects/batch" in r for r in write.requests)  # data went through LFS
+
+    # Publishing the same export again is idempotent: no new commit.
+    assert commit_of(push([str(export), REPO], write.endpoint, root)) == first
+
+    # A changed dataset makes a new commit; the earlier revision stays loadable.
+    smaller = root / "smaller"
+    save_scored(load_from_disk(str(scored_dir)).select(range(100)), smaller)
+    second = commit_of(push([str(smaller), REPO, "--message", "second"], write.endpoint, root))
+    assert second != first
+    assert len(load_in_fresh_process(read_endpoint, root, second)["rows"]) < len(loaded["rows"])
+    assert load_in_fresh_process(read_endpoint, root, first)["rows"] == loaded["rows"]
+
+
+def test_failed_pushes_keep_the_export_and_a_retry_succeeds(servers, scored_dir, tmp_path):
+    write, _, root = servers
+    repo = "someone/retry"
+    variant = tmp_path / "variant"  # content the store has not seen, so its LFS upload really happens
+    save_scored(load_from_disk(str(scored_dir)).select(range(150)), variant)
+    export = tmp_path / "export"
+    write.fail_uploads = True
+    failed = push([str(variant), repo, "--export-dir", str(export)], write.endpoint, root)
+    write.fail_uploads = False
+    assert failed.returncode == 1
+    assert "the export in" in failed.stderr and "is intact" in failed.stderr
+    files = {p.relative_to(export): p.read_bytes() for p in export.rglob("*") if p.is_file()}
+    write.fail_commits = True
+    assert push([str(export), repo], write.endpoint, root).returncode == 1
+    write.fail_commits = False
+    assert {p.relative_to(export): p.read_bytes() for p in export.rglob("*") if p.is_file()} == files
+    commit_of(push([str(export), repo], write.endpoint, root))
+
+    # A server that has gone away: a clear error, nothing lost.
+    gone = push([str(export), repo], f"http://127.0.0.1:{free_port()}", root)
+    assert gone.returncode == 1 and "failed" in gone.stderr
+    assert {p.relative_to(export): p.read_bytes() for p in export.rglob("*") if p.is_file()} == files
+
+
+@pytest.mark.parametrize("repo_id", ["no-namespace", "bad//id", "x/" + "y" * 200])
+def test_invalid_repo_ids(scored_dir, repo_id, capsys):
+    from hf_carto.cli import main
+
+    assert main(["push", str(scored_dir), repo_id, "--export-dir", str(scored_dir.with_name("x.hub"))]) == 2
+    assert "not a valid Hub repository id" in capsys.readouterr().err
+    assert not scored_dir.with_name("x.hub").exists()  # refused before any export
