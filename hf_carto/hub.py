@@ -31,7 +31,18 @@ from datasets import Dataset
 from .atomic import atomic_folder
 from .curation import DIFFICULTY, KEEP, LOSS_WEIGHT, MEMORIZATION, QUADRANT, SAMPLING_WEIGHT, cartography_summary
 
-__all__ = ["PRIVATE_COLUMNS", "export_hub_layout", "dataset_card", "push_curated_dataset", "PushResult"]
+__all__ = [
+    "PRIVATE_COLUMNS",
+    "PushResult",
+    "dataset_card",
+    "export_hub_layout",
+    "push_curated_dataset",
+    "push_model",
+    "render_model_card",
+]
+
+#: The model card template of the repository's top-level ``model_cards/`` folder.
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "curated_model.md"
 
 logger = logging.getLogger(__name__)
 
@@ -291,3 +302,100 @@ def push_curated_dataset(
     return PushResult(
         repo_id=repo_id, commit=info.oid, commit_url=info.commit_url, url=str(repo_url), export_dir=folder
     )
+
+
+def _cell(values: Any, fmt: str) -> str:
+    """One table cell: a number, or the mean and standard deviation of several seeds."""
+    if values is None:
+        return "-"
+    arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    if arr.size == 1:
+        return format(arr[0], fmt)
+    return f"{format(arr.mean(), fmt)} ± {format(arr.std(), fmt)}"
+
+
+def render_model_card(
+    *,
+    repo_id: str,
+    base_model: str,
+    dataset_id: str,
+    curation: dict[str, Any],
+    results: Sequence[dict[str, Any]],
+    k: int = 32,
+    conclusion: str = "",
+    license: str | None = None,
+    template_path: str | os.PathLike | None = None,
+) -> str:
+    """Fill the model card template for a model trained on curated data.
+
+    Args:
+        curation: settings to list (interventions, thresholds, budget...), name -> value.
+        results: one dict per arm with `arm` and any of `extraction_success`, `mean_exposure`,
+            `contamination_recall`, `mia_auc`, `mia_tpr_at_1pct_fpr`, `perplexity`; each a number or
+            a list over seeds.
+        conclusion: a sentence stating what the comparison shows, negative results included.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    template = Path(template_path) if template_path else MODEL_CARD_TEMPLATE
+    if not template.exists():
+        raise FileNotFoundError(f"model card template {template} not found; pass template_path")
+    seeds = max((np.atleast_1d(r.get("perplexity", [0])).size for r in results), default=1)
+    rows = [
+        {
+            "arm": r["arm"],
+            "extraction": _cell(r.get("extraction_success"), ".1%"),
+            "exposure": _cell(r.get("mean_exposure"), ".2f"),
+            "contamination": _cell(r.get("contamination_recall"), ".1%"),
+            "auc": _cell(r.get("mia_auc"), ".3f"),
+            "tpr": _cell(r.get("mia_tpr_at_1pct_fpr"), ".3f"),
+            "perplexity": _cell(r.get("perplexity"), ".2f"),
+        }
+        for r in results
+    ]
+    card_data = ModelCardData(
+        base_model=base_model,
+        datasets=[dataset_id],
+        license=license,
+        library_name="transformers",
+        tags=["data-cartography", "memorization", "hf-carto"],
+        pipeline_tag="text-generation",
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(template),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        base_model=base_model,
+        dataset_id=dataset_id,
+        dataset_url=f"https://huggingface.co/datasets/{dataset_id}",
+        curation=list(curation.items()),
+        results=rows,
+        num_seeds=seeds,
+        k=k,
+        conclusion=conclusion,
+    )
+    return str(card)
+
+
+def push_model(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    card: str,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    commit_message: str = "Upload model trained on curated data (hf_carto)",
+) -> PushResult:
+    """Write ``card`` as the folder's ``README.md`` and upload the folder as a model repository."""
+    from huggingface_hub import HfApi
+
+    check_repo_id(repo_id)
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such model folder")
+    (folder / "README.md").write_text(card)
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message)
+    return PushResult(repo_id=repo_id, commit=info.oid, commit_url=info.commit_url, url=str(url), export_dir=folder)

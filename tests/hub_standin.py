@@ -1,7 +1,7 @@
 """A stand-in for the Hugging Face Hub's *write* API, for tests only.
 
 The real Hub cannot be reached from the test machines. This small HTTP server on 127.0.0.1 answers
-the calls that the unmodified ``huggingface_hub`` client makes to publish a dataset (with
+the calls that the unmodified ``huggingface_hub`` client makes to publish a dataset or a model (with
 ``HF_HUB_DISABLE_XET=1``): repository creation, pre-upload (which files go through LFS, and the
 current object ids so unchanged files are skipped), the LFS batch API and its upload target,
 commits (NDJSON), and revision info. Every commit becomes a real git commit in
@@ -55,8 +55,8 @@ class HubStandIn:
         self.server.shutdown()
         self.server.server_close()
 
-    def repo_path(self, repo_id: str) -> Path:
-        return self.mirrors / "datasets" / repo_id
+    def repo_path(self, repo_id: str, kind: str = "datasets") -> Path:
+        return self.mirrors / kind / repo_id
 
     def git(self, repo: Path, *args: str) -> str:
         return subprocess.run(
@@ -88,15 +88,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._create(json.loads(body))
         if self.path == "/api/validate-yaml":
             return self._validate_yaml(json.loads(body))
-        match = re.match(r"^/api/datasets/([^/]+/[^/]+)/preupload/([^/?]+)", self.path)
+        match = re.match(r"^/api/(models|datasets)/([^/]+/[^/]+)/preupload/([^/?]+)", self.path)
         if match:
-            return self._preupload(match[1], json.loads(body))
-        match = re.match(r"^/datasets/([^/]+/[^/]+)\.git/info/lfs/objects/batch$", self.path)
+            return self._preupload(self.hub.repo_path(match[2], match[1]), json.loads(body))
+        match = re.match(r"^/(datasets/)?([^/]+/[^/]+)\.git/info/lfs/objects/batch$", self.path)
         if match:
             return self._lfs_batch(json.loads(body))
-        match = re.match(r"^/api/datasets/([^/]+/[^/]+)/commit/([^/?]+)", self.path)
+        match = re.match(r"^/api/(models|datasets)/([^/]+/[^/]+)/commit/([^/?]+)", self.path)
         if match:
-            return self._commit(match[1], body)
+            return self._commit(match[1], match[2], body)
         self._reply(404, {"error": f"stand-in does not serve POST {self.path}"})
 
     def do_PUT(self) -> None:
@@ -114,19 +114,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.hub.requests.append(f"GET {self.path}")
-        match = re.match(r"^/api/datasets/([^/]+/[^/]+)/revision/([^/?]+)", self.path)
-        if match and self.hub.repo_path(match[1]).exists():
-            repo = self.hub.repo_path(match[1])
-            sha = self.hub.git(repo, "rev-parse", match[2])
-            return self._reply(200, {"id": match[1], "sha": sha, "private": True, "siblings": []})
+        match = re.match(r"^/api/(models|datasets)/([^/]+/[^/]+)/revision/([^/?]+)", self.path)
+        if match and self.hub.repo_path(match[2], match[1]).exists():
+            repo = self.hub.repo_path(match[2], match[1])
+            sha = self.hub.git(repo, "rev-parse", match[3])
+            return self._reply(200, {"id": match[2], "sha": sha, "private": True, "siblings": []})
         self._reply(404, {"error": "Repository not found"})
 
     # -- handlers ---------------------------------------------------------------------------
 
     def _create(self, payload: dict) -> None:
         repo_id = f"{payload.get('organization') or 'user'}/{payload['name']}"
-        repo = self.hub.repo_path(repo_id)
-        url = f"{self.hub.endpoint}/datasets/{repo_id}"
+        kind = "datasets" if payload.get("type") == "dataset" else "models"
+        repo = self.hub.repo_path(repo_id, kind)
+        url = f"{self.hub.endpoint}/{'datasets/' if kind == 'datasets' else ''}{repo_id}"
         if repo.exists():
             return self._reply(409, {"error": "You already created this dataset repo", "url": url})
         repo.mkdir(parents=True)
@@ -155,8 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(400, {"errors": [{"message": "the card has no YAML metadata block"}]})
         self._reply(200, {"errors": [], "warnings": []})
 
-    def _preupload(self, repo_id: str, payload: dict) -> None:
-        repo = self.hub.repo_path(repo_id)
+    def _preupload(self, repo: Path, payload: dict) -> None:
         files = []
         for item in payload["files"]:
             path = item["path"]
@@ -178,10 +178,10 @@ class _Handler(BaseHTTPRequestHandler):
             objects.append(entry)
         self._reply(200, {"transfer": "basic", "objects": objects})
 
-    def _commit(self, repo_id: str, body: bytes) -> None:
+    def _commit(self, kind: str, repo_id: str, body: bytes) -> None:
         if self.hub.fail_commits:
             return self._reply(422, {"error": "injected commit failure"})
-        repo = self.hub.repo_path(repo_id)
+        repo = self.hub.repo_path(repo_id, kind)
         if not repo.exists():
             return self._reply(404, {"error": "Repository not found"})
         lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]

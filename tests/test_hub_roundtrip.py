@@ -197,3 +197,56 @@ def test_invalid_repo_ids(scored_dir, repo_id, capsys):
     assert main(["push", str(scored_dir), repo_id, "--export-dir", str(scored_dir.with_name("x.hub"))]) == 2
     assert "not a valid Hub repository id" in capsys.readouterr().err
     assert not scored_dir.with_name("x.hub").exists()  # refused before any export
+
+
+def test_model_card_renders_and_is_pushed_with_the_model(servers, tmp_path):
+    from huggingface_hub import ModelCard
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hf_carto.hub import render_model_card
+
+    write, _, root = servers
+    card = render_model_card(
+        repo_id="someone/tiny-curated",
+        base_model="gpt2",
+        dataset_id=REPO,
+        license="mit",
+        curation={"intervention": "top 5% by memorization removed", "eps": 4.7055, "burn-in": 2},
+        results=[
+            {
+                "arm": "no_intervention",
+                "extraction_success": [1.0, 0.5],
+                "mean_exposure": [12.1, 11.9],
+                "mia_auc": [0.71, 0.69],
+                "perplexity": [10.0, 11.0],
+            },
+            {"arm": "gendatacarto", "extraction_success": [0.5, 0.5], "perplexity": [10.2, 11.1]},
+        ],
+        conclusion="Extraction fell from 75% to 50%; the random arm at the same budget is the control.",
+    )
+    parsed = ModelCard(card)
+    assert parsed.data.base_model == "gpt2" and parsed.data.datasets == [REPO] and parsed.data.license == "mit"
+    assert "| no_intervention | 75.0% ± 25.0% | 12.00 ± 0.10 | - | 0.700 ± 0.010 | - | 10.50 ± 0.50 |" in card
+    assert "2 seed(s), with the standard deviation" in card and "| eps | 4.7055 |" in card
+
+    model_dir = tmp_path / "model"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=50, n_positions=16)).save_pretrained(
+        model_dir
+    )
+    (tmp_path / "card.md").write_text(card)
+    script = (
+        "import sys; from pathlib import Path; from hf_carto.hub import push_model; "
+        "r = push_model(sys.argv[1], 'someone/tiny-curated', Path(sys.argv[2]).read_text()); print(r.commit)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(model_dir), str(tmp_path / "card.md")],
+        capture_output=True,
+        text=True,
+        env=client_env(write.endpoint, root),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert TOKEN not in result.stdout + result.stderr
+    repo = write.repo_path("someone/tiny-curated", "models")
+    assert (repo / "README.md").read_text() == card
+    assert (repo / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
