@@ -17,6 +17,7 @@ from .curation import (
     loss_columns,
 )
 from .evaluation import canary_extraction, contamination_recall, exposure, perplexity
+from .hub import export_hub_layout, push_curated_dataset, push_model, render_model_card
 from .losses import per_sample_loss, token_nll
 from .membership import membership_metrics, membership_signals, roc_auc, tpr_at_fpr
 from .merge import LossMatrix, add_loss_columns, load_loss_matrix
@@ -46,6 +47,10 @@ __all__ = [
     "canary_extraction",
     "contamination_recall",
     "evaluate_model",
+    "export_hub_layout",
+    "push_curated_dataset",
+    "push_model",
+    "render_model_card",
     "exposure",
     "insert_canaries_dataset",
     "load_registry",

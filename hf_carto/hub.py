@@ -192,6 +192,7 @@ def export_hub_layout(
     max_shard_rows: int = 500_000,
     include_private_columns: bool = False,
     secrets: Sequence[str] = (),
+    recording: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write ``data/train-XXXXX-of-YYYYY.parquet`` and ``README.md`` (and the data map) atomically.
@@ -210,6 +211,8 @@ def export_hub_layout(
             dataset = dataset.remove_columns(private)
     summary = summary or cartography_summary(dataset, fit)
     summary = dict(summary)
+    if recording is not None:  # e.g. LossStore(run_dir).settings().__dict__: mode and world size for the card
+        summary["recording"] = recording
     weights_present = all(c in dataset.column_names for c in (LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP))
     if not weights_present:
         summary.pop("weights", None)

@@ -40,6 +40,7 @@ def test_export_loads_back_with_the_same_rows_and_features(scored, tmp_path):
         data_map=image,
         max_shard_rows=100,
         license="cc-by-4.0",
+        recording={"mode": "eval", "world_size": 2},
     )
     shards = sorted(p.name for p in (out / "data").iterdir())
     assert len(shards) == 4 and shards[0] == "train-00000-of-00004.parquet"
@@ -63,6 +64,7 @@ def test_export_loads_back_with_the_same_rows_and_features(scored, tmp_path):
     assert f"| burn-in T_e | {fit.burn_in} |" in text
     assert f"{summary['quadrants']['hotspot_memorized']['count']:,}" in text
     assert "![data map](data_map.png)" in text and (out / "data_map.png").exists()
+    assert "| recording mode | eval (2 processes) |" in text
 
 
 def test_secrets_and_ground_truth_stay_local(scored, tmp_path):
