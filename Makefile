@@ -22,8 +22,8 @@ demo: $(STAMP)
 	$(VENV)/bin/hf-carto demo --output-dir outputs/demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hf_carto tests benchmarks
-	$(VENV)/bin/ruff format --check hf_carto tests benchmarks
+	$(VENV)/bin/ruff check hf_carto tests benchmarks recipes
+	$(VENV)/bin/ruff format --check hf_carto tests benchmarks recipes
 
 ## Lint, then every test (slow ones included) and the docstring examples.
 ## pytest's exit status 5 (no test collected) is a failure here, with its own message.
