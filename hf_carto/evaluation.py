@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .batching import batch_starts, evaluation_mode
 from .canaries import Canary
 from .losses import per_sample_loss
 
@@ -56,7 +57,6 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
 def greedy_continuations(
     model,
     prompts: Sequence[Sequence[int]],
@@ -77,16 +77,9 @@ def greedy_continuations(
                 f"{len(too_long)} prompts plus {max_new_tokens} new tokens exceed the model context of {context} "
                 f"tokens; first: {label}"
             )
-    was_training = model.training
-    model.eval()
     out: list[list[int]] = []
-    starts = range(0, len(prompts), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="Greedy decoding")
-    try:
-        for start in starts:
+    with evaluation_mode(model):
+        for start in batch_starts(len(prompts), batch_size, progress=progress, desc="Greedy decoding"):
             batch = prompts[start : start + batch_size]
             width = max(len(p) for p in batch)
             ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
@@ -103,8 +96,6 @@ def greedy_continuations(
                 pad_token_id=pad_token_id,
             )
             out.extend(row[width:].tolist() for row in generated.cpu())
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -166,23 +157,16 @@ def canary_extraction(
     }
 
 
-@torch.no_grad()
 def secret_log_perplexities(
     model, tokenizer, prefix: str, secrets: Sequence[str], *, batch_size: int = 512, progress: bool = False
 ) -> np.ndarray:
     """``-log P(secret | prefix)`` in nats, summed over the secret's tokens, for every candidate."""
     prefix_ids = tokenizer(prefix)["input_ids"]
     encoded = tokenizer([f"{prefix} {s}" for s in secrets])["input_ids"]
-    was_training = model.training
-    model.eval()
     out = np.empty(len(secrets), dtype=np.float64)
-    starts = range(0, len(encoded), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=f"Scoring {len(secrets):,} candidate secrets")
-    try:
-        for start in starts:
+    desc = f"Scoring {len(secrets):,} candidate secrets"
+    with evaluation_mode(model):
+        for start in batch_starts(len(encoded), batch_size, progress=progress, desc=desc):
             batch = encoded[start : start + batch_size]
             width = max(len(r) for r in batch)
             ids = torch.zeros((len(batch), width), dtype=torch.long)
@@ -195,8 +179,6 @@ def secret_log_perplexities(
             logits = model(input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model))).logits
             losses, counts = per_sample_loss(logits, labels.to(logits.device), return_counts=True)
             out[start : start + len(batch)] = (losses * counts).double().cpu().numpy()
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -305,16 +287,13 @@ def contamination_recall(
     }
 
 
-@torch.no_grad()
 def perplexity(model, sequences: Sequence[Sequence[int]], *, batch_size: int = 32, pad_token_id: int = 0) -> dict:
     """Token-weighted perplexity over token sequences: ``exp(sum NLL / number of targets)``."""
     if not sequences:
         raise ValueError("no sequences to compute perplexity on")
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
-    try:
-        for start in range(0, len(sequences), batch_size):
+    with evaluation_mode(model):
+        for start in batch_starts(len(sequences), batch_size):
             batch = sequences[start : start + batch_size]
             width = max(len(s) for s in batch)
             ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
@@ -328,8 +307,6 @@ def perplexity(model, sequences: Sequence[Sequence[int]], *, batch_size: int = 3
             keep = counts > 0
             total += float((losses[keep] * counts[keep]).double().sum())
             count += int(counts.sum())
-    finally:
-        model.train(was_training)
     if count == 0:
         raise ValueError("the sequences hold no target token (each needs at least 2 tokens)")
     return {"perplexity": math.exp(total / count), "mean_nll": total / count, "num_tokens": count}

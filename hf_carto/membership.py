@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
+from .batching import batch_starts, evaluation_mode
+
 __all__ = [
     "SIGNALS",
     "roc_auc",
@@ -259,18 +261,9 @@ def membership_signals(
         )
     if texts is not None and len(texts) != len(sequences):
         raise ValueError(f"got {len(texts)} texts for {len(sequences)} sequences")
-    was_training = model.training
-    model.eval()
-    if reference_model is not None:
-        reference_model.eval()
     parts: dict[str, list[np.ndarray]] = {}
-    starts = range(0, len(sequences), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="Membership signals")
-    try:
-        for start in starts:
+    with evaluation_mode(model, reference_model):
+        for start in batch_starts(len(sequences), batch_size, progress=progress, desc="Membership signals"):
             batch = sequences[start : start + batch_size]
             target = _row_signals(model, batch, pad_token_id, k)
             for name, values in target.items():
@@ -279,8 +272,6 @@ def membership_signals(
                 parts.setdefault("ref_nll_mean", []).append(
                     _row_signals(reference_model, batch, pad_token_id, k)["nll_mean"]
                 )
-    finally:
-        model.train(was_training)
     cols = {name: np.concatenate(values) for name, values in parts.items()}
     if texts is not None:
         sizes = np.array([len(zlib.compress(t.encode("utf-8"))) * 8 for t in texts], dtype=np.float64)

@@ -58,6 +58,10 @@ class HubStandIn:
     def repo_path(self, repo_id: str, kind: str = "datasets") -> Path:
         return self.mirrors / kind / repo_id
 
+    def commit(self, repo: Path, message: str) -> None:
+        identity = ["-c", "user.name=hub", "-c", "user.email=hub@localhost"]
+        self.git(repo, *identity, "commit", "-q", "--allow-empty", "-m", message)
+
     def git(self, repo: Path, *args: str) -> str:
         return subprocess.run(
             ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
@@ -132,18 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(409, {"error": "You already created this dataset repo", "url": url})
         repo.mkdir(parents=True)
         self.hub.git(repo, "init", "-q", "-b", "main")
-        self.hub.git(
-            repo,
-            "-c",
-            "user.name=hub",
-            "-c",
-            "user.email=hub@localhost",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            "initial commit",
-        )
+        self.hub.commit(repo, "initial commit")
         self._reply(200, {"url": url, "name": repo_id})
 
     def _validate_yaml(self, payload: dict) -> None:
@@ -203,18 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
                 elif item["key"] == "deletedFile":
                     (repo / value["path"]).unlink(missing_ok=True)
             self.hub.git(repo, "add", "-A")
-            self.hub.git(
-                repo,
-                "-c",
-                "user.name=hub",
-                "-c",
-                "user.email=hub@localhost",
-                "commit",
-                "-q",
-                "--allow-empty",
-                "-m",
-                header["summary"],
-            )
+            self.hub.commit(repo, header["summary"])
             sha = self.hub.git(repo, "rev-parse", "HEAD")
         self._reply(
             200,
