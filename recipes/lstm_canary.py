@@ -39,6 +39,9 @@ class LstmCanaryArguments:
     burn_in: int = field(default=6, metadata={"help": "T_e: the arms continue from the checkpoint after this epoch."})
     prune_fraction: float = field(default=0.05, metadata={"help": "Fraction of samples pruned in both arms."})
     eps: str = field(default="quantile:0.05", metadata={"help": "Forget threshold policy."})
+    snapshots_per_epoch: int = field(
+        default=1, metadata={"help": "Eval-mode loss snapshots per epoch; burn-in covers the first burn_in epochs."}
+    )
     vocab_size: int = 512
     max_tokens: int = 64
     embedding_dim: int = 64
@@ -81,16 +84,26 @@ def train_epochs(model, optimizer, rows, ids, epochs, args, seed, first_epoch, r
     snapshot_batches = list(batches(rows, ids, np.arange(len(rows)), args.batch_size * 4))
     for epoch in range(first_epoch, first_epoch + epochs):
         model.train()
-        for batch in batches(rows, ids, rng.permutation(len(rows)), args.batch_size):
+        steps = math.ceil(len(rows) / args.batch_size)
+        # Snapshot after the last step of each 1/snapshots_per_epoch of the epoch.
+        snapshot_at = {math.ceil(steps * (k + 1) / args.snapshots_per_epoch) for k in range(args.snapshots_per_epoch)}
+        for step, batch in enumerate(batches(rows, ids, rng.permutation(len(rows)), args.batch_size), start=1):
             losses, counts = lstm_losses(model, batch)
             loss = (losses * counts).sum() / counts.sum()
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-        if recorder is not None:
-            recorder.eval_snapshot(
-                model, snapshot_batches, snapshot=epoch + 1, step=epoch + 1, epoch=epoch + 1, loss_fn=lstm_losses
-            )
+            if recorder is not None and step in snapshot_at:
+                snapshot = len(recorder.store.completed()) + 1
+                recorder.eval_snapshot(
+                    model,
+                    snapshot_batches,
+                    snapshot=snapshot,
+                    step=epoch * steps + step,
+                    epoch=epoch + step / steps,
+                    loss_fn=lstm_losses,
+                )
+                model.train()
         if on_epoch is not None:
             on_epoch(epoch + 1)
 
@@ -189,7 +202,8 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
     mapping_model = model
 
     data = add_loss_columns(corpus.add_column("sample_id", ids), run_dir, progress=False)
-    scored = add_cartography(data, fit_cartography(data, burn_in=args.burn_in, eps=args.eps))
+    fit = fit_cartography(data, burn_in=args.burn_in * args.snapshots_per_epoch, eps=args.eps)
+    scored = add_cartography(data, fit)
     arms = build_arms(scored, budget=args.prune_fraction, alpha=0.0, seed=seed)
     cols = read_columns(scored, ["truth", "carto_quadrant", "carto_memorization", "carto_difficulty", "sample_id"])
     pruned = ~np.asarray(arms["gendatacarto"]["carto_keep"][:])
@@ -254,8 +268,9 @@ def format_report(args: LstmCanaryArguments, results: list[dict], table: dict) -
     lines = [
         "# LSTM canary experiment",
         "",
-        f"{len(results)} seed(s); {args.num_canaries} canaries x {args.canary_repetitions} copies; T = {args.epochs}, "
-        f"T_e = {args.burn_in}; {args.prune_fraction:.0%} of samples pruned.",
+        f"{len(results)} seed(s); {args.num_canaries} canaries x {args.canary_repetitions} copies; T = {args.epochs} "
+        f"epochs with {args.snapshots_per_epoch} snapshot(s) each, T_e = {args.burn_in} epochs; "
+        f"{args.prune_fraction:.0%} of samples pruned.",
         "",
         "| arm | canary extraction (mean ± std) | held-out perplexity | change vs no intervention |",
         "|---|---:|---:|---:|",

@@ -44,6 +44,8 @@ def test_lstm_canary_recipe_small(tmp_path):
             "32",
             "--vocab_size",
             "300",
+            "--snapshots_per_epoch",
+            "2",
         ]
     )
     on_disk = json.loads((tmp_path / "report.json").read_text())
@@ -59,6 +61,8 @@ def test_lstm_canary_recipe_small(tmp_path):
         assert 0.0 <= result["planted_recovery"]["canary"]["pruned"]["recall"] <= 1.0
     assert report["summary"]["no_intervention"]["perplexity_change_mean"] == 0.0
     assert "| gendatacarto |" in (tmp_path / "report.md").read_text()
+    manifest = json.loads((tmp_path / "seed0" / "mapping" / "carto" / "manifest.json").read_text())
+    assert len(manifest["snapshots"]) == 8  # 4 epochs x 2 snapshots
 
 
 def test_lstm_canary_recipe_rejects_a_bad_burn_in(tmp_path):
