@@ -292,14 +292,9 @@ def membership_signals(
 
 def plot_roc(results: Sequence[MembershipResult], path, title: str = "Membership inference ROC"):
     """Log-log ROC curves of several signals, the chance line, and the AUCs in the legend."""
-    import matplotlib
+    from .plots import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    from pathlib import Path
-
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    fig, ax = new_figure((5.5, 5))
     floor = 1e-4
     for result in results:
         fpr, tpr = result.roc
@@ -311,9 +306,4 @@ def plot_roc(results: Sequence[MembershipResult], path, title: str = "Membership
     ax.set_ylabel("true-positive rate")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

@@ -8,9 +8,31 @@ import numpy as np
 
 from .scores import Quadrant
 
-__all__ = ["plot_data_map"]
+__all__ = ["new_figure", "save_figure", "plot_data_map"]
 
 QUADRANT_COLORS = ["#4c72b0", "#dd8452", "#c44e52", "#8172b3"]
+
+
+def new_figure(figsize: tuple[float, float]):
+    """A headless (Agg) matplotlib figure and axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize, dpi=120)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write as PNG (creating the folder) and release the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
 
 
 def plot_data_map(
@@ -34,17 +56,12 @@ def plot_data_map(
     thresholds are drawn at their exact values. ``highlight`` (a boolean mask, e.g. planted
     canaries) circles those samples.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     d = np.asarray(difficulty, dtype=np.float64)
     m = np.asarray(memorization, dtype=np.float64)
     q = np.asarray(quadrants, dtype=np.int64)
     step = 1.0 / (num_snapshots - 1) if num_snapshots and num_snapshots > 1 else 0.05
     jitter = np.random.default_rng(seed).uniform(-0.3, 0.3, size=m.size) * step
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    fig, ax = new_figure((7, 5))
     for quad in Quadrant:
         sel = q == quad
         ax.scatter(
@@ -75,9 +92,4 @@ def plot_data_map(
     ax.set_ylabel("memorization m (forget events / (T - 1), jittered)")
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8, markerscale=2)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

@@ -160,10 +160,7 @@ def plot_tradeoffs(runs: Sequence[dict[str, Any]], output_dir: str | os.PathLike
     ``no_intervention`` run of the same seed. Points are means over seeds, bars one standard
     deviation.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import new_figure, save_figure
 
     baseline = {r["seed"]: r["perplexity"] for r in runs if r["arm"] == "no_intervention"}
     missing = sorted({r["seed"] for r in runs} - set(baseline))
@@ -181,7 +178,7 @@ def plot_tradeoffs(runs: Sequence[dict[str, Any]], output_dir: str | os.PathLike
         ),
     )
     for filename, ylabel, value in figures:
-        fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+        fig, ax = new_figure((5.5, 4))
         for arm in sorted({r["arm"] for r in runs}):
             points: dict[float, list[float]] = {}
             for r in runs:
@@ -195,8 +192,5 @@ def plot_tradeoffs(runs: Sequence[dict[str, Any]], output_dir: str | os.PathLike
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / filename)
-        plt.close(fig)
-        paths.append(out / filename)
+        paths.append(save_figure(fig, out / filename))
     return paths
