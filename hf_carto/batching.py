@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
-__all__ = ["batch_starts", "evaluation_mode"]
+__all__ = ["batch_starts", "evaluation_mode", "right_pad"]
 
 
 def batch_starts(total: int, batch_size: int, *, progress: bool = False, desc: str = "") -> Iterable[int]:
@@ -33,3 +33,17 @@ def evaluation_mode(*models: torch.nn.Module | None) -> Iterator[None]:
     finally:
         for model, flag in zip(present, flags, strict=True):
             model.train(flag)
+
+
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Token rows of different lengths as one right-padded batch.
+
+    Returns ``input_ids`` (``pad_id`` after each row), ``labels`` (the tokens, ``-100`` on padding)
+    and ``attention_mask``, each of shape ``(len(rows), longest row)``.
+    """
+    width = max(len(r) for r in rows)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, row in enumerate(rows):
+        labels[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+    mask = (labels != -100).long()
+    return {"input_ids": labels.masked_fill(mask == 0, pad_id), "labels": labels, "attention_mask": mask}

@@ -23,6 +23,7 @@ import torch
 from datasets import Dataset, Value
 from tqdm.auto import tqdm
 
+from .batching import right_pad
 from .curation import (
     SAMPLE_ID,
     add_cartography,
@@ -106,19 +107,8 @@ def _batches(input_ids: list[list[int]], order: np.ndarray, batch_size: int, pad
     """Right-padded batches of whole documents, each with the ``sample_id`` of its rows."""
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        width = max(len(input_ids[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        for r, i in enumerate(rows):
-            seq = torch.tensor(input_ids[i], dtype=torch.long)
-            ids[r, : len(seq)] = seq
-            labels[r, : len(seq)] = seq
-        yield {
-            SAMPLE_ID: torch.as_tensor(rows, dtype=torch.long),
-            "input_ids": ids,
-            "attention_mask": (labels != -100).long(),
-            "labels": labels,
-        }
+        batch = right_pad([input_ids[i] for i in rows], pad_id)
+        yield {SAMPLE_ID: torch.as_tensor(rows, dtype=torch.long), **batch}
 
 
 def _truth_table(truth: np.ndarray, quadrants: np.ndarray) -> dict[str, dict[str, int]]:

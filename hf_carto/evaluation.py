@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import batch_starts, evaluation_mode
+from .batching import batch_starts, evaluation_mode, right_pad
 from .canaries import Canary
 from .losses import per_sample_loss
 
@@ -55,6 +55,12 @@ def _context_size(model) -> int | None:
 
 def _device(model) -> torch.device:
     return next(model.parameters()).device
+
+
+def _batch_losses(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    device = _device(model)
+    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+    return per_sample_loss(logits, batch["labels"].to(device), return_counts=True)
 
 
 def greedy_continuations(
@@ -167,18 +173,10 @@ def secret_log_perplexities(
     desc = f"Scoring {len(secrets):,} candidate secrets"
     with evaluation_mode(model):
         for start in batch_starts(len(encoded), batch_size, progress=progress, desc=desc):
-            batch = encoded[start : start + batch_size]
-            width = max(len(r) for r in batch)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, row in enumerate(batch):
-                ids[i, : len(row)] = torch.as_tensor(row)
-                labels[i, len(prefix_ids) : len(row)] = torch.as_tensor(row[len(prefix_ids) :])
-                mask[i, : len(row)] = 1
-            logits = model(input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model))).logits
-            losses, counts = per_sample_loss(logits, labels.to(logits.device), return_counts=True)
-            out[start : start + len(batch)] = (losses * counts).double().cpu().numpy()
+            batch = right_pad(encoded[start : start + batch_size])
+            batch["labels"][:, : len(prefix_ids)] = -100  # only the secret's tokens are scored
+            losses, counts = _batch_losses(model, batch)
+            out[start : start + len(losses)] = (losses * counts).double().cpu().numpy()
     return out
 
 
@@ -294,16 +292,7 @@ def perplexity(model, sequences: Sequence[Sequence[int]], *, batch_size: int = 3
     total, count = 0.0, 0
     with evaluation_mode(model):
         for start in batch_starts(len(sequences), batch_size):
-            batch = sequences[start : start + batch_size]
-            width = max(len(s) for s in batch)
-            ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            for i, s in enumerate(batch):
-                ids[i, : len(s)] = torch.as_tensor(s)
-                labels[i, : len(s)] = torch.as_tensor(s)
-            mask = (labels != -100).long()
-            logits = model(input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model))).logits
-            losses, counts = per_sample_loss(logits, labels.to(logits.device), return_counts=True)
+            losses, counts = _batch_losses(model, right_pad(sequences[start : start + batch_size], pad_token_id))
             keep = counts > 0
             total += float((losses[keep] * counts[keep]).double().sum())
             count += int(counts.sum())

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from .batching import batch_starts, evaluation_mode
+from .batching import batch_starts, evaluation_mode, right_pad
 
 __all__ = [
     "SIGNALS",
@@ -206,20 +206,10 @@ def _lowest_fraction_mean(values: torch.Tensor, mask: torch.Tensor, fraction: fl
     return torch.where(keep, ordered, torch.zeros_like(ordered)).sum(dim=1) / take
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
 def _row_signals(model, batch_ids: Sequence[Sequence[int]], pad_id: int, k: float) -> dict[str, np.ndarray]:
-    ids, mask = _pad(batch_ids, pad_id)
-    ids, mask = ids.to(next(model.parameters()).device), mask.to(next(model.parameters()).device)
-    stats = token_statistics(model, ids, mask)
+    batch = right_pad(batch_ids, pad_id)
+    device = next(model.parameters()).device
+    stats = token_statistics(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
     m = stats["mask"]
     n = m.sum(dim=1).clamp_min(1)
     nll_sum = -(stats["logp"] * m).sum(dim=1)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .curation import LOSS_WEIGHT
+from .curation import LOSS_WEIGHT, read_columns
 from .losses import per_sample_loss, token_nll
 from .recording import SAMPLE_ID, LossRecorder, hf_causal_lm_losses
 
@@ -69,7 +69,7 @@ def ensure_sample_ids(dataset: Any) -> Any:
                 stacklevel=3,
             )
             return dataset.add_column(SAMPLE_ID, np.arange(len(dataset), dtype=np.int64))
-        ids = dataset.with_format("arrow")[:][SAMPLE_ID].to_numpy()
+        ids = read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID]
         uniq, counts = np.unique(ids, return_counts=True)
         if uniq.size != ids.size:
             dupes = uniq[counts > 1]

@@ -62,15 +62,11 @@ class LstmLanguageModel(nn.Module):
 
 
 def batches(rows: list[list[int]], ids: np.ndarray, order: np.ndarray, batch_size: int):
+    from hf_carto.batching import right_pad
+
     for start in range(0, len(order), batch_size):
         chosen = order[start : start + batch_size]
-        width = max(len(rows[i]) for i in chosen)
-        input_ids = torch.zeros((len(chosen), width), dtype=torch.long)
-        labels = torch.full((len(chosen), width), -100, dtype=torch.long)
-        for r, i in enumerate(chosen):
-            input_ids[r, : len(rows[i])] = torch.tensor(rows[i])
-            labels[r, : len(rows[i])] = torch.tensor(rows[i])
-        yield {"sample_id": torch.as_tensor(ids[chosen]), "input_ids": input_ids, "labels": labels}
+        yield {"sample_id": torch.as_tensor(ids[chosen]), **right_pad([rows[i] for i in chosen])}
 
 
 def lstm_losses(model, batch):
