@@ -3,11 +3,13 @@ pruning the top 5% of samples by memorization, against pruning a random 5%.
 
     python recipes/lstm_canary.py --output_dir outputs/lstm_canary                 # one seed, CPU
     python recipes/lstm_canary.py --output_dir outputs/lstm_canary --seeds 0 1 2
+    accelerate launch --multi_gpu --num_processes 2 recipes/lstm_canary.py --output_dir outputs/lstm_canary
 
 Per seed: generate the corpus (ordinary documents, exact duplicates, canaries with distinct prefixes
-and random secrets, noise), train a BPE tokenizer and an LSTM language model for `epochs` epochs in a
-hand-written single-process loop, recording an eval-mode loss snapshot of every sample after each epoch
-with `LossRecorder`; score memorization; from the epoch-`burn_in` checkpoint, continue the remaining
+and random secrets, noise) and hold out some ordinary documents; train a BPE tokenizer and an LSTM
+language model for `epochs` epochs in a hand-written `accelerate` loop (1..N processes;
+`batch_size` is per process), recording eval-mode loss snapshots of every sample with
+`LossRecorder`; score memorization; from the epoch-`burn_in` checkpoint, continue the remaining
 epochs in three arms that start from the same weights and optimizer state with the same seed:
 `no_intervention`, `gendatacarto` (top `prune_fraction` by memorization removed) and `random` (the
 same number of random samples removed). Report canary extraction and held-out perplexity of every
@@ -32,7 +34,8 @@ from torch import nn
 class LstmCanaryArguments:
     output_dir: str = field(default="outputs/lstm_canary", metadata={"help": "Where reports go."})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "One full experiment per seed."})
-    num_documents: int = field(default=1500, metadata={"help": "Ordinary documents of the generated corpus."})
+    num_documents: int = field(default=1500, metadata={"help": "Ordinary training documents (generated corpus)."})
+    num_heldout: int = field(default=300, metadata={"help": "Ordinary documents held out for perplexity."})
     num_canaries: int = field(default=12, metadata={"help": "Canaries, each with its own prefix."})
     canary_repetitions: int = field(default=8, metadata={"help": "Copies of every canary in the corpus."})
     epochs: int = field(default=12, metadata={"help": "T: epochs of the mapping run (and of every arm in total)."})
@@ -48,6 +51,7 @@ class LstmCanaryArguments:
     hidden_dim: int = 256
     batch_size: int = 32
     learning_rate: float = 3e-3
+    cpu: bool = field(default=True, metadata={"help": "Run on CPU even where a GPU is present."})
 
 
 class LstmLanguageModel(nn.Module):
@@ -61,12 +65,37 @@ class LstmLanguageModel(nn.Module):
         return self.head(self.lstm(self.embed(input_ids))[0])
 
 
-def batches(rows: list[list[int]], ids: np.ndarray, order: np.ndarray, batch_size: int):
+class Documents(torch.utils.data.Dataset):
+    """Token lists with their sample_ids; batches are right-padded by :func:`collate`."""
+
+    def __init__(self, rows: list[list[int]], ids: np.ndarray) -> None:
+        self.rows, self.ids = rows, ids
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[int, list[int]]:
+        return int(self.ids[i]), self.rows[i]
+
+
+def collate(items: list[tuple[int, list[int]]]) -> dict[str, torch.Tensor]:
     from hf_carto.batching import right_pad
 
-    for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
-        yield {"sample_id": torch.as_tensor(ids[chosen]), **right_pad([rows[i] for i in chosen])}
+    return {"sample_id": torch.tensor([i for i, _ in items]), **right_pad([row for _, row in items])}
+
+
+class EpochPermutation(torch.utils.data.Sampler[int]):
+    """A new permutation each epoch from ``(seed, epoch)``: the same order on every process,
+    whose batches ``accelerate`` then deals out."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.size).tolist())
 
 
 def lstm_losses(model, batch):
@@ -75,33 +104,44 @@ def lstm_losses(model, batch):
     return per_sample_loss(model(batch["input_ids"]), batch["labels"], return_counts=True)
 
 
-def train_epochs(model, optimizer, rows, ids, epochs, args, seed, first_epoch, recorder=None, on_epoch=None):
-    rng = np.random.default_rng([seed, first_epoch])
-    snapshot_batches = list(batches(rows, ids, np.arange(len(rows)), args.batch_size * 4))
+def train_epochs(accelerator, model, optimizer, data, epochs, args, seed, first_epoch, recorder=None, on_epoch=None):
+    """Train ``epochs`` epochs from ``first_epoch``; snapshot after every 1/snapshots_per_epoch of each."""
+    from torch.utils.data import DataLoader
+
+    sampler = EpochPermutation(len(data), seed)
+    train_loader = DataLoader(data, batch_size=args.batch_size, sampler=sampler, collate_fn=collate)
+    snapshot_loader = DataLoader(data, batch_size=args.batch_size * 4, collate_fn=collate)
+    model, optimizer, train_loader, snapshot_loader = accelerator.prepare(
+        model, optimizer, train_loader, snapshot_loader
+    )
+    steps = len(train_loader)
+    # Snapshot after the last step of each 1/snapshots_per_epoch of the epoch.
+    snapshot_at = {math.ceil(steps * (k + 1) / args.snapshots_per_epoch) for k in range(args.snapshots_per_epoch)}
     for epoch in range(first_epoch, first_epoch + epochs):
+        sampler.epoch = epoch
         model.train()
-        steps = math.ceil(len(rows) / args.batch_size)
-        # Snapshot after the last step of each 1/snapshots_per_epoch of the epoch.
-        snapshot_at = {math.ceil(steps * (k + 1) / args.snapshots_per_epoch) for k in range(args.snapshots_per_epoch)}
-        for step, batch in enumerate(batches(rows, ids, rng.permutation(len(rows)), args.batch_size), start=1):
+        for step, batch in enumerate(train_loader, start=1):
+            batch.pop("sample_id")
             losses, counts = lstm_losses(model, batch)
-            loss = (losses * counts).sum() / counts.sum()
-            loss.backward()
+            # The token mean over the global batch, as one process would compute it.
+            total = accelerator.reduce(counts.sum().detach(), reduction="sum")
+            loss = (losses * counts).sum() * accelerator.num_processes / total
+            accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
             if recorder is not None and step in snapshot_at:
-                snapshot = len(recorder.store.completed()) + 1
                 recorder.eval_snapshot(
-                    model,
-                    snapshot_batches,
-                    snapshot=snapshot,
+                    accelerator.unwrap_model(model),
+                    snapshot_loader,
+                    snapshot=len(recorder.store.completed()) + 1,
                     step=epoch * steps + step,
                     epoch=epoch + step / steps,
                     loss_fn=lstm_losses,
                 )
                 model.train()
         if on_epoch is not None:
-            on_epoch(epoch + 1)
+            on_epoch(epoch + 1, accelerator.unwrap_model(model), optimizer)
+    return accelerator.unwrap_model(model)
 
 
 @torch.no_grad()
@@ -122,7 +162,8 @@ def extraction(model, tokenizer, canaries) -> dict:
 def perplexity(model, rows) -> float:
     model.eval()
     total, count = 0.0, 0
-    for batch in batches(rows, np.arange(len(rows)), np.arange(len(rows)), 64):
+    for start in range(0, len(rows), 64):
+        batch = collate(list(enumerate(rows[start : start + 64])))
         losses, counts = lstm_losses(model, batch)
         total += float((losses * counts).sum())
         count += int(counts.sum())
@@ -145,6 +186,8 @@ def planted_recovery(truth: np.ndarray, quadrants: np.ndarray, pruned: np.ndarra
 
 
 def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
+    from accelerate import Accelerator
+
     from hf_carto import (
         LossRecorder,
         add_cartography,
@@ -159,19 +202,20 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
     from hf_carto.demo import build_tokenizer
 
     torch.manual_seed(seed)
-    corpus = generate_corpus(
+    # One corpus, split: the held-out documents share the training text's pseudo-word vocabulary.
+    full = generate_corpus(
         CorpusConfig(
-            num_documents=args.num_documents,
+            num_documents=args.num_documents + args.num_heldout,
             num_canaries=args.num_canaries,
             canary_repetitions=(args.canary_repetitions,),
             seed=seed,
         )
     )
-    heldout = generate_corpus(
-        CorpusConfig(
-            num_documents=300, num_duplicate_groups=0, num_canaries=0, num_noise_documents=0, seed=seed + 10_000
-        )
-    )["text"][:]
+    truth_all = np.asarray(full["truth"][:])
+    rng = np.random.default_rng(seed)
+    heldout_rows = rng.choice(np.flatnonzero(truth_all == 0), size=args.num_heldout, replace=False)
+    corpus = full.select(np.setdiff1d(np.arange(len(full)), heldout_rows))
+    heldout = full.select(np.sort(heldout_rows))["text"][:]
     texts = corpus["text"][:]
     tokenizer = build_tokenizer(texts, args.vocab_size)
     encode = lambda t: tokenizer(tokenizer.eos_token + t)["input_ids"][: args.max_tokens]  # noqa: E731
@@ -183,19 +227,23 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
             prefix, secret = row["text"].rsplit(" ", 1)
             canaries.append(Canary(row["group"], prefix, secret, "digits", row["repetitions"]))
 
+    accelerator = Accelerator(cpu=args.cpu)
     model = LstmLanguageModel(len(tokenizer), args.embedding_dim, args.hidden_dim)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
     checkpoint = {}
 
-    def keep_checkpoint(epoch):
+    def keep_checkpoint(epoch, unwrapped, opt):
         if epoch == args.burn_in:
-            checkpoint.update(model=copy.deepcopy(model.state_dict()), optimizer=copy.deepcopy(optimizer.state_dict()))
+            checkpoint.update(model=copy.deepcopy(unwrapped.state_dict()), optimizer=copy.deepcopy(opt.state_dict()))
 
     run_dir = out_dir / f"seed{seed}" / "mapping"
-    recorder = LossRecorder(run_dir, "eval", num_samples=len(rows), overwrite=True, progress=False)
+    recorder = LossRecorder(
+        run_dir, "eval", num_samples=len(rows), overwrite=True, progress=False, accelerator=accelerator
+    )
     recorder.start()
-    train_epochs(model, optimizer, rows, ids, args.epochs, args, seed, 0, recorder, keep_checkpoint)
-    mapping_model = model
+    mapping_model = train_epochs(
+        accelerator, model, optimizer, Documents(rows, ids), args.epochs, args, seed, 0, recorder, keep_checkpoint
+    )
 
     data = add_loss_columns(corpus.add_column("sample_id", ids), run_dir, progress=False)
     fit = fit_cartography(data, burn_in=args.burn_in * args.snapshots_per_epoch, eps=args.eps)
@@ -234,8 +282,8 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
         optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
         optimizer.load_state_dict(checkpoint["optimizer"])
         torch.manual_seed(seed)
-        kept = [rows[i] for i in np.flatnonzero(keep)]
-        train_epochs(model, optimizer, kept, ids[keep], args.epochs - args.burn_in, args, seed, args.burn_in)
+        kept = Documents([rows[i] for i in np.flatnonzero(keep)], ids[keep])
+        model = train_epochs(accelerator, model, optimizer, kept, args.epochs - args.burn_in, args, seed, args.burn_in)
         result["arms"][name] = {
             "num_pruned": int((~keep).sum()),
             "extraction": extraction(model, tokenizer, canaries),
@@ -315,6 +363,13 @@ def main(argv: list[str] | None = None) -> dict:
     results = [run_seed(args, seed, out_dir) for seed in args.seeds]
     table = summarize(results)
     report = {"arguments": asdict(args), "summary": table, "seeds": results}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Every process evaluated the same models; one writes. Leaving the process group to
+        # interpreter shutdown can abort gloo's worker threads.
+        is_main = torch.distributed.get_rank() == 0
+        torch.distributed.destroy_process_group()
+        if not is_main:
+            return report
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     text = format_report(args, results, table)

@@ -6,10 +6,7 @@ processes with the gloo backend; `--cpu --num_processes 2` starts only one unles
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,47 +19,13 @@ from hf_carto.recording import LossStore
 SCRIPT = Path(__file__).parent / "launch" / "record_tiny.py"
 sys.path.insert(0, str(SCRIPT.parent))
 import record_tiny  # noqa: E402
+from launching import accelerate_launch  # noqa: E402
 
 pytestmark = pytest.mark.slow
-TEARDOWN_ABORT = "terminate called without an active exception"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch_two(out: Path, *args: str) -> None:
-    accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
-    cmd = [
-        accelerate,
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--num_cpu_threads_per_process",
-        "1",
-        "--main_process_port",
-        str(free_port()),
-        str(SCRIPT),
-        str(out),
-        *args,
-    ]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    if result.returncode != 0 and TEARDOWN_ABORT in result.stderr:
-        # torch's gloo backend on CPU now and then aborts a process during interpreter shutdown,
-        # after the script has finished. One fresh attempt; the recorded matrix is checked the same.
-        shutil.rmtree(out, ignore_errors=True)
-        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    accelerate_launch(SCRIPT, str(out), *args, timeout=300, cleanup=lambda: shutil.rmtree(out, ignore_errors=True))
     assert LossStore(out).settings().world_size == 2
 
 

@@ -65,7 +65,176 @@ def test_lstm_canary_recipe_small(tmp_path):
     assert len(manifest["snapshots"]) == 8  # 4 epochs x 2 snapshots
 
 
+@pytest.mark.slow
+def test_lstm_canary_recipe_runs_its_accelerate_loop_on_two_processes(tmp_path):
+    import shutil
+
+    from launching import accelerate_launch
+
+    from hf_carto import LossStore, load_loss_matrix
+
+    args = ["--output_dir", str(tmp_path), "--num_documents", "80", "--num_heldout", "40", "--num_canaries", "2"]
+    args += [
+        "--canary_repetitions",
+        "3",
+        "--epochs",
+        "3",
+        "--burn_in",
+        "1",
+        "--hidden_dim",
+        "16",
+        "--vocab_size",
+        "300",
+    ]
+    accelerate_launch(RECIPES / "lstm_canary.py", *args, cleanup=lambda: shutil.rmtree(tmp_path / "seed0", True))
+    report = json.loads((tmp_path / "report.json").read_text())
+    run = tmp_path / "seed0" / "mapping"
+    assert LossStore(run).settings().world_size == 2
+    matrix = load_loss_matrix(run)  # both ranks' shards: every sample once, no padding duplicate
+    assert matrix.losses.shape == (report["seeds"][0]["num_samples"], 3)
+    arms = report["seeds"][0]["arms"]
+    assert arms["gendatacarto"]["num_pruned"] == arms["random"]["num_pruned"] > 0
+
+
 def test_lstm_canary_recipe_rejects_a_bad_burn_in(tmp_path):
     recipe = load_recipe("lstm_canary")
     with pytest.raises(SystemExit, match="burn_in must be in"):
         recipe.main(["--output_dir", str(tmp_path), "--epochs", "3", "--burn_in", "3"])
+
+
+# ----------------------------------------------------------------------------------------------
+# recipes/gpt2_wikitext.py
+
+
+def tiny_args(out: Path, *extra: str) -> list[str]:
+    return ["--preset", "cpu-tiny", "--output_dir", str(out), *extra]
+
+
+@pytest.mark.slow
+def test_gpt2_recipe_on_two_processes_writes_a_consistent_report_and_resumes(tmp_path):
+    import math
+    import shutil
+
+    import numpy as np
+    from datasets import load_dataset, load_from_disk
+    from launching import accelerate_launch
+
+    from hf_carto import LossStore
+
+    out = tmp_path / "run"
+    accelerate_launch(
+        RECIPES / "gpt2_wikitext.py",
+        *tiny_args(out, "--seeds", "0", "1"),
+        cleanup=lambda: shutil.rmtree(out, ignore_errors=True),
+    )
+    report = json.loads((out / "report.json").read_text())
+    arms = {"no_intervention", "gendatacarto", "random", "gendatacarto_prune0.1", "random_prune0.1"}
+    assert set(report["summary"]) == arms | {"mapping_run"}
+    assert LossStore(out / "seed0" / "mapping").settings().world_size == 2
+    n = report["num_blocks"]
+    for seed in (0, 1):
+        rows = {r["arm"]: r for r in report["rows"] if r["seed"] == seed}
+        assert set(rows) == arms | {"mapping_run"}
+        for row in rows.values():
+            for key in (
+                "extraction_success",
+                "contamination_recall",
+                "control_recall",
+                "mia_auc",
+                "mia_tpr_at_1pct_fpr",
+            ):
+                assert 0.0 <= row[key] <= 1.0, (key, row)
+            assert math.isfinite(row["mean_exposure"]) and row["perplexity"] > 1.0
+            evaluated = json.loads(
+                (
+                    out / f"seed{seed}" / ("mapping" if row["arm"] == "mapping_run" else f"arms/{row['arm']}")
+                    / "eval" / "report.json"
+                ).read_text()
+            )  # fmt: skip
+            canaries = evaluated["canaries"]
+            assert row["extraction_success"] == canaries["num_extracted"] / canaries["num_canaries"]
+        base = rows["no_intervention"]
+        assert base["fraction_pruned"] == 0.0 and base["perplexity_change"] == 0.0
+        # Every arm continues from the burn-in checkpoint and ends where the mapping run ended.
+        mapping = json.loads((out / f"seed{seed}" / "mapping" / "done.json").read_text())
+        assert mapping["burn_in_step"] == 1 * mapping["steps_per_epoch"]
+        assert base["steps"] == [mapping["burn_in_step"], mapping["global_step"]]
+        assert rows["mapping_run"]["steps"] == [0, mapping["global_step"]]
+        # The random controls have exactly the budget of their GenDataCarto arm.
+        assert rows["gendatacarto"]["fraction_pruned"] == pytest.approx(rows["random"]["fraction_pruned"])
+        assert rows["gendatacarto"]["fraction_pruned"] > 0
+        pruned = round(0.1 * n) / n
+        assert rows["gendatacarto_prune0.1"]["fraction_pruned"] == pytest.approx(pruned)
+        assert rows["random_prune0.1"]["fraction_pruned"] == pytest.approx(pruned)
+        cartography = report["cartography"][str(seed)]
+        assert cartography["num_snapshots"] == 3 * 2 and cartography["burn_in_snapshots"] == 2
+    for arm, entry in report["summary"].items():
+        values = [r["perplexity"] for r in report["rows"] if r["arm"] == arm]
+        assert entry["perplexity"]["mean"] == pytest.approx(np.mean(values))
+        assert entry["perplexity"]["std"] == pytest.approx(np.std(values))
+    assert " ± " in (out / "report.md").read_text()
+    for figure in ("data_map.png", "figure1_extraction_vs_pruned.png", "figure2_perplexity_vs_pruned.png"):
+        assert (out / figure).stat().st_size > 1000
+    assert "gendatacarto_prune0.1" in (out / "model_card.md").read_text()
+
+    # The curated dataset: every block labelled; the Hub layout withholds the canary blocks.
+    curated = load_from_disk(str(out / "curated"))
+    assert len(curated) == n and {"carto_quadrant", "carto_loss_weight", "carto_keep"} <= set(curated.column_names)
+    published = load_dataset(str(out / "hub"), split="train")
+    assert len(published) == n - sum(curated["is_canary"][:])
+    assert not {"is_canary", "truth", "carto_canary_id"} & set(published.column_names)
+    secrets = [c["secret"] for c in json.loads((out / "canaries.json").read_text())["canaries"]]
+    assert not any(s in text for s in secrets for text in published["text"][:])
+
+    # A rerun with the same settings reads finished stages back and redoes only what is missing;
+    # a rerun on another number of processes (another global batch) is refused.
+    recipe = load_recipe("gpt2_wikitext")
+    with pytest.raises(SystemExit, match="num_processes: earlier 2, now 1"):
+        recipe.main(tiny_args(out, "--seeds", "0", "1"))
+    shutil.rmtree(out / "seed1" / "arms" / "random")
+    accelerate_launch(RECIPES / "gpt2_wikitext.py", *tiny_args(out, "--seeds", "0", "1"))
+    again = json.loads((out / "report.json").read_text())
+    assert (out / "seed1" / "arms" / "random" / "done.json").exists()
+    before = {(r["seed"], r["arm"]): r for r in report["rows"]}
+    for row in again["rows"]:
+        if (row["seed"], row["arm"]) != (1, "random"):
+            assert row == before[(row["seed"], row["arm"])]
+    assert again["stage_seconds"]["mapping"] < 5.0  # read back, not retrained
+    assert again["stage_seconds"]["continuation"] < report["stage_seconds"]["continuation"]
+
+
+def test_gpt2_recipe_refuses_bad_input_before_training(tmp_path):
+    recipe = load_recipe("gpt2_wikitext")
+    out = tmp_path / "run"
+    cases = [
+        (["--preset", "cpu-huge"], "unknown preset 'cpu-huge'"),
+        (tiny_args(out, "--dataset_name", "x", "--train_file", str(tmp_path / "missing.txt")), "missing.txt: no such"),
+        (tiny_args(out, "--block_size", "2048"), "exceeds the model's context of 1024 tokens"),
+        (tiny_args(out, "--burn_in", "3"), r"burn_in must be in \[1, num_train_epochs - 1\] = \[1, 2\]"),
+        (
+            tiny_args(out, "--tokenizer_name", "./no/such/tokenizer", "--train_tokenizer_vocab_size", "0"),
+            "no such folder",
+        ),
+        (tiny_args(out, "--prune_fractions", "1.5"), r"prune_fractions must lie in \(0, 1\)"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            recipe.main(argv)
+    assert not out.exists()
+
+
+def test_gpt2_recipe_refuses_an_output_folder_from_another_run(tmp_path):
+    recipe = load_recipe("gpt2_wikitext")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("not a run")
+    with pytest.raises(SystemExit, match="holds no run_config.json"):
+        recipe.main(tiny_args(out))
+    (out / "notes.txt").unlink()
+    parsed = recipe.parse_arguments(tiny_args(out))
+    settings = recipe.run_settings(*parsed)
+    settings["burn_in"] = 2
+    (out / "run_config.json").write_text(json.dumps(settings))
+    with pytest.raises(SystemExit, match="burn_in: earlier 2, now 1"):
+        recipe.main(tiny_args(out))
+    assert sorted(p.name for p in out.iterdir()) == ["run_config.json"]  # nothing started

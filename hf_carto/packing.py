@@ -1,0 +1,117 @@
+"""Packing tokenized documents into fixed-size training blocks, keeping track of what went where.
+
+A language-model sample is one block of ``block_size`` tokens cut from the concatenation of all
+documents (the ``group_texts`` step of causal-LM training). Planted material (canaries,
+contaminating held-out sequences, duplicates) is inserted as whole documents *before* packing, so
+every block can say which kinds of documents its tokens came from: the ground truth that a
+cartography run is checked against, and what a published dataset must withhold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from datasets import ClassLabel, Dataset, Features, Sequence as SequenceFeature, Value
+
+__all__ = ["PLANTED_NAMES", "insert_documents", "pack_documents"]
+
+# Kinds of documents, in the order a block's label is chosen when it mixes several: a block that
+# holds any canary token is a canary block, whatever else it holds.
+PLANTED_NAMES = ["ordinary", "duplicate", "canary", "noise", "contaminated"]
+_PRIORITY = ("canary", "contaminated", "duplicate", "noise")
+
+
+def insert_documents(
+    documents: Sequence[Sequence[int]],
+    kinds: Sequence[int],
+    inserted: Sequence[Sequence[int]],
+    inserted_kinds: Sequence[int],
+    *,
+    seed: int = 0,
+) -> tuple[list[list[int]], np.ndarray]:
+    """Insert each of ``inserted`` (token lists, copies included) at a uniformly random position.
+
+    Returns the new document list and the kind of every document in it. The result depends only on
+    the inputs and ``seed``.
+
+    Example:
+        >>> docs, kinds = insert_documents([[1], [2], [3]], [0, 0, 0], [[9]], [2], seed=0)
+        >>> sorted(map(tuple, docs)), int(kinds.sum())
+        ([(1,), (2,), (3,), (9,)], 2)
+    """
+    if len(documents) != len(kinds) or len(inserted) != len(inserted_kinds):
+        raise ValueError("every document needs exactly one kind")
+    total = len(documents) + len(inserted)
+    rng = np.random.default_rng(seed)
+    # Choosing the inserted documents' final slots at once is the same distribution as inserting
+    # them one by one, without the quadratic cost of list insertion.
+    slots = np.sort(rng.choice(total, size=len(inserted), replace=False))
+    order = rng.permutation(len(inserted))
+    is_inserted = np.zeros(total, dtype=bool)
+    is_inserted[slots] = True
+    out: list[list[int]] = [None] * total  # type: ignore[list-item]
+    out_kinds = np.empty(total, dtype=np.int64)
+    original = iter(range(len(documents)))
+    chosen = iter(order)
+    for position in range(total):
+        if is_inserted[position]:
+            j = next(chosen)
+            out[position], out_kinds[position] = list(inserted[j]), inserted_kinds[j]
+        else:
+            i = next(original)
+            out[position], out_kinds[position] = list(documents[i]), kinds[i]
+    return out, out_kinds
+
+
+def pack_documents(
+    documents: Sequence[Sequence[int]],
+    block_size: int,
+    *,
+    kinds: Sequence[int] | None = None,
+    first_sample_id: int = 0,
+) -> Dataset:
+    """Concatenate ``documents`` and cut the stream into blocks of ``block_size`` tokens.
+
+    The tail shorter than a block is dropped. Returns ``input_ids``, ``labels`` (a copy of the
+    inputs: the model shifts them), a stable ``sample_id`` and, when ``kinds`` is given, ``truth``
+    (a ``ClassLabel`` over :data:`PLANTED_NAMES`: the highest-priority kind among the documents
+    the block's tokens come from) and ``is_canary`` (the block holds any canary token).
+
+    Example:
+        >>> ds = pack_documents([[1, 2, 3], [4, 5], [6, 7, 8]], 3, kinds=[0, 2, 0])
+        >>> ds["input_ids"][:], ds["is_canary"][:]
+        ([[1, 2, 3], [4, 5, 6]], [False, True])
+    """
+    if block_size < 2:
+        raise ValueError(f"block_size must be >= 2 (one input and one target); got {block_size}")
+    lengths = np.fromiter((len(d) for d in documents), dtype=np.int64, count=len(documents))
+    stream = np.fromiter((t for d in documents for t in d), dtype=np.int64, count=int(lengths.sum()))
+    num_blocks = stream.size // block_size
+    if num_blocks == 0:
+        raise ValueError(f"{stream.size} tokens do not fill one block of {block_size}")
+    blocks = stream[: num_blocks * block_size].reshape(num_blocks, block_size)
+    columns = {
+        "input_ids": blocks.tolist(),
+        "labels": blocks.tolist(),
+        "sample_id": np.arange(first_sample_id, first_sample_id + num_blocks, dtype=np.int64),
+    }
+    features = {
+        "input_ids": SequenceFeature(Value("int32")),
+        "labels": SequenceFeature(Value("int32")),
+        "sample_id": Value("int64"),
+    }
+    if kinds is not None:
+        kinds = np.asarray(kinds, dtype=np.int64)
+        if kinds.shape != lengths.shape:
+            raise ValueError(f"got {kinds.size} kinds for {lengths.size} documents")
+        token_kinds = np.repeat(kinds, lengths)[: num_blocks * block_size].reshape(num_blocks, block_size)
+        truth = np.zeros(num_blocks, dtype=np.int64)
+        for name in reversed(_PRIORITY):  # later (higher-priority) kinds overwrite earlier ones
+            k = PLANTED_NAMES.index(name)
+            truth[(token_kinds == k).any(axis=1)] = k
+        columns["truth"] = truth
+        columns["is_canary"] = (token_kinds == PLANTED_NAMES.index("canary")).any(axis=1)
+        features["truth"] = ClassLabel(names=PLANTED_NAMES)
+        features["is_canary"] = Value("bool")
+    return Dataset.from_dict(columns, features=Features(features))

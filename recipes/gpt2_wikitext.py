@@ -1,0 +1,1137 @@
+"""Experiment 2 of the paper: GPT-2 on WikiText with injected canaries and contaminating held-out
+sequences, Generative Data Cartography, and every comparison arm, evaluated for leakage.
+
+The paper's setup (a GPU and the Hugging Face Hub; GPT-2 small trained from its config with the
+GPT-2 tokenizer, WikiText-103, 3 epochs, burn-in 1 epoch, eps = 4.7055, tau_m at the 75th
+percentile, hotspots down-weighted by 0.5, two canaries):
+
+    accelerate launch recipes/gpt2_wikitext.py --output_dir outputs/gpt2_wikitext103 --bf16
+    accelerate launch --num_processes 8 recipes/gpt2_wikitext.py --output_dir outputs/gpt2_wikitext103 \\
+        --bf16 --seeds 0 1 2 --push_to_hub --hub_model_id you/gpt2-curated --hub_dataset_id you/wikitext-curated
+
+On CPU, with no downloads (presets set small models and short runs; any flag still overrides them):
+
+    python recipes/gpt2_wikitext.py --preset cpu-demo                          # generated corpus, ~3 min
+    accelerate launch --multi_gpu --num_processes 2 recipes/gpt2_wikitext.py --preset cpu-wikitext2 \\
+        --train_file ../shared/data/wikitext-2-raw/wiki.train.raw \\
+        --validation_file ../shared/data/wikitext-2-raw/wiki.valid.raw --seeds 0 1 2
+
+(On a machine without GPUs, ``--multi_gpu`` gives two gloo processes on the CPU.)
+
+Steps: documents (Hub dataset, text/parquet/json files, or the generated corpus) are tokenized one
+by one; canaries (distinct prefixes, random secrets, repeated) and contaminating held-out sequences
+are inserted as whole documents; everything is packed into blocks with a stable ``sample_id``. A
+mapping run (``RecordingTrainer``) trains ``num_train_epochs`` epochs, records every block's
+eval-mode loss ``snapshots_per_epoch`` times an epoch and saves the burn-in checkpoint. The
+blocks are scored and split into quadrants; arms continue from the burn-in checkpoint with the
+same seed (``no_intervention``; ``gendatacarto`` = the per-quadrant rules, and its ``random``
+control with the same treatments on random blocks; for every pruned fraction, the top blocks by
+memorization removed and a random control of the same size). The mapping run's final model and
+every arm are evaluated: canary extraction and exposure, contamination recall (inserted vs never
+inserted held-out sequences), membership inference and validation perplexity.
+
+Outputs in ``output_dir``: ``report.md`` / ``report.json`` (one table, mean and spread over
+seeds), ``data_map.png``, ``figure1_extraction_vs_pruned.png``, ``figure2_perplexity_vs_pruned.png``,
+``curated/`` (the scored, intervention-labelled dataset, ``save_to_disk``), ``hub/`` (the Hub
+layout with its dataset card, canary blocks withheld), ``model_card.md``. ``canaries.json`` holds
+the secrets and stays local. A rerun with the same settings resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("gpt2_wikitext")
+
+GENERATED = "generated"  # --dataset_name value for the embedded generated corpus
+
+
+@dataclass
+class ModelArguments:
+    config_name: str = field(
+        default="gpt2",
+        metadata={"help": "Config to train from scratch: 'gpt2' (GPT-2 small, built locally) or a Hub id / folder."},
+    )
+    config_overrides: str | None = field(
+        default=None, metadata={"help": "Comma-separated config changes, e.g. 'n_layer=2,n_embd=128,n_head=4'."}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Start from these pretrained weights instead of a fresh config."}
+    )
+    tokenizer_name: str | None = field(
+        default="gpt2",
+        metadata={"help": "Tokenizer: a Hub id or a local folder (e.g. ../shared/data/gpt2-tokenizer)."},
+    )
+    train_tokenizer_vocab_size: int | None = field(
+        default=None, metadata={"help": "Train a byte-level BPE of this size on the training text instead."}
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(
+        default="wikitext", metadata={"help": f"Hub dataset, or '{GENERATED}' for the embedded generated corpus."}
+    )
+    dataset_config_name: str | None = field(default="wikitext-103-raw-v1")
+    train_file: str | None = field(
+        default=None, metadata={"help": "Local training text (.txt/.raw, .parquet, .json)."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Local held-out text, same formats."})
+    text_column: str = field(default="text")
+    validation_split_percentage: int = field(
+        default=5, metadata={"help": "Held-out share of the training documents when there is no validation split."}
+    )
+    generated_documents: int = field(default=2000, metadata={"help": "Generated corpus: ordinary documents."})
+    generated_heldout_documents: int = field(default=1000, metadata={"help": "Generated corpus: held-out documents."})
+    block_size: int = field(default=1024, metadata={"help": "Tokens per training sample (packed block)."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep the leading documents that fill about this many blocks."}
+    )
+    num_canaries: int = field(default=2)
+    canary_repetitions: list[int] = field(
+        default_factory=lambda: [16, 64], metadata={"help": "Copies of each canary (cycled over the canaries)."}
+    )
+    secret_length: int = field(default=6, metadata={"help": "Digits in each canary's secret."})
+    num_contaminating: int = field(default=32, metadata={"help": "Held-out sequences inserted into training."})
+    contamination_repetitions: int = field(default=4)
+    contamination_k: int = field(default=32, metadata={"help": "k of k-extractability; sequences are 2k tokens."})
+    num_membership_samples: int = field(default=1000, metadata={"help": "Members and non-members each."})
+    max_validation_samples: int | None = field(default=None, metadata={"help": "Blocks for validation perplexity."})
+    data_seed_offset: int = field(default=0, metadata={"help": "Data (canaries, insertion) seed; one for all seeds."})
+
+
+@dataclass
+class CartoArguments:
+    preset: str | None = field(default=None, metadata={"help": "Defaults for a setting: " + ", ".join([])})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "One mapping run and all arms per seed."})
+    burn_in: int = field(default=1, metadata={"help": "T_e in epochs: arms continue from this epoch's checkpoint."})
+    snapshots_per_epoch: int = field(default=1, metadata={"help": "Eval-mode loss snapshots per epoch."})
+    eps: str = field(default="4.7055", metadata={"help": "Forget threshold: a number, quantile:q, min+d, min*(1+f)."})
+    alpha_d: float = field(default=0.75)
+    alpha_m: float = field(default=0.75)
+    alpha: float = field(default=0.5, metadata={"help": "Loss weight of hotspot blocks in the gendatacarto arm."})
+    gamma: float = field(default=1.0, metadata={"help": "Up-sampling of ambiguous-hard blocks (1 = off)."})
+    remove_noisy: bool = field(default=False)
+    prune_fractions: list[float] = field(
+        default_factory=lambda: [0.05, 0.1], metadata={"help": "Pruning sweep (Figures 1 and 2); empty for none."}
+    )
+    exposure_max_exact: int = field(default=1_000_000)
+    exposure_sample_size: int = field(default=20_000)
+    eval_batch_size: int = field(default=32)
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Discard an earlier run in output_dir."})
+    hub_dataset_id: str | None = field(default=None, metadata={"help": "Where --push_to_hub sends the dataset."})
+    license: str | None = field(default="cc-by-sa-3.0")
+
+
+# Presets are defaults, not settings: a flag given on the command line always wins.
+COMMON = dict(
+    output_dir="outputs/gpt2_wikitext",
+    num_train_epochs=3,
+    report_to="none",
+    save_strategy="no",
+    logging_steps=50,
+    per_device_train_batch_size=8,
+    per_device_eval_batch_size=16,  # the eval-mode loss snapshots
+    learning_rate=5e-4,
+    warmup_steps=0.02,
+    weight_decay=0.01,
+)
+_CPU_MODEL = dict(
+    config_name="gpt2",
+    tokenizer_name=None,
+    use_cpu=True,
+    lr_scheduler_type="constant",
+    warmup_steps=0,
+    weight_decay=0.0,
+    per_device_train_batch_size=32,
+    per_device_eval_batch_size=128,
+    eps="quantile:0.05",
+    license=None,
+)
+PRESETS: dict[str, dict[str, Any]] = {
+    # The README's main command: the generated corpus, a tiny GPT-2, a few minutes on 2 cores.
+    "cpu-demo": dict(
+        _CPU_MODEL,
+        dataset_name=GENERATED,
+        generated_documents=800,
+        train_tokenizer_vocab_size=1024,
+        config_overrides="n_layer=2,n_embd=128,n_head=4",
+        block_size=64,
+        num_train_epochs=16,
+        burn_in=6,
+        snapshots_per_epoch=2,
+        learning_rate=3e-3,
+        logging_steps=50,
+        num_canaries=8,
+        canary_repetitions=[8, 32],
+        secret_length=4,
+        num_contaminating=16,
+        contamination_repetitions=16,
+        contamination_k=16,
+        num_membership_samples=200,
+        max_validation_samples=300,
+        prune_fractions=[0.1],
+        exposure_max_exact=0,  # the skew-normal estimate from 2,000 candidates: seconds, not minutes
+        exposure_sample_size=2000,
+        output_dir="outputs/gpt2_demo",
+    ),
+    # A CPU-scale WikiText-2 run: pass --train_file/--validation_file (see the module docstring).
+    "cpu-wikitext2": dict(
+        _CPU_MODEL,
+        dataset_name=None,
+        train_tokenizer_vocab_size=4096,
+        config_overrides="n_layer=2,n_embd=128,n_head=4",
+        block_size=64,
+        max_train_samples=800,
+        num_train_epochs=16,
+        burn_in=6,
+        snapshots_per_epoch=4,
+        learning_rate=4e-3,
+        num_canaries=8,
+        canary_repetitions=[8, 32],
+        secret_length=4,
+        num_contaminating=16,
+        contamination_repetitions=8,
+        contamination_k=16,
+        num_membership_samples=400,
+        max_validation_samples=600,
+        prune_fractions=[0.05, 0.1, 0.2],
+        exposure_sample_size=2000,
+        output_dir="outputs/gpt2_wikitext2_cpu",
+    ),
+    # Seconds, for tests: everything runs, nothing is learned.
+    "cpu-tiny": dict(
+        _CPU_MODEL,
+        dataset_name=GENERATED,
+        generated_documents=150,
+        generated_heldout_documents=150,
+        train_tokenizer_vocab_size=300,
+        config_overrides="n_layer=1,n_embd=32,n_head=2",
+        block_size=32,
+        num_train_epochs=3,
+        burn_in=1,
+        snapshots_per_epoch=2,
+        learning_rate=3e-3,
+        per_device_train_batch_size=8,
+        logging_steps=10,
+        num_canaries=2,
+        canary_repetitions=[2, 4],
+        secret_length=3,
+        num_contaminating=4,
+        contamination_repetitions=2,
+        contamination_k=8,
+        num_membership_samples=20,
+        max_validation_samples=20,
+        prune_fractions=[0.1],
+        exposure_sample_size=200,
+        eval_batch_size=16,
+        output_dir="outputs/gpt2_tiny",
+    ),
+}
+CartoArguments.__dataclass_fields__["preset"].metadata = {"help": "Defaults for a setting: " + ", ".join(PRESETS)}
+
+# Settings that may change between a run and its resumption; every other field of the recipe's own
+# arguments must match.
+RESUMABLE = {"preset", "overwrite_output_dir", "hub_dataset_id", "license"}
+# The training arguments that decide the results (the others are logging, saving, devices...).
+TRAINING_SETTINGS = (
+    "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "learning_rate",
+    "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "optim", "optim_args", "weight_decay",
+    "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "label_smoothing_factor", "bf16", "fp16",
+    "data_seed", "max_steps",
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments and checks: everything that can be wrong is found before any training step.
+
+
+def parse_arguments(argv: list[str] | None):
+    from transformers import HfArgumentParser, TrainingArguments
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=None)
+    known, _ = pre.parse_known_args(argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, CartoArguments, TrainingArguments))
+    defaults = dict(COMMON)
+    if known.preset is not None:
+        if known.preset not in PRESETS:
+            raise SystemExit(f"unknown preset {known.preset!r}; choose one of {sorted(PRESETS)}")
+        defaults.update(PRESETS[known.preset])
+    dests = {action.dest for action in parser._actions}
+    unknown = sorted(set(defaults) - dests)
+    if unknown:
+        raise SystemExit(f"preset {known.preset!r} sets unknown arguments {unknown}")
+    parser.set_defaults(**defaults)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def _is_local(name: str | None) -> bool:
+    return name is not None and (name.startswith((".", "/", "~")) or os.path.exists(name))
+
+
+def _model_config(model_args: ModelArguments, vocab_size: int | None = None):
+    from transformers import AutoConfig, GPT2Config
+
+    if model_args.model_name_or_path:
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path)
+    elif model_args.config_name == "gpt2":
+        config = GPT2Config()  # GPT-2 small's architecture; built here, no download
+    else:
+        config = AutoConfig.from_pretrained(model_args.config_name)
+    if model_args.config_overrides:
+        if model_args.model_name_or_path:
+            raise SystemExit(
+                "--config_overrides changes a fresh config; it cannot be combined with pretrained weights"
+            )
+        config.update_from_string(model_args.config_overrides)
+    if vocab_size is not None and not model_args.model_name_or_path:
+        config.vocab_size = vocab_size
+    return config
+
+
+def check_arguments(model_args: ModelArguments, data_args: DataArguments, carto: CartoArguments, training) -> None:
+    """Refuse settings that cannot work, each with a message that says which and why."""
+    problems = []
+    epochs = training.num_train_epochs
+    if epochs != int(epochs) or epochs < 2:
+        problems.append(f"num_train_epochs must be a whole number >= 2 (T); got {epochs}")
+    elif not 1 <= carto.burn_in < epochs:
+        problems.append(f"burn_in must be in [1, num_train_epochs - 1] = [1, {int(epochs) - 1}]; got {carto.burn_in}")
+    if training.max_steps > 0:
+        problems.append("max_steps is not supported: the burn-in checkpoint and the arms are counted in epochs")
+    if carto.snapshots_per_epoch < 1:
+        problems.append(f"snapshots_per_epoch must be >= 1; got {carto.snapshots_per_epoch}")
+    if not carto.seeds:
+        problems.append("--seeds needs at least one seed")
+    if len(set(carto.seeds)) != len(carto.seeds):
+        problems.append(f"--seeds repeats a seed: {carto.seeds}")
+    bad = [f for f in carto.prune_fractions if not 0.0 < f < 1.0]
+    if bad:
+        problems.append(f"prune_fractions must lie in (0, 1); got {bad}")
+    if not 0.0 <= carto.alpha <= 1.0:
+        problems.append(f"alpha must be in [0, 1]; got {carto.alpha}")
+    for name in ("train_file", "validation_file"):
+        path = getattr(data_args, name)
+        if path is not None and not Path(path).is_file():
+            problems.append(f"--{name} {path}: no such file")
+    for name in ("tokenizer_name", "model_name_or_path", "config_name"):
+        value = getattr(model_args, name)
+        if _is_local(value) and not Path(value).expanduser().exists():
+            problems.append(f"--{name} {value}: no such folder")
+    if data_args.dataset_name is None and data_args.train_file is None:
+        problems.append("no training data: give --train_file, --dataset_name, or --dataset_name generated")
+    if data_args.train_file is not None and data_args.dataset_name == GENERATED:
+        problems.append("--train_file and --dataset_name generated are two corpora; choose one")
+    if model_args.tokenizer_name is None and model_args.train_tokenizer_vocab_size is None:
+        problems.append("no tokenizer: give --tokenizer_name or --train_tokenizer_vocab_size")
+    k = data_args.contamination_k
+    if 2 * k > data_args.block_size:
+        problems.append(
+            f"contamination sequences are 2k = {2 * k} tokens, more than block_size {data_args.block_size}"
+        )
+    if problems:
+        raise SystemExit("refusing to start:\n  - " + "\n  - ".join(problems))
+    config = _model_config(model_args)
+    context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if context is not None and data_args.block_size > context:
+        raise SystemExit(
+            f"refusing to start: block_size {data_args.block_size} exceeds the model's context of {context} tokens"
+        )
+
+
+def run_settings(model_args, data_args, carto, training, num_processes: int = 1) -> dict[str, Any]:
+    """The settings that decide the results, for the resume check and the report."""
+
+    def plain(value):
+        return value if isinstance(value, (int, float, str, bool, list, type(None))) else str(value)
+
+    settings = {
+        f.name: plain(getattr(args, f.name))
+        for args in (model_args, data_args, carto)
+        for f in dataclasses.fields(args)
+        if f.name not in RESUMABLE
+    }
+    settings.update({name: plain(getattr(training, name)) for name in TRAINING_SETTINGS})
+    # The global batch is per-device batch x processes: arms trained on another count would not compare.
+    settings["num_processes"] = num_processes
+    return settings
+
+
+def check_output_dir(out: Path, settings: dict[str, Any], overwrite: bool, is_main: bool) -> bool:
+    """Refuse an output folder from an incompatible earlier run; return True when resuming."""
+    config_file = out / "run_config.json"
+    if config_file.exists() and not overwrite:
+        earlier = json.loads(config_file.read_text())
+        differ = sorted(k for k in set(earlier) | set(settings) if earlier.get(k) != settings.get(k))
+        if differ:
+            lines = [f"    {k}: earlier {earlier.get(k)!r}, now {settings.get(k)!r}" for k in differ[:12]]
+            raise SystemExit(
+                f"{out} holds a run with other settings ({len(differ)} differ):\n"
+                + "\n".join(lines)
+                + "\n  use another --output_dir, or --overwrite_output_dir to discard it"
+            )
+        return True
+    if out.exists() and any(out.iterdir()) and not config_file.exists() and not overwrite:
+        raise SystemExit(f"{out} is not empty and holds no run_config.json; use another --output_dir")
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage times: printed at the end of every run.
+
+
+class StageTimer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def table(self) -> str:
+        total = sum(self.seconds.values()) or 1.0
+        rows = [f"| {k} | {v:.1f} s | {v / total:.0%} |" for k, v in self.seconds.items()]
+        return "\n".join(["| stage | time | share |", "|---|---:|---:|", *rows, f"| total | {total:.1f} s | |"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: documents -> tokens -> inserted canaries and held-out sequences -> packed blocks.
+
+
+def _read_file(path: str, text_column: str):
+    from datasets import load_dataset
+
+    suffix = Path(path).suffix.lower()
+    builder = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(suffix, "text")
+    ds = load_dataset(builder, data_files={"train": path}, split="train")
+    if text_column not in ds.column_names:
+        raise SystemExit(f"{path} has no {text_column!r} column (columns: {ds.column_names}); set --text_column")
+    return ds
+
+
+def load_documents(data_args: DataArguments, seed: int) -> tuple[list[str], list[int], list[str]]:
+    """Training documents with their planted kind, and held-out documents of the same distribution."""
+    from hf_carto.data import CorpusConfig, generate_corpus
+    from hf_carto.packing import PLANTED_NAMES
+
+    rng = np.random.default_rng(seed)
+    if data_args.dataset_name == GENERATED:
+        # One corpus, split: held-out documents must come from the same pseudo-word vocabulary.
+        n_heldout = data_args.generated_heldout_documents
+        corpus = generate_corpus(
+            CorpusConfig(num_documents=data_args.generated_documents + n_heldout, num_canaries=0, seed=seed)
+        )
+        truth = np.asarray(corpus["truth"][:])
+        texts = corpus["text"][:]
+        heldout_rows = set(rng.choice(np.flatnonzero(truth == 0), size=n_heldout, replace=False).tolist())
+        train = [i for i in range(len(texts)) if i not in heldout_rows]
+        names = corpus.features["truth"].names
+        kinds = [PLANTED_NAMES.index(names[truth[i]]) for i in train]
+        return [texts[i] for i in train], kinds, [texts[i] for i in sorted(heldout_rows)]
+    if data_args.train_file is not None:
+        train_texts = _read_file(data_args.train_file, data_args.text_column)[data_args.text_column][:]
+        heldout_texts = (
+            _read_file(data_args.validation_file, data_args.text_column)[data_args.text_column][:]
+            if data_args.validation_file
+            else None
+        )
+    else:
+        from datasets import load_dataset
+
+        raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+        train_texts = raw["train"][data_args.text_column][:]
+        heldout_texts = raw["validation"][data_args.text_column][:] if "validation" in raw else None
+    train_texts = [t for t in train_texts if t.strip()]
+    if heldout_texts is None:
+        n = max(1, len(train_texts) * data_args.validation_split_percentage // 100)
+        heldout_texts, train_texts = train_texts[-n:], train_texts[:-n]
+    heldout_texts = [t for t in heldout_texts if t.strip()]
+    return train_texts, [0] * len(train_texts), heldout_texts
+
+
+def build_tokenizer(model_args: ModelArguments, texts: list[str]):
+    from transformers import AutoTokenizer
+
+    if model_args.train_tokenizer_vocab_size:
+        from hf_carto.demo import build_tokenizer as train_bpe
+
+        return train_bpe(texts, model_args.train_tokenizer_vocab_size)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    if tokenizer.eos_token_id is None:
+        raise SystemExit(f"tokenizer {model_args.tokenizer_name} has no end-of-text token to separate documents")
+    return tokenizer
+
+
+def _tokenize(tokenizer, texts: list[str], desc: str) -> list[list[int]]:
+    from datasets import Dataset
+
+    eos = tokenizer.eos_token_id
+    ds = Dataset.from_dict({"text": texts}).map(
+        lambda batch: {"ids": [ids + [eos] for ids in tokenizer(batch["text"])["input_ids"]]},
+        batched=True,
+        remove_columns=["text"],
+        desc=desc,
+    )
+    return ds["ids"][:]
+
+
+def prepare_data(model_args, data_args: DataArguments, out: Path, is_main: bool):
+    """Blocks, canaries and evaluation sets; made once by the main process and read by the others."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from hf_carto import make_canaries, mark_canary_blocks, save_registry
+    from hf_carto.canaries import load_registry
+    from hf_carto.packing import PLANTED_NAMES, insert_documents, pack_documents
+
+    data_dir = out / "data"
+    done = data_dir / "done.json"
+    if done.exists():
+        tokenizer = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+        blocks = load_from_disk(str(data_dir / "train_blocks"))
+        canaries = load_registry(out / "canaries.json")
+        eval_sets = json.loads((data_dir / "eval_sets.json").read_text())
+        return tokenizer, blocks, canaries, eval_sets
+    if not is_main:
+        raise RuntimeError("prepare_data: the main process has not written the data")
+    seed = data_args.data_seed_offset
+    rng = np.random.default_rng(seed)
+    train_texts, kinds, heldout_texts = load_documents(data_args, seed)
+    tokenizer = build_tokenizer(model_args, train_texts)
+    train_docs = _tokenize(tokenizer, train_texts, "Tokenizing training documents")
+    if data_args.max_train_samples is not None:
+        cumulative = np.cumsum([len(d) for d in train_docs])
+        keep = int(np.searchsorted(cumulative, data_args.max_train_samples * data_args.block_size)) + 1
+        train_docs, kinds = train_docs[:keep], kinds[:keep]
+    heldout = pack_documents(
+        _tokenize(tokenizer, heldout_texts, "Tokenizing held-out documents"), data_args.block_size
+    )
+    heldout_blocks = heldout["input_ids"][:]
+    order = rng.permutation(len(heldout_blocks))
+    k2 = 2 * data_args.contamination_k
+    n_c, n_m = data_args.num_contaminating, data_args.num_membership_samples
+    needed = 2 * n_c + n_m + 1
+    if len(order) < needed:
+        raise SystemExit(
+            f"the held-out text packs into {len(order)} blocks of {data_args.block_size} tokens; "
+            f"{needed} are needed (2 x {n_c} contamination, {n_m} non-members, >= 1 for perplexity)"
+        )
+    contaminating = [heldout_blocks[i][:k2] for i in order[:n_c]]
+    control = [heldout_blocks[i][:k2] for i in order[n_c : 2 * n_c]]
+    non_members = [heldout_blocks[i] for i in order[2 * n_c : 2 * n_c + n_m]]
+    validation = [heldout_blocks[i] for i in order[2 * n_c + n_m :]]
+    if data_args.max_validation_samples is not None:
+        validation = validation[: data_args.max_validation_samples]
+
+    canaries = make_canaries(
+        data_args.num_canaries,
+        repetitions=data_args.canary_repetitions,
+        secret_length=data_args.secret_length,
+        seed=seed,
+    )
+    eos = tokenizer.eos_token_id
+    canary_ids = [tokenizer(c.text)["input_ids"] + [eos] for c in canaries for _ in range(c.repetitions)]
+    inserted = canary_ids + [seq + [eos] for seq in contaminating for _ in range(data_args.contamination_repetitions)]
+    inserted_kinds = [PLANTED_NAMES.index("canary")] * len(canary_ids) + [PLANTED_NAMES.index("contaminated")] * (
+        len(inserted) - len(canary_ids)
+    )
+    docs, doc_kinds = insert_documents(train_docs, kinds, inserted, inserted_kinds, seed=seed + 1)
+    blocks = pack_documents(docs, data_args.block_size, kinds=doc_kinds)
+    # A block with part of a canary copy holds part of a secret: is_canary (what publishing
+    # withholds) keeps that token-level mark; mark_canary_blocks finds the blocks with a whole
+    # copy of each canary (its sample_ids) and sets carto_canary_id.
+    token_level = np.asarray(blocks["is_canary"][:])
+    blocks = mark_canary_blocks(blocks, canaries, tokenizer)
+    whole = np.asarray(blocks["is_canary"][:])
+    blocks = blocks.remove_columns("is_canary").add_column("is_canary", token_level | whole)
+    blocks = blocks.add_column("text", tokenizer.batch_decode(blocks["input_ids"][:]))
+    missing = [c.canary_id for c in canaries if not c.sample_ids]
+    if missing:
+        logger.warning("canaries %s have no whole copy inside one block; they stay in the extraction test", missing)
+    eval_sets = {
+        "contaminating": contaminating,
+        "control": control,
+        "members": _member_blocks(blocks, n_m, seed),
+        "non_members": non_members,
+        "validation": validation,
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(out / "tokenizer"))
+    blocks.save_to_disk(str(data_dir / "train_blocks"))
+    save_registry(canaries, out / "canaries.json")
+    (data_dir / "eval_sets.json").write_text(json.dumps(eval_sets))
+    done.write_text(json.dumps({"num_blocks": len(blocks)}))
+    return tokenizer, blocks, canaries, eval_sets
+
+
+def _member_blocks(blocks, count: int, seed: int) -> list[list[int]]:
+    """Training blocks with no planted material: the members of the membership-inference test."""
+    from hf_carto.curation import read_columns
+
+    truth = read_columns(blocks, ["truth"])["truth"]
+    candidates = np.flatnonzero(truth == 0)
+    if len(candidates) < count:
+        raise SystemExit(f"only {len(candidates)} ordinary training blocks for {count} membership samples")
+    chosen = np.sort(np.random.default_rng(seed + 2).choice(candidates, size=count, replace=False))
+    return blocks.select(chosen)["input_ids"][:]
+
+
+# ----------------------------------------------------------------------------------------------
+# Mapping run, scoring, arms: every process takes part.
+
+
+def steps_per_epoch(num_samples: int, training, world_size: int) -> int:
+    """Optimizer steps in one epoch, as the Trainer counts them under ``accelerate``."""
+    batches = math.ceil(num_samples / (training.per_device_train_batch_size * world_size))
+    return math.ceil(batches / training.gradient_accumulation_steps)
+
+
+def new_model(model_args: ModelArguments, tokenizer, seed: int):
+    from transformers import AutoModelForCausalLM, set_seed
+
+    set_seed(seed)  # the initial weights depend on the seed only, never on the process count
+    if model_args.model_name_or_path:
+        return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)
+    config = _model_config(model_args, vocab_size=len(tokenizer))
+    config.bos_token_id = config.eos_token_id = tokenizer.eos_token_id
+    return AutoModelForCausalLM.from_config(config)
+
+
+def _training_args(training, **changes):
+    # The recipe publishes at the end; the Trainer itself never pushes, evaluates or saves on its own.
+    return dataclasses.replace(training, push_to_hub=False, save_strategy="no", eval_strategy="no", **changes)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from hf_carto.atomic import write_json_atomic
+
+    write_json_atomic(data, path)
+
+
+def mapping_run(seed, model_args, carto: CartoArguments, training, blocks, tokenizer, seed_dir: Path, state) -> dict:
+    """Train T epochs from scratch, recording eval-mode losses; save the burn-in checkpoint."""
+    from transformers import TrainerCallback, default_data_collator
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from hf_carto import RecordingConfig, RecordingTrainer
+
+    run_dir = seed_dir / "mapping"
+    done = run_dir / "done.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    epochs = int(training.num_train_epochs)
+    per_epoch = steps_per_epoch(len(blocks), training, state.num_processes)
+    every = max(1, per_epoch // carto.snapshots_per_epoch) if carto.snapshots_per_epoch > 1 else None
+    burn_in_step = carto.burn_in * per_epoch
+
+    class SaveBurnIn(TrainerCallback):
+        def on_step_end(self, args, state_, control, **kwargs):
+            if state_.global_step == burn_in_step:
+                control.should_save = True
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = RecordingTrainer(
+        model=new_model(model_args, tokenizer, seed),
+        args=_training_args(training, output_dir=str(run_dir), seed=seed, num_train_epochs=epochs),
+        train_dataset=blocks.select_columns(["input_ids", "labels", "sample_id"]),
+        data_collator=default_data_collator,
+        recording=RecordingConfig(mode="eval", snapshot_every=every, overwrite=True),
+        callbacks=[SaveBurnIn()],
+    )
+    checkpoint = get_last_checkpoint(str(run_dir)) if any(run_dir.glob("checkpoint-*")) else None
+    if checkpoint:
+        logger.info("resuming the mapping run from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.state.global_step != epochs * per_epoch:
+        raise RuntimeError(f"expected {epochs * per_epoch} steps, the Trainer took {trainer.state.global_step}")
+    trainer.save_model(str(run_dir / "final"))
+    info = {
+        "global_step": trainer.state.global_step,
+        "steps_per_epoch": per_epoch,
+        "snapshot_every": every,
+        "checkpoint": str(run_dir / f"checkpoint-{burn_in_step}"),
+        "burn_in_step": burn_in_step,
+        "final_train_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
+    }
+    if state.is_main_process:
+        _write_json(done, info)
+    state.wait_for_everyone()
+    return info
+
+
+def score_blocks(blocks, mapping: dict, carto: CartoArguments, seed_dir: Path):
+    """Merge the recorded losses into columns, score, assign quadrants; saved once, then read."""
+    from hf_carto import LossStore, add_cartography, add_loss_columns, cartography_summary, fit_cartography
+    from hf_carto.io import load_scored, save_scored
+
+    scored_dir = seed_dir / "scored"
+    if scored_dir.exists():
+        return load_scored(scored_dir)
+    run_dir = seed_dir / "mapping"
+    snapshots = LossStore(run_dir).completed()
+    burn_in = sum(1 for info in snapshots.values() if info["step"] <= mapping["burn_in_step"])
+    data = add_loss_columns(blocks, run_dir)
+    fit = fit_cartography(data, burn_in=burn_in, eps=carto.eps, alpha_d=carto.alpha_d, alpha_m=carto.alpha_m)
+    scored = add_cartography(data, fit)
+    save_scored(scored, scored_dir, fit=fit, summary=cartography_summary(scored, fit))
+    return scored, fit
+
+
+ARM_COLUMNS = ["input_ids", "labels", "sample_id", "carto_loss_weight", "carto_sampling_weight", "carto_keep"]
+
+
+def make_arms(scored, carto: CartoArguments, seed: int) -> dict[str, tuple[str, Any]]:
+    """``name -> (family, dataset)``: the paper's intervention, its random control, and the pruning sweep."""
+    from hf_carto import build_arms
+
+    main = build_arms(scored, alpha=carto.alpha, gamma=carto.gamma, remove_noisy=carto.remove_noisy, seed=seed)
+    arms = {
+        "no_intervention": ("no_intervention", main["no_intervention"]),
+        "gendatacarto": ("gendatacarto (quadrant rules)", main["gendatacarto"]),
+        "random": ("random (quadrant rules)", main["random"]),
+    }
+    for fraction in carto.prune_fractions:
+        pruned = build_arms(scored, budget=fraction, alpha=0.0, seed=seed)
+        arms[f"gendatacarto_prune{fraction:g}"] = ("gendatacarto (top m pruned)", pruned["gendatacarto"])
+        arms[f"random_prune{fraction:g}"] = ("random (pruned)", pruned["random"])
+    return arms
+
+
+def train_arm(name, arm, mapping: dict, training, carto: CartoArguments, arm_dir: Path, seed: int, state) -> dict:
+    """Continue from the burn-in checkpoint for T - T_e epochs on one arm's curated data."""
+    from transformers import default_data_collator
+
+    from hf_carto import arm_budget, continue_from_checkpoint
+
+    done = arm_dir / "done.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    epochs = int(training.num_train_epochs) - carto.burn_in
+    args = _training_args(training, output_dir=str(arm_dir), seed=seed, num_train_epochs=epochs)
+    trainer = continue_from_checkpoint(
+        mapping["checkpoint"], arm.select_columns(ARM_COLUMNS), args, data_collator=default_data_collator
+    )
+    trainer.train()
+    trainer.save_model(str(arm_dir / "model"))
+    info = {
+        "arm": name,
+        "budget": arm_budget(arm),
+        "start_step": trainer.continued_from_step,
+        "end_step": trainer.continued_from_step + trainer.state.global_step,
+    }
+    if state.is_main_process:
+        _write_json(done, info)
+    state.wait_for_everyone()
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation and outputs: the main process alone.
+
+
+def evaluate(model_dir: Path, out_dir: Path, tokenizer, canaries, eval_sets, data_args, carto, training, seed) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hf_carto import evaluate_model
+
+    report_file = out_dir / "report.json"
+    if report_file.exists():
+        return json.loads(report_file.read_text())
+    device = "cuda" if torch.cuda.is_available() and not training.use_cpu else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(device)
+    return evaluate_model(
+        model,
+        tokenizer,
+        canaries=canaries,
+        contaminating=eval_sets["contaminating"],
+        control=eval_sets["control"],
+        members=eval_sets["members"],
+        non_members=eval_sets["non_members"],
+        member_texts=tokenizer.batch_decode(eval_sets["members"]),
+        non_member_texts=tokenizer.batch_decode(eval_sets["non_members"]),
+        validation=eval_sets["validation"],
+        k=data_args.contamination_k,
+        exposure_max_exact=carto.exposure_max_exact,
+        exposure_sample_size=carto.exposure_sample_size,
+        batch_size=carto.eval_batch_size,
+        output_dir=out_dir,
+        seed=seed,
+    )
+
+
+def table_row(report: dict) -> dict[str, float]:
+    inserted = report["contamination"]["inserted"]
+    return {
+        "extraction_success": report["canaries"]["success_rate"],
+        "mean_exposure": report["canaries"]["mean_exposure"],
+        "contamination_recall": inserted["recall"],
+        "control_recall": report["contamination"]["control"]["recall"],
+        "mia_auc": report["membership"]["loss"]["auc"],
+        "mia_tpr_at_1pct_fpr": report["membership"]["loss"]["tpr@1%fpr"],
+        "perplexity": report["validation"]["perplexity"],
+    }
+
+
+METRICS = [
+    ("extraction_success", "canary extraction", ".1%"),
+    ("mean_exposure", "mean exposure (bits)", ".2f"),
+    ("contamination_recall", "contamination recall", ".1%"),
+    ("control_recall", "control recall", ".1%"),
+    ("mia_auc", "MIA AUC (loss)", ".3f"),
+    ("mia_tpr_at_1pct_fpr", "TPR@1% FPR", ".3f"),
+    ("perplexity", "validation ppl", ".2f"),
+    ("perplexity_change", "ppl change", "+.2%"),
+]
+
+
+def _mean_std(values: list[float], fmt: str) -> str:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 1:
+        return format(arr[0], fmt)
+    return f"{format(arr.mean(), fmt)} ± {format(arr.std(), fmt.lstrip('+'))}"
+
+
+def summarize(rows: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per arm: every metric's values over seeds, mean and standard deviation."""
+    summary: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = summary.setdefault(row["arm"], {"fraction_pruned": row["fraction_pruned"], "seeds": []})
+        entry["seeds"].append(row["seed"])
+        for key, _, _ in METRICS:
+            entry.setdefault(key, []).append(row[key])
+    for entry in summary.values():
+        for key, _, _ in METRICS:
+            values = np.asarray(entry[key], dtype=np.float64)
+            entry[key] = {"values": values.tolist(), "mean": float(values.mean()), "std": float(values.std())}
+    return summary
+
+
+def conclusion(summary: dict) -> str:
+    """What the comparison shows, stated from the numbers, negative results included."""
+
+    def mean(arm, key):
+        return summary[arm][key]["mean"]
+
+    base, carto_arm, rand = "no_intervention", "gendatacarto", "random"
+    parts = []
+    if mean(base, "extraction_success") == 0:
+        parts.append("The no-intervention arm extracts no canary, so this run cannot show a reduction in extraction.")
+    for key, label in (("extraction_success", "canary extraction"), ("contamination_recall", "contamination recall")):
+        b, c, r = mean(base, key), mean(carto_arm, key), mean(rand, key)
+        parts.append(
+            f"{label}: gendatacarto {c:.1%} vs random {r:.1%} vs no intervention {b:.1%} "
+            + ("(gendatacarto lower than its random control)." if c < r else "(gendatacarto not lower than random).")
+        )
+    parts.append(
+        f"MIA AUC {mean(carto_arm, 'mia_auc'):.3f} vs random {mean(rand, 'mia_auc'):.3f} vs "
+        f"{mean(base, 'mia_auc'):.3f}; perplexity change {mean(carto_arm, 'perplexity_change'):+.2%} vs random "
+        f"{mean(rand, 'perplexity_change'):+.2%}."
+    )
+    return " ".join(parts)
+
+
+def planted_table(scored) -> dict[str, dict[str, int]]:
+    from hf_carto import Quadrant
+    from hf_carto.curation import read_columns
+    from hf_carto.packing import PLANTED_NAMES
+
+    cols = read_columns(scored, ["truth", "carto_quadrant"])
+    return {
+        kind: {q.name.lower(): int(((cols["truth"] == k) & (cols["carto_quadrant"] == q)).sum()) for q in Quadrant}
+        for k, kind in enumerate(PLANTED_NAMES)
+        if (cols["truth"] == k).any()
+    }
+
+
+def format_markdown(report: dict) -> str:
+    s = report["settings"]
+    lines = [
+        "# GenDataCarto: GPT-2 leakage report",
+        "",
+        f"{report['num_blocks']:,} training blocks of {s['block_size']} tokens; T = {s['num_train_epochs']} epochs "
+        f"with {s['snapshots_per_epoch']} eval-mode snapshot(s) each, burn-in T_e = {s['burn_in']} epoch(s); "
+        f"eps {s['eps']}; seeds {s['seeds']}; {s['num_canaries']} canaries x {s['canary_repetitions']} copies; "
+        f"{s['num_contaminating']} held-out sequences inserted x {s['contamination_repetitions']} (k = "
+        f"{s['contamination_k']}). Values are means over seeds ± standard deviation.",
+        "",
+        "| arm | pruned weight | " + " | ".join(label for _, label, _ in METRICS) + " |",
+        "|---|---:|" + "---:|" * len(METRICS),
+    ]
+    for arm, entry in report["summary"].items():
+        cells = [_mean_std(entry[key]["values"], fmt) for key, _, fmt in METRICS]
+        lines.append(f"| {arm} | {entry['fraction_pruned']:.1%} | " + " | ".join(cells) + " |")
+    lines += ["", f"**Reading:** {report['conclusion']}", "", "## Cartography", ""]
+    for seed, c in report["cartography"].items():
+        lines.append(
+            f"- seed {seed}: {c['num_snapshots']} snapshots ({c['burn_in_snapshots']} in burn-in), eps = "
+            f"{c['eps']:.4g}, tau_d = {c['tau_d']:.4g}, tau_m = {c['tau_m']:.4g}; {c['num_with_forget_events']} of "
+            f"{c['num_samples']} blocks have a forget event; quadrants {c['quadrant_counts']}"
+        )
+        for cut in c["budget_cuts"]:
+            lines.append(
+                f"  - prune {cut['fraction']:g}: {cut['num_selected']} blocks cut at m = {cut['cut_value']:.3g}, "
+                f"{cut['tied_selected']} of {cut['tied_at_cut']} tied blocks chosen by the tie-break"
+            )
+    first = next(iter(report["cartography"].values()))
+    names = list(next(iter(first["planted_vs_quadrant"].values())))
+    lines += ["", "Where planted blocks landed (first seed):", "", "| planted | " + " | ".join(names) + " |"]
+    lines.append("|---|" + "---:|" * len(names))
+    for kind, row in first["planted_vs_quadrant"].items():
+        lines.append(f"| {kind} | " + " | ".join(str(row[n]) for n in names) + " |")
+    lines += ["", "## Time and memory", "", report["stage_table"], "", f"Peak resident memory of the main process: "
+              f"{report['peak_rss_mib']:.0f} MiB."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(report: dict, seeds_data: dict, canaries, model_args, data_args, carto, training, out: Path) -> None:
+    """Figures, the curated dataset (save_to_disk and Hub layout), the model card; push if asked."""
+    from hf_carto import apply_interventions, cartography_summary, plot_tradeoffs, render_model_card
+    from hf_carto.curation import read_columns
+    from hf_carto.hub import export_hub_layout, push_curated_dataset, push_model
+    from hf_carto.io import save_scored
+    from hf_carto.plots import plot_data_map
+
+    seed = carto.seeds[0]
+    scored, fit = seeds_data[seed]
+    cols = read_columns(scored, ["carto_difficulty", "carto_memorization", "carto_quadrant", "is_canary"])
+    data_map = plot_data_map(
+        cols["carto_difficulty"],
+        cols["carto_memorization"],
+        cols["carto_quadrant"],
+        out / "data_map.png",
+        tau_d=fit.tau_d,
+        tau_m=fit.tau_m,
+        num_snapshots=fit.num_snapshots,
+        highlight=cols["is_canary"],
+        highlight_label="canary blocks",
+        title=f"Data map (seed {seed})",
+    )
+    plot_tradeoffs([dict(r, arm=r["family"], extraction_success=r["extraction_success"]) for r in report["rows"]], out)
+    curated = apply_interventions(scored, gamma=carto.gamma, alpha=carto.alpha, remove_noisy=carto.remove_noisy)
+    curated = curated.remove_columns("labels")  # the same tokens as input_ids
+    save_scored(curated, out / "curated", fit=fit, summary=cartography_summary(curated, fit), overwrite=True)
+    dataset_id = carto.hub_dataset_id or "your-name/gpt2-wikitext-curated"
+    export_hub_layout(
+        curated,
+        out / "hub",
+        repo_id=dataset_id,
+        fit=fit,
+        data_map=data_map,
+        license=carto.license,
+        secrets=[c.secret for c in canaries],
+        overwrite=True,
+    )
+    model_id = training.hub_model_id or "your-name/gpt2-gendatacarto"
+    results = [
+        {"arm": arm, **{key: entry[key]["values"] for key, _, _ in METRICS if key != "perplexity_change"}}
+        for arm, entry in report["summary"].items()
+    ]
+    card = render_model_card(
+        repo_id=model_id,
+        base_model=model_args.model_name_or_path or f"{model_args.config_name} config, trained from scratch",
+        dataset_id=dataset_id,
+        curation={
+            "burn-in (epochs)": carto.burn_in,
+            "eps": carto.eps,
+            "alpha_d / alpha_m": f"{carto.alpha_d} / {carto.alpha_m}",
+            "hotspot loss weight": carto.alpha,
+            "up-sampling of ambiguous-hard": carto.gamma,
+            "remove noisy outliers": carto.remove_noisy,
+            "seeds": carto.seeds,
+        },
+        results=results,
+        k=data_args.contamination_k,
+        conclusion=report["conclusion"],
+        license=carto.license,
+    )
+    (out / "model_card.md").write_text(card)
+    if training.push_to_hub:
+        pushed = push_curated_dataset(out / "hub", dataset_id)
+        model_dir = out / f"seed{seed}" / "arms" / "gendatacarto" / "model"
+        model_pushed = push_model(model_dir, model_id, card)
+        report["pushed"] = {"dataset": pushed.commit_url, "model": model_pushed.commit_url}
+        print(f"pushed the dataset ({pushed.commit_url}) and the model ({model_pushed.commit_url})")
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    from accelerate import PartialState
+
+    model_args, data_args, carto, training = parse_arguments(argv)
+    check_arguments(model_args, data_args, carto, training)
+    if training.push_to_hub:
+        from hf_carto.hub import check_repo_id
+
+        if not (training.hub_model_id and carto.hub_dataset_id):
+            raise SystemExit("--push_to_hub needs --hub_model_id and --hub_dataset_id")
+        check_repo_id(training.hub_model_id)
+        check_repo_id(carto.hub_dataset_id)
+    state = PartialState(cpu=training.use_cpu)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if state.is_main_process else logging.WARNING,
+    )
+    out = Path(training.output_dir)
+    settings = run_settings(model_args, data_args, carto, training, state.num_processes)
+    resuming = check_output_dir(out, settings, carto.overwrite_output_dir, state.is_main_process)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        if carto.overwrite_output_dir and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "run_config.json", settings)
+        if resuming:
+            print(f"resuming the run in {out}: finished stages are read back, not redone")
+    state.wait_for_everyone()
+
+    timer = StageTimer()
+    with timer("data"), state.main_process_first():
+        tokenizer, blocks, canaries, eval_sets = prepare_data(model_args, data_args, out, state.is_main_process)
+    if state.is_main_process:
+        print(f"{len(blocks):,} training blocks of {data_args.block_size} tokens, tokenizer of {len(tokenizer):,}")
+
+    seeds_data, trained = {}, {}
+    for seed in carto.seeds:
+        seed_dir = out / f"seed{seed}"
+        with timer("mapping"):
+            mapping = mapping_run(seed, model_args, carto, training, blocks, tokenizer, seed_dir, state)
+        with timer("scoring"), state.main_process_first():
+            seeds_data[seed] = score_blocks(blocks, mapping, carto, seed_dir)
+        scored, _ = seeds_data[seed]
+        with timer("continuation"):
+            arms = make_arms(scored, carto, seed)
+            trained[seed] = {
+                name: (family, train_arm(name, arm, mapping, training, carto, seed_dir / "arms" / name, seed, state))
+                for name, (family, arm) in arms.items()
+            }
+        trained[seed]["_mapping"] = mapping
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        _leave_process_group()
+        return None
+
+    rows, cartography = [], {}
+    for seed in carto.seeds:
+        seed_dir = out / f"seed{seed}"
+        mapping = trained[seed].pop("_mapping")
+        with timer("evaluation"):
+            reports = {
+                name: evaluate(
+                    seed_dir / "arms" / name / "model",
+                    seed_dir / "arms" / name / "eval",
+                    tokenizer,
+                    canaries,
+                    eval_sets,
+                    data_args,
+                    carto,
+                    training,
+                    seed,
+                )  # fmt: skip
+                for name in trained[seed]
+            }
+            reports["mapping_run"] = evaluate(
+                seed_dir / "mapping" / "final", seed_dir / "mapping" / "eval",
+                tokenizer, canaries, eval_sets, data_args, carto, training, seed,
+            )  # fmt: skip
+        base = table_row(reports["no_intervention"])["perplexity"]
+        for name, report in reports.items():
+            family, info = trained[seed].get(name, ("mapping run (T epochs, no intervention)", None))
+            row = {"seed": seed, "arm": name, "family": family, **table_row(report)}
+            row["fraction_pruned"] = info["budget"]["fraction_of_weight_pruned"] if info else 0.0
+            row["perplexity_change"] = row["perplexity"] / base - 1.0
+            row["steps"] = [info["start_step"], info["end_step"]] if info else [0, mapping["global_step"]]
+            rows.append(row)
+        scored, fit = seeds_data[seed]
+        cartography[str(seed)] = _cartography_section(scored, fit, carto)
+
+    summary = summarize([r for r in rows if r["arm"] != "mapping_run"])
+    summary["mapping_run"] = summarize([r for r in rows if r["arm"] == "mapping_run"])["mapping_run"]
+    report = {
+        "settings": settings,
+        "num_blocks": len(blocks),
+        "rows": rows,
+        "summary": summary,
+        "conclusion": conclusion(summary),
+        "cartography": cartography,
+    }
+    with timer("outputs"):
+        write_outputs(report, seeds_data, canaries, model_args, data_args, carto, training, out)
+    report["stage_seconds"] = timer.seconds
+    report["stage_table"] = timer.table()
+    report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    _write_json(out / "report.json", {k: v for k, v in report.items() if k != "stage_table"})
+    text = format_markdown(report)
+    (out / "report.md").write_text(text)
+    print("\n" + text)
+    print(f"report: {out / 'report.md'} (and report.json, figures, curated/, hub/, model_card.md)")
+    _leave_process_group()
+    return report
+
+
+def _cartography_section(scored, fit, carto: CartoArguments) -> dict:
+    from hf_carto import Quadrant, select_top_memorized
+    from hf_carto.curation import read_columns
+
+    cols = read_columns(scored, ["carto_memorization", "carto_difficulty", "sample_id", "carto_quadrant"])
+    cuts = []
+    for fraction in carto.prune_fractions:
+        sel = select_top_memorized(
+            cols["carto_memorization"], fraction, difficulty=cols["carto_difficulty"], sample_ids=cols["sample_id"]
+        )
+        cuts.append(
+            {
+                "fraction": fraction,
+                "num_selected": sel.n_selected,
+                "cut_value": sel.cut_value,
+                "tied_at_cut": sel.n_tied_at_cut,
+                "tied_selected": sel.n_tied_selected,
+            }
+        )
+    return {
+        "num_samples": fit.num_samples,
+        "num_snapshots": fit.num_snapshots,
+        "burn_in_snapshots": fit.burn_in,
+        "eps": fit.eps,
+        "tau_d": fit.tau_d,
+        "tau_m": fit.tau_m,
+        "num_with_forget_events": fit.num_with_forget_events,
+        "quadrant_counts": {q.name.lower(): int((cols["carto_quadrant"] == q).sum()) for q in Quadrant},
+        "budget_cuts": cuts,
+        "planted_vs_quadrant": planted_table(scored),
+    }
+
+
+def _leave_process_group() -> None:
+    # Leaving the process group to interpreter shutdown can abort gloo's worker threads.
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
