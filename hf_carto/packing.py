@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Features, Sequence as SequenceFeature, Value
+from datasets import ClassLabel, Dataset, Features, Value
+from datasets import Sequence as SequenceFeature
 
 __all__ = ["PLANTED_NAMES", "insert_documents", "pack_documents"]
 
