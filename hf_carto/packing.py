@@ -9,13 +9,15 @@ cartography run is checked against, and what a published dataset must withhold.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Features, Value
+import pyarrow as pa
+from datasets import ClassLabel, Dataset, DatasetInfo, Features, Value
 from datasets import Sequence as SequenceFeature
 
-__all__ = ["PLANTED_NAMES", "insert_documents", "pack_documents"]
+__all__ = ["PLANTED_NAMES", "insert_documents", "pack_documents", "whole_copies"]
 
 # Kinds of documents, in the order a block's label is chosen when it mixes several: a block that
 # holds any canary token is a canary block, whatever else it holds.
@@ -30,16 +32,17 @@ def insert_documents(
     inserted_kinds: Sequence[int],
     *,
     seed: int = 0,
-) -> tuple[list[list[int]], np.ndarray]:
+) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
     """Insert each of ``inserted`` (token lists, copies included) at a uniformly random position.
 
-    Returns the new document list and the kind of every document in it. The result depends only on
-    the inputs and ``seed``.
+    Returns the new document list, the kind of every document in it, and its origin: the index in
+    ``inserted`` of an inserted document, -1 for the others. The result depends only on the inputs
+    and ``seed``.
 
     Example:
-        >>> docs, kinds = insert_documents([[1], [2], [3]], [0, 0, 0], [[9]], [2], seed=0)
-        >>> sorted(map(tuple, docs)), int(kinds.sum())
-        ([(1,), (2,), (3,), (9,)], 2)
+        >>> docs, kinds, origin = insert_documents([[1], [2], [3]], [0, 0, 0], [[9]], [2], seed=0)
+        >>> sorted(map(tuple, docs)), int(kinds.sum()), docs[int(np.flatnonzero(origin == 0)[0])]
+        ([(1,), (2,), (3,), (9,)], 2, [9])
     """
     if len(documents) != len(kinds) or len(inserted) != len(inserted_kinds):
         raise ValueError("every document needs exactly one kind")
@@ -53,16 +56,17 @@ def insert_documents(
     is_inserted[slots] = True
     out: list[list[int]] = [None] * total  # type: ignore[list-item]
     out_kinds = np.empty(total, dtype=np.int64)
+    origin = np.full(total, -1, dtype=np.int64)
     original = iter(range(len(documents)))
     chosen = iter(order)
     for position in range(total):
         if is_inserted[position]:
             j = next(chosen)
-            out[position], out_kinds[position] = list(inserted[j]), inserted_kinds[j]
+            out[position], out_kinds[position], origin[position] = list(inserted[j]), inserted_kinds[j], j
         else:
             i = next(original)
             out[position], out_kinds[position] = list(documents[i]), kinds[i]
-    return out, out_kinds
+    return out, out_kinds, origin
 
 
 def pack_documents(
@@ -87,15 +91,17 @@ def pack_documents(
     if block_size < 2:
         raise ValueError(f"block_size must be >= 2 (one input and one target); got {block_size}")
     lengths = np.fromiter((len(d) for d in documents), dtype=np.int64, count=len(documents))
-    stream = np.fromiter((t for d in documents for t in d), dtype=np.int64, count=int(lengths.sum()))
+    stream = np.fromiter(itertools.chain.from_iterable(documents), dtype=np.int32, count=int(lengths.sum()))
     num_blocks = stream.size // block_size
     if num_blocks == 0:
         raise ValueError(f"{stream.size} tokens do not fill one block of {block_size}")
-    blocks = stream[: num_blocks * block_size].reshape(num_blocks, block_size)
+    # Arrow list arrays over the flat token buffer: no Python list per block, whatever the corpus size.
+    offsets = pa.array(np.arange(0, (num_blocks + 1) * block_size, block_size, dtype=np.int32))
+    ids = pa.ListArray.from_arrays(offsets, pa.array(stream[: num_blocks * block_size]))
     columns = {
-        "input_ids": blocks.tolist(),
-        "labels": blocks.tolist(),
-        "sample_id": np.arange(first_sample_id, first_sample_id + num_blocks, dtype=np.int64),
+        "input_ids": ids,
+        "labels": ids,
+        "sample_id": pa.array(np.arange(first_sample_id, first_sample_id + num_blocks, dtype=np.int64)),
     }
     features = {
         "input_ids": SequenceFeature(Value("int32")),
@@ -111,8 +117,24 @@ def pack_documents(
         for name in reversed(_PRIORITY):  # later (higher-priority) kinds overwrite earlier ones
             k = PLANTED_NAMES.index(name)
             truth[(token_kinds == k).any(axis=1)] = k
-        columns["truth"] = truth
-        columns["is_canary"] = (token_kinds == PLANTED_NAMES.index("canary")).any(axis=1)
+        columns["truth"] = pa.array(truth)
+        columns["is_canary"] = pa.array((token_kinds == PLANTED_NAMES.index("canary")).any(axis=1))
         features["truth"] = ClassLabel(names=PLANTED_NAMES)
         features["is_canary"] = Value("bool")
-    return Dataset.from_dict(columns, features=Features(features))
+    return Dataset(pa.table(columns), info=DatasetInfo(features=Features(features)))
+
+
+def whole_copies(documents: Sequence[Sequence[int]], selected: np.ndarray, block_size: int) -> np.ndarray:
+    """For each selected document, the block holding all its tokens but the last (its end-of-text
+    separator), or -1 when the document crosses a block boundary or falls in the dropped tail.
+
+    Example:
+        >>> whole_copies([[1, 2, 0], [3, 4, 5, 0], [6, 0]], np.array([0, 1, 2]), 4).tolist()
+        [0, -1, 1]
+    """
+    lengths = np.fromiter((len(d) for d in documents), dtype=np.int64, count=len(documents))
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    usable = (ends[-1] // block_size) * block_size if len(ends) else 0
+    first, last = starts[selected] // block_size, (ends[selected] - 2) // block_size
+    return np.where((first == last) & (ends[selected] - 1 <= usable), first, -1)

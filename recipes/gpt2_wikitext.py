@@ -223,7 +223,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         generated_heldout_documents=150,
         train_tokenizer_vocab_size=300,
         config_overrides="n_layer=1,n_embd=32,n_head=2",
-        block_size=32,
+        block_size=64,
         num_train_epochs=3,
         burn_in=1,
         snapshots_per_epoch=2,
@@ -501,9 +501,9 @@ def prepare_data(model_args, data_args: DataArguments, out: Path, is_main: bool)
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from hf_carto import make_canaries, mark_canary_blocks, save_registry
+    from hf_carto import make_canaries, save_registry
     from hf_carto.canaries import load_registry
-    from hf_carto.packing import PLANTED_NAMES, insert_documents, pack_documents
+    from hf_carto.packing import PLANTED_NAMES, insert_documents, pack_documents, whole_copies
 
     data_dir = out / "data"
     done = data_dir / "done.json"
@@ -551,20 +551,25 @@ def prepare_data(model_args, data_args: DataArguments, out: Path, is_main: bool)
         seed=seed,
     )
     eos = tokenizer.eos_token_id
-    canary_ids = [tokenizer(c.text)["input_ids"] + [eos] for c in canaries for _ in range(c.repetitions)]
-    inserted = canary_ids + [seq + [eos] for seq in contaminating for _ in range(data_args.contamination_repetitions)]
-    inserted_kinds = [PLANTED_NAMES.index("canary")] * len(canary_ids) + [PLANTED_NAMES.index("contaminated")] * (
-        len(inserted) - len(canary_ids)
-    )
-    docs, doc_kinds = insert_documents(train_docs, kinds, inserted, inserted_kinds, seed=seed + 1)
+    copies = [c for c in canaries for _ in range(c.repetitions)]
+    inserted = [tokenizer(c.text)["input_ids"] + [eos] for c in copies]
+    inserted += [seq + [eos] for seq in contaminating for _ in range(data_args.contamination_repetitions)]
+    canary_kind, contaminated_kind = PLANTED_NAMES.index("canary"), PLANTED_NAMES.index("contaminated")
+    inserted_kinds = [canary_kind] * len(copies) + [contaminated_kind] * (len(inserted) - len(copies))
+    docs, doc_kinds, origin = insert_documents(train_docs, kinds, inserted, inserted_kinds, seed=seed + 1)
+    # is_canary (what publishing withholds) marks every block with a canary token, since part of a
+    # copy is part of a secret; a canary's sample_ids (and carto_canary_id) are the blocks that
+    # hold a whole copy, the ones it can be extracted from.
     blocks = pack_documents(docs, data_args.block_size, kinds=doc_kinds)
-    # A block with part of a canary copy holds part of a secret: is_canary (what publishing
-    # withholds) keeps that token-level mark; mark_canary_blocks finds the blocks with a whole
-    # copy of each canary (its sample_ids) and sets carto_canary_id.
-    token_level = np.asarray(blocks["is_canary"][:])
-    blocks = mark_canary_blocks(blocks, canaries, tokenizer)
-    whole = np.asarray(blocks["is_canary"][:])
-    blocks = blocks.remove_columns("is_canary").add_column("is_canary", token_level | whole)
+    positions = np.flatnonzero((origin >= 0) & (origin < len(copies)))
+    for position, block in zip(positions, whole_copies(docs, positions, data_args.block_size), strict=True):
+        if block >= 0:
+            copies[origin[position]].sample_ids.append(int(block))
+    first_canary = np.full(len(blocks), -1, dtype=np.int64)
+    for canary in reversed(canaries):  # the lowest canary id wins where a block holds several
+        canary.sample_ids = sorted(set(canary.sample_ids))
+        first_canary[canary.sample_ids] = canary.canary_id
+    blocks = blocks.add_column("carto_canary_id", first_canary)
     blocks = blocks.add_column("text", tokenizer.batch_decode(blocks["input_ids"][:]))
     missing = [c.canary_id for c in canaries if not c.sample_ids]
     if missing:
