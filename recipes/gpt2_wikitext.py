@@ -129,7 +129,7 @@ class CartoArguments:
     gamma: float = field(default=1.0, metadata={"help": "Up-sampling of ambiguous-hard blocks (1 = off)."})
     remove_noisy: bool = field(default=False)
     prune_fractions: list[float] = field(
-        default_factory=lambda: [0.05, 0.1], metadata={"help": "Pruning sweep (Figures 1 and 2); empty for none."}
+        default_factory=lambda: [0.05, 0.1], metadata={"help": "Pruned fractions of the sweep (Figures 1 and 2)."}
     )
     exposure_max_exact: int = field(default=1_000_000)
     exposure_sample_size: int = field(default=20_000)

@@ -119,10 +119,10 @@ json.dump({"rows": ds.to_list(), "features": ds.features.to_dict()}, open(sys.ar
 """
 
 
-def load_in_fresh_process(endpoint: str, root: Path, revision: str) -> dict:
+def load_in_fresh_process(endpoint: str, root: Path, revision: str, repo: str = REPO) -> dict:
     out = root / f"loaded_{revision}.json"
     result = subprocess.run(
-        [sys.executable, "-c", LOADER, REPO, revision, str(out)],
+        [sys.executable, "-c", LOADER, repo, revision, str(out)],
         capture_output=True,
         text=True,
         env=client_env(endpoint, root),
@@ -250,3 +250,34 @@ def test_model_card_renders_and_is_pushed_with_the_model(servers, tmp_path):
     repo = write.repo_path("someone/tiny-curated", "models")
     assert (repo / "README.md").read_text() == card
     assert (repo / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
+
+
+def test_gpt2_recipe_publishes_its_curated_dataset_and_model(servers, tmp_path):
+    """`--push_to_hub` at the end of the recipe: the dataset loads back, the model has its card."""
+    import pyarrow.parquet as pq
+
+    write, read_endpoint, root = servers
+    out = tmp_path / "run"
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "gpt2_wikitext.py"
+    args = ["--preset", "cpu-tiny", "--output_dir", str(out), "--push_to_hub"]
+    args += ["--hub_model_id", "someone/tiny-gpt2-curated", "--hub_dataset_id", "someone/recipe-curated"]
+    result = subprocess.run(
+        [sys.executable, str(recipe), *args],
+        capture_output=True,
+        text=True,
+        env=client_env(write.endpoint, root),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert TOKEN not in result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["pushed"]) == {"dataset", "model"}
+    model_repo = write.repo_path("someone/tiny-gpt2-curated", "models")
+    assert (model_repo / "README.md").read_text() == (out / "model_card.md").read_text()
+    trained = out / "seed0" / "arms" / "gendatacarto" / "model" / "model.safetensors"
+    assert (model_repo / "model.safetensors").read_bytes() == trained.read_bytes()
+    loaded = load_in_fresh_process(read_endpoint, root, "main", repo="someone/recipe-curated")
+    exported = pq.read_table(next((out / "hub" / "data").glob("*.parquet")))
+    assert len(loaded["rows"]) == exported.num_rows > 0
+    assert [r["sample_id"] for r in loaded["rows"]] == exported.column("sample_id").to_pylist()
+    assert loaded["features"]["carto_quadrant"]["names"][2] == "hotspot_memorized"
