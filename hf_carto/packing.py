@@ -35,9 +35,9 @@ def insert_documents(
 ) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
     """Insert each of ``inserted`` (token lists, copies included) at a uniformly random position.
 
-    Returns the new document list, the kind of every document in it, and its origin: the index in
-    ``inserted`` of an inserted document, -1 for the others. The result depends only on the inputs
-    and ``seed``.
+    Returns the new document list (the documents themselves are shared, not copied), the kind of
+    every document in it, and its origin: the index in ``inserted`` of an inserted document, -1 for
+    the others. The result depends only on the inputs and ``seed``.
 
     Example:
         >>> docs, kinds, origin = insert_documents([[1], [2], [3]], [0, 0, 0], [[9]], [2], seed=0)
@@ -62,10 +62,10 @@ def insert_documents(
     for position in range(total):
         if is_inserted[position]:
             j = next(chosen)
-            out[position], out_kinds[position], origin[position] = list(inserted[j]), inserted_kinds[j], j
+            out[position], out_kinds[position], origin[position] = inserted[j], inserted_kinds[j], j
         else:
             i = next(original)
-            out[position], out_kinds[position] = list(documents[i]), kinds[i]
+            out[position], out_kinds[position] = documents[i], kinds[i]
     return out, out_kinds, origin
 
 

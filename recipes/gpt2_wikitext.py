@@ -198,20 +198,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         train_tokenizer_vocab_size=4096,
         config_overrides="n_layer=2,n_embd=128,n_head=4",
         block_size=64,
-        max_train_samples=800,
-        num_train_epochs=16,
-        burn_in=6,
-        snapshots_per_epoch=4,
-        learning_rate=4e-3,
+        max_train_samples=1200,
+        num_train_epochs=12,
+        burn_in=4,
+        snapshots_per_epoch=2,
+        learning_rate=3e-3,
         num_canaries=8,
         canary_repetitions=[8, 32],
         secret_length=4,
         num_contaminating=16,
-        contamination_repetitions=8,
+        contamination_repetitions=16,
         contamination_k=16,
         num_membership_samples=400,
         max_validation_samples=600,
-        prune_fractions=[0.05, 0.1, 0.2],
+        prune_fractions=[0.05, 0.1],
+        exposure_max_exact=0,
         exposure_sample_size=2000,
         output_dir="outputs/gpt2_wikitext2_cpu",
     ),
@@ -839,21 +840,27 @@ def conclusion(summary: dict) -> str:
     def mean(arm, key):
         return summary[arm][key]["mean"]
 
-    base, carto_arm, rand = "no_intervention", "gendatacarto", "random"
+    base = "no_intervention"
     parts = []
     if mean(base, "extraction_success") == 0:
         parts.append("The no-intervention arm extracts no canary, so this run cannot show a reduction in extraction.")
-    for key, label in (("extraction_success", "canary extraction"), ("contamination_recall", "contamination recall")):
-        b, c, r = mean(base, key), mean(carto_arm, key), mean(rand, key)
-        parts.append(
-            f"{label}: gendatacarto {c:.1%} vs random {r:.1%} vs no intervention {b:.1%} "
-            + ("(gendatacarto lower than its random control)." if c < r else "(gendatacarto not lower than random).")
-        )
-    parts.append(
-        f"MIA AUC {mean(carto_arm, 'mia_auc'):.3f} vs random {mean(rand, 'mia_auc'):.3f} vs "
-        f"{mean(base, 'mia_auc'):.3f}; perplexity change {mean(carto_arm, 'perplexity_change'):+.2%} vs random "
-        f"{mean(rand, 'perplexity_change'):+.2%}."
-    )
+    if mean(base, "contamination_recall") == 0:
+        parts.append("No inserted held-out sequence is k-extractable without intervention either.")
+    for arm in summary:
+        if not arm.startswith("gendatacarto"):
+            continue
+        control = arm.replace("gendatacarto", "random")
+        verdicts = []
+        for key, label in (("extraction_success", "extraction"), ("mia_auc", "MIA AUC")):
+            c, r, b = mean(arm, key), mean(control, key), mean(base, key)
+            fmt = ".1%" if key == "extraction_success" else ".3f"
+            verdicts.append(
+                f"{label} {format(c, fmt)} vs random {format(r, fmt)} vs none {format(b, fmt)}"
+                + (" (lower than random)" if c < r else " (not lower than random)")
+            )
+        change, control_change = mean(arm, "perplexity_change"), mean(control, "perplexity_change")
+        verdicts.append(f"perplexity change {change:+.2%} vs random {control_change:+.2%}")
+        parts.append(f"{arm}: " + "; ".join(verdicts) + ".")
     return " ".join(parts)
 
 
