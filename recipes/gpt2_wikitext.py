@@ -704,6 +704,7 @@ def score_blocks(blocks, mapping: dict, carto: CartoArguments, seed_dir: Path):
     return scored, fit
 
 
+PRUNED_FAMILY, RANDOM_PRUNED_FAMILY = "gendatacarto (top m pruned)", "random (pruned)"
 ARM_COLUMNS = ["input_ids", "labels", "sample_id", "carto_loss_weight", "carto_sampling_weight", "carto_keep"]
 
 
@@ -719,8 +720,8 @@ def make_arms(scored, carto: CartoArguments, seed: int) -> dict[str, tuple[str, 
     }
     for fraction in carto.prune_fractions:
         pruned = build_arms(scored, budget=fraction, alpha=0.0, seed=seed)
-        arms[f"gendatacarto_prune{fraction:g}"] = ("gendatacarto (top m pruned)", pruned["gendatacarto"])
-        arms[f"random_prune{fraction:g}"] = ("random (pruned)", pruned["random"])
+        arms[f"gendatacarto_prune{fraction:g}"] = (PRUNED_FAMILY, pruned["gendatacarto"])
+        arms[f"random_prune{fraction:g}"] = (RANDOM_PRUNED_FAMILY, pruned["random"])
     return arms
 
 
@@ -917,6 +918,19 @@ def format_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tradeoff_points(rows: list[dict]) -> list[dict]:
+    """Points of Figures 1 and 2, one line per family; both pruning lines start at the
+    no-intervention arm (nothing pruned) of the same seed."""
+    points = []
+    for row in rows:
+        if row["arm"] == "mapping_run":
+            continue
+        points.append(dict(row, arm=row["family"]))
+        if row["arm"] == "no_intervention":
+            points += [dict(row, arm=family) for family in (PRUNED_FAMILY, RANDOM_PRUNED_FAMILY)]
+    return points
+
+
 def write_outputs(report: dict, seeds_data: dict, canaries, model_args, data_args, carto, training, out: Path) -> None:
     """Figures, the curated dataset (save_to_disk and Hub layout), the model card; push if asked."""
     from hf_carto import apply_interventions, cartography_summary, plot_tradeoffs, render_model_card
@@ -940,7 +954,7 @@ def write_outputs(report: dict, seeds_data: dict, canaries, model_args, data_arg
         highlight_label="canary blocks",
         title=f"Data map (seed {seed})",
     )
-    plot_tradeoffs([dict(r, arm=r["family"], extraction_success=r["extraction_success"]) for r in report["rows"]], out)
+    plot_tradeoffs(tradeoff_points(report["rows"]), out)
     curated = apply_interventions(scored, gamma=carto.gamma, alpha=carto.alpha, remove_noisy=carto.remove_noisy)
     curated = curated.remove_columns("labels")  # the same tokens as input_ids
     save_scored(curated, out / "curated", fit=fit, summary=cartography_summary(curated, fit), overwrite=True)
