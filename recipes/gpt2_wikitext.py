@@ -399,8 +399,18 @@ def check_output_dir(out: Path, settings: dict[str, Any], overwrite: bool, is_ma
 
 
 class StageTimer:
-    def __init__(self) -> None:
+    """Seconds per stage in this invocation, and totals over every invocation of the run.
+
+    With ``path``, the totals are kept on disk after each stage, so a run that is interrupted and
+    resumed still reports what all of its stages cost (work read back costs nothing again).
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
         self.seconds: dict[str, float] = {}
+        earlier = json.loads(path.read_text()) if path is not None and path.exists() else {}
+        self.total: dict[str, float] = earlier.get("seconds", {})
+        self.invocations = earlier.get("invocations", 0) + 1
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -408,11 +418,16 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+            spent = time.perf_counter() - start
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + spent
+            self.total[stage] = self.total.get(stage, 0.0) + spent
+            if self.path is not None:
+                _write_json(self.path, {"seconds": self.total, "invocations": self.invocations})
 
-    def table(self) -> str:
-        total = sum(self.seconds.values()) or 1.0
-        rows = [f"| {k} | {v:.1f} s | {v / total:.0%} |" for k, v in self.seconds.items()]
+    @staticmethod
+    def table(seconds: dict[str, float]) -> str:
+        total = sum(seconds.values()) or 1.0
+        rows = [f"| {k} | {v:.1f} s | {v / total:.0%} |" for k, v in seconds.items()]
         return "\n".join(["| stage | time | share |", "|---|---:|---:|", *rows, f"| total | {total:.1f} s | |"])
 
 
@@ -705,6 +720,7 @@ def score_blocks(blocks, mapping: dict, carto: CartoArguments, seed_dir: Path):
 
 
 PRUNED_FAMILY, RANDOM_PRUNED_FAMILY = "gendatacarto (top m pruned)", "random (pruned)"
+QUADRANT_FAMILIES = {"gendatacarto": "gendatacarto (quadrant rules)", "random": "random (quadrant rules)"}
 ARM_COLUMNS = ["input_ids", "labels", "sample_id", "carto_loss_weight", "carto_sampling_weight", "carto_keep"]
 
 
@@ -715,8 +731,8 @@ def make_arms(scored, carto: CartoArguments, seed: int) -> dict[str, tuple[str, 
     main = build_arms(scored, alpha=carto.alpha, gamma=carto.gamma, remove_noisy=carto.remove_noisy, seed=seed)
     arms = {
         "no_intervention": ("no_intervention", main["no_intervention"]),
-        "gendatacarto": ("gendatacarto (quadrant rules)", main["gendatacarto"]),
-        "random": ("random (quadrant rules)", main["random"]),
+        "gendatacarto": (QUADRANT_FAMILIES["gendatacarto"], main["gendatacarto"]),
+        "random": (QUADRANT_FAMILIES["random"], main["random"]),
     }
     for fraction in carto.prune_fractions:
         pruned = build_arms(scored, budget=fraction, alpha=0.0, seed=seed)
@@ -913,14 +929,28 @@ def format_markdown(report: dict) -> str:
     lines.append("|---|" + "---:|" * len(names))
     for kind, row in first["planted_vs_quadrant"].items():
         lines.append(f"| {kind} | " + " | ".join(str(row[n]) for n in names) + " |")
-    lines += ["", "## Time and memory", "", report["stage_table"], "", f"Peak resident memory of the main process: "
-              f"{report['peak_rss_mib']:.0f} MiB."]  # fmt: skip
+    resumed = report["invocations"] > 1
+    lines += [
+        "",
+        "## Time and memory",
+        "",
+        f"Stage times summed over the {report['invocations']} invocations of this run (stages read back cost "
+        "nothing again):"
+        if resumed
+        else "Stage times:",
+        "",
+        report["stage_table"],
+        "",
+        f"Peak resident memory of the main process: {report['peak_rss_mib']:.0f} MiB"
+        + (" (in this invocation)." if resumed else "."),
+    ]
     return "\n".join(lines) + "\n"
 
 
 def tradeoff_points(rows: list[dict]) -> list[dict]:
     """Points of Figures 1 and 2, one line per family; both pruning lines start at the
-    no-intervention arm (nothing pruned) of the same seed."""
+    no-intervention arm (nothing pruned) of the same seed. The per-quadrant rules prune a slightly
+    different weight in each seed; their point sits at the mean over seeds."""
     points = []
     for row in rows:
         if row["arm"] == "mapping_run":
@@ -928,6 +958,11 @@ def tradeoff_points(rows: list[dict]) -> list[dict]:
         points.append(dict(row, arm=row["family"]))
         if row["arm"] == "no_intervention":
             points += [dict(row, arm=family) for family in (PRUNED_FAMILY, RANDOM_PRUNED_FAMILY)]
+    for name in ("gendatacarto", "random"):
+        chosen = [p for p in points if p["arm"] == QUADRANT_FAMILIES[name]]
+        mean = float(np.mean([p["fraction_pruned"] for p in chosen])) if chosen else 0.0
+        for p in chosen:
+            p["fraction_pruned"] = mean
     return points
 
 
@@ -1034,7 +1069,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             print(f"resuming the run in {out}: finished stages are read back, not redone")
     state.wait_for_everyone()
 
-    timer = StageTimer()
+    timer = StageTimer(out / "stage_times.json" if state.is_main_process else None)
     with timer("data"), state.main_process_first():
         tokenizer, blocks, canaries, eval_sets = prepare_data(model_args, data_args, out, state.is_main_process)
     if state.is_main_process:
@@ -1106,8 +1141,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     }
     with timer("outputs"):
         write_outputs(report, seeds_data, canaries, model_args, data_args, carto, training, out)
-    report["stage_seconds"] = timer.seconds
-    report["stage_table"] = timer.table()
+    report["stage_seconds"] = timer.seconds  # this invocation
+    report["stage_seconds_total"] = timer.total  # every invocation of this run
+    report["invocations"] = timer.invocations
+    report["stage_table"] = timer.table(timer.total)
     report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _write_json(out / "report.json", {k: v for k, v in report.items() if k != "stage_table"})
     text = format_markdown(report)
