@@ -248,3 +248,63 @@ def test_gpt2_recipe_refuses_an_output_folder_from_another_run(tmp_path):
     with pytest.raises(SystemExit, match="burn_in: earlier 2, now 1"):
         recipe.main(tiny_args(out))
     assert sorted(p.name for p in out.iterdir()) == ["run_config.json"]  # nothing started
+
+
+def test_gpt2_recipe_reading_states_negative_results_and_stage_times_add_up(tmp_path):
+    recipe = load_recipe("gpt2_wikitext")
+
+    def entry(extraction, auc, change, recall=0.0):
+        values = {"extraction_success": extraction, "mia_auc": auc, "perplexity_change": change}
+        values["contamination_recall"] = recall
+        return {k: {"mean": v} for k, v in values.items()}
+
+    summary = {
+        "no_intervention": entry(0.5, 0.9, 0.0, recall=0.25),
+        "gendatacarto": entry(0.5, 0.8, 0.01),
+        "random": entry(0.25, 0.85, 0.02),
+        "gendatacarto_prune0.1": entry(0.0, 0.9, 0.03),
+        "random_prune0.1": entry(0.5, 0.9, 0.04),
+    }
+    reading = recipe.conclusion(summary)
+    assert "gendatacarto: extraction 50.0% vs random 25.0% vs none 50.0% (not lower than random)" in reading
+    assert "MIA AUC 0.800 vs random 0.850 vs none 0.900 (lower than random)" in reading
+    assert "gendatacarto_prune0.1: extraction 0.0% vs random 50.0% vs none 50.0% (lower than random)" in reading
+    assert "cannot show a reduction" not in reading
+    summary["no_intervention"] = entry(0.0, 0.9, 0.0)
+    assert "cannot show a reduction in extraction" in recipe.conclusion(summary)
+
+    path = tmp_path / "stage_times.json"
+    first = recipe.StageTimer(path)
+    with first("mapping"):
+        pass
+    first.total["mapping"] = 10.0  # as if the first invocation had trained for 10 s
+    with first("scoring"):
+        pass
+    second = recipe.StageTimer(path)
+    with second("mapping"):
+        pass
+    assert second.invocations == 2 and second.total["mapping"] >= 10.0
+    assert second.seconds["mapping"] < 1.0 and set(second.total) == {"mapping", "scoring"}
+
+    rows = [
+        {
+            "seed": seed,
+            "arm": arm,
+            "family": family,
+            "fraction_pruned": x,
+            "extraction_success": 0.0,
+            "perplexity": 1.0,
+        }
+        for seed, budget in ((0, 0.02), (1, 0.04))
+        for arm, family, x in (
+            ("no_intervention", "no_intervention", 0.0),
+            ("gendatacarto", recipe.QUADRANT_FAMILIES["gendatacarto"], budget),
+            ("mapping_run", "mapping run", 0.0),
+        )
+    ]
+    points = recipe.tradeoff_points(rows)
+    assert not any(p["arm"] == "mapping run" for p in points)
+    quadrant = [p["fraction_pruned"] for p in points if p["arm"] == recipe.QUADRANT_FAMILIES["gendatacarto"]]
+    assert quadrant == [pytest.approx(0.03)] * 2
+    starts = [p for p in points if p["arm"] == recipe.PRUNED_FAMILY]
+    assert [(p["seed"], p["fraction_pruned"]) for p in starts] == [(0, 0.0), (1, 0.0)]
