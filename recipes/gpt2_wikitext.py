@@ -375,7 +375,7 @@ def run_settings(model_args, data_args, carto, training, num_processes: int = 1)
     return settings
 
 
-def check_output_dir(out: Path, settings: dict[str, Any], overwrite: bool, is_main: bool) -> bool:
+def check_output_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> bool:
     """Refuse an output folder from an incompatible earlier run; return True when resuming."""
     config_file = out / "run_config.json"
     if config_file.exists() and not overwrite:
@@ -1058,7 +1058,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     )
     out = Path(training.output_dir)
     settings = run_settings(model_args, data_args, carto, training, state.num_processes)
-    resuming = check_output_dir(out, settings, carto.overwrite_output_dir, state.is_main_process)
+    resuming = check_output_dir(out, settings, carto.overwrite_output_dir)
     state.wait_for_everyone()
     if state.is_main_process:
         if carto.overwrite_output_dir and out.exists():
