@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
 
-__all__ = ["TRUTH_NAMES", "CorpusConfig", "generate_corpus"]
+__all__ = ["TRUTH_NAMES", "CorpusConfig", "generate_corpus", "hold_out"]
 
 TRUTH_NAMES = ["ordinary", "duplicate", "canary", "noise"]
 
@@ -202,3 +202,25 @@ def generate_corpus(config: CorpusConfig | None = None) -> Dataset:
         },
         features=features,
     )
+
+
+def hold_out(corpus: Dataset, num_documents: int, *, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Split ``num_documents`` random ordinary documents off a generated corpus.
+
+    Held-out text must come from the same corpus: another seed draws other pseudo-words, and
+    perplexity or membership tests on it would measure a different language. Both parts keep the
+    corpus order.
+
+    Example:
+        >>> ds = generate_corpus(CorpusConfig(num_documents=30, num_duplicate_groups=2, num_canaries=1,
+        ...                                   num_noise_documents=2, seed=1))
+        >>> train, heldout = hold_out(ds, 10, seed=0)
+        >>> len(train) + len(heldout) == len(ds), set(heldout["truth"][:])
+        (True, {0})
+    """
+    truth = np.asarray(corpus["truth"][:])
+    ordinary = np.flatnonzero(truth == TRUTH_NAMES.index("ordinary"))
+    if num_documents > ordinary.size:
+        raise ValueError(f"cannot hold out {num_documents} documents: the corpus has {ordinary.size} ordinary ones")
+    chosen = np.random.default_rng(seed).choice(ordinary, size=num_documents, replace=False)
+    return corpus.select(np.setdiff1d(np.arange(len(corpus)), chosen)), corpus.select(np.sort(chosen))

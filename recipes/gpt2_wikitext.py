@@ -448,23 +448,21 @@ def _read_file(path: str, text_column: str):
 
 def load_documents(data_args: DataArguments, seed: int) -> tuple[list[str], list[int], list[str]]:
     """Training documents with their planted kind, and held-out documents of the same distribution."""
-    from hf_carto.data import CorpusConfig, generate_corpus
+    from hf_carto.data import CorpusConfig, generate_corpus, hold_out
     from hf_carto.packing import PLANTED_NAMES
 
-    rng = np.random.default_rng(seed)
     if data_args.dataset_name == GENERATED:
-        # One corpus, split: held-out documents must come from the same pseudo-word vocabulary.
-        n_heldout = data_args.generated_heldout_documents
         corpus = generate_corpus(
-            CorpusConfig(num_documents=data_args.generated_documents + n_heldout, num_canaries=0, seed=seed)
+            CorpusConfig(
+                num_documents=data_args.generated_documents + data_args.generated_heldout_documents,
+                num_canaries=0,
+                seed=seed,
+            )
         )
-        truth = np.asarray(corpus["truth"][:])
-        texts = corpus["text"][:]
-        heldout_rows = set(rng.choice(np.flatnonzero(truth == 0), size=n_heldout, replace=False).tolist())
-        train = [i for i in range(len(texts)) if i not in heldout_rows]
+        train, heldout = hold_out(corpus, data_args.generated_heldout_documents, seed=seed)
         names = corpus.features["truth"].names
-        kinds = [PLANTED_NAMES.index(names[truth[i]]) for i in train]
-        return [texts[i] for i in train], kinds, [texts[i] for i in sorted(heldout_rows)]
+        kinds = [PLANTED_NAMES.index(names[t]) for t in train["truth"][:]]
+        return train["text"][:], kinds, heldout["text"][:]
     if data_args.train_file is not None:
         train_texts = _read_file(data_args.train_file, data_args.text_column)[data_args.text_column][:]
         heldout_texts = (

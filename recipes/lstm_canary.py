@@ -198,7 +198,7 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
     )
     from hf_carto.canaries import Canary
     from hf_carto.curation import read_columns
-    from hf_carto.data import TRUTH_NAMES, CorpusConfig, generate_corpus
+    from hf_carto.data import TRUTH_NAMES, CorpusConfig, generate_corpus, hold_out
     from hf_carto.demo import build_tokenizer
 
     torch.manual_seed(seed)
@@ -211,11 +211,8 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
             seed=seed,
         )
     )
-    truth_all = np.asarray(full["truth"][:])
-    rng = np.random.default_rng(seed)
-    heldout_rows = rng.choice(np.flatnonzero(truth_all == 0), size=args.num_heldout, replace=False)
-    corpus = full.select(np.setdiff1d(np.arange(len(full)), heldout_rows))
-    heldout = full.select(np.sort(heldout_rows))["text"][:]
+    corpus, heldout = hold_out(full, args.num_heldout, seed=seed)
+    heldout = heldout["text"][:]
     texts = corpus["text"][:]
     tokenizer = build_tokenizer(texts, args.vocab_size)
     encode = lambda t: tokenizer(tokenizer.eos_token + t)["input_ids"][: args.max_tokens]  # noqa: E731

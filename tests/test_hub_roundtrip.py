@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,16 +23,11 @@ from hf_carto.io import save_scored
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_standin import HubStandIn  # noqa: E402
+from launching import free_port  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TOKEN = "hf_testtoken_never_printed_123"
 REPO = "someone/curated"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
