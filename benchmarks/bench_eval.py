@@ -5,11 +5,15 @@
 1. Membership signals (all five) for `--samples` sequences of 64 tokens, batched (64 a batch)
    vs one sample at a time (measured on 500 samples and scaled); target >= 10x.
 2. Exposure ranking: log-perplexities of `--candidates` digit secrets after a prefix; throughput.
+3. Exact-exposure ranking of a 10^4 space (4-digit secrets after a 9-token canary prefix): the
+   shared-prefix key/value cache vs whole-sequence scoring, same candidates, repetitions interleaved
+   (`--repeats`); median ratio, target >= 5x.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import numpy as np
@@ -63,12 +67,50 @@ def bench_exposure(num_candidates: int) -> None:
     )
 
 
+def _timed(score, *args) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    scores = score(*args)
+    return time.perf_counter() - start, scores
+
+
+def bench_cached_exposure(repeats: int) -> None:
+    from hf_carto.demo import build_tokenizer
+    from hf_carto.evaluation import cached_secret_log_perplexities, secret_log_perplexities
+
+    texts = [f"the locker combination of employee walnut-{i} is {i * 7919 % 10**4:04d}" for i in range(2000)]
+    tokenizer = build_tokenizer(texts, vocab_size=600)
+    model = tiny_model()
+    prefix = "the locker combination of employee walnut-17 is"
+    candidates = [f"{i:04d}" for i in range(10_000)]
+    full_rates, cached_rates, ratios = [], [], []
+    for repeat in range(repeats):
+        # Alternate which path runs first, so that neither always gets the warmer (or quieter) slot.
+        order = ("full", "cached") if repeat % 2 == 0 else ("cached", "full")
+        seconds, scores = {}, {}
+        for name in order:
+            score = secret_log_perplexities if name == "full" else cached_secret_log_perplexities
+            seconds[name], scores[name] = _timed(score, model, tokenizer, prefix, candidates)
+        np.testing.assert_allclose(scores["cached"], scores["full"], atol=1e-4)
+        full_rates.append(len(candidates) / seconds["full"])
+        cached_rates.append(len(candidates) / seconds["cached"])
+        ratios.append(seconds["full"] / seconds["cached"])
+    print(
+        f"exact exposure, 10^4 candidates after a {len(tokenizer(prefix)['input_ids'])}-token prefix "
+        f"(median of {repeats}): cached prefix {statistics.median(cached_rates):,.0f} candidates/s, "
+        f"whole sequences {statistics.median(full_rates):,.0f} candidates/s"
+    )
+    each = ", ".join(f"{r:.1f}" for r in ratios)
+    print(f"  speed-up: {statistics.median(ratios):.1f}x (per repetition: {each})   [target >= 5x]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--candidates", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(2)
+    bench_cached_exposure(args.repeats)
     bench_exposure(args.candidates)
     bench_signals(args.samples)
 

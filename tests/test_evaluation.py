@@ -1,22 +1,29 @@
-"""Leakage evaluation with positive and negative controls: a tiny GPT-2 that memorized, and a fresh one."""
+"""Leakage evaluation with positive and negative controls: a tiny GPT-2 that memorized, and a fresh one;
+decoding rules checked on a scripted model whose every next token is known."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import math
 
 import numpy as np
 import pytest
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
 
 from hf_carto.canaries import Canary, insert_canaries, load_registry, locate_canaries, make_canaries, save_registry
 from hf_carto.data import CorpusConfig, generate_corpus
 from hf_carto.demo import build_tokenizer
 from hf_carto.evaluation import (
+    cached_secret_log_perplexities,
     canary_extraction,
     contamination_recall,
     ensure_pad_token,
     exposure,
+    greedy_continuations,
     perplexity,
     secret_log_perplexities,
 )
@@ -27,8 +34,6 @@ K = 8
 
 
 def fresh_model(vocab_size: int):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     torch.manual_seed(0)
     config = GPT2Config(
         vocab_size=vocab_size, n_positions=96, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
@@ -52,7 +57,9 @@ def world():
     model = fresh_model(len(tokenizer))
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rows = [encode(t) for t in training_texts]
+    # Each training document ends with end-of-text, as the recipe packs them: a model that never saw
+    # the text end after a canary runs on into a longer number, which is not the secret.
+    rows = [(tokenizer(t)["input_ids"] + [tokenizer.eos_token_id])[:96] for t in training_texts]
     rng = np.random.default_rng(0)
     for _ in range(30):
         order = rng.permutation(len(rows))
@@ -89,6 +96,9 @@ def test_repeated_canaries_are_extracted_only_by_the_trained_model(world):
     assert trained["success_rate_by_repetitions"]["40"] == 1.0  # positive control
     assert fresh["num_extracted"] == 0  # negative control
     assert [r["canary_id"] for r in trained["canaries"]] == [0, 1, 2]
+    for row in trained["canaries"][:2]:
+        assert row["matched_chars"] == row["secret_chars"] == 4 and not row["ended_early"]
+    assert "success_rate_by_copies" not in trained  # the canaries were never located in blocks
 
 
 def test_exact_exposure_matches_one_by_one_enumeration(world):
@@ -116,6 +126,8 @@ def test_memorized_canary_has_high_exposure_and_extrapolation_agrees(world):
     estimate = exposure(world["fresh"], world["tokenizer"], canary, max_exact=0, sample_size=3000)
     assert estimate["method"] == "skewnorm"
     assert abs(estimate["exposure"] - fresh["exposure"]) < 1.0
+    low, high = estimate["exposure_ci95"]
+    assert low <= estimate["exposure"] <= high
 
 
 def test_membership_auc_high_when_overfit_and_near_chance_when_fresh(world):
@@ -227,7 +239,7 @@ def test_evaluate_model_writes_a_report_without_secrets(world, tmp_path):
     for canary in world["canaries"]:
         assert canary.secret not in written
     assert "| MIA signal |" in written and (tmp_path / "membership_roc.png").exists()
-    with pytest.raises(ValueError, match="needs members and non-members; got 3 and 0"):
+    with pytest.raises(ValueError, match="needs both sets; got 3 members and 0 non-members"):
         evaluate_model(world["trained"], world["tokenizer"], members=world["members"][:3], non_members=[])
 
 
@@ -317,3 +329,177 @@ def test_canary_columns_and_registry_verification(world):
         verify_registry(canaries, marked, tokenizer)
     with pytest.raises(ValueError, match="lacks columns"):
         mark_canary_blocks(Dataset.from_dict({"input_ids": [[1, 2]]}), canaries, tokenizer)
+
+
+# --- Decoding rules on a scripted model ----------------------------------------------------------
+
+EOS, FILLER = 0, 1  # build_tokenizer's end-of-text id; FILLER is the second choice no rule needs
+
+
+class ScriptedLM(GPT2LMHeadModel):
+    """A causal LM whose next token is a fixed function of the real tokens so far.
+
+    ``script`` maps a token history (left padding excluded) to the model's first and second choice;
+    any other history ends the text. Only forward() is replaced, so ``model.generate`` runs for
+    real: left padding, batching, end-of-text stopping.
+    """
+
+    def __init__(self, vocab_size: int, script: dict[tuple[int, ...], tuple[int, int]]):
+        super().__init__(
+            GPT2Config(vocab_size=vocab_size, n_embd=8, n_layer=1, n_head=1, bos_token_id=EOS, eos_token_id=EOS)
+        )
+        self.script = script
+        self.generation_config.use_cache = False  # forward() must see the whole history at every step
+        self.eval()
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        logits = torch.zeros((*input_ids.shape, self.config.vocab_size))
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        for i, (row, keep) in enumerate(zip(input_ids.tolist(), mask.tolist(), strict=True)):
+            history = tuple(t for t, m in zip(row, keep, strict=True) if m)
+            first, second = self.script.get(history, (EOS, FILLER))
+            logits[i, -1, first], logits[i, -1, second] = 10.0, 5.0
+        return CausalLMOutputWithCrossAttentions(logits=logits)
+
+
+def scripted(prompt, emitted, *, stop_at: int | None = None) -> dict[tuple[int, ...], tuple[int, int]]:
+    """Script entries that continue ``prompt`` with ``emitted`` and then end the text. With
+    ``stop_at``, end-of-text is the first choice at that step and the emitted token only the second
+    (a decoder that bans end-of-text goes on with the rest of ``emitted``)."""
+    entries, history = {}, list(prompt)
+    for step, token in enumerate(emitted):
+        entries[tuple(history)] = (EOS, token) if step == stop_at else (token, FILLER)
+        history.append(token)
+    entries[tuple(history)] = (EOS, FILLER)
+    return entries
+
+
+@pytest.fixture(scope="module")
+def digit_tokenizer():
+    """A byte-level BPE small enough that most digits are tokens of their own."""
+    texts = [f"the pin of user walnut-{i} is {i * 37 % 1000:03d}" for i in range(200)]
+    return build_tokenizer(texts + ["the pin is 12 345 6789 120 340 tiger ocean river"] * 20, vocab_size=300)
+
+
+def test_greedy_decoding_stops_each_row_at_end_of_text():
+    prompts = [[5, 6], [4], [7, 8, 9]]
+    script = {**scripted([5, 6], [11, 12, 13, 14]), **scripted([4], [15]), **scripted([7, 8, 9], [16], stop_at=0)}
+    model = ScriptedLM(64, script)
+    out = greedy_continuations(model, prompts, 3, pad_token_id=EOS, batch_size=2)
+    # Left-padded batches of two: the first row runs to the budget, the others end where the model
+    # ends the text, with end-of-text itself dropped (an eos-banning decoder gives 3 tokens each).
+    assert out == [[11, 12, 13], [15], []]
+
+
+def test_extraction_needs_the_secrets_characters_with_end_of_text_allowed(digit_tokenizer):
+    tokenizer = digit_tokenizer
+    token = tokenizer.convert_tokens_to_ids
+    canaries = [
+        Canary(0, "the pin of user walnut-1 is", "8531", "digits", 1, sample_ids=[10, 11]),
+        Canary(1, "the pin of server maple-2 is", "8531", "digits", 2, sample_ids=[12, 13]),
+        Canary(2, "the pin is", "8531", "digits", 4, sample_ids=[14]),
+        Canary(3, "the code of vault amber-3 is", "tiger ocean", "words", 4),
+        Canary(4, "the code of vault ember-4 is", "tiger ocean", "words", 8, sample_ids=[15]),
+    ]
+    splits = [(tokenizer(c.prefix)["input_ids"], tokenizer(c.text)["input_ids"]) for c in canaries]
+    prompts = [full[: len(prefix)] for prefix, full in splits]
+    secrets = [full[len(prefix) :] for prefix, full in splits]
+    assert all(len(s) >= 3 for s in secrets) and secrets[0] == secrets[1]
+    script = {
+        **scripted(prompts[0], secrets[0]),  # (a) the secret, then end of text: extracted
+        # (b) all but the secret's last token, then end of text, the last token only second: not
+        # extracted (a decoder that bans end-of-text would emit the whole secret)
+        **scripted(prompts[1], secrets[1], stop_at=len(secrets[1]) - 1),
+        **scripted(prompts[2], secrets[2] + [token("7")]),  # (c) "85317" is another number: not extracted
+        **scripted(prompts[3], secrets[3] + tokenizer(" river")["input_ids"]),  # a next word: extracted
+        **scripted(prompts[4], secrets[4] + [token("s")]),  # "oceans" is another word: not extracted
+    }
+    result = canary_extraction(ScriptedLM(len(tokenizer), script), tokenizer, canaries, batch_size=2)
+    rows = result["canaries"]
+    assert [r["extracted"] for r in rows] == [True, False, False, True, False]
+    assert [r["matched_chars"] for r in rows] == [4, 3, 4, 11, 11]
+    assert [r["secret_chars"] for r in rows] == [4, 4, 4, 11, 11]
+    assert [r["ended_early"] for r in rows] == [False, True, False, False, False]
+    assert set(rows[0]) == {"canary_id", "repetitions", "extracted", "matched_chars", "secret_chars", "ended_early"}
+    assert result["num_extracted"] == 2 and result["success_rate"] == pytest.approx(0.4)
+    assert result["success_rate_by_repetitions"] == {"1": 1.0, "2": 0.0, "4": 0.5, "8": 0.0}
+    assert result["success_rate_by_copies"] == {"0": 1.0, "1": 0.0, "2": 0.5}
+    written = json.dumps(result)
+    assert all(c.secret not in written for c in canaries) and "ocean" not in written
+
+
+def test_contamination_continuation_that_ends_early_is_not_extractable():
+    k = 4
+    stops, complete = list(range(10, 18)), list(range(20, 28))
+    # The first sequence's model ends the text two tokens in; its next token is only second choice.
+    script = {**scripted(stops[:k], stops[k:], stop_at=2), **scripted(complete[:k], complete[k:])}
+    result = contamination_recall(ScriptedLM(64, script), [stops, complete], k=k, pad_token_id=EOS)
+    assert result["extractable"] == [False, True]
+    assert result["recall"] == 0.5 and result["num_extractable"] == 1
+    assert result["mean_matched_tokens"] == pytest.approx((2 + 4) / 2)
+
+
+# --- Exposure with the shared prefix cache ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def random_gpt2(digit_tokenizer):
+    torch.manual_seed(3)
+    config = GPT2Config(
+        vocab_size=len(digit_tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+def test_cached_scores_equal_full_sequence_scores_for_every_candidate(random_gpt2, digit_tokenizer):
+    prefix = "the pin of user walnut-3 is"
+    prefix_length = len(digit_tokenizer(prefix)["input_ids"])
+    for width in (2, 3):
+        candidates = [f"{i:0{width}d}" for i in range(10**width)]
+        lengths = {len(digit_tokenizer(f"{prefix} {c}")["input_ids"]) - prefix_length for c in candidates}
+        assert len(lengths) > 1  # candidates differ in token count: padding and masking are exercised
+        # An odd batch size: many batches share (and must not alter) the prefix cache, the last one short.
+        cached = cached_secret_log_perplexities(random_gpt2, digit_tokenizer, prefix, candidates, batch_size=97)
+        full = secret_log_perplexities(random_gpt2, digit_tokenizer, prefix, candidates, batch_size=97)
+        np.testing.assert_allclose(cached, full, rtol=0, atol=1e-4)
+
+
+def test_exact_exposure_enumerates_word_secrets(random_gpt2, digit_tokenizer):
+    from hf_carto.canaries import _WORDS
+
+    canary = Canary(5, "the code of vault amber-3 is", "tiger ocean", "words", 1)
+    result = exposure(random_gpt2, digit_tokenizer, canary, batch_size=128)
+    candidates = [" ".join(p) for p in itertools.product(_WORDS, repeat=2)]
+    scores = secret_log_perplexities(random_gpt2, digit_tokenizer, canary.prefix, candidates)
+    own = candidates.index(canary.secret)
+    rank = 1 + int((np.delete(scores, own) < scores[own] - 1e-6).sum())
+    assert result["method"] == "exact" and result["space_size"] == len(_WORDS) ** 2
+    assert result["rank"] == rank and result["log_perplexity"] == pytest.approx(scores[own], abs=1e-4)
+    assert result["exposure"] == pytest.approx(math.log2(len(_WORDS) ** 2) - math.log2(rank))
+
+
+def test_estimated_exposure_reports_a_bootstrap_interval(random_gpt2, digit_tokenizer):
+    canary = Canary(6, "the pin of user walnut-3 is", "853", "digits", 1)
+    exact = exposure(random_gpt2, digit_tokenizer, canary)
+    estimate = exposure(random_gpt2, digit_tokenizer, canary, max_exact=100, sample_size=400)
+    assert exact["method"] == "exact" and "exposure_ci95" not in exact
+    assert estimate["method"] == "skewnorm" and estimate["sample_size"] == 400
+    low, high = estimate["exposure_ci95"]
+    assert 0 <= low <= estimate["exposure"] <= high
+    assert estimate["log_perplexity"] == pytest.approx(exact["log_perplexity"], abs=1e-4)
+
+
+def test_cached_scoring_refuses_a_prefix_that_tokenizes_differently(random_gpt2, digit_tokenizer):
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    # A tokenizer that appends end-of-text to every text: the prefix alone ends in a token that the
+    # full text has elsewhere, so the prefix's cache would not be the candidates' context.
+    tokenizer = copy.deepcopy(digit_tokenizer)
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single="$A <|endoftext|>", special_tokens=[("<|endoftext|>", EOS)]
+    )
+    canary = Canary(8, "the pin of user walnut-3 is", "85", "digits", 1)
+    with pytest.raises(ValueError, match="tokenizes differently inside the full text of 100 candidates"):
+        exposure(random_gpt2, tokenizer, canary)
