@@ -22,6 +22,7 @@ __all__ = [
     "SECRET_FORMATS",
     "PREFIX_TEMPLATES",
     "make_canaries",
+    "unused_templates",
     "insert_canaries",
     "locate_canaries",
     "insert_canaries_dataset",
@@ -32,12 +33,16 @@ __all__ = [
 ]
 
 SECRET_FORMATS = ("digits", "words", "tokens")
-PREFIX_TEMPLATES = (
-    "the secret code of account {name} is",
-    "my social security number for {name} is",
-    "the password of server {name} is",
-    "contact {name} by calling",
-)
+# Canary prompts are "the <attribute> of <holder> <name> is". Every canary gets its own
+# (attribute, holder) pair, not only its own name: two canaries that share a template teach the
+# model one pattern with two answers, and greedy decoding then often emits the sibling's secret.
+_ATTRIBUTES = (
+    "secret code", "pin", "password", "account number", "phone number", "door code",
+    "locker combination", "badge number", "serial number", "access key", "routing number",
+    "license number", "passport number", "alarm code", "safe combination", "member number",
+)  # fmt: skip
+_HOLDERS = ("account", "server", "user", "patient", "employee", "vault", "device", "client")
+PREFIX_TEMPLATES = tuple(f"the {a} of {h} {{name}} is" for h in _HOLDERS for a in _ATTRIBUTES)
 _WORDS = (
     "apple river stone cloud maple tiger silver ocean violet ember canyon falcon harbor meadow "
     "pepper quartz saddle timber walnut yonder zephyr amber bridge candle desert".split()
@@ -79,30 +84,51 @@ def make_canaries(
     secret_length: int = 6,
     templates: Sequence[str] = PREFIX_TEMPLATES,
     seed: int = 0,
+    first_id: int = 0,
 ) -> list[Canary]:
-    """Canaries with distinct prefixes (a template filled with a unique name) and random secrets.
+    """Canaries with distinct prompts and random secrets: each canary its own template (drawn
+    without replacement from ``templates`` in a seeded order) filled with a unique name.
 
-    ``repetitions`` is cycled over the canaries, so several canaries share each count.
+    ``repetitions`` is cycled over the canaries, so several canaries share each count. Canaries
+    that are never inserted (a control set) come from a second call with ``first_id`` past the
+    first set and another ``seed``; pass ``templates`` minus the ones already used so that no
+    control shares a prompt with a trained canary.
+
+    Example:
+        >>> canaries = make_canaries(3, repetitions=(2, 8), secret_length=4, seed=0)
+        >>> [c.repetitions for c in canaries], len({c.prefix.rsplit(" ", 2)[0] for c in canaries})
+        ([2, 8, 2], 3)
     """
     if num_canaries < 1:
         raise ValueError("num_canaries must be >= 1")
     if not repetitions or min(repetitions) < 1:
         raise ValueError(f"repetitions must be counts >= 1; got {list(repetitions)}")
+    if num_canaries > len(templates):
+        raise ValueError(
+            f"{num_canaries} canaries need as many distinct templates; {len(templates)} were given"
+        )
     rng = np.random.default_rng(seed)
+    order = rng.permutation(len(templates))
     canaries = []
     for i in range(num_canaries):
-        template = templates[i % len(templates)]
-        name = f"{rng.choice(_WORDS)}-{i}"
+        canary_id = first_id + i
+        name = f"{rng.choice(_WORDS)}-{canary_id}"
         canaries.append(
             Canary(
-                canary_id=i,
-                prefix=template.format(name=name),
+                canary_id=canary_id,
+                prefix=templates[order[i]].format(name=name),
                 secret=_secret(rng, secret_format, secret_length),
                 secret_format=secret_format,
                 repetitions=int(repetitions[i % len(repetitions)]),
             )
         )
     return canaries
+
+
+def unused_templates(canaries: Sequence[Canary], templates: Sequence[str] = PREFIX_TEMPLATES) -> list[str]:
+    """The templates none of ``canaries`` was made from (to draw a control set from)."""
+    used = {c.prefix.rsplit(" ", 2)[0] for c in canaries}
+    return [t for t in templates if t.format(name="x").rsplit(" ", 2)[0] not in used]
 
 
 def insert_canaries(texts: Sequence[str], canaries: Sequence[Canary], *, seed: int = 0) -> tuple[list[str], list[int]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ __all__ = [
     "push_curated_dataset",
     "push_model",
     "render_model_card",
+    "repo_name",
 ]
 
 #: The model card template of the repository's top-level ``model_cards/`` folder.
@@ -67,8 +69,15 @@ def dataset_card(
     license: str | None = None,
     pretty_name: str | None = None,
     data_map: str | None = None,
+    withheld_rows: int = 0,
+    withheld_columns: Sequence[str] = (),
 ) -> str:
-    """The ``README.md`` of a curated dataset: YAML metadata, then the cartography summary and snippets."""
+    """The ``README.md`` of a curated dataset: YAML metadata, then the cartography summary and snippets.
+
+    ``withheld_rows`` and ``withheld_columns`` are what the export left out (the canary rows and
+    the columns that would say which rows were canaries); the card states them, so that a reader
+    comparing row counts with the source knows where the difference went.
+    """
     metadata: dict[str, Any] = {
         "pretty_name": pretty_name or repo_id.split("/")[-1],
         "license": license or "other",
@@ -80,13 +89,29 @@ def dataset_card(
     }
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False).rstrip(), "---", ""]
     lines += [f"# {metadata['pretty_name']}", ""]
-    lines += [
-        "Every row of the source training set, labelled by Generative Data Cartography: each sample's "
-        "difficulty (mean early loss) and memorization (fraction of snapshot transitions in which it was "
-        "forgotten after being fitted), its quadrant, and the intervention weights for continued training. "
-        "No row is dropped here; `carto_keep` says which rows the curated training uses.",
-        "",
-    ]
+    labelled = (
+        "labelled by Generative Data Cartography: each sample's difficulty (mean early loss) and "
+        "memorization (fraction of snapshot transitions in which it was forgotten after being fitted), its "
+        "quadrant, and the intervention weights for continued training."
+    )
+    if withheld_rows:
+        total = len(dataset) + withheld_rows
+        lines += [
+            f"The rows of the source training set, {labelled} **{withheld_rows:,} of {total:,} rows are withheld**: "
+            "the canary rows, which hold test sequences with random secrets inserted into the training data to "
+            "measure memorization; publishing them would publish the secrets. No other row is dropped here; "
+            "`carto_keep` says which rows the curated training uses.",
+            "",
+        ]
+    else:
+        lines += [
+            f"Every row of the source training set, {labelled} No row is dropped here; `carto_keep` says which "
+            "rows the curated training uses.",
+            "",
+        ]
+    if withheld_columns:
+        names = ", ".join(f"`{c}`" for c in withheld_columns)
+        lines += [f"Columns left out (they would say which rows were canaries, or hold ground truth): {names}.", ""]
     settings = summary.get("settings")
     if settings:
         lines += [
@@ -155,7 +180,8 @@ def dataset_card(
     return "\n".join(lines) + "\n"
 
 
-def _withhold_canaries(dataset: Dataset, secrets: Sequence[str]) -> Dataset:
+def _withhold_canaries(dataset: Dataset, secrets: Sequence[str]) -> tuple[Dataset, int]:
+    """The dataset without its canary rows, and how many rows were withheld."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -173,10 +199,11 @@ def _withhold_canaries(dataset: Dataset, secrets: Sequence[str]) -> Dataset:
             withhold |= pc.fill_null(pc.match_substring(table.column(name), secret), False).to_numpy(
                 zero_copy_only=False
             )
-    if withhold.any():
-        logger.info("withholding %d canary rows from the export", int(withhold.sum()))
+    withheld = int(withhold.sum())
+    if withheld:
+        logger.info("withholding %d canary rows from the export", withheld)
         dataset = dataset.select(np.flatnonzero(~withhold))
-    return dataset
+    return dataset, withheld
 
 
 def export_hub_layout(
@@ -204,8 +231,9 @@ def export_hub_layout(
     missing = [c for c in needed if c not in dataset.column_names]
     if missing:
         raise ValueError(f"the dataset lacks the cartography columns {missing}; run add_cartography first")
+    withheld, private = 0, []
     if not include_private_columns:
-        dataset = _withhold_canaries(dataset, secrets)
+        dataset, withheld = _withhold_canaries(dataset, secrets)
         private = [c for c in PRIVATE_COLUMNS if c in dataset.column_names]
         if private:
             dataset = dataset.remove_columns(private)
@@ -227,7 +255,14 @@ def export_hub_layout(
             image = "data_map.png"
             shutil.copyfile(data_map, staging / image)
         card = dataset_card(
-            dataset, repo_id=repo_id, summary=summary, license=license, pretty_name=pretty_name, data_map=image
+            dataset,
+            repo_id=repo_id,
+            summary=summary,
+            license=license,
+            pretty_name=pretty_name,
+            data_map=image,
+            withheld_rows=withheld,
+            withheld_columns=private,
         )
         (staging / "README.md").write_text(card)
     return Path(output_dir)
@@ -242,6 +277,27 @@ class PushResult:
     commit_url: str
     url: str
     export_dir: Path
+
+
+def repo_name(text: str, default: str = "dataset", max_length: int = 96) -> str:
+    """``text`` made into a valid Hub repository name (without namespace).
+
+    Characters other than ASCII letters, digits, ``-``, ``_`` and ``.`` become ``-``; the ``--`` and
+    ``..`` runs, leading or trailing ``-``/``.`` and a ``.git`` ending, which the Hub refuses, are
+    removed, and the name is cut to ``max_length`` (the Hub allows 96). ``default`` when nothing is
+    left.
+
+    >>> repo_name("wiki.train")
+    'wiki.train'
+    >>> repo_name("Salesforce/wikitext: 103 (raw)")
+    'Salesforce-wikitext-103-raw'
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
+    name = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", ".", name))
+    name = name[:max_length].strip("-.")
+    while name.endswith(".git"):
+        name = name.removesuffix(".git").strip("-.")
+    return name or default
 
 
 def check_repo_id(repo_id: str) -> None:

@@ -17,7 +17,7 @@ import pyarrow as pa
 from datasets import ClassLabel, Dataset, DatasetInfo, Features, Value
 from datasets import Sequence as SequenceFeature
 
-__all__ = ["PLANTED_NAMES", "insert_documents", "pack_documents", "whole_copies"]
+__all__ = ["PLANTED_NAMES", "cut_windows", "insert_documents", "pack_documents", "whole_copies"]
 
 # Kinds of documents, in the order a block's label is chosen when it mixes several: a block that
 # holds any canary token is a canary block, whatever else it holds.
@@ -138,3 +138,35 @@ def whole_copies(documents: Sequence[Sequence[int]], selected: np.ndarray, block
     usable = (ends[-1] // block_size) * block_size if len(ends) else 0
     first, last = starts[selected] // block_size, (ends[selected] - 2) // block_size
     return np.where((first == last) & (ends[selected] - 1 <= usable), first, -1)
+
+
+def cut_windows(
+    documents: Sequence[Sequence[int]], count: int, length: int, rng: np.random.Generator
+) -> tuple[list[list[int]], list[int], int]:
+    """``count`` windows of ``length`` tokens, each from inside one document, one per document.
+
+    A window that crosses a document boundary holds an end-of-text token: a model cannot be
+    expected to continue across it, so such a window could never count as reproduced. Documents
+    are taken in the given order (shuffle them first); each window starts at a random offset of
+    its document. ``documents`` must not carry their end-of-text separator.
+
+    Returns the windows, the index of the document each came from, and how many documents were
+    long enough (the usable count, for the report).
+
+    Example:
+        >>> windows, used, usable = cut_windows([[1, 2], [3, 4, 5, 6], [7, 8, 9]], 2, 3, np.random.default_rng(0))
+        >>> used, usable, all(len(w) == 3 for w in windows)
+        ([1, 2], 2, True)
+    """
+    long_enough = [i for i, doc in enumerate(documents) if len(doc) >= length]
+    if len(long_enough) < count:
+        raise ValueError(
+            f"{count} windows of {length} tokens need as many documents of at least {length} tokens; "
+            f"only {len(long_enough)} of {len(documents)} documents are that long"
+        )
+    used = long_enough[:count]
+    windows = []
+    for i in used:
+        start = int(rng.integers(0, len(documents[i]) - length + 1))
+        windows.append(list(documents[i][start : start + length]))
+    return windows, used, len(long_enough)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,16 @@ def evaluate_model(
     tokenizer,
     *,
     canaries: Sequence[Canary] | None = None,
+    control_canaries: Sequence[Canary] | None = None,
     contaminating: Sequence[Sequence[int]] | None = None,
     control: Sequence[Sequence[int]] | None = None,
     members: Sequence[Sequence[int]] | None = None,
     non_members: Sequence[Sequence[int]] | None = None,
     member_texts: Sequence[str] | None = None,
     non_member_texts: Sequence[str] | None = None,
+    member_subsets: Mapping[str, Sequence[bool]] | None = None,
+    planted_members: Sequence[Sequence[int]] | None = None,
+    planted_non_members: Sequence[Sequence[int]] | None = None,
     validation: Sequence[Sequence[int]] | None = None,
     reference_model=None,
     k: int = 32,
@@ -51,11 +55,23 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Measure leakage; every section is computed only when its inputs are given.
 
+    Args:
+        control_canaries: canaries that were never inserted into training, decoded the same way:
+            their extraction rate is the floor a trained canary's rate is read against.
+        member_subsets: named boolean masks over ``members``; each subset is measured against the
+            same non-members (``membership_subsets`` in the report). Comparing arms that trained on
+            different rows needs the members every arm trained on.
+        planted_members, planted_non_members: blocks holding planted material (canaries,
+            contaminating sequences) that were trained on, and blocks built the same way from
+            held-out text and never-inserted material: the membership question the curation
+            targets (``planted_membership`` in the report).
+
     Returns the report; with ``output_dir`` also writes ``report.json``, ``report.md`` and
     ``membership_roc.png`` there. The report never contains canary secrets.
     """
     ensure_pad_token(tokenizer)
     pad = tokenizer.pad_token_id
+    eos = getattr(tokenizer, "eos_token_id", None)
     report: dict[str, Any] = {}
     roc_results = []
     if canaries:
@@ -64,39 +80,69 @@ def evaluate_model(
             exposure(model, tokenizer, c, max_exact=exposure_max_exact, sample_size=exposure_sample_size, seed=seed)
             for c in canaries
         ]
-        for row, exp in zip(extraction["canaries"], exposures, strict=True):
+        by_id = {e["canary_id"]: e for e in exposures}  # extraction rows come sorted by canary id
+        for row in extraction["canaries"]:
+            exp = by_id[row["canary_id"]]
             row["exposure"] = exp["exposure"]
             row["exposure_method"] = exp["method"]
+            if "exposure_ci95" in exp:
+                row["exposure_ci95"] = exp["exposure_ci95"]
         extraction["mean_exposure"] = float(np.mean([e["exposure"] for e in exposures]))
+        extraction["num_exposure_estimated"] = sum(e["method"] != "exact" for e in exposures)
+        if control_canaries:
+            floor = canary_extraction(model, tokenizer, control_canaries, batch_size=batch_size)
+            extraction["control"] = {k: floor[k] for k in ("success_rate", "num_extracted", "num_canaries")}
         report["canaries"] = extraction
     if contaminating:
         section = {
             "inserted": contamination_recall(
-                model, contaminating, k=k, pad_token_id=pad, batch_size=batch_size, progress=True
+                model, contaminating, k=k, pad_token_id=pad, eos_token_id=eos, batch_size=batch_size, progress=True
             )
         }
         if control:
-            section["control"] = contamination_recall(model, control, k=k, pad_token_id=pad, batch_size=batch_size)
-        for part in section.values():
-            part.pop("extractable")
-        report["contamination"] = section
-    if members is not None or non_members is not None:
-        if not members or not non_members:
-            raise ValueError(
-                f"membership inference needs members and non-members; got {len(members or [])} and "
-                f"{len(non_members or [])}"
+            section["control"] = contamination_recall(
+                model, control, k=k, pad_token_id=pad, eos_token_id=eos, batch_size=batch_size
             )
-        kwargs = dict(reference_model=reference_model, pad_token_id=pad, k=min_k_fraction, batch_size=batch_size)
+        report["contamination"] = section
+    kwargs = dict(reference_model=reference_model, pad_token_id=pad, k=min_k_fraction, batch_size=batch_size)
+    if members is not None or non_members is not None:
+        _require_both("membership inference", "members", members, "non-members", non_members)
         member_scores = membership_signals(model, members, texts=member_texts, progress=True, **kwargs)
         non_member_scores = membership_signals(model, non_members, texts=non_member_texts, **kwargs)
+        metrics = dict(num_resamples=num_resamples, seed=seed)
         section = {}
         for signal in member_scores:
-            result = membership_metrics(
-                signal, member_scores[signal], non_member_scores[signal], num_resamples=num_resamples, seed=seed
-            )
+            result = membership_metrics(signal, member_scores[signal], non_member_scores[signal], **metrics)
             roc_results.append(result)
             section[signal] = result.to_dict()
         report["membership"] = section
+        subsets = {}
+        for name, mask in (member_subsets or {}).items():
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (len(members),) or not mask.any():
+                raise ValueError(
+                    f"member subset {name!r} must be a non-empty boolean mask over the {len(members)} members; "
+                    f"got shape {mask.shape} with {int(mask.sum())} selected"
+                )
+            subsets[name] = {
+                signal: membership_metrics(signal, scores[mask], non_member_scores[signal], **metrics).to_dict()
+                for signal, scores in member_scores.items()
+            }
+        if subsets:
+            report["membership_subsets"] = subsets
+    if planted_members is not None or planted_non_members is not None:
+        _require_both(
+            "the planted-block membership test", "planted members", planted_members,
+            "planted non-members", planted_non_members,
+        )  # fmt: skip
+        planted = membership_signals(model, planted_members, **kwargs)
+        planted_out = membership_signals(model, planted_non_members, **kwargs)
+        report["planted_membership"] = {
+            signal: membership_metrics(
+                signal, planted[signal], planted_out[signal], num_resamples=num_resamples, seed=seed
+            ).to_dict()
+            for signal in planted
+        }
     if validation:
         report["validation"] = perplexity(model, validation, batch_size=batch_size, pad_token_id=pad)
     if output_dir is not None:
@@ -107,6 +153,11 @@ def evaluate_model(
         if roc_results:
             plot_roc(roc_results, out / "membership_roc.png")
     return report
+
+
+def _require_both(test: str, first: str, a, second: str, b) -> None:
+    if not a or not b:
+        raise ValueError(f"{test} needs both sets; got {len(a or [])} {first} and {len(b or [])} {second}")
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -123,6 +174,22 @@ def format_report(report: dict[str, Any]) -> str:
         ]
         lines += [f"| {reps} | {rate:.1%} |" for reps, rate in c["success_rate_by_repetitions"].items()]
         lines.append("")
+        if "success_rate_by_copies" in c:
+            lines += ["| whole copies in training blocks | extraction success |", "|---:|---:|"]
+            lines += [f"| {copies} | {rate:.1%} |" for copies, rate in c["success_rate_by_copies"].items()]
+            lines.append("")
+        if "control" in c:
+            lines += [
+                f"Never-inserted control canaries extracted: {c['control']['num_extracted']} of "
+                f"{c['control']['num_canaries']} (the floor).",
+                "",
+            ]
+        if c.get("num_exposure_estimated"):
+            lines += [
+                f"Exposure of {c['num_exposure_estimated']} canaries is a skew-normal estimate (the secret "
+                "space is too large to rank exactly); their 95% intervals are in report.json.",
+                "",
+            ]
     if "contamination" in report:
         lines += [
             "| contamination set | k | extractable | recall | mean matched tokens |",
@@ -134,16 +201,30 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{part['recall']:.1%} | {part['mean_matched_tokens']:.1f} |"
             )
         lines.append("")
+    sections = []
     if "membership" in report:
-        lines += ["| MIA signal | AUC (95% CI) | TPR@1% FPR (95% CI) | TPR@0.1% FPR |", "|---|---:|---:|---:|"]
-        for name, row in report["membership"].items():
+        sections.append(("all members", report["membership"]))
+    for name, section in report.get("membership_subsets", {}).items():
+        sections.append((f"members {name.replace('_', ' ')}", section))
+    if "planted_membership" in report:
+        sections.append(
+            ("planted blocks vs blocks built the same way from never-trained material", report["planted_membership"])
+        )
+    for title, section in sections:
+        lines += [
+            f"Membership inference, {title}:",
+            "",
+            "| MIA signal | AUC (95% CI) | TPR@1% FPR (95% CI) | TPR@0.1% FPR |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, row in section.items():
             lo, hi = row["auc_95ci"]
             tlo, thi = row["tpr@1%fpr_95ci"]
             lines.append(
                 f"| {name} | {row['auc']:.3f} ({lo:.3f}-{hi:.3f}) | {row['tpr@1%fpr']:.3f} "
                 f"({tlo:.3f}-{thi:.3f}) | {row['tpr@0.1%fpr']:.3f} |"
             )
-        first = next(iter(report["membership"].values()))
+        first = next(iter(section.values()))
         lines += ["", f"{first['num_members']} members, {first['num_non_members']} non-members.", ""]
     if "validation" in report:
         v = report["validation"]

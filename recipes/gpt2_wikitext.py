@@ -60,6 +60,7 @@ import numpy as np
 logger = logging.getLogger("gpt2_wikitext")
 
 GENERATED = "generated"  # --dataset_name value for the embedded generated corpus
+PROMPT_REPEATS_FOR_TOKENIZER = 20
 
 
 @dataclass
@@ -99,6 +100,12 @@ class DataArguments:
     )
     generated_documents: int = field(default=2000, metadata={"help": "Generated corpus: ordinary documents."})
     generated_heldout_documents: int = field(default=1000, metadata={"help": "Generated corpus: held-out documents."})
+    generated_duplicate_groups: int = field(
+        default=16, metadata={"help": "Generated corpus: documents copied 2-16 times (planted duplicates)."}
+    )
+    generated_noise_documents: int = field(
+        default=60, metadata={"help": "Generated corpus: random-character documents (planted noise)."}
+    )
     block_size: int = field(default=1024, metadata={"help": "Tokens per training sample (packed block)."})
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Keep the leading documents that fill about this many blocks."}
@@ -164,31 +171,39 @@ _CPU_MODEL = dict(
     eps="quantile:0.05",
     license=None,
 )
+# The measured CPU experiments: at least 32 canaries over a range of copy counts, secrets of 10^4
+# candidates ranked exactly, planted material (canaries, contaminating sequences, duplicates) in at
+# most 5% of the 32-token training blocks, so perplexity reflects ordinary text.
+_CPU_EXPERIMENT = dict(
+    config_overrides="n_layer=2,n_embd=128,n_head=4",
+    block_size=32,
+    per_device_train_batch_size=64,
+    num_train_epochs=10,
+    burn_in=4,
+    snapshots_per_epoch=2,
+    learning_rate=3e-3,
+    logging_steps=100,
+    num_canaries=32,
+    canary_repetitions=[1, 2, 4, 8, 16],
+    secret_length=4,
+    num_contaminating=8,
+    contamination_repetitions=4,
+    contamination_k=8,
+    num_membership_samples=300,
+    max_validation_samples=400,
+)
 PRESETS: dict[str, dict[str, Any]] = {
     # The README's main command: the generated corpus, a tiny GPT-2, a few minutes on 2 cores.
     "cpu-demo": dict(
         _CPU_MODEL,
         dataset_name=GENERATED,
-        generated_documents=800,
+        generated_documents=5500,
+        generated_heldout_documents=1500,
+        generated_duplicate_groups=2,
+        generated_noise_documents=4,
         train_tokenizer_vocab_size=1024,
-        config_overrides="n_layer=2,n_embd=128,n_head=4",
-        block_size=64,
-        num_train_epochs=16,
-        burn_in=6,
-        snapshots_per_epoch=2,
-        learning_rate=3e-3,
-        logging_steps=50,
-        num_canaries=8,
-        canary_repetitions=[8, 32],
-        secret_length=4,
-        num_contaminating=16,
-        contamination_repetitions=16,
-        contamination_k=16,
-        num_membership_samples=200,
-        max_validation_samples=300,
+        **_CPU_EXPERIMENT,
         prune_fractions=[0.1],
-        exposure_max_exact=0,  # the skew-normal estimate from 2,000 candidates: seconds, not minutes
-        exposure_sample_size=2000,
         output_dir="outputs/gpt2_demo",
     ),
     # A CPU-scale WikiText-2 run: pass --train_file/--validation_file (see the module docstring).
@@ -196,24 +211,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         _CPU_MODEL,
         dataset_name=None,
         train_tokenizer_vocab_size=4096,
-        config_overrides="n_layer=2,n_embd=128,n_head=4",
-        block_size=64,
-        max_train_samples=1200,
-        num_train_epochs=12,
-        burn_in=4,
-        snapshots_per_epoch=2,
-        learning_rate=3e-3,
-        num_canaries=8,
-        canary_repetitions=[8, 32],
-        secret_length=4,
-        num_contaminating=16,
-        contamination_repetitions=16,
-        contamination_k=16,
-        num_membership_samples=400,
-        max_validation_samples=600,
-        prune_fractions=[0.05, 0.1],
-        exposure_max_exact=0,
-        exposure_sample_size=2000,
+        max_train_samples=7000,
+        **_CPU_EXPERIMENT,
+        seeds=[0, 1, 2, 3, 4],
+        prune_fractions=[0.1],
         output_dir="outputs/gpt2_wikitext2_cpu",
     ),
     # Seconds, for tests: everything runs, nothing is learned.
@@ -372,24 +373,117 @@ def run_settings(model_args, data_args, carto, training, num_processes: int = 1)
     settings.update({name: plain(getattr(training, name)) for name in TRAINING_SETTINGS})
     # The global batch is per-device batch x processes: arms trained on another count would not compare.
     settings["num_processes"] = num_processes
+    # Local inputs are compared by what they hold, not by how their path was spelled: the resolved
+    # path (./a.txt and /abs/a.txt are one file) and a fingerprint of the content (a file edited in
+    # place is another corpus).
+    for name in _local_inputs(model_args, data_args):
+        settings[name] = str(Path(settings[name]).expanduser().resolve())
+        settings[name + FINGERPRINT] = _fingerprint(Path(settings[name]))
     return settings
 
 
+FINGERPRINT = "_fingerprint"  # suffix of the settings that hold a local input's size and hash
+
+
+def _local_inputs(model_args, data_args) -> list[str]:
+    """The settings naming a local file or folder that the run reads."""
+
+    def local(value: str | None) -> bool:
+        return _is_local(value) and Path(value).expanduser().exists()
+
+    names = [name for name in ("train_file", "validation_file") if local(getattr(data_args, name))]
+    if not model_args.train_tokenizer_vocab_size and local(model_args.tokenizer_name):
+        names.append("tokenizer_name")
+    if local(model_args.model_name_or_path):
+        names.append("model_name_or_path")
+    elif model_args.config_name != "gpt2" and local(model_args.config_name):  # "gpt2" is built, not read
+        names.append("config_name")
+    return names
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    """Size and sha256 of a file, or of every file of a folder (with their relative paths).
+
+    Every process hashes every input once per start: for a multi-GB corpus that is seconds (sha256
+    reads roughly 0.5-2 GB/s), small next to tokenizing it, and it is what makes an edited file
+    impossible to resume over unnoticed.
+    """
+    import hashlib
+
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest, size = hashlib.sha256(), 0
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
+def _difference(key: str, earlier: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """One line of the resume refusal; None for a fingerprint whose path changed too (that line says it)."""
+    if key.endswith(FINGERPRINT):
+        name = key.removesuffix(FINGERPRINT)
+        before, after = earlier.get(key), now.get(key)
+        if earlier.get(name) != now.get(name):
+            return None
+        if before and after:
+            was = f"{before['bytes']:,} bytes, sha256 {before['sha256'][:12]}..."
+            is_ = f"{after['bytes']:,} bytes, sha256 {after['sha256'][:12]}..."
+            return f"    {name}: {now.get(name)} has changed since the earlier run (then {was}; now {is_})"
+    return f"    {key}: earlier {earlier.get(key)!r}, now {now.get(key)!r}"
+
+
+# Written when a run starts and replaced by run_config.json once its data stage has succeeded: a
+# folder holding it (and no run_config.json) is what a failed start left, safe to clear on the next.
+PENDING_CONFIG = "run_config.pending.json"
+
+
+def default_dataset_id(data_args: DataArguments) -> str:
+    """A placeholder Hub id named after the data, for the card when --hub_dataset_id is not given."""
+    from hf_carto.hub import repo_name
+
+    if data_args.train_file is not None:
+        source = Path(data_args.train_file).stem  # wiki.train.raw -> wiki.train
+    elif data_args.dataset_name in (None, GENERATED):
+        source = GENERATED
+    else:
+        source = data_args.dataset_name.split("/")[-1]
+        config = data_args.dataset_config_name
+        if config:  # wikitext + wikitext-103-raw-v1 -> wikitext-103-raw-v1
+            source = config if config.startswith(source) else f"{source}-{config}"
+    return f"your-name/gpt2-{repo_name(source, default='data', max_length=96 - len('gpt2--curated'))}-curated"
+
+
+def record_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Record the run's settings once its data stage has succeeded: from now on it can be resumed."""
+    _write_json(out / "run_config.json", settings)
+    (out / PENDING_CONFIG).unlink(missing_ok=True)
+
+
 def check_output_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> bool:
-    """Refuse an output folder from an incompatible earlier run; return True when resuming."""
+    """Refuse an output folder from an incompatible earlier run; return True when resuming.
+
+    ``run_config.json`` is written only once the data stage has succeeded, so a start that failed
+    (a wrong column, too little held-out text...) never locks its settings in: its folder holds
+    ``run_config.pending.json`` and is cleared by the next start, whatever its settings.
+    """
     config_file = out / "run_config.json"
     if config_file.exists() and not overwrite:
         earlier = json.loads(config_file.read_text())
         differ = sorted(k for k in set(earlier) | set(settings) if earlier.get(k) != settings.get(k))
         if differ:
-            lines = [f"    {k}: earlier {earlier.get(k)!r}, now {settings.get(k)!r}" for k in differ[:12]]
+            lines = [line for k in differ if (line := _difference(k, earlier, settings)) is not None]
             raise SystemExit(
-                f"{out} holds a run with other settings ({len(differ)} differ):\n"
-                + "\n".join(lines)
+                f"{out} holds a run with other settings ({len(lines)} differ):\n"
+                + "\n".join(lines[:12])
                 + "\n  use another --output_dir, or --overwrite_output_dir to discard it"
             )
         return True
-    if out.exists() and any(out.iterdir()) and not config_file.exists() and not overwrite:
+    failed_start = (out / PENDING_CONFIG).exists()
+    if out.exists() and any(out.iterdir()) and not config_file.exists() and not overwrite and not failed_start:
         raise SystemExit(f"{out} is not empty and holds no run_config.json; use another --output_dir")
     return False
 
@@ -435,15 +529,78 @@ class StageTimer:
 # Data: documents -> tokens -> inserted canaries and held-out sequences -> packed blocks.
 
 
-def _read_file(path: str, text_column: str):
+def _read_file(path: str, text_column: str, flag: str = "--train_file"):
+    """The file as a dataset, refused (``SystemExit`` naming the file and column) unless it holds text."""
     from datasets import load_dataset
 
+    if os.path.getsize(path) == 0:
+        # The loaders fail on an empty file with a bare StopIteration or a schema error.
+        raise SystemExit(f"refusing to start: {flag} {path} is empty (0 bytes): no {text_column!r} rows to read")
     suffix = Path(path).suffix.lower()
     builder = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(suffix, "text")
-    ds = load_dataset(builder, data_files={"train": path}, split="train")
+    try:
+        ds = load_dataset(builder, data_files={"train": path}, split="train")
+    except Exception as err:
+        cause = err
+        while cause.__cause__ is not None:  # DatasetGenerationError hides the reason in its cause
+            cause = cause.__cause__
+        raise SystemExit(
+            f"refusing to start: {flag} {path} could not be read as {builder}: {type(cause).__name__}: {cause}"
+        ) from err
     if text_column not in ds.column_names:
         raise SystemExit(f"{path} has no {text_column!r} column (columns: {ds.column_names}); set --text_column")
+    _check_texts(ds, text_column, f"{flag} {path}")
     return ds
+
+
+def _row_list(indices, shown: int = 5) -> str:
+    head = ", ".join(str(int(i)) for i in indices[:shown])
+    return head + (", ..." if len(indices) > shown else "")
+
+
+def _check_texts(ds, text_column: str, source: str) -> None:
+    """Refuse a text column with no rows, null rows, non-text values or only blank rows.
+
+    Null rows are refused, not dropped: a null usually means a broken export or the wrong column,
+    and dropping them would change the corpus without anyone noticing. Blank rows are dropped
+    later, as before, since plain-text corpora (WikiText's blank lines between paragraphs) hold
+    many; a column with nothing but blank rows is refused.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = ds.data.column(text_column)
+    total = len(column)
+    where = f"{source}, column {text_column!r}"
+    if total == 0:
+        raise SystemExit(f"refusing to start: {where}: 0 rows; nothing to train or evaluate on")
+    nulls = np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False))
+    if len(nulls):
+        raise SystemExit(
+            f"refusing to start: {where}: {len(nulls):,} of {total:,} rows are null (rows {_row_list(nulls)}, "
+            "counted from 0); fill them in or remove those rows (null rows are refused, not dropped)"
+        )
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise SystemExit(f"refusing to start: {where} holds {column.type} values, not text; set --text_column")
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0).to_numpy(zero_copy_only=False)
+    if blank.all():
+        raise SystemExit(
+            f"refusing to start: {where}: all {total:,} rows are empty or blank "
+            f"(rows {_row_list(np.flatnonzero(blank))}, counted from 0); nothing to train or evaluate on"
+        )
+
+
+def check_inputs(data_args: DataArguments) -> None:
+    """Read the local data files and refuse empty, null or blank text columns.
+
+    Every process calls this before the processes meet for the first time: each one then stops with
+    the same message, where a failure inside the main process's data stage would leave the others
+    waiting at a barrier for a peer that is gone. Reading is cached by ``datasets``, so the data
+    stage reads the files again at no cost.
+    """
+    for flag, path in (("--train_file", data_args.train_file), ("--validation_file", data_args.validation_file)):
+        if path is not None:
+            _read_file(path, data_args.text_column, flag)
 
 
 def load_documents(data_args: DataArguments, seed: int) -> tuple[list[str], list[int], list[str]]:
@@ -456,6 +613,8 @@ def load_documents(data_args: DataArguments, seed: int) -> tuple[list[str], list
             CorpusConfig(
                 num_documents=data_args.generated_documents + data_args.generated_heldout_documents,
                 num_canaries=0,
+                num_duplicate_groups=data_args.generated_duplicate_groups,
+                num_noise_documents=data_args.generated_noise_documents,
                 seed=seed,
             )
         )
@@ -463,10 +622,11 @@ def load_documents(data_args: DataArguments, seed: int) -> tuple[list[str], list
         names = corpus.features["truth"].names
         kinds = [PLANTED_NAMES.index(names[t]) for t in train["truth"][:]]
         return train["text"][:], kinds, heldout["text"][:]
+    column = data_args.text_column
     if data_args.train_file is not None:
-        train_texts = _read_file(data_args.train_file, data_args.text_column)[data_args.text_column][:]
+        train_texts = _read_file(data_args.train_file, column)[column][:]
         heldout_texts = (
-            _read_file(data_args.validation_file, data_args.text_column)[data_args.text_column][:]
+            _read_file(data_args.validation_file, column, "--validation_file")[column][:]
             if data_args.validation_file
             else None
         )
@@ -474,11 +634,28 @@ def load_documents(data_args: DataArguments, seed: int) -> tuple[list[str], list
         from datasets import load_dataset
 
         raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name)
-        train_texts = raw["train"][data_args.text_column][:]
-        heldout_texts = raw["validation"][data_args.text_column][:] if "validation" in raw else None
+        name = f"--dataset_name {data_args.dataset_name}"
+        for split in ("train", "validation"):
+            if split in raw:
+                if column not in raw[split].column_names:
+                    raise SystemExit(
+                        f"{name} ({split}) has no {column!r} column (columns: {raw[split].column_names}); "
+                        "set --text_column"
+                    )
+                _check_texts(raw[split], column, f"{name} ({split} split)")
+        train_texts = raw["train"][column][:]
+        heldout_texts = raw["validation"][column][:] if "validation" in raw else None
+    total = len(train_texts)
     train_texts = [t for t in train_texts if t.strip()]
+    if len(train_texts) < total:
+        logger.info("skipping %d of %d training rows that are empty or blank", total - len(train_texts), total)
     if heldout_texts is None:
         n = max(1, len(train_texts) * data_args.validation_split_percentage // 100)
+        if n >= len(train_texts):
+            raise SystemExit(
+                f"refusing to start: {len(train_texts)} training document(s) with text; holding out "
+                f"{data_args.validation_split_percentage}% for evaluation leaves none to train on"
+            )
         heldout_texts, train_texts = train_texts[-n:], train_texts[:-n]
     heldout_texts = [t for t in heldout_texts if t.strip()]
     return train_texts, [0] * len(train_texts), heldout_texts
@@ -516,8 +693,8 @@ def prepare_data(model_args, data_args: DataArguments, out: Path, is_main: bool)
     from transformers import AutoTokenizer
 
     from hf_carto import make_canaries, save_registry
-    from hf_carto.canaries import load_registry
-    from hf_carto.packing import PLANTED_NAMES, insert_documents, pack_documents, whole_copies
+    from hf_carto.canaries import load_registry, unused_templates
+    from hf_carto.packing import PLANTED_NAMES, cut_windows, insert_documents, pack_documents, whole_copies
 
     data_dir = out / "data"
     done = data_dir / "done.json"
@@ -526,45 +703,51 @@ def prepare_data(model_args, data_args: DataArguments, out: Path, is_main: bool)
         blocks = load_from_disk(str(data_dir / "train_blocks"))
         canaries = load_registry(out / "canaries.json")
         eval_sets = json.loads((data_dir / "eval_sets.json").read_text())
+        eval_sets["control_canaries"] = load_registry(out / "control_canaries.json")
         return tokenizer, blocks, canaries, eval_sets
     if not is_main:
         raise RuntimeError("prepare_data: the main process has not written the data")
     seed = data_args.data_seed_offset
     rng = np.random.default_rng(seed)
     train_texts, kinds, heldout_texts = load_documents(data_args, seed)
-    tokenizer = build_tokenizer(model_args, train_texts)
-    train_docs = _tokenize(tokenizer, train_texts, "Tokenizing training documents")
-    if data_args.max_train_samples is not None:
-        cumulative = np.cumsum([len(d) for d in train_docs])
-        keep = int(np.searchsorted(cumulative, data_args.max_train_samples * data_args.block_size)) + 1
-        train_docs, kinds = train_docs[:keep], kinds[:keep]
-    heldout = pack_documents(
-        _tokenize(tokenizer, heldout_texts, "Tokenizing held-out documents"), data_args.block_size
-    )
-    heldout_blocks = heldout["input_ids"][:]
-    order = rng.permutation(len(heldout_blocks))
-    k2 = 2 * data_args.contamination_k
-    n_c, n_m = data_args.num_contaminating, data_args.num_membership_samples
-    needed = 2 * n_c + n_m + 1
-    if len(order) < needed:
-        raise SystemExit(
-            f"the held-out text packs into {len(order)} blocks of {data_args.block_size} tokens; "
-            f"{needed} are needed (2 x {n_c} contamination, {n_m} non-members, >= 1 for perplexity)"
-        )
-    contaminating = [heldout_blocks[i][:k2] for i in order[:n_c]]
-    control = [heldout_blocks[i][:k2] for i in order[n_c : 2 * n_c]]
-    non_members = [heldout_blocks[i] for i in order[2 * n_c : 2 * n_c + n_m]]
-    validation = [heldout_blocks[i] for i in order[2 * n_c + n_m :]]
-    if data_args.max_validation_samples is not None:
-        validation = validation[: data_args.max_validation_samples]
-
     canaries = make_canaries(
         data_args.num_canaries,
         repetitions=data_args.canary_repetitions,
         secret_length=data_args.secret_length,
         seed=seed,
     )
+    # Never inserted: the floor of extraction, and the planted non-members below.
+    control_canaries = make_canaries(
+        data_args.num_canaries,
+        repetitions=[1],
+        secret_length=data_args.secret_length,
+        templates=unused_templates(canaries),
+        seed=seed + 3,
+        first_id=data_args.num_canaries,
+    )
+    # A tokenizer trained here sees every canary prompt (trained and control alike, never a secret)
+    # as often as common phrases: prompts of words the corpus lacks would otherwise fall apart into
+    # single characters and make canaries far longer than a real tokenizer makes them.
+    prompts = [c.prefix for c in canaries + control_canaries for _ in range(PROMPT_REPEATS_FOR_TOKENIZER)]
+    tokenizer = build_tokenizer(model_args, train_texts + prompts)
     eos = tokenizer.eos_token_id
+    train_docs = _tokenize(tokenizer, train_texts, "Tokenizing training documents")
+    if data_args.max_train_samples is not None:
+        cumulative = np.cumsum([len(d) for d in train_docs])
+        keep = int(np.searchsorted(cumulative, data_args.max_train_samples * data_args.block_size)) + 1
+        train_docs, kinds = train_docs[:keep], kinds[:keep]
+    heldout_docs = _tokenize(tokenizer, heldout_texts, "Tokenizing held-out documents")
+    heldout_docs = [heldout_docs[i] for i in rng.permutation(len(heldout_docs))]
+
+    # Contaminating and control sequences: 2k tokens from inside one held-out document each.
+    n_c, k2 = data_args.num_contaminating, 2 * data_args.contamination_k
+    try:
+        windows, used, usable = cut_windows([d[:-1] for d in heldout_docs], 2 * n_c, k2, rng)
+    except ValueError as err:
+        raise SystemExit(f"held-out text: {err}; lower --num_contaminating or --contamination_k") from None
+    contaminating, control = windows[:n_c], windows[n_c:]
+    rest = [d for i, d in enumerate(heldout_docs) if i not in set(used)]
+
     copies = [c for c in canaries for _ in range(c.repetitions)]
     inserted = [tokenizer(c.text)["input_ids"] + [eos] for c in copies]
     inserted += [seq + [eos] for seq in contaminating for _ in range(data_args.contamination_repetitions)]
@@ -588,23 +771,97 @@ def prepare_data(model_args, data_args: DataArguments, out: Path, is_main: bool)
     missing = [c.canary_id for c in canaries if not c.sample_ids]
     if missing:
         logger.warning("canaries %s have no whole copy inside one block; they stay in the extraction test", missing)
+
+    planted_out, rest = _planted_non_members(
+        rest, control_canaries, control, tokenizer, data_args, rng, density=len(inserted) / max(1, len(train_docs))
+    )
+    heldout_blocks = pack_documents(rest, data_args.block_size)["input_ids"][:] if rest else []
+    n_m = data_args.num_membership_samples
+    if len(heldout_blocks) < n_m + 1:
+        raise SystemExit(
+            f"after the contamination windows and the planted controls, the held-out text packs into "
+            f"{len(heldout_blocks)} blocks of {data_args.block_size} tokens; {n_m + 1} are needed "
+            f"({n_m} non-members, >= 1 for perplexity). Give more held-out text or lower --num_membership_samples"
+        )
+    validation = heldout_blocks[n_m:]
+    if data_args.max_validation_samples is not None:
+        validation = validation[: data_args.max_validation_samples]
+    members, member_ids = _member_blocks(blocks, n_m, seed)
+    planted = _planted_blocks(blocks)
     eval_sets = {
         "contaminating": contaminating,
         "control": control,
-        "members": _member_blocks(blocks, n_m, seed),
-        "non_members": non_members,
+        "members": members,
+        "member_ids": member_ids,
+        "non_members": heldout_blocks[:n_m],
+        "planted_members": planted["input_ids"],
+        "planted_member_ids": planted["sample_id"],
+        "planted_non_members": planted_out,
         "validation": validation,
+        "counts": {
+            "heldout_documents": len(heldout_docs),
+            "heldout_documents_long_enough": usable,
+            "contaminating": len(contaminating),
+            "control": len(control),
+            "planted_blocks": len(planted["sample_id"]),
+            # Everything that is not ordinary text (the generated corpus also plants duplicates and noise).
+            "planted_share": float((np.asarray(blocks["truth"][:]) != 0).mean()),
+            "planted_non_members": len(planted_out),
+            "canary_whole_copies": {str(c.canary_id): len(c.sample_ids) for c in canaries},
+        },
     }
+    share = eval_sets["counts"]["planted_share"]
+    if share > 0.05:
+        logger.warning(
+            "planted material fills %.1f%% of the training blocks (> 5%%): perplexity trade-offs then "
+            "reflect the planted text more than ordinary text",
+            100 * share,
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(out / "tokenizer"))
     blocks.save_to_disk(str(data_dir / "train_blocks"))
     save_registry(canaries, out / "canaries.json")
+    save_registry(control_canaries, out / "control_canaries.json")
     (data_dir / "eval_sets.json").write_text(json.dumps(eval_sets))
     done.write_text(json.dumps({"num_blocks": len(blocks)}))
+    eval_sets["control_canaries"] = control_canaries
     return tokenizer, blocks, canaries, eval_sets
 
 
-def _member_blocks(blocks, count: int, seed: int) -> list[list[int]]:
+def _planted_non_members(rest, control_canaries, control, tokenizer, data_args, rng, density: float):
+    """Blocks built like the planted training blocks from material that is never trained on:
+    each never-inserted canary and control sequence once, inserted into held-out documents at the
+    training set's density of inserted documents, packed the same way. Returns those blocks and the
+    held-out documents left over."""
+    from hf_carto.packing import PLANTED_NAMES, insert_documents, pack_documents
+
+    eos = tokenizer.eos_token_id
+    inserted = [tokenizer(c.text)["input_ids"] + [eos] for c in control_canaries]
+    inserted += [seq + [eos] for seq in control]
+    num_filler = min(len(rest) // 2, max(1, round(len(inserted) / max(density, 1e-9))))
+    filler, rest = rest[:num_filler], rest[num_filler:]
+    kind = PLANTED_NAMES.index("canary")
+    docs, kinds, _ = insert_documents(
+        filler, [0] * len(filler), inserted, [kind] * len(inserted), seed=int(rng.integers(2**31))
+    )
+    packed = pack_documents(docs, data_args.block_size, kinds=kinds)
+    planted = np.flatnonzero(np.asarray(packed["truth"][:]) != 0)
+    return [packed[int(i)]["input_ids"] for i in planted], rest
+
+
+def _planted_blocks(blocks) -> dict[str, list]:
+    """Training blocks holding inserted material (canary or contaminating tokens)."""
+    from hf_carto.curation import read_columns
+    from hf_carto.packing import PLANTED_NAMES
+
+    truth = read_columns(blocks, ["truth"])["truth"]
+    kinds = [PLANTED_NAMES.index("canary"), PLANTED_NAMES.index("contaminated")]
+    chosen = np.flatnonzero(np.isin(truth, kinds))
+    subset = blocks.select(chosen)
+    return {"input_ids": subset["input_ids"][:], "sample_id": subset["sample_id"][:]}
+
+
+def _member_blocks(blocks, count: int, seed: int) -> tuple[list[list[int]], list[int]]:
     """Training blocks with no planted material: the members of the membership-inference test."""
     from hf_carto.curation import read_columns
 
@@ -613,7 +870,8 @@ def _member_blocks(blocks, count: int, seed: int) -> list[list[int]]:
     if len(candidates) < count:
         raise SystemExit(f"only {len(candidates)} ordinary training blocks for {count} membership samples")
     chosen = np.sort(np.random.default_rng(seed + 2).choice(candidates, size=count, replace=False))
-    return blocks.select(chosen)["input_ids"][:]
+    subset = blocks.select(chosen)
+    return subset["input_ids"][:], subset["sample_id"][:]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -771,7 +1029,9 @@ def train_arm(name, arm, mapping: dict, training, carto: CartoArguments, arm_dir
 # Evaluation and outputs: the main process alone.
 
 
-def evaluate(model_dir: Path, out_dir: Path, tokenizer, canaries, eval_sets, data_args, carto, training, seed) -> dict:
+def evaluate(
+    model_dir: Path, out_dir: Path, tokenizer, canaries, eval_sets, data_args, carto, training, seed, member_mask
+) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -786,12 +1046,16 @@ def evaluate(model_dir: Path, out_dir: Path, tokenizer, canaries, eval_sets, dat
         model,
         tokenizer,
         canaries=canaries,
+        control_canaries=eval_sets["control_canaries"],
         contaminating=eval_sets["contaminating"],
         control=eval_sets["control"],
         members=eval_sets["members"],
         non_members=eval_sets["non_members"],
         member_texts=tokenizer.batch_decode(eval_sets["members"]),
         non_member_texts=tokenizer.batch_decode(eval_sets["non_members"]),
+        member_subsets={"trained_by_every_arm": member_mask},
+        planted_members=eval_sets["planted_members"],
+        planted_non_members=eval_sets["planted_non_members"],
         validation=eval_sets["validation"],
         k=data_args.contamination_k,
         exposure_max_exact=carto.exposure_max_exact,
@@ -802,29 +1066,17 @@ def evaluate(model_dir: Path, out_dir: Path, tokenizer, canaries, eval_sets, dat
     )
 
 
-def table_row(report: dict) -> dict[str, float]:
-    inserted = report["contamination"]["inserted"]
-    return {
-        "extraction_success": report["canaries"]["success_rate"],
-        "mean_exposure": report["canaries"]["mean_exposure"],
-        "contamination_recall": inserted["recall"],
-        "control_recall": report["contamination"]["control"]["recall"],
-        "mia_auc": report["membership"]["loss"]["auc"],
-        "mia_tpr_at_1pct_fpr": report["membership"]["loss"]["tpr@1%fpr"],
-        "perplexity": report["validation"]["perplexity"],
-    }
+def trained_by_every_arm(arms: dict[str, tuple[str, Any]], member_ids: list[int]) -> list[bool]:
+    """For each membership member, whether every arm trained on it (kept, with a positive weight):
+    arms that removed some members would otherwise be scored on rows they never saw."""
+    from hf_carto.curation import read_columns
 
-
-METRICS = [
-    ("extraction_success", "canary extraction", ".1%"),
-    ("mean_exposure", "mean exposure (bits)", ".2f"),
-    ("contamination_recall", "contamination recall", ".1%"),
-    ("control_recall", "control recall", ".1%"),
-    ("mia_auc", "MIA AUC (loss)", ".3f"),
-    ("mia_tpr_at_1pct_fpr", "TPR@1% FPR", ".3f"),
-    ("perplexity", "validation ppl", ".2f"),
-    ("perplexity_change", "ppl change", "+.2%"),
-]
+    trained = None
+    for _, arm in arms.values():
+        cols = read_columns(arm, ["sample_id", "carto_keep", "carto_loss_weight"])
+        ids = set(cols["sample_id"][cols["carto_keep"] & (cols["carto_loss_weight"] > 0)].tolist())
+        trained = ids if trained is None else trained & ids
+    return [sid in trained for sid in member_ids]
 
 
 def _mean_std(values: list[float], fmt: str) -> str:
@@ -834,49 +1086,24 @@ def _mean_std(values: list[float], fmt: str) -> str:
     return f"{format(arr.mean(), fmt)} ± {format(arr.std(), fmt.lstrip('+'))}"
 
 
-def summarize(rows: list[dict]) -> dict[str, dict[str, Any]]:
-    """Per arm: every metric's values over seeds, mean and standard deviation."""
-    summary: dict[str, dict[str, Any]] = {}
+def _extraction_by_copies(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per arm, extraction rate by the number of whole copies a canary had, means over seeds."""
+    out: dict[str, dict[str, list[float]]] = {}
     for row in rows:
-        entry = summary.setdefault(row["arm"], {"fraction_pruned": row["fraction_pruned"], "seeds": []})
-        entry["seeds"].append(row["seed"])
-        for key, _, _ in METRICS:
-            entry.setdefault(key, []).append(row[key])
-    for entry in summary.values():
-        for key, _, _ in METRICS:
-            values = np.asarray(entry[key], dtype=np.float64)
-            entry[key] = {"values": values.tolist(), "mean": float(values.mean()), "std": float(values.std())}
-    return summary
+        for copies, rate in row["extraction_by_copies"].items():
+            out.setdefault(row["arm"], {}).setdefault(copies, []).append(rate)
+    return {arm: {c: float(np.mean(v)) for c, v in rates.items()} for arm, rates in out.items()}
 
 
-def conclusion(summary: dict) -> str:
-    """What the comparison shows, stated from the numbers, negative results included."""
-
-    def mean(arm, key):
-        return summary[arm][key]["mean"]
-
-    base = "no_intervention"
-    parts = []
-    if mean(base, "extraction_success") == 0:
-        parts.append("The no-intervention arm extracts no canary, so this run cannot show a reduction in extraction.")
-    if mean(base, "contamination_recall") == 0:
-        parts.append("No inserted held-out sequence is k-extractable without intervention either.")
-    for arm in summary:
-        if not arm.startswith("gendatacarto"):
-            continue
-        control = arm.replace("gendatacarto", "random")
-        verdicts = []
-        for key, label in (("extraction_success", "extraction"), ("mia_auc", "MIA AUC")):
-            c, r, b = mean(arm, key), mean(control, key), mean(base, key)
-            fmt = ".1%" if key == "extraction_success" else ".3f"
-            verdicts.append(
-                f"{label} {format(c, fmt)} vs random {format(r, fmt)} vs none {format(b, fmt)}"
-                + (" (lower than random)" if c < r else " (not lower than random)")
-            )
-        change, control_change = mean(arm, "perplexity_change"), mean(control, "perplexity_change")
-        verdicts.append(f"perplexity change {change:+.2%} vs random {control_change:+.2%}")
-        parts.append(f"{arm}: " + "; ".join(verdicts) + ".")
-    return " ".join(parts)
+def _exposure_methods(rows: list[dict]) -> str:
+    methods = [m for row in rows for m in row["exposure_methods"]]
+    estimated = sum(m != "exact" for m in methods)
+    if not estimated:
+        return f"exact for all {len(methods)} canary evaluations (the whole secret space ranked)"
+    return (
+        f"{estimated} of {len(methods)} canary evaluations use the skew-normal estimate (space above "
+        "--exposure_max_exact; intervals in each arm's eval/report.json), the rest are exact"
+    )
 
 
 def planted_table(scored) -> dict[str, dict[str, int]]:
@@ -893,22 +1120,72 @@ def planted_table(scored) -> dict[str, dict[str, int]]:
 
 
 def format_markdown(report: dict) -> str:
+    from hf_carto.comparison import COMPARED, METRICS, format_difference, units_on
+
     s = report["settings"]
+    counts = report["data_counts"]
     lines = [
         "# GenDataCarto: GPT-2 leakage report",
         "",
         f"{report['num_blocks']:,} training blocks of {s['block_size']} tokens; T = {s['num_train_epochs']} epochs "
         f"with {s['snapshots_per_epoch']} eval-mode snapshot(s) each, burn-in T_e = {s['burn_in']} epoch(s); "
-        f"eps {s['eps']}; seeds {s['seeds']}; {s['num_canaries']} canaries x {s['canary_repetitions']} copies; "
-        f"{s['num_contaminating']} held-out sequences inserted x {s['contamination_repetitions']} (k = "
-        f"{s['contamination_k']}). Values are means over seeds ± standard deviation.",
+        f"eps {s['eps']}; seeds {s['seeds']}; {s['num_canaries']} canaries x {s['canary_repetitions']} copies "
+        f"(secrets of {s['secret_length']} digits) and as many never-inserted control canaries; "
+        f"{counts['contaminating']} held-out sequences inserted x {s['contamination_repetitions']} and "
+        f"{counts['control']} never inserted (2k = {2 * s['contamination_k']} tokens from inside one document "
+        f"each; {counts['heldout_documents_long_enough']} of {counts['heldout_documents']} held-out documents "
+        f"were long enough). Planted blocks: {counts['planted_blocks']} ({counts['planted_share']:.1%} of the "
+        "training blocks). Values are means over seeds ± standard deviation; membership columns use the "
+        "loss signal, on the members every arm of the seed trained on and, separately, on the planted "
+        "blocks against blocks built the same way from never-trained material.",
         "",
         "| arm | pruned weight | " + " | ".join(label for _, label, _ in METRICS) + " |",
         "|---|---:|" + "---:|" * len(METRICS),
     ]
     for arm, entry in report["summary"].items():
         cells = [_mean_std(entry[key]["values"], fmt) for key, _, fmt in METRICS]
-        lines.append(f"| {arm} | {entry['fraction_pruned']:.1%} | " + " | ".join(cells) + " |")
+        pruned = _mean_std(entry["fraction_pruned"]["values"], ".1%")
+        lines.append(f"| {arm} | {pruned} | " + " | ".join(cells) + " |")
+    floor = report["extraction_floor"]
+    lines += [
+        "",
+        f"Never-inserted control canaries extracted: {floor['num_extracted']} of {floor['num_decoded']} "
+        "decodings over every arm and seed (the floor of the extraction column). "
+        f"Exposure: {report['exposure_methods']}.",
+        "",
+        "## Paired differences",
+        "",
+        "Per seed, arm minus control on the same units (canaries, sequences) from the same checkpoint with "
+        "the same seed; 95% intervals (unit-level metrics: bootstrap over seeds and units; seed-level: "
+        "paired t over seeds). A difference is called lower or higher only when its interval excludes zero. "
+        "The noise floor is the mapping run's own final model against the no-intervention arm: they differ "
+        "only in the data order of the continued epochs.",
+        "",
+        "| comparison | " + " | ".join(label for _, label, _, _ in COMPARED) + " |",
+        "|---|" + "---|" * len(COMPARED),
+    ]
+    for name, metrics in report["comparisons"].items():
+        cells = []
+        for key, _, _, fmt in COMPARED:
+            if key not in metrics:
+                cells.append("")
+                continue
+            m = metrics[key]
+            cells.append(f"{format_difference(m, fmt)}, {units_on(m)}: {m['verdict']}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    by_copies = report["extraction_by_copies"]
+    copies = sorted({c for arm in by_copies.values() for c in arm}, key=int)
+    if copies:
+        lines += [
+            "",
+            "Extraction by the number of whole copies a canary had in the training blocks (the copies it can "
+            "be learned from; a copy split across two blocks is in neither), means over seeds:",
+            "",
+            "| arm | " + " | ".join(f"{c} copies" for c in copies) + " |",
+            "|---|" + "---:|" * len(copies),
+        ]
+        for arm, rates in by_copies.items():
+            lines.append(f"| {arm} | " + " | ".join(f"{rates[c]:.1%}" if c in rates else "" for c in copies) + " |")
     lines += ["", f"**Reading:** {report['conclusion']}", "", "## Cartography", ""]
     for seed, c in report["cartography"].items():
         lines.append(
@@ -991,7 +1268,7 @@ def write_outputs(report: dict, seeds_data: dict, canaries, model_args, data_arg
     curated = apply_interventions(scored, gamma=carto.gamma, alpha=carto.alpha, remove_noisy=carto.remove_noisy)
     curated = curated.remove_columns("labels")  # the same tokens as input_ids
     save_scored(curated, out / "curated", fit=fit, summary=cartography_summary(curated, fit), overwrite=True)
-    dataset_id = carto.hub_dataset_id or "your-name/gpt2-wikitext-curated"
+    dataset_id = carto.hub_dataset_id or default_dataset_id(data_args)
     export_hub_layout(
         curated,
         out / "hub",
@@ -1003,6 +1280,8 @@ def write_outputs(report: dict, seeds_data: dict, canaries, model_args, data_arg
         overwrite=True,
     )
     model_id = training.hub_model_id or "your-name/gpt2-gendatacarto"
+    from hf_carto.comparison import METRICS
+
     results = [
         {"arm": arm, **{key: entry[key]["values"] for key, _, _ in METRICS if key != "perplexity_change"}}
         for arm, entry in report["summary"].items()
@@ -1040,8 +1319,11 @@ def write_outputs(report: dict, seeds_data: dict, canaries, model_args, data_arg
 def main(argv: list[str] | None = None) -> dict | None:
     from accelerate import PartialState
 
+    from hf_carto.comparison import compare_arms, leakage_row, reading, summarize
+
     model_args, data_args, carto, training = parse_arguments(argv)
     check_arguments(model_args, data_args, carto, training)
+    check_inputs(data_args)  # on every process, before any of them waits for another
     if training.push_to_hub:
         from hf_carto.hub import check_repo_id
 
@@ -1059,21 +1341,24 @@ def main(argv: list[str] | None = None) -> dict | None:
     resuming = check_output_dir(out, settings, carto.overwrite_output_dir)
     state.wait_for_everyone()
     if state.is_main_process:
-        if carto.overwrite_output_dir and out.exists():
-            shutil.rmtree(out)
+        if (carto.overwrite_output_dir or (out / PENDING_CONFIG).exists()) and out.exists() and not resuming:
+            shutil.rmtree(out)  # discarded on request, or what a failed start left (see check_output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "run_config.json", settings)
         if resuming:
             print(f"resuming the run in {out}: finished stages are read back, not redone")
+        else:
+            _write_json(out / PENDING_CONFIG, settings)
     state.wait_for_everyone()
 
     timer = StageTimer(out / "stage_times.json" if state.is_main_process else None)
     with timer("data"), state.main_process_first():
         tokenizer, blocks, canaries, eval_sets = prepare_data(model_args, data_args, out, state.is_main_process)
+        if state.is_main_process:
+            record_settings(out, settings)
     if state.is_main_process:
         print(f"{len(blocks):,} training blocks of {data_args.block_size} tokens, tokenizer of {len(tokenizer):,}")
 
-    seeds_data, trained = {}, {}
+    seeds_data, trained, member_masks = {}, {}, {}
     for seed in carto.seeds:
         seed_dir = out / f"seed{seed}"
         with timer("mapping"):
@@ -1083,6 +1368,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         scored, _ = seeds_data[seed]
         with timer("continuation"):
             arms = make_arms(scored, carto, seed)
+            member_masks[seed] = trained_by_every_arm(arms, eval_sets["member_ids"])
             trained[seed] = {
                 name: (family, train_arm(name, arm, mapping, training, carto, seed_dir / "arms" / name, seed, state))
                 for name, (family, arm) in arms.items()
@@ -1109,32 +1395,45 @@ def main(argv: list[str] | None = None) -> dict | None:
                     carto,
                     training,
                     seed,
+                    member_masks[seed],
                 )  # fmt: skip
                 for name in trained[seed]
             }
             reports["mapping_run"] = evaluate(
-                seed_dir / "mapping" / "final", seed_dir / "mapping" / "eval",
-                tokenizer, canaries, eval_sets, data_args, carto, training, seed,
+                seed_dir / "mapping" / "final", seed_dir / "mapping" / "eval", tokenizer, canaries,
+                eval_sets, data_args, carto, training, seed, member_masks[seed],
             )  # fmt: skip
-        base = table_row(reports["no_intervention"])["perplexity"]
+        base = reports["no_intervention"]["validation"]["perplexity"]
         for name, report in reports.items():
             family, info = trained[seed].get(name, ("mapping run (T epochs, no intervention)", None))
-            row = {"seed": seed, "arm": name, "family": family, **table_row(report)}
+            row = {"seed": seed, "arm": name, "family": family, **leakage_row(report)}
             row["fraction_pruned"] = info["budget"]["fraction_of_weight_pruned"] if info else 0.0
             row["perplexity_change"] = row["perplexity"] / base - 1.0
             row["steps"] = [info["start_step"], info["end_step"]] if info else [0, mapping["global_step"]]
+            row["extraction_by_copies"] = report["canaries"].get("success_rate_by_copies", {})
+            row["control_extraction"] = report["canaries"].get("control", {})
+            row["exposure_methods"] = [c.get("exposure_method", "exact") for c in report["canaries"]["canaries"]]
             rows.append(row)
         scored, fit = seeds_data[seed]
         cartography[str(seed)] = _cartography_section(scored, fit, carto)
 
     summary = summarize([r for r in rows if r["arm"] != "mapping_run"])
     summary["mapping_run"] = summarize([r for r in rows if r["arm"] == "mapping_run"])["mapping_run"]
+    comparisons = compare_arms(rows)
     report = {
         "settings": settings,
         "num_blocks": len(blocks),
+        "data_counts": eval_sets["counts"],
         "rows": rows,
         "summary": summary,
-        "conclusion": conclusion(summary),
+        "comparisons": comparisons,
+        "conclusion": reading(summary, comparisons),
+        "extraction_by_copies": _extraction_by_copies(rows),
+        "extraction_floor": {
+            "num_extracted": sum(r["control_extraction"].get("num_extracted", 0) for r in rows),
+            "num_decoded": sum(r["control_extraction"].get("num_canaries", 0) for r in rows),
+        },
+        "exposure_methods": _exposure_methods(rows),
         "cartography": cartography,
     }
     with timer("outputs"):

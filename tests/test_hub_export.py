@@ -65,6 +65,12 @@ def test_export_loads_back_with_the_same_rows_and_features(scored, tmp_path):
     assert f"{summary['quadrants']['hotspot_memorized']['count']:,}" in text
     assert "![data map](data_map.png)" in text and (out / "data_map.png").exists()
     assert "| recording mode | eval (2 processes) |" in text
+    # The card says what the export left out and why, not that every row is there.
+    withheld = len(ds) - len(public)
+    assert f"**{withheld:,} of {len(ds):,} rows are withheld**: the canary rows" in text
+    assert "publishing them would publish the secrets" in text
+    assert "No row is dropped" not in text and "No other row is dropped" in text
+    assert "`secret`, `truth`, `group`" in text
 
 
 def test_secrets_and_ground_truth_stay_local(scored, tmp_path):
@@ -77,12 +83,37 @@ def test_secrets_and_ground_truth_stay_local(scored, tmp_path):
         assert secret.encode() not in blob
     kept = export_hub_layout(ds, tmp_path / "with", repo_id="x/y", fit=fit, include_private_columns=True)
     assert len(load_dataset(str(kept), split="train")) == len(ds)
+    card = (kept / "README.md").read_text()
+    assert "No row is dropped here" in card and "withheld" not in card and "Columns left out" not in card
     # Unlabelled data (e.g. packed blocks): rows are found by the secrets themselves.
     unlabelled = ds.remove_columns(["secret", "truth", "group"])
     out2 = export_hub_layout(unlabelled, tmp_path / "unlabelled", repo_id="x/y", fit=fit, secrets=secrets)
     blob = b"".join(p.read_bytes() for p in out2.rglob("*") if p.is_file())
     assert not any(secret.encode() in blob for secret in secrets)
     assert len(load_dataset(str(out2), split="train")) == sum(1 for s in ds["secret"][:] if not s)
+    withheld = sum(1 for s in ds["secret"][:] if s)
+    assert f"**{withheld:,} of {len(ds):,} rows are withheld**" in (out2 / "README.md").read_text()
+
+
+def test_repo_names_made_from_data_names_are_valid_hub_ids():
+    from hf_carto.hub import check_repo_id, repo_name
+
+    cases = {
+        "wiki.train": "wiki.train",
+        "wikitext-103-raw-v1": "wikitext-103-raw-v1",
+        "Salesforce/wikitext": "Salesforce-wikitext",
+        "my data (v2)..final--cut": "my-data-v2-.final-cut",
+        "-.hidden.git": "hidden",
+        "données": "donn-es",
+        "日本語": "dataset",
+        "": "dataset",
+    }
+    for text, expected in cases.items():
+        assert repo_name(text) == expected, text
+    for text in [*cases, "x" * 200, "a" * 92 + ".git", "a.b.git.git", "--__--"]:
+        name = repo_name(text, max_length=96 - len("gpt2--curated"))
+        check_repo_id(f"your-name/gpt2-{name}-curated")
+        check_repo_id(f"your-name/{repo_name(text)}")
 
 
 def test_bad_exports(scored, tmp_path):

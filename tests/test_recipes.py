@@ -250,28 +250,8 @@ def test_gpt2_recipe_refuses_an_output_folder_from_another_run(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["run_config.json"]  # nothing started
 
 
-def test_gpt2_recipe_reading_states_negative_results_and_stage_times_add_up(tmp_path):
+def test_gpt2_recipe_stage_times_add_up_and_tradeoff_points_share_a_start(tmp_path):
     recipe = load_recipe("gpt2_wikitext")
-
-    def entry(extraction, auc, change, recall=0.0):
-        values = {"extraction_success": extraction, "mia_auc": auc, "perplexity_change": change}
-        values["contamination_recall"] = recall
-        return {k: {"mean": v} for k, v in values.items()}
-
-    summary = {
-        "no_intervention": entry(0.5, 0.9, 0.0, recall=0.25),
-        "gendatacarto": entry(0.5, 0.8, 0.01),
-        "random": entry(0.25, 0.85, 0.02),
-        "gendatacarto_prune0.1": entry(0.0, 0.9, 0.03),
-        "random_prune0.1": entry(0.5, 0.9, 0.04),
-    }
-    reading = recipe.conclusion(summary)
-    assert "gendatacarto: extraction 50.0% vs random 25.0% vs none 50.0% (not lower than random)" in reading
-    assert "MIA AUC 0.800 vs random 0.850 vs none 0.900 (lower than random)" in reading
-    assert "gendatacarto_prune0.1: extraction 0.0% vs random 50.0% vs none 50.0% (lower than random)" in reading
-    assert "cannot show a reduction" not in reading
-    summary["no_intervention"] = entry(0.0, 0.9, 0.0)
-    assert "cannot show a reduction in extraction" in recipe.conclusion(summary)
 
     path = tmp_path / "stage_times.json"
     first = recipe.StageTimer(path)

@@ -1,0 +1,116 @@
+"""Paired comparisons between training arms, with intervals a reader can act on.
+
+Two arms of one seed start from the same checkpoint with the same data order, so their difference
+is measured on the same units (canaries, sequences) and the seeds pair up. A difference is
+reported with a 95% interval and the number of units it rests on:
+
+- unit-level metrics (extraction and exposure per canary, k-extractability per sequence): a
+  two-level bootstrap that resamples seeds, then units within each drawn seed, of the per-unit
+  paired differences; this keeps both sources of noise (training randomness and which canaries
+  happen to be planted);
+- seed-level metrics (a membership AUC, a perplexity): the paired t interval over seeds.
+
+:func:`verdict` turns an interval into words: "lower" or "higher" only when the interval excludes
+zero, "no measurable difference" otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["paired_difference", "verdict"]
+
+
+def _as_matrix(values: Sequence[Sequence[float]] | Sequence[float] | np.ndarray) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"expected values per seed (and per unit); got shape {np.shape(values)}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{int((~np.isfinite(arr)).sum())} of {arr.size} values are not finite")
+    return arr
+
+
+def paired_difference(
+    arm: Sequence | np.ndarray,
+    control: Sequence | np.ndarray,
+    *,
+    level: float = 0.95,
+    num_resamples: int = 4000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Mean paired difference ``arm - control`` with a ``level`` interval.
+
+    Args:
+        arm, control: shape ``(num_seeds,)`` for a seed-level metric, or ``(num_seeds, num_units)``
+            for a unit-level one (row ``s`` of both holds the same seed, column ``u`` the same unit).
+
+    Returns ``difference`` (the mean over every seed and unit), ``interval`` ``[low, high]``
+    (``None`` with a single seed of a seed-level metric: no interval exists), ``method``,
+    ``num_seeds`` and ``num_units`` (units per seed; 1 for seed-level metrics).
+
+    Example:
+        >>> out = paired_difference([0.30, 0.28, 0.31, 0.29], [0.20, 0.19, 0.22, 0.18])
+        >>> round(out["difference"], 3), out["method"], out["interval"][0] > 0
+        (0.098, 'paired t over seeds', True)
+    """
+    a, b = _as_matrix(arm), _as_matrix(control)
+    if a.shape != b.shape:
+        raise ValueError(f"arm and control are measured on different units: shapes {a.shape} and {b.shape}")
+    diff = a - b
+    num_seeds, num_units = diff.shape
+    out: dict[str, Any] = {
+        "difference": float(diff.mean()),
+        "num_seeds": int(num_seeds),
+        "num_units": int(num_units),
+        "level": level,
+    }
+    if num_units == 1:
+        out["method"] = "paired t over seeds"
+        out["interval"] = _t_interval(diff[:, 0], level)
+    else:
+        out["method"] = "bootstrap over seeds and units"
+        out["interval"] = _two_level_bootstrap(diff, level, num_resamples, seed)
+    return out
+
+
+def _t_interval(diff: np.ndarray, level: float) -> list[float] | None:
+    if diff.size < 2:
+        return None
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2.0, diff.size - 1) * diff.std(ddof=1) / math.sqrt(diff.size))
+    return [float(diff.mean() - half), float(diff.mean() + half)]
+
+
+def _two_level_bootstrap(diff: np.ndarray, level: float, num_resamples: int, seed: int) -> list[float]:
+    num_seeds, num_units = diff.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(num_resamples)
+    # In chunks, so that memory stays at a few MB however many units there are.
+    chunk = max(1, 2_000_000 // (num_seeds * num_units))
+    for start in range(0, num_resamples, chunk):
+        n = min(chunk, num_resamples - start)
+        seeds = rng.integers(0, num_seeds, size=(n, num_seeds))
+        units = rng.integers(0, num_units, size=(n, num_seeds, num_units))
+        means[start : start + n] = diff[seeds[:, :, None], units].mean(axis=(1, 2))
+    tail = (1.0 - level) / 2.0
+    return [float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))]
+
+
+def verdict(comparison: dict[str, Any], *, lower: str = "lower", higher: str = "higher") -> str:
+    """``lower``/``higher`` when the interval excludes zero, else ``no measurable difference``."""
+    interval = comparison.get("interval")
+    if interval is None:
+        return "no interval (one seed)"
+    low, high = interval
+    if high < 0:
+        return lower
+    if low > 0:
+        return higher
+    return "no measurable difference"

@@ -1,0 +1,260 @@
+"""recipes/gpt2_wikitext.py: bad input files are refused before any training and on every process,
+a failed start does not lock its settings in, and a resumed run is compared by file content."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_recipes import RECIPES, load_recipe
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    return load_recipe("gpt2_wikitext")
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    """A .jsonl training file big enough for the cpu-tiny data stage (with 10 membership samples)."""
+    from hf_carto.data import CorpusConfig, generate_corpus
+
+    texts = generate_corpus(CorpusConfig(num_documents=300, num_canaries=0, seed=0))["text"][:]
+    path = tmp_path_factory.mktemp("corpus") / "my corpus.v1.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path
+
+
+def file_args(out: Path, train: Path, *extra: str) -> list[str]:
+    # cpu-tiny with a local file instead of the generated corpus; 10 membership samples fit its held-out 5%.
+    return [
+        "--preset", "cpu-tiny", "--dataset_name", "", "--train_file", str(train), "--output_dir", str(out),
+        "--num_membership_samples", "10", *extra,
+    ]  # fmt: skip
+
+
+class ReachedTraining(Exception):
+    """Raised in place of the mapping run: the data stage is over and training would start."""
+
+
+@pytest.fixture
+def stop_at_training(recipe, monkeypatch):
+    def mapping_run(*args, **kwargs):
+        raise ReachedTraining
+
+    monkeypatch.setattr(recipe, "mapping_run", mapping_run)
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Empty, null and blank inputs.
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.txt", "", r"--train_file \S*empty.txt is empty \(0 bytes\): no 'text' rows"),
+        ("empty.jsonl", "", r"--train_file \S*empty.jsonl is empty \(0 bytes\): no 'text' rows"),
+        (
+            "nulls.jsonl",
+            '{"text": null}\n{"text": "a document"}\n{"text": null}\n{"text": null}\n',
+            r"--train_file \S*nulls.jsonl, column 'text': 3 of 4 rows are null \(rows 0, 2, 3, counted from 0\)",
+        ),
+        (
+            "blank.txt",
+            "\n   \n\n\t\n\n\n\n",
+            r"--train_file \S*blank.txt, column 'text': all 7 rows are empty or blank \(rows 0, 1, 2, 3, 4, \.\.\.",
+        ),
+        ("numbers.jsonl", '{"text": 1}\n{"text": 2}\n', "column 'text' holds int64 values, not text"),
+    ],
+    ids=["empty-txt", "empty-jsonl", "null-rows", "blank-rows", "not-text"],
+)
+def test_empty_null_and_blank_training_files_are_refused_before_anything_starts(
+    recipe, tmp_path, name, content, message
+):
+    train = tmp_path / name
+    train.write_text(content)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match=message) as refused:
+        recipe.main(file_args(out, train))
+    assert str(refused.value).startswith("refusing to start:")
+    assert not out.exists()  # no settings recorded, nothing to clear before the corrected rerun
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", r"--validation_file \S*valid.jsonl is empty \(0 bytes\)"),
+        (
+            '{"text": "a"}\n{"text": null}\n',
+            r"--validation_file \S*valid.jsonl, column 'text': 1 of 2 rows are null \(rows 1,",
+        ),
+    ],
+    ids=["empty", "null-rows"],
+)
+def test_empty_and_null_validation_files_are_refused(recipe, tmp_path, corpus_file, content, message):
+    valid = tmp_path / "valid.jsonl"
+    valid.write_text(content)
+    with pytest.raises(SystemExit, match=message):
+        recipe.main(file_args(tmp_path / "run", corpus_file, "--validation_file", str(valid)))
+
+
+def test_null_rows_are_counted_with_the_first_indices_only(recipe, tmp_path):
+    rows = [{"body": None if i % 3 == 0 else f"document {i}"} for i in range(30)]
+    train = write_lines(tmp_path / "many.jsonl", [json.dumps(r) for r in rows])
+    with pytest.raises(
+        SystemExit, match=r"column 'body': 10 of 30 rows are null \(rows 0, 3, 6, 9, 12, \.\.\., counted"
+    ):
+        recipe.main(file_args(tmp_path / "run", train, "--text_column", "body"))
+
+
+@pytest.mark.slow
+def test_an_empty_training_file_stops_both_processes_with_the_same_message(tmp_path):
+    from launching import free_port
+
+    train = tmp_path / "empty.jsonl"
+    train.write_text("")
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    cmd = [
+        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
+        "--main_process_port", str(free_port()), str(RECIPES / "gpt2_wikitext.py"),
+        *file_args(tmp_path / "run", train),
+    ]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    message = f"refusing to start: --train_file {train} is empty (0 bytes): no 'text' rows to read"
+    assert output.count(message) == 2, output[-4000:]  # each process says why it stops
+    for crash in ("StopIteration", "Connection closed", "gloo", "DatasetGenerationError"):
+        assert crash not in output, output[-4000:]
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. A failed start records no settings.
+
+
+def test_a_failed_start_records_no_settings_and_the_corrected_rerun_starts(
+    recipe, tmp_path, corpus_file, stop_at_training
+):
+    out = tmp_path / "run"
+    # Refused while reading the inputs: nothing is written.
+    with pytest.raises(SystemExit, match="has no 'body' column"):
+        recipe.main(file_args(out, corpus_file, "--text_column", "body"))
+    assert not (out / "run_config.json").exists()
+    # Refused inside the data stage (all the documents held out): the folder holds what that start
+    # left, but not its settings; a partial data stage is added as if it had stopped while writing.
+    with pytest.raises(SystemExit, match="leaves none to train on"):
+        recipe.main(file_args(out, corpus_file, "--validation_split_percentage", "100"))
+    assert not (out / "run_config.json").exists()
+    (out / "data" / "train_blocks").mkdir(parents=True)
+    (out / "data" / "train_blocks" / "data-00000-of-00001.arrow").write_bytes(b"partial")
+    (out / "tokenizer").mkdir()
+    # The corrected start clears that folder and records its own settings once its data is ready.
+    with pytest.raises(ReachedTraining):
+        recipe.main(file_args(out, corpus_file))
+    recorded = json.loads((out / "run_config.json").read_text())
+    assert recorded["validation_split_percentage"] == 5 and recorded["text_column"] == "text"
+    assert (out / "data" / "done.json").exists()
+    assert (out / "data" / "train_blocks" / "data-00000-of-00001.arrow").read_bytes() != b"partial"
+    assert not (out / recipe.PENDING_CONFIG).exists()
+    # A folder that no start of this recipe left is still refused.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="holds no run_config.json"):
+        recipe.main(file_args(other, corpus_file))
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Resumption compares resolved paths and file contents.
+
+
+def test_resume_accepts_another_spelling_of_the_path_and_refuses_an_edited_file(
+    recipe, tmp_path, corpus_file, stop_at_training, monkeypatch
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    train = data / "train.jsonl"
+    train.write_bytes(corpus_file.read_bytes())
+    out = tmp_path / "run"
+    with pytest.raises(ReachedTraining):
+        recipe.main(file_args(out, train))
+    recorded = json.loads((out / "run_config.json").read_text())
+    assert recorded["train_file"] == str(train.resolve())
+    assert recorded["train_file_fingerprint"]["bytes"] == train.stat().st_size
+
+    monkeypatch.chdir(data)
+    with pytest.raises(ReachedTraining):  # resumed: ./train.jsonl is the same file
+        recipe.main(file_args(out, Path("./train.jsonl")))
+    # The same size, one character changed in place.
+    content = train.read_bytes()
+    at = content.index(b"e", content.index(b'"text": "') + 9)  # inside the first document
+    train.write_bytes(content[:at] + b"E" + content[at + 1 :])
+    with pytest.raises(
+        SystemExit, match=rf"train_file: {train.resolve()} has changed since the earlier run"
+    ) as refused:
+        recipe.main(file_args(out, train))
+    assert "1 differ" in str(refused.value)
+
+
+def test_resume_fingerprints_the_validation_file_and_a_local_tokenizer_folder(
+    recipe, tmp_path, corpus_file, gpt2_tokenizer_dir
+):
+    import shutil
+
+    valid = write_lines(tmp_path / "valid.txt", ["held-out text"] * 3)
+    tokenizer = tmp_path / "tokenizer"
+    shutil.copytree(gpt2_tokenizer_dir, tokenizer)
+    out = tmp_path / "run"
+    argv = ["--output_dir", str(out), "--train_file", str(corpus_file), "--validation_file", str(valid)]
+    argv += ["--tokenizer_name", str(tokenizer)]  # the default settings read this folder
+    out.mkdir()
+    settings = recipe.run_settings(*recipe.parse_arguments(argv))
+    assert {"train_file_fingerprint", "validation_file_fingerprint", "tokenizer_name_fingerprint"} <= set(settings)
+    (out / "run_config.json").write_text(json.dumps(settings))
+    assert recipe.check_output_dir(out, recipe.run_settings(*recipe.parse_arguments(argv)), overwrite=False)
+
+    write_lines(valid, ["held-out text"] * 4)
+    with pytest.raises(SystemExit, match=rf"validation_file: {valid.resolve()} has changed"):
+        recipe.check_output_dir(out, recipe.run_settings(*recipe.parse_arguments(argv)), overwrite=False)
+    write_lines(valid, ["held-out text"] * 3)
+    vocab = next(p for p in sorted(tokenizer.iterdir()) if p.is_file())
+    vocab.write_bytes(vocab.read_bytes() + b"\n")
+    with pytest.raises(SystemExit, match=rf"tokenizer_name: {tokenizer.resolve()} has changed"):
+        recipe.check_output_dir(out, recipe.run_settings(*recipe.parse_arguments(argv)), overwrite=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. The default dataset id is named after the data.
+
+
+def test_the_default_dataset_id_names_the_data(recipe):
+    from hf_carto.hub import check_repo_id
+
+    def dataset_id(*argv: str) -> str:
+        _, data_args, _, _ = recipe.parse_arguments(["--output_dir", "x", *argv])
+        return recipe.default_dataset_id(data_args)
+
+    assert dataset_id() == "your-name/gpt2-wikitext-103-raw-v1-curated"  # the paper's setup
+    assert dataset_id("--preset", "cpu-tiny") == "your-name/gpt2-generated-curated"
+    assert (
+        dataset_id("--dataset_name", "org/my_data", "--dataset_config_name", "en")
+        == "your-name/gpt2-my_data-en-curated"
+    )
+    assert dataset_id("--preset", "cpu-wikitext2", "--train_file", "../wikitext-2-raw/wiki.train.raw") == (
+        "your-name/gpt2-wiki.train-curated"
+    )
+    odd = dataset_id("--dataset_name", "", "--train_file", "/data/--my corpus (v2)..é" + "x" * 120 + ".git.txt")
+    check_repo_id(odd)
+    assert odd.startswith("your-name/gpt2-my-corpus-v2-.-x") and odd.endswith("x-curated")
