@@ -1,19 +1,26 @@
 """Experiment 1 of the paper: canary extraction from a small LSTM language model, before and after
 pruning the top 5% of samples by memorization, against pruning a random 5%.
 
-    python recipes/lstm_canary.py --output_dir outputs/lstm_canary                 # one seed, CPU
-    python recipes/lstm_canary.py --output_dir outputs/lstm_canary --seeds 0 1 2
+    python recipes/lstm_canary.py --output_dir outputs/lstm_canary                    # one seed, CPU
+    python recipes/lstm_canary.py --output_dir outputs/lstm_canary --seeds 0 1 2 3 4  # ~2 min a seed
     accelerate launch --multi_gpu --num_processes 2 recipes/lstm_canary.py --output_dir outputs/lstm_canary
 
-Per seed: generate the corpus (ordinary documents, exact duplicates, canaries with distinct prefixes
-and random secrets, noise) and hold out some ordinary documents; train a BPE tokenizer and an LSTM
-language model for `epochs` epochs in a hand-written `accelerate` loop (1..N processes;
-`batch_size` is per process), recording eval-mode loss snapshots of every sample with
-`LossRecorder`; score memorization; from the epoch-`burn_in` checkpoint, continue the remaining
-epochs in three arms that start from the same weights and optimizer state with the same seed:
-`no_intervention`, `gendatacarto` (top `prune_fraction` by memorization removed) and `random` (the
-same number of random samples removed). Report canary extraction and held-out perplexity of every
-arm, and how well each quadrant recovers the planted duplicates, canaries and noise.
+Per seed: generate the corpus (ordinary documents, exact duplicates, noise) and hold out some
+ordinary documents; insert canaries made by :func:`hf_carto.canaries.make_canaries` (each its own
+prompt template and a random digit secret, copies cycled over `canary_repetitions`) as documents of
+their own; train a BPE tokenizer and an LSTM language model for `epochs` epochs in a hand-written
+`accelerate` loop (1..N processes; `batch_size` is per process), recording eval-mode loss
+snapshots of every sample with `LossRecorder`; score memorization; from the epoch-`burn_in`
+checkpoint, continue the remaining epochs in three arms that start from the same weights and
+optimizer state with the same seed: `no_intervention`, `gendatacarto` (top `prune_fraction` by
+memorization removed) and `random` (the same number of random samples removed).
+
+Every arm is scored by plain greedy decoding from each canary's prompt, stopping at end-of-text,
+compared by characters (:func:`hf_carto.evaluation.score_extraction`); never-inserted control
+canaries, decoded the same way, give the extraction floor. With several seeds the report gives
+paired differences (canary x seed for extraction, seed for relative held-out perplexity) with 95%
+intervals. It also reports how well each quadrant recovers the planted duplicates, canaries and
+noise, and which share of the training documents was planted.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import copy
 import json
 import math
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,15 +37,38 @@ import numpy as np
 import torch
 from torch import nn
 
+# Planted material (canaries, duplicates, noise) above this share of the training documents makes the
+# corpus unlike the one the method is meant for, where memorized samples are rare.
+MAX_PLANTED_SHARE = 0.05
+# Tokens decoded past the secret's own: enough to see whether the model stops after the secret or
+# runs on into a longer one ("1234" then "5" is not the secret "1234").
+BOUNDARY_TOKENS = 2
+# Added to the seed for the control canaries' draw: secrets independent of the inserted ones.
+CONTROL_SEED_OFFSET = 10_000
+# (arm, control) pairs reported as paired differences arm - control.
+COMPARISONS = (("gendatacarto", "random"), ("gendatacarto", "no_intervention"), ("random", "no_intervention"))
+
 
 @dataclass
 class LstmCanaryArguments:
     output_dir: str = field(default="outputs/lstm_canary", metadata={"help": "Where reports go."})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "One full experiment per seed."})
-    num_documents: int = field(default=1500, metadata={"help": "Ordinary training documents (generated corpus)."})
+    num_documents: int = field(
+        default=4500, metadata={"help": "Ordinary training documents (generated corpus), before planting."}
+    )
     num_heldout: int = field(default=300, metadata={"help": "Ordinary documents held out for perplexity."})
-    num_canaries: int = field(default=12, metadata={"help": "Canaries, each with its own prefix."})
-    canary_repetitions: int = field(default=8, metadata={"help": "Copies of every canary in the corpus."})
+    num_duplicate_groups: int = field(
+        default=4, metadata={"help": "Generated documents copied 2, 4, 8 or 16 times (cycled over the groups)."}
+    )
+    num_noise_documents: int = field(default=10, metadata={"help": "Documents of random characters."})
+    num_canaries: int = field(default=32, metadata={"help": "Inserted canaries, each with its own prompt template."})
+    canary_repetitions: list[int] = field(
+        default_factory=lambda: [1, 2, 4, 8, 16], metadata={"help": "Copies of each canary, cycled over the canaries."}
+    )
+    num_control_canaries: int = field(
+        default=32, metadata={"help": "Never-inserted canaries (other templates): the extraction floor."}
+    )
+    secret_length: int = field(default=6, metadata={"help": "Digits in every canary's secret."})
     epochs: int = field(default=12, metadata={"help": "T: epochs of the mapping run (and of every arm in total)."})
     burn_in: int = field(default=6, metadata={"help": "T_e: the arms continue from the checkpoint after this epoch."})
     prune_fraction: float = field(default=0.05, metadata={"help": "Fraction of samples pruned in both arms."})
@@ -46,9 +77,11 @@ class LstmCanaryArguments:
         default=1, metadata={"help": "Eval-mode loss snapshots per epoch; burn-in covers the first burn_in epochs."}
     )
     vocab_size: int = 512
-    max_tokens: int = 64
+    max_tokens: int = field(
+        default=48, metadata={"help": "Tokens kept of each document, its two end-of-text tokens included."}
+    )
     embedding_dim: int = 64
-    hidden_dim: int = 256
+    hidden_dim: int = 128
     batch_size: int = 32
     learning_rate: float = 3e-3
     cpu: bool = field(default=True, metadata={"help": "Run on CPU even where a GPU is present."})
@@ -62,7 +95,12 @@ class LstmLanguageModel(nn.Module):
         self.head = nn.Linear(hidden_dim, vocab_size)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.lstm(self.embed(input_ids))[0])
+        return self.step(input_ids)[0]
+
+    def step(self, input_ids: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Logits of every position and the recurrent state after the last, to continue from."""
+        output, state = self.lstm(self.embed(input_ids), state)
+        return self.head(output), state
 
 
 class Documents(torch.utils.data.Dataset):
@@ -144,30 +182,117 @@ def train_epochs(accelerator, model, optimizer, data, epochs, args, seed, first_
     return accelerator.unwrap_model(model)
 
 
+def split_canary(tokenizer, canary) -> tuple[list[int], list[int]]:
+    """The prompt's tokens (end-of-text, then the prefix, as a training document starts) and the
+    secret's tokens after them, as the canary's document tokenizes."""
+    prompt = tokenizer(tokenizer.eos_token + canary.prefix)["input_ids"]
+    full = tokenizer(tokenizer.eos_token + canary.text)["input_ids"]
+    if full[: len(prompt)] != prompt:
+        raise ValueError(f"canary {canary.canary_id}: its prefix tokenizes differently inside the full text")
+    return prompt, full[len(prompt) :]
+
+
+@torch.no_grad()
+def greedy_continuation(model, prompt: list[int], max_new_tokens: int, eos_token_id: int) -> tuple[list[int], bool]:
+    """Plain greedy decoding, as an attacker would run it: the tokens before the first end-of-text
+    (at most ``max_new_tokens``) and whether the model ended the text. The recurrent state is
+    carried, so each new token costs one step."""
+    device = next(model.parameters()).device
+    logits, state = model.step(torch.tensor([prompt], device=device))
+    tokens: list[int] = []
+    for _ in range(max_new_tokens):
+        token = int(logits[0, -1].argmax())
+        if token == eos_token_id:
+            return tokens, True
+        tokens.append(token)
+        logits, state = model.step(torch.tensor([[token]], device=device), state)
+    return tokens, False
+
+
 @torch.no_grad()
 def extraction(model, tokenizer, canaries) -> dict:
+    """Greedy continuation of every canary's prompt, up to its secret's token count plus
+    ``BOUNDARY_TOKENS``, decoded to text and scored by characters."""
+    from hf_carto.evaluation import score_extraction
+
     model.eval()
-    hits = []
+    texts, stopped = [], []
     for canary in canaries:
-        prefix = tokenizer(tokenizer.eos_token + canary.prefix)["input_ids"]
-        secret = tokenizer(tokenizer.eos_token + canary.text)["input_ids"][len(prefix) :]
-        ids = list(prefix)
-        for _ in range(len(secret)):
-            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
-        hits.append(ids[len(prefix) :] == secret)
-    return {"success_rate": float(np.mean(hits)), "num_extracted": int(sum(hits)), "num_canaries": len(hits)}
+        prompt, secret = split_canary(tokenizer, canary)
+        tokens, ended = greedy_continuation(model, prompt, len(secret) + BOUNDARY_TOKENS, tokenizer.eos_token_id)
+        texts.append(tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+        stopped.append(ended)
+    return score_extraction(canaries, texts, stopped)
 
 
 @torch.no_grad()
 def perplexity(model, rows) -> float:
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     for start in range(0, len(rows), 64):
         batch = collate(list(enumerate(rows[start : start + 64])))
-        losses, counts = lstm_losses(model, batch)
+        losses, counts = lstm_losses(model, {k: v.to(device) for k, v in batch.items()})
         total += float((losses * counts).sum())
         count += int(counts.sum())
     return math.exp(total / count)
+
+
+def plant_canaries(corpus, canaries, seed: int):
+    """``repetitions`` copies of every canary as documents of their own (truth ``canary``, ``group``
+    its canary id), shuffled into the corpus; fills each canary's ``sample_ids`` with its rows."""
+    from datasets import Dataset
+
+    from hf_carto.data import TRUTH_NAMES
+
+    label = TRUTH_NAMES.index("canary")
+    columns = corpus.to_dict()
+    for canary in canaries:
+        for _ in range(canary.repetitions):
+            columns["text"].append(canary.text)
+            columns["truth"].append(label)
+            columns["group"].append(canary.canary_id)
+            columns["repetitions"].append(canary.repetitions)
+            columns["secret"].append(canary.secret)
+    order = np.random.default_rng([seed, label]).permutation(len(columns["text"]))
+    planted = Dataset.from_dict({k: [v[i] for i in order] for k, v in columns.items()}, features=corpus.features)
+    truth, group = np.asarray(planted["truth"][:]), np.asarray(planted["group"][:])
+    for canary in canaries:
+        canary.sample_ids = np.flatnonzero((truth == label) & (group == canary.canary_id)).tolist()
+    return planted
+
+
+def build_corpus(args: LstmCanaryArguments, seed: int):
+    """The training corpus with its canaries, the held-out texts, the canaries and the controls."""
+    from hf_carto.canaries import make_canaries, unused_templates
+    from hf_carto.data import CorpusConfig, generate_corpus, hold_out
+
+    # One corpus, split: the held-out documents share the training text's pseudo-word vocabulary.
+    # The generator's own canaries all share one template; the canaries come from make_canaries.
+    full = generate_corpus(
+        CorpusConfig(
+            num_documents=args.num_documents + args.num_heldout,
+            num_duplicate_groups=args.num_duplicate_groups,
+            num_canaries=0,
+            num_noise_documents=args.num_noise_documents,
+            seed=seed,
+        )
+    )
+    corpus, heldout = hold_out(full, args.num_heldout, seed=seed)
+    canaries = make_canaries(
+        args.num_canaries, repetitions=args.canary_repetitions, secret_length=args.secret_length, seed=seed
+    )
+    controls = []
+    if args.num_control_canaries > 0:
+        controls = make_canaries(
+            args.num_control_canaries,
+            repetitions=[1],
+            secret_length=args.secret_length,
+            templates=unused_templates(canaries),
+            seed=seed + CONTROL_SEED_OFFSET,
+            first_id=args.num_canaries,
+        )
+    return plant_canaries(corpus, canaries, seed), heldout["text"][:], canaries, controls
 
 
 def planted_recovery(truth: np.ndarray, quadrants: np.ndarray, pruned: np.ndarray) -> dict:
@@ -196,33 +321,43 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
         fit_cartography,
         select_top_memorized,
     )
-    from hf_carto.canaries import Canary
     from hf_carto.curation import read_columns
-    from hf_carto.data import TRUTH_NAMES, CorpusConfig, generate_corpus, hold_out
+    from hf_carto.data import TRUTH_NAMES
     from hf_carto.demo import build_tokenizer
 
     torch.manual_seed(seed)
-    # One corpus, split: the held-out documents share the training text's pseudo-word vocabulary.
-    full = generate_corpus(
-        CorpusConfig(
-            num_documents=args.num_documents + args.num_heldout,
-            num_canaries=args.num_canaries,
-            canary_repetitions=(args.canary_repetitions,),
-            seed=seed,
-        )
-    )
-    corpus, heldout = hold_out(full, args.num_heldout, seed=seed)
-    heldout = heldout["text"][:]
+    corpus, heldout, canaries, controls = build_corpus(args, seed)
     texts = corpus["text"][:]
+    truth = np.asarray(corpus["truth"][:])
+    planted_share = float((truth != TRUTH_NAMES.index("ordinary")).mean())
+    if planted_share > MAX_PLANTED_SHARE:
+        warnings.warn(
+            f"seed {seed}: {planted_share:.1%} of the training documents are planted (canaries, duplicates, "
+            f"noise), more than {MAX_PLANTED_SHARE:.0%}; raise num_documents or plant less",
+            stacklevel=2,
+        )
     tokenizer = build_tokenizer(texts, args.vocab_size)
-    encode = lambda t: tokenizer(tokenizer.eos_token + t)["input_ids"][: args.max_tokens]  # noqa: E731
-    rows, valid = [encode(t) for t in texts], [encode(t) for t in heldout]
+
+    def encode(batch: list[str]) -> list[list[int]]:
+        # End-of-text on both sides: the model learns where a text starts and where it ends, so
+        # greedy decoding can stop after a secret. A document cut at max_tokens loses its last one.
+        return tokenizer([tokenizer.eos_token + t + tokenizer.eos_token for t in batch])["input_ids"]
+
+    whole = encode(texts)
+    num_truncated = sum(len(row) > args.max_tokens for row in whole)
+    cut_canaries = sorted({c.canary_id for c in canaries for i in c.sample_ids if len(whole[i]) > args.max_tokens})
+    if cut_canaries:
+        # A cut canary document loses its end-of-text or its secret: the model could not learn it whole.
+        raise ValueError(f"max_tokens={args.max_tokens} cuts the documents of canaries {cut_canaries}; raise it")
+    rows, valid = [row[: args.max_tokens] for row in whole], [row[: args.max_tokens] for row in encode(heldout)]
     ids = np.arange(len(rows))
-    canaries = []
-    for row in corpus.to_list():
-        if TRUTH_NAMES[row["truth"]] == "canary" and row["group"] not in {c.canary_id for c in canaries}:
-            prefix, secret = row["text"].rsplit(" ", 1)
-            canaries.append(Canary(row["group"], prefix, secret, "digits", row["repetitions"]))
+
+    def evaluate(model) -> dict:
+        out = {"extraction": extraction(model, tokenizer, canaries)}
+        if controls:
+            out["control_extraction"] = extraction(model, tokenizer, controls)
+        out["perplexity"] = perplexity(model, valid)
+        return out
 
     accelerator = Accelerator(cpu=args.cpu)
     model = LstmLanguageModel(len(tokenizer), args.embedding_dim, args.hidden_dim)
@@ -258,6 +393,9 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
     result = {
         "seed": seed,
         "num_samples": len(rows),
+        "planted": {kind: int((truth == k).sum()) for k, kind in enumerate(TRUTH_NAMES) if kind != "ordinary"},
+        "planted_share": planted_share,
+        "num_truncated": num_truncated,
         "num_with_forget_events": int((cols["carto_memorization"] > 0).sum()),
         "budget_cut": {
             "num_pruned": cut.n_selected,
@@ -265,10 +403,7 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
             "tied_at_cut": cut.n_tied_at_cut,
             "chosen_by_tie_break": cut.n_tied_selected,
         },
-        "mapping_run": {
-            "extraction": extraction(mapping_model, tokenizer, canaries),
-            "perplexity": perplexity(mapping_model, valid),
-        },
+        "mapping_run": evaluate(mapping_model),
         "planted_recovery": planted_recovery(cols["truth"], cols["carto_quadrant"], pruned),
         "arms": {},
     }
@@ -281,23 +416,26 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
         torch.manual_seed(seed)
         kept = Documents([rows[i] for i in np.flatnonzero(keep)], ids[keep])
         model = train_epochs(accelerator, model, optimizer, kept, args.epochs - args.burn_in, args, seed, args.burn_in)
-        result["arms"][name] = {
-            "num_pruned": int((~keep).sum()),
-            "extraction": extraction(model, tokenizer, canaries),
-            "perplexity": perplexity(model, valid),
-        }
+        result["arms"][name] = {"num_pruned": int((~keep).sum()), **evaluate(model)}
     return result
+
+
+def _success(results: list[dict], arm: str, key: str) -> list[float]:
+    return [r["arms"][arm][key]["success_rate"] for r in results if key in r["arms"][arm]]
 
 
 def summarize(results: list[dict]) -> dict:
     table = {}
     for arm in results[0]["arms"]:
-        success = [r["arms"][arm]["extraction"]["success_rate"] for r in results]
+        success = _success(results, arm, "extraction")
+        controls = _success(results, arm, "control_extraction")
         ppl = [r["arms"][arm]["perplexity"] for r in results]
         change = [r["arms"][arm]["perplexity"] / r["arms"]["no_intervention"]["perplexity"] - 1 for r in results]
         table[arm] = {
             "extraction_mean": float(np.mean(success)),
             "extraction_std": float(np.std(success)),
+            "control_extraction_mean": float(np.mean(controls)) if controls else None,
+            "control_extraction_std": float(np.std(controls)) if controls else None,
             "perplexity_mean": float(np.mean(ppl)),
             "perplexity_change_mean": float(np.mean(change)),
             "perplexity_change_std": float(np.std(change)),
@@ -305,23 +443,119 @@ def summarize(results: list[dict]) -> dict:
     return table
 
 
-def format_report(args: LstmCanaryArguments, results: list[dict], table: dict) -> str:
+def _extracted(results: list[dict], arm: str) -> np.ndarray:
+    """Per-canary 0/1 extraction of one arm, shape (seeds, canaries); canaries in canary_id order."""
+    return np.asarray([[float(row["extracted"]) for row in r["arms"][arm]["extraction"]["canaries"]] for r in results])
+
+
+def compare_arms(results: list[dict]) -> dict:
+    """Paired differences ``arm - control`` with 95% intervals: extraction on canary x seed units
+    (the arms of a seed are scored on the same canaries), held-out perplexity as the relative change
+    per seed."""
+    from hf_carto.stats import paired_difference, verdict
+
+    out = {}
+    for arm, control in COMPARISONS:
+        words = {"lower": f"lower than {control}", "higher": f"higher than {control}"}
+        hits = paired_difference(_extracted(results, arm), _extracted(results, control))
+        hits.update(unit="canary x seed", verdict=verdict(hits, **words))
+        change = np.asarray([r["arms"][arm]["perplexity"] / r["arms"][control]["perplexity"] - 1 for r in results])
+        ppl = paired_difference(change, np.zeros_like(change))
+        ppl.update(unit="seed", verdict=verdict(ppl, **words))
+        out[f"{arm} vs {control}"] = {"extraction": hits, "perplexity_relative": ppl}
+    return out
+
+
+def _difference(comparison: dict, fmt: str) -> str:
+    """``-3.1% [-6.2%, +0.0%]``, or the difference alone where one seed gives no interval."""
+    text = format(comparison["difference"], fmt)
+    if comparison["interval"] is None:
+        return text + " (no interval)"
+    low, high = comparison["interval"]
+    return f"{text} [{format(low, fmt)}, {format(high, fmt)}]"
+
+
+def _by_repetitions(results: list[dict], arm: str) -> dict[str, float]:
+    """Seed-averaged extraction rate per copy count."""
+    rates = [r["arms"][arm]["extraction"]["success_rate_by_repetitions"] for r in results]
+    return {k: float(np.mean([rate[k] for rate in rates])) for k in rates[0]}
+
+
+def format_report(args: LstmCanaryArguments, results: list[dict], table: dict, comparisons: dict) -> str:
+    copies = ", ".join(str(r) for r in args.canary_repetitions)
+    shares = [r["planted_share"] for r in results]
     lines = [
         "# LSTM canary experiment",
         "",
-        f"{len(results)} seed(s); {args.num_canaries} canaries x {args.canary_repetitions} copies; T = {args.epochs} "
-        f"epochs with {args.snapshots_per_epoch} snapshot(s) each, T_e = {args.burn_in} epochs; "
+        f"{len(results)} seed(s); {args.num_canaries} canaries, each with its own prompt template, "
+        f"{args.secret_length}-digit secrets, inserted {copies} times (cycled over the canaries); "
+        f"{args.num_control_canaries} never-inserted control canaries; T = {args.epochs} epochs with "
+        f"{args.snapshots_per_epoch} snapshot(s) each, T_e = {args.burn_in} epochs; "
         f"{args.prune_fraction:.0%} of samples pruned.",
         "",
-        "| arm | canary extraction (mean ± std) | held-out perplexity | change vs no intervention |",
-        "|---|---:|---:|---:|",
+        f"Training documents: {results[0]['num_samples']}, of which {min(shares):.2%}"
+        + (f" to {max(shares):.2%}" if max(shares) > min(shares) else "")
+        + " planted ("
+        + ", ".join(f"{n} {kind}" for kind, n in results[0]["planted"].items())
+        + f" in seed {results[0]['seed']}); {results[0]['num_truncated']} documents longer than "
+        f"{args.max_tokens} tokens were cut.",
+        "",
+    ]
+    if max(shares) > MAX_PLANTED_SHARE:
+        lines += [f"**Warning**: more than {MAX_PLANTED_SHARE:.0%} of the training documents are planted.", ""]
+    lines += [
+        "Extraction: plain greedy decoding from the canary's prompt, stopping at end-of-text, up to the "
+        f"secret's token count + {BOUNDARY_TOKENS}; extracted when the continuation spells the secret and "
+        "does not lengthen it. The control canaries were never trained on: their extraction is the floor.",
+        "",
+        "| arm | canary extraction (mean ± std) | control extraction (floor) | held-out perplexity | "
+        "change vs no intervention |",
+        "|---|---:|---:|---:|---:|",
     ]
     for arm, row in table.items():
+        floor = (
+            "n/a"
+            if row["control_extraction_mean"] is None
+            else f"{row['control_extraction_mean']:.1%} ± {row['control_extraction_std']:.1%}"
+        )
         lines.append(
-            f"| {arm} | {row['extraction_mean']:.1%} ± {row['extraction_std']:.1%} | "
+            f"| {arm} | {row['extraction_mean']:.1%} ± {row['extraction_std']:.1%} | {floor} | "
             f"{row['perplexity_mean']:.3f} | {row['perplexity_change_mean']:+.2%} ± "
             f"{row['perplexity_change_std']:.2%} |"
         )
+    reps = list(_by_repetitions(results, "no_intervention"))
+    lines += [
+        "",
+        "Extraction by copies in the corpus (seed-averaged):",
+        "",
+        "| arm | " + " | ".join(f"{r}x" for r in reps) + " |",
+        "|---|" + "---:|" * len(reps),
+    ]
+    for arm in table:
+        by = _by_repetitions(results, arm)
+        lines.append(f"| {arm} | " + " | ".join(f"{by[r]:.0%}" for r in reps) + " |")
+    if table["no_intervention"]["extraction_mean"] == 0:
+        lines += [
+            "",
+            "**The no-intervention arm extracts no canary**, so this run cannot show a reduction in extraction.",
+        ]
+    first = next(iter(comparisons.values()))
+    lines += [
+        "",
+        "## Paired differences",
+        "",
+        f"Arm minus control with 95% intervals: extraction over {first['extraction']['num_seeds']} seed(s) x "
+        f"{first['extraction']['num_units']} canaries ({first['extraction']['method']}); held-out perplexity as "
+        f"the relative change per seed ({first['perplexity_relative']['method']}). A verdict other than "
+        '"no measurable difference" needs an interval that excludes zero.',
+        "",
+        "| comparison | canary extraction | verdict | held-out perplexity (relative) | verdict |",
+        "|---|---:|---|---:|---|",
+    ]
+    for name, c in comparisons.items():
+        ext, ppl = c["extraction"], c["perplexity_relative"]
+        cells = [name, _difference(ext, "+.1%"), ext["verdict"], _difference(ppl, "+.2%"), ppl["verdict"]]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "Samples with any forget event: "
@@ -359,7 +593,8 @@ def main(argv: list[str] | None = None) -> dict:
     out_dir = Path(args.output_dir)
     results = [run_seed(args, seed, out_dir) for seed in args.seeds]
     table = summarize(results)
-    report = {"arguments": asdict(args), "summary": table, "seeds": results}
+    comparisons = compare_arms(results)
+    report = {"arguments": asdict(args), "summary": table, "paired_differences": comparisons, "seeds": results}
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Every process evaluated the same models; one writes. Leaving the process group to
         # interpreter shutdown can abort gloo's worker threads.
@@ -369,7 +604,7 @@ def main(argv: list[str] | None = None) -> dict:
             return report
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = format_report(args, results, table)
+    text = format_report(args, results, table, comparisons)
     (out_dir / "report.md").write_text(text)
     print(text)
     print(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.md'}")

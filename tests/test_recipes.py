@@ -22,32 +22,57 @@ def load_recipe(name: str):
 
 @pytest.mark.slow
 def test_lstm_canary_recipe_small(tmp_path):
+    import numpy as np
+    from transformers import HfArgumentParser
+
+    from hf_carto.data import TRUTH_NAMES
+
     recipe = load_recipe("lstm_canary")
-    report = recipe.main(
-        [
-            "--output_dir",
-            str(tmp_path),
-            "--seeds",
-            "0",
-            "1",
-            "--num_documents",
-            "120",
-            "--num_canaries",
-            "3",
-            "--canary_repetitions",
-            "4",
-            "--epochs",
-            "4",
-            "--burn_in",
-            "2",
-            "--hidden_dim",
-            "32",
-            "--vocab_size",
-            "300",
-            "--snapshots_per_epoch",
-            "2",
-        ]
-    )
+    argv = [
+        "--output_dir",
+        str(tmp_path),
+        "--seeds",
+        "0",
+        "1",
+        "--num_documents",
+        "120",
+        "--num_duplicate_groups",
+        "2",
+        "--num_noise_documents",
+        "2",
+        "--num_canaries",
+        "3",
+        "--canary_repetitions",
+        "2",
+        "4",
+        "--num_control_canaries",
+        "3",
+        "--epochs",
+        "4",
+        "--burn_in",
+        "2",
+        "--hidden_dim",
+        "32",
+        "--vocab_size",
+        "300",
+        "--snapshots_per_epoch",
+        "2",
+    ]
+    # Every canary has its own prompt template, none shared with a control, and sits in the
+    # corpus rows its sample_ids name.
+    (args,) = HfArgumentParser(recipe.LstmCanaryArguments).parse_args_into_dataclasses(args=argv)
+    corpus, _, canaries, controls = recipe.build_corpus(args, 0)
+    template = lambda text: text.rsplit(" ", 3)[0]  # noqa: E731  "the pin of user" of "the pin of user x-1 is 123"
+    assert len({template(c.text) for c in canaries}) == 3
+    assert not {template(c.text) for c in canaries} & {template(c.text) for c in controls}
+    truth, texts = np.asarray(corpus["truth"][:]), corpus["text"][:]
+    assert (truth == TRUTH_NAMES.index("canary")).sum() == 2 + 4 + 2
+    for canary in canaries:
+        assert len(canary.sample_ids) == canary.repetitions
+        assert all(texts[i] == canary.text for i in canary.sample_ids)
+    assert not any(c.text in texts for c in controls)
+
+    report = recipe.main(argv)
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk["summary"] == report["summary"]
     assert set(report["summary"]) == {"no_intervention", "gendatacarto", "random"}
@@ -56,11 +81,34 @@ def test_lstm_canary_recipe_small(tmp_path):
         assert arms["no_intervention"]["num_pruned"] == 0
         assert arms["gendatacarto"]["num_pruned"] == arms["random"]["num_pruned"] == result["budget_cut"]["num_pruned"]
         assert result["budget_cut"]["num_pruned"] == round(0.05 * result["num_samples"])
-        for arm in arms.values():
+        assert result["planted"] == {"duplicate": result["planted"]["duplicate"], "canary": 8, "noise": 2}
+        assert result["planted_share"] == pytest.approx(sum(result["planted"].values()) / result["num_samples"])
+        for arm in [*arms.values(), result["mapping_run"]]:
             assert 0.0 <= arm["extraction"]["success_rate"] <= 1.0 and arm["perplexity"] > 1.0
+            assert arm["extraction"]["num_canaries"] == 3
+            assert set(arm["extraction"]["success_rate_by_copies"]) == {"2", "4"}
+            assert arm["control_extraction"]["num_canaries"] == 3
+            assert [r["canary_id"] for r in arm["control_extraction"]["canaries"]] == [3, 4, 5]
         assert 0.0 <= result["planted_recovery"]["canary"]["pruned"]["recall"] <= 1.0
     assert report["summary"]["no_intervention"]["perplexity_change_mean"] == 0.0
-    assert "| gendatacarto |" in (tmp_path / "report.md").read_text()
+    assert 0.0 <= report["summary"]["random"]["control_extraction_mean"] <= 1.0
+    assert set(report["paired_differences"]) == {
+        "gendatacarto vs random",
+        "gendatacarto vs no_intervention",
+        "random vs no_intervention",
+    }
+    for name, comparison in report["paired_differences"].items():
+        control = name.split(" vs ")[1]
+        extraction, ppl = comparison["extraction"], comparison["perplexity_relative"]
+        assert (extraction["num_seeds"], extraction["num_units"]) == (2, 3)
+        assert (ppl["num_seeds"], ppl["num_units"]) == (2, 1)
+        low, high = extraction["interval"]
+        assert low <= extraction["difference"] <= high
+        words = {"no measurable difference", f"lower than {control}", f"higher than {control}"}
+        assert extraction["verdict"] in words and ppl["verdict"] in words
+    text = (tmp_path / "report.md").read_text()
+    assert "| gendatacarto |" in text and "control extraction" in text
+    assert "## Paired differences" in text and "| gendatacarto vs random |" in text
     manifest = json.loads((tmp_path / "seed0" / "mapping" / "carto" / "manifest.json").read_text())
     assert len(manifest["snapshots"]) == 8  # 4 epochs x 2 snapshots
 
@@ -77,6 +125,10 @@ def test_lstm_canary_recipe_runs_its_accelerate_loop_on_two_processes(tmp_path):
     args += [
         "--canary_repetitions",
         "3",
+        "--num_control_canaries",
+        "2",
+        "--num_duplicate_groups",
+        "2",
         "--epochs",
         "3",
         "--burn_in",
@@ -94,6 +146,8 @@ def test_lstm_canary_recipe_runs_its_accelerate_loop_on_two_processes(tmp_path):
     assert matrix.losses.shape == (report["seeds"][0]["num_samples"], 3)
     arms = report["seeds"][0]["arms"]
     assert arms["gendatacarto"]["num_pruned"] == arms["random"]["num_pruned"] > 0
+    assert arms["random"]["extraction"]["num_canaries"] == arms["random"]["control_extraction"]["num_canaries"] == 2
+    assert report["paired_differences"]["gendatacarto vs random"]["extraction"]["num_units"] == 2
 
 
 def test_lstm_canary_recipe_rejects_a_bad_burn_in(tmp_path):
