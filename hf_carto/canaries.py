@@ -104,9 +104,7 @@ def make_canaries(
     if not repetitions or min(repetitions) < 1:
         raise ValueError(f"repetitions must be counts >= 1; got {list(repetitions)}")
     if num_canaries > len(templates):
-        raise ValueError(
-            f"{num_canaries} canaries need as many distinct templates; {len(templates)} were given"
-        )
+        raise ValueError(f"{num_canaries} canaries need as many distinct templates; {len(templates)} were given")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(templates))
     canaries = []

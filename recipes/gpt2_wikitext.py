@@ -11,10 +11,10 @@ percentile, hotspots down-weighted by 0.5, two canaries):
 
 On CPU, with no downloads (presets set small models and short runs; any flag still overrides them):
 
-    python recipes/gpt2_wikitext.py --preset cpu-demo                          # generated corpus, ~3 min
+    python recipes/gpt2_wikitext.py --preset cpu-demo                          # generated corpus, ~9 min
     accelerate launch --multi_gpu --num_processes 2 recipes/gpt2_wikitext.py --preset cpu-wikitext2 \\
         --train_file ../shared/data/wikitext-2-raw/wiki.train.raw \\
-        --validation_file ../shared/data/wikitext-2-raw/wiki.valid.raw --seeds 0 1 2
+        --validation_file ../shared/data/wikitext-2-raw/wiki.valid.raw             # seeds 0-4
 
 (On a machine without GPUs, ``--multi_gpu`` gives two gloo processes on the CPU.)
 
@@ -193,7 +193,7 @@ _CPU_EXPERIMENT = dict(
     max_validation_samples=400,
 )
 PRESETS: dict[str, dict[str, Any]] = {
-    # The README's main command: the generated corpus, a tiny GPT-2, a few minutes on 2 cores.
+    # The README's main command: the generated corpus, a tiny GPT-2, about 9 minutes on 2 cores.
     "cpu-demo": dict(
         _CPU_MODEL,
         dataset_name=GENERATED,
