@@ -746,7 +746,8 @@ def prepare_data(model_args, data_args: DataArguments, out: Path, is_main: bool)
     except ValueError as err:
         raise SystemExit(f"held-out text: {err}; lower --num_contaminating or --contamination_k") from None
     contaminating, control = windows[:n_c], windows[n_c:]
-    rest = [d for i, d in enumerate(heldout_docs) if i not in set(used)]
+    used = set(used)
+    rest = [d for i, d in enumerate(heldout_docs) if i not in used]
 
     copies = [c for c in canaries for _ in range(c.repetitions)]
     inserted = [tokenizer(c.text)["input_ids"] + [eos] for c in copies]
