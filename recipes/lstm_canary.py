@@ -466,15 +466,6 @@ def compare_arms(results: list[dict]) -> dict:
     return out
 
 
-def _difference(comparison: dict, fmt: str) -> str:
-    """``-3.1% [-6.2%, +0.0%]``, or the difference alone where one seed gives no interval."""
-    text = format(comparison["difference"], fmt)
-    if comparison["interval"] is None:
-        return text + " (no interval)"
-    low, high = comparison["interval"]
-    return f"{text} [{format(low, fmt)}, {format(high, fmt)}]"
-
-
 def _by_repetitions(results: list[dict], arm: str) -> dict[str, float]:
     """Seed-averaged extraction rate per copy count."""
     rates = [r["arms"][arm]["extraction"]["success_rate_by_repetitions"] for r in results]
@@ -482,6 +473,8 @@ def _by_repetitions(results: list[dict], arm: str) -> dict[str, float]:
 
 
 def format_report(args: LstmCanaryArguments, results: list[dict], table: dict, comparisons: dict) -> str:
+    from hf_carto.comparison import format_difference
+
     copies = ", ".join(str(r) for r in args.canary_repetitions)
     shares = [r["planted_share"] for r in results]
     lines = [
@@ -554,7 +547,7 @@ def format_report(args: LstmCanaryArguments, results: list[dict], table: dict, c
     ]
     for name, c in comparisons.items():
         ext, ppl = c["extraction"], c["perplexity_relative"]
-        cells = [name, _difference(ext, "+.1%"), ext["verdict"], _difference(ppl, "+.2%"), ppl["verdict"]]
+        cells = [name, format_difference(ext, "+.1%"), ext["verdict"], format_difference(ppl, "+.2%"), ppl["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
