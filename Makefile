@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch: an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench wheel-check clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,52 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_recording.py
 	$(PY) benchmarks/bench_trainer.py
 	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_import.py
+
+## The package as users get it: build the wheel from a copy of what it is built from, install it
+## alone (--no-deps) into a fresh virtualenv and, from a folder outside the repository, import
+## hf_carto from that virtualenv, render a model card and run `hf-carto --help`. This catches what
+## the editable install of the other targets hides: files outside the package, missing package data.
+## The dependencies are not installed again: they are the pinned ones already in $(VENV) (torch's
+## CPU build would otherwise be downloaded again), made visible through a .pth file that lists
+## $(VENV)'s site-packages. A plain path in a .pth file does not run the .pth files of that folder,
+## so the editable install of hf_carto in $(VENV) stays invisible to the fresh virtualenv.
+wheel-check: $(STAMP)
+	@set -eu; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir "$$tmp/src" "$$tmp/run"; \
+	cp -R setup.cfg pyproject.toml README.md hf_carto "$$tmp/src/"; \
+	$(PY) -m pip wheel --quiet --no-deps "$$tmp/src" -w "$$tmp/dist"; \
+	wheel=$$(ls "$$tmp"/dist/hf_carto-*.whl); echo "wheel-check: built $$(basename "$$wheel")"; \
+	$(PY) -m venv --without-pip "$$tmp/venv"; \
+	$(PY) -m pip --python "$$tmp/venv/bin/python" install --quiet --no-deps "$$wheel"; \
+	site=$$("$$tmp/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
+	$(PY) -c 'import sysconfig; print(*sorted({sysconfig.get_path(k) for k in ("purelib", "platlib")}), sep="\n")' \
+		> "$$site/hf_carto_wheel_check_deps.pth"; \
+	cd "$$tmp/run"; \
+	env -u PYTHONPATH -u PYTHONHOME "$$tmp/venv/bin/python" -c "$$WHEEL_CHECK_PY"; \
+	env -u PYTHONPATH -u PYTHONHOME "$$tmp/venv/bin/hf-carto" --help > /dev/null; \
+	echo "wheel-check: hf-carto --help runs from the wheel"
+
+## Run by wheel-check with the fresh virtualenv's python, outside the repository.
+define WHEEL_CHECK_PY
+import sys
+from pathlib import Path
+
+import hf_carto
+
+where = Path(hf_carto.__file__).resolve()
+assert where.is_relative_to(Path(sys.prefix).resolve()), f"hf_carto imported from {where}, not the wheel"
+card = hf_carto.render_model_card(
+    repo_id="someone/wheel-check",
+    base_model="gpt2",
+    dataset_id="someone/curated",
+    curation={"alpha": 0.5},
+    results=[{"arm": "gendatacarto", "perplexity": 10.0}],
+)
+assert card.strip() and "someone/wheel-check" in card, card
+print(f"wheel-check: {where.parent} rendered a {len(card)}-character model card")
+endef
+export WHEEL_CHECK_PY
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache *.egg-info

@@ -21,12 +21,9 @@ import torch
 
 
 def tiny_model(vocab: int = 4096):
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from hf_carto.models import tiny_gpt2
 
-    torch.manual_seed(0)
-    return GPT2LMHeadModel(
-        GPT2Config(vocab_size=vocab, n_positions=64, n_embd=128, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
-    ).eval()
+    return tiny_gpt2(vocab, n_positions=64, n_embd=128, n_layer=2, n_head=4, eos_token_id=0, seed=0).eval()
 
 
 def bench_signals(num_samples: int) -> None:
@@ -52,10 +49,10 @@ def bench_signals(num_samples: int) -> None:
 
 
 def bench_exposure(num_candidates: int) -> None:
-    from hf_carto.demo import build_tokenizer
     from hf_carto.evaluation import secret_log_perplexities
+    from hf_carto.tokenization import train_bpe_tokenizer
 
-    tokenizer = build_tokenizer([f"the secret code is {i:06d}" for i in range(2000)], vocab_size=600)
+    tokenizer = train_bpe_tokenizer([f"the secret code is {i:06d}" for i in range(2000)], vocab_size=600)
     model = tiny_model(len(tokenizer))
     candidates = [f"{i:06d}" for i in range(num_candidates)]
     start = time.perf_counter()
@@ -74,11 +71,11 @@ def _timed(score, *args) -> tuple[float, np.ndarray]:
 
 
 def bench_cached_exposure(repeats: int) -> None:
-    from hf_carto.demo import build_tokenizer
     from hf_carto.evaluation import cached_secret_log_perplexities, secret_log_perplexities
+    from hf_carto.tokenization import train_bpe_tokenizer
 
     texts = [f"the locker combination of employee walnut-{i} is {i * 7919 % 10**4:04d}" for i in range(2000)]
-    tokenizer = build_tokenizer(texts, vocab_size=600)
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=600)
     model = tiny_model()
     prefix = "the locker combination of employee walnut-17 is"
     candidates = [f"{i:04d}" for i in range(10_000)]

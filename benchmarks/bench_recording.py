@@ -26,25 +26,15 @@ import torch
 
 def tiny_setup(num_samples: int, block: int, vocab: int):
     from datasets import Dataset
-    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hf_carto.models import tiny_gpt2
 
     rng = np.random.default_rng(0)
     ids = rng.integers(0, vocab, size=(num_samples, block)).tolist()
     dataset = Dataset.from_dict({"input_ids": ids, "labels": ids, "sample_id": np.arange(num_samples)})
 
     def model():
-        torch.manual_seed(0)
-        return GPT2LMHeadModel(
-            GPT2Config(
-                vocab_size=vocab,
-                n_positions=block,
-                n_embd=128,
-                n_layer=2,
-                n_head=4,
-                bos_token_id=0,
-                eos_token_id=0,
-            )
-        )
+        return tiny_gpt2(vocab, n_positions=block, n_embd=128, n_layer=2, n_head=4, eos_token_id=0, seed=0)
 
     return dataset, model
 

@@ -17,16 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
+from .columns import CANARY_ID, IS_CANARY, SAMPLE_ID, read_columns
+
 __all__ = [
     "Canary",
     "SECRET_FORMATS",
+    "SECRET_WORDS",
     "PREFIX_TEMPLATES",
+    "draw_secret",
     "make_canaries",
     "unused_templates",
     "insert_canaries",
     "locate_canaries",
     "insert_canaries_dataset",
     "mark_canary_blocks",
+    "canary_id_column",
     "verify_registry",
     "save_registry",
     "load_registry",
@@ -43,7 +48,9 @@ _ATTRIBUTES = (
 )  # fmt: skip
 _HOLDERS = ("account", "server", "user", "patient", "employee", "vault", "device", "client")
 PREFIX_TEMPLATES = tuple(f"the {a} of {h} {{name}} is" for h in _HOLDERS for a in _ATTRIBUTES)
-_WORDS = (
+#: The vocabulary of ``"words"`` secrets (and of canary names): a secret of ``n`` words is one of
+#: ``len(SECRET_WORDS) ** n``, which exact exposure enumerates.
+SECRET_WORDS = (
     "apple river stone cloud maple tiger silver ocean violet ember canyon falcon harbor meadow "
     "pepper quartz saddle timber walnut yonder zephyr amber bridge candle desert".split()
 )
@@ -65,11 +72,21 @@ class Canary:
         return f"{self.prefix} {self.secret}"
 
 
-def _secret(rng: np.random.Generator, fmt: str, length: int) -> str:
+def draw_secret(rng: np.random.Generator, fmt: str, length: int) -> str:
+    """A random secret of ``length`` units in format ``fmt``, each unit drawn uniformly.
+
+    ``"digits"``: ``length`` digits, joined; ``"words"``: ``length`` of :data:`SECRET_WORDS`;
+    ``"tokens"``: ``length`` three-letter lower-case strings. Words and tokens are joined by spaces.
+    Exposure draws its reference secrets here too, so they come from the canaries' own distribution.
+
+    Example:
+        >>> draw_secret(np.random.default_rng(0), "digits", 6).isdigit()
+        True
+    """
     if fmt == "digits":
         return "".join(str(d) for d in rng.integers(0, 10, size=length))
     if fmt == "words":
-        return " ".join(rng.choice(_WORDS, size=length))
+        return " ".join(rng.choice(SECRET_WORDS, size=length))
     if fmt == "tokens":
         letters = np.array(list(string.ascii_lowercase))
         return " ".join("".join(rng.choice(letters, size=3)) for _ in range(length))
@@ -110,12 +127,12 @@ def make_canaries(
     canaries = []
     for i in range(num_canaries):
         canary_id = first_id + i
-        name = f"{rng.choice(_WORDS)}-{canary_id}"
+        name = f"{rng.choice(SECRET_WORDS)}-{canary_id}"
         canaries.append(
             Canary(
                 canary_id=canary_id,
                 prefix=templates[order[i]].format(name=name),
-                secret=_secret(rng, secret_format, secret_length),
+                secret=draw_secret(rng, secret_format, secret_length),
                 secret_format=secret_format,
                 repetitions=int(repetitions[i % len(repetitions)]),
             )
@@ -177,28 +194,57 @@ def insert_canaries_dataset(dataset, canaries: Sequence[Canary], *, text_column:
         raise ValueError(f"the dataset has no {text_column!r} column (columns: {dataset.column_names})")
     texts, ids = insert_canaries(dataset[text_column][:], canaries, seed=seed)
     ids = np.asarray(ids, dtype=np.int64)
-    return Dataset.from_dict({text_column: texts, "carto_canary_id": ids, "is_canary": ids >= 0})
+    return Dataset.from_dict({text_column: texts, CANARY_ID: ids, IS_CANARY: ids >= 0})
+
+
+def canary_id_column(canaries: Sequence[Canary], sample_ids: np.ndarray) -> np.ndarray:
+    """The ``carto_canary_id`` of every block: the lowest id among the canaries whose
+    ``sample_ids`` list the block, -1 for a block that holds none.
+
+    Args:
+        canaries (`Sequence[Canary]`): canaries with their ``sample_ids`` filled.
+        sample_ids (`np.ndarray` of shape `(N,)`): the dataset's ``sample_id`` column.
+
+    Returns:
+        `np.ndarray` of shape `(N,)`, int64, aligned with ``sample_ids``. Ids a canary lists but
+        ``sample_ids`` lacks are ignored.
+
+    Example:
+        >>> a, b = Canary(3, "p", "1", "digits", 1, [11, 12]), Canary(1, "q", "2", "digits", 1, [12])
+        >>> canary_id_column([a, b], np.array([10, 11, 12])).tolist()
+        [-1, 3, 1]
+    """
+    sample_ids = np.asarray(sample_ids, dtype=np.int64)
+    labels = np.full(sample_ids.shape, -1, dtype=np.int64)
+    listed = [(c.canary_id, np.asarray(c.sample_ids, dtype=np.int64)) for c in canaries if len(c.sample_ids)]
+    if not listed:
+        return labels
+    blocks = np.concatenate([ids for _, ids in listed])
+    owners = np.concatenate([np.full(ids.size, cid, dtype=np.int64) for cid, ids in listed])
+    # Sorted by block, then canary id: the first entry of each block is its lowest canary id.
+    order = np.lexsort((owners, blocks))
+    blocks, owners = blocks[order], owners[order]
+    first = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
+    blocks, owners = blocks[first], owners[first]
+    pos = np.clip(np.searchsorted(blocks, sample_ids), 0, blocks.size - 1)
+    found = blocks[pos] == sample_ids
+    labels[found] = owners[pos[found]]
+    return labels
 
 
 def mark_canary_blocks(dataset, canaries: Sequence[Canary], tokenizer):
-    """Label packed training blocks: ``carto_canary_id`` (the first canary a block holds, -1 if
-    none) and ``is_canary``; fills every canary's ``sample_ids``. Needs ``input_ids`` and ``sample_id``."""
-    from .curation import read_columns
-
-    missing = [c for c in ("input_ids", "sample_id") if c not in dataset.column_names]
+    """Label packed training blocks: ``carto_canary_id`` (see :func:`canary_id_column`) and
+    ``is_canary``; fills every canary's ``sample_ids``. Needs ``input_ids`` and ``sample_id``."""
+    missing = [c for c in ("input_ids", SAMPLE_ID) if c not in dataset.column_names]
     if missing:
-        raise ValueError(f"the dataset lacks columns {missing}; tokenize and add sample_id first")
-    cols = read_columns(dataset, ["input_ids", "sample_id"])
-    locate_canaries(list(cols["input_ids"]), cols["sample_id"].tolist(), canaries, tokenizer)
-    first = {}
-    for canary in canaries:
-        for sid in canary.sample_ids:
-            first.setdefault(sid, canary.canary_id)
-    labels = np.array([first.get(int(s), -1) for s in cols["sample_id"]], dtype=np.int64)
-    for name in ("carto_canary_id", "is_canary"):
+        raise ValueError(f"the dataset lacks columns {missing}; tokenize and add {SAMPLE_ID} first")
+    cols = read_columns(dataset, ["input_ids", SAMPLE_ID])
+    locate_canaries(list(cols["input_ids"]), cols[SAMPLE_ID].tolist(), canaries, tokenizer)
+    labels = canary_id_column(canaries, cols[SAMPLE_ID])
+    for name in (CANARY_ID, IS_CANARY):
         if name in dataset.column_names:
             dataset = dataset.remove_columns(name)
-    return dataset.add_column("carto_canary_id", labels).add_column("is_canary", labels >= 0)
+    return dataset.add_column(CANARY_ID, labels).add_column(IS_CANARY, labels >= 0)
 
 
 def verify_registry(canaries: Sequence[Canary], dataset, tokenizer) -> None:
@@ -206,11 +252,9 @@ def verify_registry(canaries: Sequence[Canary], dataset, tokenizer) -> None:
     the blocks the registry lists. Raises ``ValueError`` naming the canaries that differ."""
     import copy
 
-    from .curation import read_columns
-
-    cols = read_columns(dataset, ["input_ids", "sample_id"])
+    cols = read_columns(dataset, ["input_ids", SAMPLE_ID])
     fresh = locate_canaries(
-        list(cols["input_ids"]), cols["sample_id"].tolist(), copy.deepcopy(list(canaries)), tokenizer
+        list(cols["input_ids"]), cols[SAMPLE_ID].tolist(), copy.deepcopy(list(canaries)), tokenizer
     )
     wrong = [c.canary_id for c, f in zip(canaries, fresh, strict=True) if sorted(c.sample_ids) != f.sample_ids]
     if wrong:

@@ -1,6 +1,6 @@
 """The ``hf-carto`` command line.
 
-hf-carto demo                       # the default job on the generated corpus
+hf-carto demo                       # cartography alone on the generated corpus (make demo: the experiment)
 hf-carto score LOSSES OUT --burn-in 2 --eps quantile:0.05
 hf-carto summary OUT [--json]
 hf-carto generate OUT [--seed 0]    # write the generated corpus with its ground truth
@@ -14,11 +14,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main", "make_parser"]
 
+# Each _add_<command> takes what `ArgumentParser.add_subparsers` returns (its class is private to
+# argparse, hence `Any`) and adds one sub-command with its arguments.
 
-def _add_score(sub: argparse._SubParsersAction) -> None:
+
+def _add_score(sub: Any) -> None:
     p = sub.add_parser(
         "score",
         help="score a dataset with carto_loss_{t} columns and label quadrants and interventions",
@@ -51,22 +55,20 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hf-carto", description="Generative Data Cartography: find and curate memorization hotspots."
+def _add_demo(sub: Any) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="cartography alone: a tiny GPT-2 on the generated corpus in a plain loop, its data mapped (CPU, ~1 min; "
+        "the whole experiment is `make demo`)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="train a tiny GPT-2 on the generated corpus and map its data (CPU, minutes)")
     demo.add_argument("--output-dir", default="outputs/demo")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--epochs", type=int, default=None, help="training epochs (default 12)")
     demo.add_argument("--snapshots-per-epoch", type=int, default=None)
     demo.add_argument("--eps", default=None, help="forget threshold policy (default quantile:0.05)")
 
-    _add_score(sub)
 
+def _add_merge(sub: Any) -> None:
     merge = sub.add_parser(
         "merge",
         help="merge recorded loss shards into carto_loss_{t} columns",
@@ -81,6 +83,8 @@ def make_parser() -> argparse.ArgumentParser:
     merge.add_argument("--allow-nonfinite", action="store_true", help="merge NaN/inf losses instead of failing")
     merge.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
+
+def _add_arms(sub: Any) -> None:
     arms = sub.add_parser(
         "arms",
         help="build the comparison arms (no_intervention, gendatacarto, random at the same budget)",
@@ -102,6 +106,8 @@ def make_parser() -> argparse.ArgumentParser:
     arms.add_argument("--seed", type=int, default=0, help="seed of the random arm")
     arms.add_argument("--overwrite", action="store_true")
 
+
+def _add_evaluate(sub: Any) -> None:
     ev = sub.add_parser(
         "evaluate",
         help="measure leakage of a model: canaries, exposure, contamination, membership inference, perplexity",
@@ -123,6 +129,8 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
     ev.add_argument("--batch-size", type=int, default=32)
 
+
+def _add_push(sub: Any) -> None:
     push = sub.add_parser(
         "push",
         help="publish a scored dataset to the Hub (exported locally first, then uploaded)",
@@ -146,14 +154,28 @@ def make_parser() -> argparse.ArgumentParser:
     push.add_argument("--export-dir", default=None, help="where the Hub layout is written (default DATASET_DIR.hub)")
     push.add_argument("--license", default=None, help="license for the card, e.g. cc-by-sa-3.0")
 
+
+def _add_summary(sub: Any) -> None:
     summary = sub.add_parser("summary", help="print the summary of a scored dataset folder")
     summary.add_argument("path", help="folder written by `hf-carto score`")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+
+def _add_generate(sub: Any) -> None:
     gen = sub.add_parser("generate", help="write the generated default corpus (save_to_disk folder)")
     gen.add_argument("output")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--num-documents", type=int, default=None)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-carto", description="Generative Data Cartography: find and curate memorization hotspots."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_score, _add_merge, _add_arms, _add_evaluate, _add_push, _add_summary, _add_generate):
+        add(sub)
     return parser
 
 

@@ -119,17 +119,32 @@ def _paired_values(rows, arm: str, control: str, key: str, unit: str | None):
     )
 
 
-def compare(rows: Sequence[dict[str, Any]], arm: str, control: str) -> dict[str, dict[str, Any]]:
-    """Paired differences ``arm - control`` for every compared metric, over their common seeds."""
+def compare(
+    rows: Sequence[dict[str, Any]],
+    arm: str,
+    control: str,
+    *,
+    metrics: Sequence[tuple[str, str, str | None, str]] = COMPARED,
+    name_control: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Paired differences ``arm - control`` for every compared metric, over their common seeds.
+
+    Args:
+        metrics: ``(key, label, unit or None for seed-level, format)`` of each compared metric;
+            rows need the key (and ``units[key]`` for unit-level metrics). Defaults to the
+            leakage metrics of :data:`COMPARED`.
+        name_control: verdicts say "lower than <control>" instead of "lower".
+    """
     out = {}
-    for key, _, unit, _ in COMPARED:
+    words = {"lower": f"lower than {control}", "higher": f"higher than {control}"} if name_control else {}
+    for key, _, unit, _ in metrics:
         a, b, seeds = _paired_values(rows, arm, control, key, unit)
         if a is None or not (np.isfinite(a).all() and np.isfinite(b).all()):
             continue
         result = paired_difference(a, b)
         result["unit"] = unit or "seeds"
         result["seeds"] = seeds
-        result["verdict"] = verdict(result)
+        result["verdict"] = verdict(result, **words)
         out[key] = result
     return out
 

@@ -26,15 +26,40 @@ import numpy as np
 import torch
 from datasets import Dataset, Value
 
-from .curation import KEEP, LOSS_WEIGHT, MEMORIZATION, QUADRANT, SAMPLING_WEIGHT, apply_interventions, read_columns
-from .recording import SAMPLE_ID
-from .scores import select_top_memorized
+from .columns import (
+    DIFFICULTY,
+    KEEP,
+    LOSS_WEIGHT,
+    MEMORIZATION,
+    QUADRANT,
+    SAMPLE_ID,
+    SAMPLING_WEIGHT,
+    read_columns,
+)
+from .curation import apply_interventions
+from .scores import BudgetSelection, select_top_memorized
 
-__all__ = ["build_arms", "arm_budget", "continue_from_checkpoint"]
+__all__ = ["Arms", "build_arms", "arm_budget", "continue_from_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
 TREATMENT_COLUMNS = (LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP)
+
+
+class Arms(dict):
+    """The arms of one comparison, ``{name: Dataset}``, and the selection that made them.
+
+    A plain ``dict`` of the arm datasets for every use, with one attribute more:
+
+    Attributes:
+        selection (:class:`hf_carto.BudgetSelection` or `None`): the rows the budget rule chose
+            (``n_selected``, the cut and its ties) when :func:`build_arms` was given a ``budget``;
+            `None` for the per-quadrant rules, which select by quadrant, not by a cut.
+    """
+
+    def __init__(self, arms: dict[str, Dataset], selection: BudgetSelection | None = None) -> None:
+        super().__init__(arms)
+        self.selection = selection
 
 
 def _with_treatment(dataset: Dataset, loss_w: np.ndarray, sample_w: np.ndarray, keep: np.ndarray) -> Dataset:
@@ -44,12 +69,12 @@ def _with_treatment(dataset: Dataset, loss_w: np.ndarray, sample_w: np.ndarray, 
     return dataset.add_column(KEEP, keep.astype(bool), feature=Value("bool"))
 
 
-def _budget_treatment(dataset: Dataset, budget: float, alpha: float) -> tuple[np.ndarray, ...]:
+def _budget_treatment(dataset: Dataset, budget: float, alpha: float) -> tuple[tuple[np.ndarray, ...], BudgetSelection]:
     cols = read_columns(
-        dataset, [MEMORIZATION, "carto_difficulty"] + ([SAMPLE_ID] if SAMPLE_ID in dataset.column_names else [])
+        dataset, [MEMORIZATION, DIFFICULTY] + ([SAMPLE_ID] if SAMPLE_ID in dataset.column_names else [])
     )
     selection = select_top_memorized(
-        cols[MEMORIZATION], budget, difficulty=cols["carto_difficulty"], sample_ids=cols.get(SAMPLE_ID)
+        cols[MEMORIZATION], budget, difficulty=cols[DIFFICULTY], sample_ids=cols.get(SAMPLE_ID)
     )
     n = len(dataset)
     chosen = selection.mask(n)
@@ -65,7 +90,7 @@ def _budget_treatment(dataset: Dataset, budget: float, alpha: float) -> tuple[np
     keep = ~chosen if alpha == 0 else np.ones(n, dtype=bool)
     sample_w = np.where(keep, 1.0, 0.0)
     loss_w = np.where(keep, loss_w, 0.0)
-    return loss_w, sample_w, keep
+    return (loss_w, sample_w, keep), selection
 
 
 def build_arms(
@@ -76,7 +101,7 @@ def build_arms(
     gamma: float = 1.0,
     remove_noisy: bool = False,
     seed: int = 0,
-) -> dict[str, Dataset]:
+) -> Arms:
     """The three arms of one comparison, each labelled with the intervention columns.
 
     Args:
@@ -88,12 +113,15 @@ def build_arms(
         seed (`int`, *optional*, defaults to `0`): seed of the random arm's permutation.
 
     Returns:
-        `{"no_intervention": ..., "gendatacarto": ..., "random": ...}`; all rows are present in
-        every arm (removal is `carto_keep == False`).
+        :class:`Arms`, the dict `{"no_intervention": ..., "gendatacarto": ..., "random": ...}`;
+        all rows are present in every arm (removal is `carto_keep == False`). With a `budget`, its
+        `.selection` is the :class:`hf_carto.BudgetSelection` that chose the treated rows (report
+        the cut from it rather than recomputing it); otherwise `None`.
     """
     if QUADRANT not in scored.column_names or MEMORIZATION not in scored.column_names:
         raise ValueError("build_arms needs a dataset scored by add_cartography (carto_quadrant, carto_memorization)")
     n = len(scored)
+    selection = None
     if budget is None:
         labelled = apply_interventions(scored, gamma=gamma, alpha=alpha, remove_noisy=remove_noisy)
         cols = read_columns(labelled, list(TREATMENT_COLUMNS))
@@ -101,13 +129,14 @@ def build_arms(
     else:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
-        loss_w, sample_w, keep = _budget_treatment(scored, budget, alpha)
+        (loss_w, sample_w, keep), selection = _budget_treatment(scored, budget, alpha)
     order = np.random.default_rng(seed).permutation(n)
-    return {
+    arms = {
         "no_intervention": _with_treatment(scored, np.ones(n), np.ones(n), np.ones(n, dtype=bool)),
         "gendatacarto": _with_treatment(scored, loss_w, sample_w, keep),
         "random": _with_treatment(scored, loss_w[order], sample_w[order], keep[order]),
     }
+    return Arms(arms, selection)
 
 
 def arm_budget(arm: Dataset) -> dict[str, float]:

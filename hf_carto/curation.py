@@ -18,20 +18,33 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Features, Value
+from datasets import Dataset, Features, Value
 
+# The column names and helpers below moved to `columns`; importing them from here keeps working.
+from .columns import (
+    DIFFICULTY,
+    KEEP,
+    LOSS_COLUMN_PREFIX,
+    LOSS_WEIGHT,
+    MEMORIZATION,
+    QUADRANT,
+    SAMPLE_ID,
+    SAMPLING_WEIGHT,
+    loss_columns,
+    quadrant_feature,
+    read_columns,
+)
 from .scores import (
     Quadrant,
-    _check_alpha,
-    _check_burn_in,
-    _count_forget_events,
     assign_quadrants,
+    check_alpha,
+    check_burn_in,
+    count_forget_events,
     eps_from_min,
     parse_eps,
 )
@@ -48,56 +61,7 @@ __all__ = [
     "format_summary",
 ]
 
-SAMPLE_ID = "sample_id"
-LOSS_COLUMN_PREFIX = "carto_loss_"
-DIFFICULTY = "carto_difficulty"
-MEMORIZATION = "carto_memorization"
-QUADRANT = "carto_quadrant"
-LOSS_WEIGHT = "carto_loss_weight"
-SAMPLING_WEIGHT = "carto_sampling_weight"
-KEEP = "carto_keep"
-
-_LOSS_COLUMN = re.compile(rf"^{LOSS_COLUMN_PREFIX}(\d+)$")
 DEFAULT_BATCH_SIZE = 65_536
-
-
-def quadrant_feature() -> ClassLabel:
-    """The ``ClassLabel`` of the ``carto_quadrant`` column."""
-    return ClassLabel(names=Quadrant.names())
-
-
-def loss_columns(column_names: list[str]) -> list[str]:
-    """The ``carto_loss_{t}`` columns in snapshot order, checked to be exactly ``1..T``.
-
-    Raises:
-        ValueError: when there are none, or when some snapshot between 1 and the largest is
-            missing (the message lists which).
-    """
-    found = {int(m[1]): name for name in column_names if (m := _LOSS_COLUMN.match(name))}
-    if not found:
-        raise ValueError(
-            f"no '{LOSS_COLUMN_PREFIX}{{t}}' columns found (columns are {column_names}); "
-            "record losses first, or name one column per snapshot carto_loss_1 .. carto_loss_T"
-        )
-    expected = set(range(1, max(found) + 1))
-    if set(found) != expected:
-        missing = sorted(expected - set(found))
-        extra = sorted(set(found) - expected)
-        detail = f"missing snapshots {missing}" if missing else ""
-        if extra:
-            detail += f"{'; ' if detail else ''}unexpected snapshots {extra} (numbering starts at 1)"
-        raise ValueError(f"loss columns are not contiguous carto_loss_1..carto_loss_{max(found)}: {detail}")
-    return [found[t] for t in sorted(found)]
-
-
-def read_columns(dataset: Dataset, names: list[str], start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
-    """Rows ``start:stop`` of the named columns as numpy arrays in their stored dtypes.
-
-    Goes through Arrow: the ``"numpy"`` format of ``datasets`` may cast floats to float32, and
-    indexing a formatted dataset by column name first yields a lazy ``Column`` converted row by row.
-    """
-    table = dataset.select_columns(names).with_format("arrow")[start:stop]
-    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in names}
 
 
 def _matrix(columns: tuple[Any, ...]) -> np.ndarray:
@@ -118,7 +82,7 @@ def _iter_loss_batches(
 def _batch_scores(losses: np.ndarray, burn_in: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """d and m for one batch; the same arithmetic in the fit and the map keeps them identical."""
     d = losses[:, :burn_in].mean(axis=1)
-    m = _count_forget_events(losses, eps) / float(losses.shape[1] - 1)
+    m = count_forget_events(losses, eps) / float(losses.shape[1] - 1)
     return d, m
 
 
@@ -207,9 +171,9 @@ def fit_cartography(
     columns = loss_columns(dataset.column_names)
     if len(columns) < 2:
         raise ValueError(f"found {len(columns)} snapshot column ({columns[0]}); memorization needs T >= 2 snapshots")
-    burn_in = _check_burn_in(burn_in, len(columns))
-    alpha_d = _check_alpha("alpha_d", alpha_d)
-    alpha_m = _check_alpha("alpha_m", alpha_m)
+    burn_in = check_burn_in(burn_in, len(columns))
+    alpha_d = check_alpha("alpha_d", alpha_d)
+    alpha_m = check_alpha("alpha_m", alpha_m)
     kind, parameter = parse_eps(eps)
 
     # Pass 1: check every value, and gather what eps needs.

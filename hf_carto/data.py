@@ -21,9 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
 
+from .columns import PLANTED_NAMES, TRUTH
+
 __all__ = ["TRUTH_NAMES", "CorpusConfig", "generate_corpus", "hold_out"]
 
-TRUTH_NAMES = ["ordinary", "duplicate", "canary", "noise"]
+#: The kinds this generator plants and the names of its ``truth`` labels: the leading part of
+#: :data:`hf_carto.columns.PLANTED_NAMES`, so an id means the same kind in a generated corpus and
+#: in packed blocks.
+TRUTH_NAMES = PLANTED_NAMES[:4]
 
 _DETERMINERS = ["the", "a", "this", "every", "some", "that"]
 _PREPOSITIONS = ["of", "in", "on", "with", "near", "under", "for"]
@@ -186,7 +191,7 @@ def generate_corpus(config: CorpusConfig | None = None) -> Dataset:
     features = Features(
         {
             "text": Value("string"),
-            "truth": ClassLabel(names=TRUTH_NAMES),
+            TRUTH: ClassLabel(names=TRUTH_NAMES),
             "group": Value("int32"),
             "repetitions": Value("int32"),
             "secret": Value("string"),
@@ -195,7 +200,7 @@ def generate_corpus(config: CorpusConfig | None = None) -> Dataset:
     return Dataset.from_dict(
         {
             "text": list(texts),
-            "truth": list(truth),
+            TRUTH: list(truth),
             "group": list(group),
             "repetitions": list(reps),
             "secret": list(secrets),
@@ -218,8 +223,8 @@ def hold_out(corpus: Dataset, num_documents: int, *, seed: int = 0) -> tuple[Dat
         >>> len(train) + len(heldout) == len(ds), set(heldout["truth"][:])
         (True, {0})
     """
-    truth = np.asarray(corpus["truth"][:])
-    ordinary = np.flatnonzero(truth == TRUTH_NAMES.index("ordinary"))
+    truth = np.asarray(corpus[TRUTH][:])
+    ordinary = np.flatnonzero(truth == PLANTED_NAMES.index("ordinary"))
     if num_documents > ordinary.size:
         raise ValueError(f"cannot hold out {num_documents} documents: the corpus has {ordinary.size} ordinary ones")
     chosen = np.random.default_rng(seed).choice(ordinary, size=num_documents, replace=False)

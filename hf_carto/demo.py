@@ -24,23 +24,21 @@ from datasets import Dataset, Value
 from tqdm.auto import tqdm
 
 from .batching import right_pad
-from .curation import (
-    SAMPLE_ID,
-    add_cartography,
-    apply_interventions,
-    cartography_summary,
-    fit_cartography,
-    format_summary,
-    read_columns,
-)
-from .data import TRUTH_NAMES, CorpusConfig, generate_corpus
+from .columns import DIFFICULTY, MEMORIZATION, PLANTED_NAMES, QUADRANT, SAMPLE_ID, TRUTH, read_columns
+from .curation import add_cartography, apply_interventions, cartography_summary, fit_cartography, format_summary
+from .data import CorpusConfig, generate_corpus
 from .io import save_scored
 from .merge import add_loss_columns
+from .models import tiny_gpt2
 from .plots import plot_data_map
 from .recording import LossRecorder, read_records
-from .scores import Quadrant, select_top_memorized
+from .scores import Quadrant, planted_vs_quadrant, select_top_memorized
+from .tokenization import train_bpe_tokenizer
 
 __all__ = ["DemoConfig", "run_demo"]
+
+#: Moved to :func:`hf_carto.tokenization.train_bpe_tokenizer`; this name keeps working.
+build_tokenizer = train_bpe_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -71,25 +69,6 @@ class DemoConfig:
     overwrite: bool = True
 
 
-def build_tokenizer(texts: list[str], vocab_size: int):
-    """Train a byte-level BPE tokenizer on ``texts`` and wrap it for ``transformers``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    eos = "<|endoftext|>"
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[eos],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=eos, pad_token=eos)
-
-
 def _encode(corpus: Dataset, tokenizer, block_size: int) -> Dataset:
     def encode(batch: dict[str, list]) -> dict[str, list]:
         # An end-of-text token first gives the first word a target too.
@@ -111,13 +90,6 @@ def _batches(input_ids: list[list[int]], order: np.ndarray, batch_size: int, pad
         yield {SAMPLE_ID: torch.as_tensor(rows, dtype=torch.long), **batch}
 
 
-def _truth_table(truth: np.ndarray, quadrants: np.ndarray) -> dict[str, dict[str, int]]:
-    return {
-        kind: {q.name.lower(): int(((truth == k) & (quadrants == q)).sum()) for q in Quadrant}
-        for k, kind in enumerate(TRUTH_NAMES)
-    }
-
-
 def _format_truth_table(table: dict[str, dict[str, int]]) -> str:
     names = Quadrant.names()
     header = f"{'planted':<10}" + "".join(f"{n:>19}" for n in names)
@@ -127,45 +99,18 @@ def _format_truth_table(table: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
-    """Run the default job end to end and write its outputs to ``config.output_dir``.
+def _snapshot_steps(steps_per_epoch: int, snapshots_per_epoch: int) -> set[int]:
+    """The steps of an epoch after which a snapshot is taken, evenly spaced, the last at its end."""
+    return {math.ceil(steps_per_epoch * (k + 1) / snapshots_per_epoch) for k in range(snapshots_per_epoch)}
 
-    Returns the report written to ``report.json``.
-    """
-    from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = config or DemoConfig()
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    out_dir = Path(config.output_dir)
-
-    corpus = generate_corpus(config.corpus)
-    tokenizer = build_tokenizer(corpus["text"], config.vocab_size)
-    data = _encode(corpus, tokenizer, config.block_size)
-    input_ids: list[list[int]] = data["input_ids"][:]
+def _train_and_record(config: DemoConfig, model, tokenizer, input_ids, run_dir: Path, rng) -> tuple[list[float], int]:
+    """The plain training loop with a :class:`LossRecorder` snapshot ``snapshots_per_epoch`` times
+    an epoch; returns the training losses and the number of snapshots."""
     n = len(input_ids)
-    model = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(tokenizer),
-            n_positions=config.block_size,
-            n_embd=config.n_embd,
-            n_layer=config.n_layer,
-            n_head=config.n_head,
-            bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
     steps_per_epoch = math.ceil(n / config.batch_size)
-    snapshot_steps = {
-        math.ceil(steps_per_epoch * (k + 1) / config.snapshots_per_epoch) for k in range(config.snapshots_per_epoch)
-    }
-    num_params = sum(p.numel() for p in model.parameters())
-    logger.info("corpus: %d samples, tokenizer: %d tokens, model: %d parameters", n, len(tokenizer), num_params)
-    print(f"corpus: {n} samples | tokenizer: {len(tokenizer)} tokens | tiny GPT-2: {num_params:,} parameters")
-
-    run_dir = out_dir / "run"
+    snapshot_steps = _snapshot_steps(steps_per_epoch, config.snapshots_per_epoch)
     recorder = LossRecorder(run_dir, "eval", num_samples=n, overwrite=True)
     recorder.start()
     snapshot_batches = list(_batches(input_ids, np.arange(n), config.batch_size * 4, tokenizer.pad_token_id))
@@ -191,50 +136,104 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
             if step in snapshot_steps:
                 snapshot = len(recorder.store.completed()) + 1
                 shard = recorder.eval_snapshot(
-                    model,
-                    snapshot_batches,
-                    snapshot=snapshot,
-                    step=global_step,
-                    epoch=epoch + step / steps_per_epoch,
+                    model, snapshot_batches, snapshot=snapshot, step=global_step, epoch=epoch + step / steps_per_epoch
                 )
         last = read_records(shard)["loss"]
         print(f"epoch {epoch + 1}: mean eval-mode loss over all samples {last.mean():.3f}")
+    return train_losses, len(recorder.store.completed())
+
+
+def _top_counts(truth: np.ndarray, selection, planted: list[str], n: int) -> dict[str, Any]:
+    """How many rows of each planted kind the top-by-memorization budget holds, and how its cut fell."""
+    top = selection.mask(n)
+    counts: dict[str, Any] = {
+        kind: {
+            "in_top": int((top & (truth == PLANTED_NAMES.index(kind))).sum()),
+            "total": int((truth == PLANTED_NAMES.index(kind)).sum()),
+        }
+        for kind in planted
+    }
+    counts["cut"] = {
+        "memorization": selection.cut_value,
+        "tied_at_cut": selection.n_tied_at_cut,
+        "tied_selected": selection.n_tied_selected,
+    }
+    return counts
+
+
+def _print_report(report: dict[str, Any], config: DemoConfig, selection, out_dir: Path) -> None:
+    table = report["planted_vs_quadrant"]
+    top_counts = report[f"planted_in_top_{config.budget:g}_by_memorization"]
+    print()
+    print(format_summary(report["summary"]))
+    print()
+    print("Where the planted samples landed:")
+    print(_format_truth_table(table))
+    print()
+    print(
+        f"Top {config.budget:.0%} by memorization ({selection.n_selected} samples) holds: "
+        + ", ".join(f"{top_counts[k]['in_top']}/{top_counts[k]['total']} {k}" for k in table)
+    )
+    print(
+        f"  the cut fell at m = {selection.cut_value:.3g}: {selection.n_tied_selected} of "
+        f"{selection.n_tied_at_cut} samples tied there were chosen by the tie-break (lower difficulty first)"
+    )
+    print(
+        f"\nWrote {out_dir / 'scored'}, {out_dir / 'data_map.png'} and {out_dir / 'report.json'} "
+        f"in {report['seconds']} s"
+    )
+
+
+def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
+    """Run the default job end to end and write its outputs to ``config.output_dir``.
+
+    Returns the report written to ``report.json``.
+    """
+    config = config or DemoConfig()
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    out_dir = Path(config.output_dir)
+
+    corpus = generate_corpus(config.corpus)
+    tokenizer = train_bpe_tokenizer(corpus["text"], config.vocab_size)
+    data = _encode(corpus, tokenizer, config.block_size)
+    input_ids: list[list[int]] = data["input_ids"][:]
+    n = len(input_ids)
+    # No seed here: the weights come from the torch state seeded above, as every run always did.
+    model = tiny_gpt2(
+        len(tokenizer),
+        n_layer=config.n_layer,
+        n_embd=config.n_embd,
+        n_head=config.n_head,
+        n_positions=config.block_size,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    num_params = sum(p.numel() for p in model.parameters())
+    logger.info("corpus: %d samples, tokenizer: %d tokens, model: %d parameters", n, len(tokenizer), num_params)
+    print(f"corpus: {n} samples | tokenizer: {len(tokenizer)} tokens | tiny GPT-2: {num_params:,} parameters")
+    run_dir = out_dir / "run"
+    train_losses, num_snapshots = _train_and_record(config, model, tokenizer, input_ids, run_dir, rng)
 
     data = add_loss_columns(data, run_dir, progress=False)
-    num_snapshots = len(recorder.store.completed())
     burn_in = config.burn_in or max(1, num_snapshots // 4)
     fit = fit_cartography(data, burn_in=burn_in, eps=config.eps, alpha_d=config.alpha_d, alpha_m=config.alpha_m)
     scored = add_cartography(data, fit)
     scored = apply_interventions(scored, gamma=config.gamma, alpha=config.alpha)
     summary = cartography_summary(scored, fit)
 
-    cols = read_columns(scored, ["truth", "carto_memorization", "carto_difficulty", "carto_quadrant"])
-    truth, m, d, q = (
-        cols["truth"],
-        cols["carto_memorization"],
-        cols["carto_difficulty"],
-        cols["carto_quadrant"],
-    )
-    table = _truth_table(truth, q)
+    cols = read_columns(scored, [TRUTH, MEMORIZATION, DIFFICULTY, QUADRANT])
+    truth, m, d, q = cols[TRUTH], cols[MEMORIZATION], cols[DIFFICULTY], cols[QUADRANT]
+    table = planted_vs_quadrant(truth, q)
     selection = select_top_memorized(m, config.budget, difficulty=d)
-    top = selection.mask(n)
-    top_counts = {
-        kind: {"in_top": int((top & (truth == k)).sum()), "total": int((truth == k).sum())}
-        for k, kind in enumerate(TRUTH_NAMES)
-    }
-    top_counts["cut"] = {
-        "memorization": selection.cut_value,
-        "tied_at_cut": selection.n_tied_at_cut,
-        "tied_selected": selection.n_tied_selected,
-    }
     report = {
         "config": asdict(config),
         "num_samples": n,
         "num_snapshots": num_snapshots,
-        "final_train_loss": float(np.mean(train_losses[-steps_per_epoch:])),
+        "final_train_loss": float(np.mean(train_losses[-math.ceil(n / config.batch_size) :])),
         "summary": summary,
         "planted_vs_quadrant": table,
-        f"planted_in_top_{config.budget:g}_by_memorization": top_counts,
+        f"planted_in_top_{config.budget:g}_by_memorization": _top_counts(truth, selection, list(table), n),
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -248,28 +247,10 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
         tau_d=fit.tau_d,
         tau_m=fit.tau_m,
         num_snapshots=num_snapshots,
-        highlight=truth == TRUTH_NAMES.index("canary"),
+        highlight=truth == PLANTED_NAMES.index("canary"),
         highlight_label="planted canaries",
         title="Data map of the generated corpus (tiny GPT-2)",
     )
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-
-    print()
-    print(format_summary(summary))
-    print()
-    print("Where the planted samples landed:")
-    print(_format_truth_table(table))
-    print()
-    print(
-        f"Top {config.budget:.0%} by memorization ({selection.n_selected} samples) holds: "
-        + ", ".join(f"{top_counts[k]['in_top']}/{top_counts[k]['total']} {k}" for k in TRUTH_NAMES)
-    )
-    print(
-        f"  the cut fell at m = {selection.cut_value:.3g}: {selection.n_tied_selected} of "
-        f"{selection.n_tied_at_cut} samples tied there were chosen by the tie-break (lower difficulty first)"
-    )
-    print(
-        f"\nWrote {out_dir / 'scored'}, {out_dir / 'data_map.png'} and {out_dir / 'report.json'} "
-        f"in {report['seconds']} s"
-    )
+    _print_report(report, config, selection, out_dir)
     return report

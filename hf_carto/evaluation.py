@@ -393,9 +393,9 @@ def _secret_space(canary: Canary) -> tuple[list[str], Sequence[str], str]:
     if canary.secret_format == "digits":
         units, alphabet, separator = list(canary.secret), string.digits, ""
     elif canary.secret_format == "words":
-        from .canaries import _WORDS
+        from .canaries import SECRET_WORDS
 
-        units, alphabet, separator = canary.secret.split(" "), _WORDS, " "
+        units, alphabet, separator = canary.secret.split(" "), SECRET_WORDS, " "
     elif canary.secret_format == "tokens":
         letters = itertools.product(string.ascii_lowercase, repeat=3)
         units, alphabet, separator = canary.secret.split(" "), ["".join(t) for t in letters], " "
@@ -407,10 +407,10 @@ def _secret_space(canary: Canary) -> tuple[list[str], Sequence[str], str]:
 
 
 def _random_secrets(canary: Canary, count: int, rng: np.random.Generator) -> list[str]:
-    from .canaries import _secret
+    from .canaries import draw_secret
 
     length = len(canary.secret) if canary.secret_format == "digits" else len(canary.secret.split())
-    return [_secret(rng, canary.secret_format, length) for _ in range(count)]
+    return [draw_secret(rng, canary.secret_format, length) for _ in range(count)]
 
 
 def _exact_exposure(model, tokenizer, canary: Canary, space: tuple, *, batch_size: int) -> dict[str, Any]:

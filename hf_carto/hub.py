@@ -15,6 +15,7 @@ generated corpus). ``include_private_columns=True`` keeps all of it, for a priva
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import math
 import os
@@ -30,7 +31,18 @@ import yaml
 from datasets import Dataset
 
 from .atomic import atomic_folder
-from .curation import DIFFICULTY, KEEP, LOSS_WEIGHT, MEMORIZATION, QUADRANT, SAMPLING_WEIGHT, cartography_summary
+from .columns import (
+    CANARY_ID,
+    DIFFICULTY,
+    IS_CANARY,
+    KEEP,
+    LOSS_WEIGHT,
+    MEMORIZATION,
+    QUADRANT,
+    SAMPLING_WEIGHT,
+    TRUTH,
+)
+from .curation import cartography_summary
 
 __all__ = [
     "PRIVATE_COLUMNS",
@@ -43,13 +55,16 @@ __all__ = [
     "repo_name",
 ]
 
-#: The model card template of the repository's top-level ``model_cards/`` folder.
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "curated_model.md"
+#: The model card template, shipped inside the package (``hf_carto/templates/``, package data) so
+#: that an installed wheel renders cards too: a ``Path`` for a package on disk, a ``Traversable``
+#: for one imported from a zip. The repository's ``model_cards/curated_model.md`` is its documented
+#: copy; tests/test_packaging.py keeps the two identical.
+MODEL_CARD_TEMPLATE = importlib.resources.files(__package__) / "templates" / "curated_model.md"
 
 logger = logging.getLogger(__name__)
 
 #: Columns left out of an export unless ``include_private_columns=True``.
-PRIVATE_COLUMNS = ("secret", "carto_canary_id", "is_canary", "truth", "group")
+PRIVATE_COLUMNS = ("secret", CANARY_ID, IS_CANARY, TRUTH, "group")
 _SIZE_CATEGORIES = [(1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"), (1e7, "1M<n<10M")]
 
 
@@ -187,10 +202,10 @@ def _withhold_canaries(dataset: Dataset, secrets: Sequence[str]) -> tuple[Datase
 
     table = dataset.with_format("arrow")[:]
     withhold = np.zeros(len(dataset), dtype=bool)
-    if "is_canary" in table.column_names:
-        withhold |= table.column("is_canary").to_numpy(zero_copy_only=False).astype(bool)
-    if "carto_canary_id" in table.column_names:
-        withhold |= table.column("carto_canary_id").to_numpy(zero_copy_only=False) >= 0
+    if IS_CANARY in table.column_names:
+        withhold |= table.column(IS_CANARY).to_numpy(zero_copy_only=False).astype(bool)
+    if CANARY_ID in table.column_names:
+        withhold |= table.column(CANARY_ID).to_numpy(zero_copy_only=False) >= 0
     if "secret" in table.column_names:
         withhold |= pc.greater(pc.utf8_length(table.column("secret")), 0).to_numpy(zero_copy_only=False)
     text_columns = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
@@ -397,7 +412,7 @@ def render_model_card(
     from huggingface_hub import ModelCard, ModelCardData
 
     template = Path(template_path) if template_path else MODEL_CARD_TEMPLATE
-    if not template.exists():
+    if not template.is_file():
         raise FileNotFoundError(f"model card template {template} not found; pass template_path")
     seeds = max((np.atleast_1d(r.get("perplexity", [0])).size for r in results), default=1)
     rows = [
@@ -420,20 +435,21 @@ def render_model_card(
         tags=["data-cartography", "memorization", "hf-carto"],
         pipeline_tag="text-generation",
     )
-    card = ModelCard.from_template(
-        card_data,
-        template_path=str(template),
-        model_name=repo_id.split("/")[-1],
-        repo_id=repo_id,
-        base_model=base_model,
-        dataset_id=dataset_id,
-        dataset_url=f"https://huggingface.co/datasets/{dataset_id}",
-        curation=list(curation.items()),
-        results=rows,
-        num_seeds=seeds,
-        k=k,
-        conclusion=conclusion,
-    )
+    with importlib.resources.as_file(template) as template_file:  # a real file, even from a zip
+        card = ModelCard.from_template(
+            card_data,
+            template_path=str(template_file),
+            model_name=repo_id.split("/")[-1],
+            repo_id=repo_id,
+            base_model=base_model,
+            dataset_id=dataset_id,
+            dataset_url=f"https://huggingface.co/datasets/{dataset_id}",
+            curation=list(curation.items()),
+            results=rows,
+            num_seeds=seeds,
+            k=k,
+            conclusion=conclusion,
+        )
     return str(card)
 
 

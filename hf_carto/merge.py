@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, Value
 
-from .curation import read_columns
+from .columns import LOSS_COLUMN_PATTERN, SAMPLE_ID, loss_column, read_columns
 from .recording import LossStore, RecordingSettings, read_records
 
 __all__ = ["LossMatrix", "load_loss_matrix", "add_loss_columns", "merged_snapshot"]
@@ -221,16 +221,17 @@ def add_loss_columns(
     """Add one ``carto_loss_{t}`` float32 column per completed snapshot, aligned by ``sample_id``.
 
     The dataset must carry the ``sample_id`` column the recording used. Existing
-    ``carto_loss_*`` columns are replaced.
+    ``carto_loss_{t}`` columns are replaced; other columns with that prefix (``carto_loss_weight``)
+    are kept.
     """
-    if "sample_id" not in dataset.column_names:
-        raise ValueError("the dataset has no 'sample_id' column; merge needs the ids the recording used")
-    ids = read_columns(dataset, ["sample_id"])["sample_id"].astype(np.int64)
-    old = [c for c in dataset.column_names if c.startswith("carto_loss_")]
+    if SAMPLE_ID not in dataset.column_names:
+        raise ValueError(f"the dataset has no '{SAMPLE_ID}' column; merge needs the ids the recording used")
+    ids = read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID].astype(np.int64)
+    old = [c for c in dataset.column_names if LOSS_COLUMN_PATTERN.match(c)]
     if old:
         dataset = dataset.remove_columns(old)
     for t, losses, _ in _iter_columns(output_dir, ids, allow_nonfinite, progress):
-        dataset = dataset.add_column(f"carto_loss_{t}", losses, feature=Value("float32"))
+        dataset = dataset.add_column(loss_column(t), losses, feature=Value("float32"))
     return dataset
 
 
@@ -240,9 +241,9 @@ def write_wide_parquet(matrix: LossMatrix, path: str | os.PathLike) -> Path:
 
     from .atomic import write_parquet_atomic
 
-    columns = {"sample_id": pa.array(matrix.sample_ids)}
+    columns = {SAMPLE_ID: pa.array(matrix.sample_ids)}
     for t in range(matrix.num_snapshots):
-        columns[f"carto_loss_{t + 1}"] = pa.array(matrix.losses[:, t])
+        columns[loss_column(t + 1)] = pa.array(matrix.losses[:, t])
     out = Path(path)
     write_parquet_atomic(pa.table(columns), out)
     return out

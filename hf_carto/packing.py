@@ -17,11 +17,13 @@ import pyarrow as pa
 from datasets import ClassLabel, Dataset, DatasetInfo, Features, Value
 from datasets import Sequence as SequenceFeature
 
+from .columns import IS_CANARY, PLANTED_NAMES, SAMPLE_ID, TRUTH
+
 __all__ = ["PLANTED_NAMES", "cut_windows", "insert_documents", "pack_documents", "whole_copies"]
 
-# Kinds of documents, in the order a block's label is chosen when it mixes several: a block that
-# holds any canary token is a canary block, whatever else it holds.
-PLANTED_NAMES = ["ordinary", "duplicate", "canary", "noise", "contaminated"]
+# The planted kinds but "ordinary" (PLANTED_NAMES lives in `columns`), in the order a block's label
+# is chosen when it mixes several: a block that holds any canary token is a canary block, whatever
+# else it holds.
 _PRIORITY = ("canary", "contaminated", "duplicate", "noise")
 
 
@@ -101,12 +103,12 @@ def pack_documents(
     columns = {
         "input_ids": ids,
         "labels": ids,
-        "sample_id": pa.array(np.arange(first_sample_id, first_sample_id + num_blocks, dtype=np.int64)),
+        SAMPLE_ID: pa.array(np.arange(first_sample_id, first_sample_id + num_blocks, dtype=np.int64)),
     }
     features = {
         "input_ids": SequenceFeature(Value("int32")),
         "labels": SequenceFeature(Value("int32")),
-        "sample_id": Value("int64"),
+        SAMPLE_ID: Value("int64"),
     }
     if kinds is not None:
         kinds = np.asarray(kinds, dtype=np.int64)
@@ -117,10 +119,10 @@ def pack_documents(
         for name in reversed(_PRIORITY):  # later (higher-priority) kinds overwrite earlier ones
             k = PLANTED_NAMES.index(name)
             truth[(token_kinds == k).any(axis=1)] = k
-        columns["truth"] = pa.array(truth)
-        columns["is_canary"] = pa.array((token_kinds == PLANTED_NAMES.index("canary")).any(axis=1))
-        features["truth"] = ClassLabel(names=PLANTED_NAMES)
-        features["is_canary"] = Value("bool")
+        columns[TRUTH] = pa.array(truth)
+        columns[IS_CANARY] = pa.array((token_kinds == PLANTED_NAMES.index("canary")).any(axis=1))
+        features[TRUTH] = ClassLabel(names=PLANTED_NAMES)
+        features[IS_CANARY] = Value("bool")
     return Dataset(pa.table(columns), info=DatasetInfo(features=Features(features)))
 
 

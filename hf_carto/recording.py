@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import torch
 
 from .atomic import write_json_atomic, write_parquet_atomic
+from .columns import SAMPLE_ID
 from .losses import per_sample_loss
 
 __all__ = ["MODES", "RecordingSettings", "LossStore", "LossRecorder", "hf_causal_lm_losses"]
@@ -44,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 MODES = ("eval", "train")
 FORMAT_VERSION = 1
-SAMPLE_ID = "sample_id"
+# The shards' own fields; "sample_id" here is part of the file format (FORMAT_VERSION), spelled out
+# so that renaming the dataset column could not silently change what the files hold.
 SHARD_SCHEMA = pa.schema(
     [("sample_id", pa.int64()), ("loss", pa.float32()), ("n_tokens", pa.int32()), ("step", pa.int64())]
 )

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .curation import LOSS_WEIGHT, read_columns
+from .columns import LOSS_WEIGHT, SAMPLE_ID, read_columns
 from .losses import per_sample_loss, token_nll
-from .recording import SAMPLE_ID, LossRecorder, hf_causal_lm_losses
+from .recording import LossRecorder, hf_causal_lm_losses
 
 __all__ = ["RecordingConfig", "LossRecordingMixin", "RecordingTrainer", "ensure_sample_ids"]
 

@@ -1,10 +1,11 @@
 """One call that measures a model's leakage and writes ``report.json``, ``report.md`` and plots.
 
-:func:`evaluate_model` runs whatever it is given the data for: canary extraction and exposure
-(a canary registry), contamination recall (inserted sequences and a control set), membership
-inference (members and non-members), and validation perplexity. :func:`plot_tradeoffs` draws the
-paper's Figure 1 (extraction success vs fraction of pruned weight) and Figure 2 (validation
-perplexity increase vs fraction of pruned weight) from several runs, with the spread over seeds.
+:func:`evaluate_leakage` (or :func:`evaluate_model`, the same with keyword arguments) runs whatever
+it is given the data for: canary extraction and exposure (a canary registry), contamination recall
+(inserted sequences and a control set), membership inference (members and non-members), and
+validation perplexity. :func:`plot_tradeoffs` draws the paper's Figure 1 (extraction success vs
+fraction of pruned weight) and Figure 2 (validation perplexity increase vs fraction of pruned
+weight) from several runs, with the spread over seeds.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,42 +24,23 @@ from .canaries import Canary
 from .evaluation import canary_extraction, contamination_recall, ensure_pad_token, exposure, perplexity
 from .membership import membership_metrics, membership_signals, plot_roc
 
-__all__ = ["evaluate_model", "format_report", "plot_tradeoffs"]
+__all__ = ["EvalSettings", "LeakageProbes", "evaluate_leakage", "evaluate_model", "format_report", "plot_tradeoffs"]
 
 logger = logging.getLogger(__name__)
 
 
-def evaluate_model(
-    model,
-    tokenizer,
-    *,
-    canaries: Sequence[Canary] | None = None,
-    control_canaries: Sequence[Canary] | None = None,
-    contaminating: Sequence[Sequence[int]] | None = None,
-    control: Sequence[Sequence[int]] | None = None,
-    members: Sequence[Sequence[int]] | None = None,
-    non_members: Sequence[Sequence[int]] | None = None,
-    member_texts: Sequence[str] | None = None,
-    non_member_texts: Sequence[str] | None = None,
-    member_subsets: Mapping[str, Sequence[bool]] | None = None,
-    planted_members: Sequence[Sequence[int]] | None = None,
-    planted_non_members: Sequence[Sequence[int]] | None = None,
-    validation: Sequence[Sequence[int]] | None = None,
-    reference_model=None,
-    k: int = 32,
-    min_k_fraction: float = 0.2,
-    exposure_max_exact: int = 1_000_000,
-    exposure_sample_size: int = 20_000,
-    num_resamples: int = 1000,
-    batch_size: int = 32,
-    output_dir: str | os.PathLike | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Measure leakage; every section is computed only when its inputs are given.
+@dataclass
+class LeakageProbes:
+    """What to probe a model with; every section of the report is measured only when its sets are given.
 
     Args:
-        control_canaries: canaries that were never inserted into training, decoded the same way:
-            their extraction rate is the floor a trained canary's rate is read against.
+        canaries: inserted canaries (extraction and exposure).
+        control_canaries: canaries that were never inserted, decoded the same way: their extraction
+            rate is the floor a trained canary's rate is read against.
+        contaminating, control: token sequences of ``2k`` tokens inserted into training, and
+            sequences cut the same way that were not (contamination recall).
+        members, non_members: token blocks trained on and never trained on (membership inference);
+            ``member_texts`` / ``non_member_texts`` their texts, for the zlib signal.
         member_subsets: named boolean masks over ``members``; each subset is measured against the
             same non-members (``membership_subsets`` in the report). Comparing arms that trained on
             different rows needs the members every arm trained on.
@@ -65,86 +48,71 @@ def evaluate_model(
             contaminating sequences) that were trained on, and blocks built the same way from
             held-out text and never-inserted material: the membership question the curation
             targets (``planted_membership`` in the report).
+        validation: token blocks for validation perplexity.
+    """
+
+    canaries: Sequence[Canary] | None = None
+    control_canaries: Sequence[Canary] | None = None
+    contaminating: Sequence[Sequence[int]] | None = None
+    control: Sequence[Sequence[int]] | None = None
+    members: Sequence[Sequence[int]] | None = None
+    non_members: Sequence[Sequence[int]] | None = None
+    member_texts: Sequence[str] | None = None
+    non_member_texts: Sequence[str] | None = None
+    member_subsets: Mapping[str, Sequence[bool]] | None = None
+    planted_members: Sequence[Sequence[int]] | None = None
+    planted_non_members: Sequence[Sequence[int]] | None = None
+    validation: Sequence[Sequence[int]] | None = None
+
+
+@dataclass
+class EvalSettings:
+    """How to measure: ``k`` of k-extractability, the min-k% fraction, the exposure ranking's exact
+    limit and estimate sample, bootstrap resamples, batch size and seed."""
+
+    k: int = 32
+    min_k_fraction: float = 0.2
+    exposure_max_exact: int = 1_000_000
+    exposure_sample_size: int = 20_000
+    num_resamples: int = 1000
+    batch_size: int = 32
+    seed: int = 0
+
+
+def evaluate_leakage(
+    model,
+    tokenizer,
+    probes: LeakageProbes,
+    settings: EvalSettings | None = None,
+    *,
+    reference_model=None,
+    output_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Measure leakage; every section is computed only when its probes are given.
 
     Returns the report; with ``output_dir`` also writes ``report.json``, ``report.md`` and
     ``membership_roc.png`` there. The report never contains canary secrets.
     """
+    settings = settings or EvalSettings()
     ensure_pad_token(tokenizer)
-    pad = tokenizer.pad_token_id
-    eos = getattr(tokenizer, "eos_token_id", None)
     report: dict[str, Any] = {}
-    roc_results = []
-    if canaries:
-        extraction = canary_extraction(model, tokenizer, canaries, batch_size=batch_size, progress=True)
-        exposures = [
-            exposure(model, tokenizer, c, max_exact=exposure_max_exact, sample_size=exposure_sample_size, seed=seed)
-            for c in canaries
-        ]
-        by_id = {e["canary_id"]: e for e in exposures}  # extraction rows come sorted by canary id
-        for row in extraction["canaries"]:
-            exp = by_id[row["canary_id"]]
-            row["exposure"] = exp["exposure"]
-            row["exposure_method"] = exp["method"]
-            if "exposure_ci95" in exp:
-                row["exposure_ci95"] = exp["exposure_ci95"]
-        extraction["mean_exposure"] = float(np.mean([e["exposure"] for e in exposures]))
-        extraction["num_exposure_estimated"] = sum(e["method"] != "exact" for e in exposures)
-        if control_canaries:
-            floor = canary_extraction(model, tokenizer, control_canaries, batch_size=batch_size)
-            extraction["control"] = {k: floor[k] for k in ("success_rate", "num_extracted", "num_canaries")}
-        report["canaries"] = extraction
-    if contaminating:
-        section = {
-            "inserted": contamination_recall(
-                model, contaminating, k=k, pad_token_id=pad, eos_token_id=eos, batch_size=batch_size, progress=True
-            )
-        }
-        if control:
-            section["control"] = contamination_recall(
-                model, control, k=k, pad_token_id=pad, eos_token_id=eos, batch_size=batch_size
-            )
-        report["contamination"] = section
-    kwargs = dict(reference_model=reference_model, pad_token_id=pad, k=min_k_fraction, batch_size=batch_size)
-    if members is not None or non_members is not None:
-        _require_both("membership inference", "members", members, "non-members", non_members)
-        member_scores = membership_signals(model, members, texts=member_texts, progress=True, **kwargs)
-        non_member_scores = membership_signals(model, non_members, texts=non_member_texts, **kwargs)
-        metrics = dict(num_resamples=num_resamples, seed=seed)
-        section = {}
-        for signal in member_scores:
-            result = membership_metrics(signal, member_scores[signal], non_member_scores[signal], **metrics)
-            roc_results.append(result)
-            section[signal] = result.to_dict()
-        report["membership"] = section
-        subsets = {}
-        for name, mask in (member_subsets or {}).items():
-            mask = np.asarray(mask, dtype=bool)
-            if mask.shape != (len(members),) or not mask.any():
-                raise ValueError(
-                    f"member subset {name!r} must be a non-empty boolean mask over the {len(members)} members; "
-                    f"got shape {mask.shape} with {int(mask.sum())} selected"
-                )
-            subsets[name] = {
-                signal: membership_metrics(signal, scores[mask], non_member_scores[signal], **metrics).to_dict()
-                for signal, scores in member_scores.items()
-            }
-        if subsets:
-            report["membership_subsets"] = subsets
-    if planted_members is not None or planted_non_members is not None:
-        _require_both(
-            "the planted-block membership test", "planted members", planted_members,
-            "planted non-members", planted_non_members,
-        )  # fmt: skip
-        planted = membership_signals(model, planted_members, **kwargs)
-        planted_out = membership_signals(model, planted_non_members, **kwargs)
-        report["planted_membership"] = {
-            signal: membership_metrics(
-                signal, planted[signal], planted_out[signal], num_resamples=num_resamples, seed=seed
-            ).to_dict()
-            for signal in planted
-        }
-    if validation:
-        report["validation"] = perplexity(model, validation, batch_size=batch_size, pad_token_id=pad)
+    if probes.canaries:
+        report["canaries"] = _canary_section(model, tokenizer, probes, settings)
+    if probes.contaminating:
+        report["contamination"] = _contamination_section(model, tokenizer, probes, settings)
+    roc_results: list = []
+    signal_args = dict(
+        reference_model=reference_model, pad_token_id=tokenizer.pad_token_id, k=settings.min_k_fraction,
+        batch_size=settings.batch_size,
+    )  # fmt: skip
+    if probes.members is not None or probes.non_members is not None:
+        report.update(_membership_sections(model, probes, settings, signal_args, roc_results))
+    if probes.planted_members is not None or probes.planted_non_members is not None:
+        report["planted_membership"] = _planted_section(model, probes, settings, signal_args)
+    if probes.validation:
+        report["validation"] = perplexity(
+            model, probes.validation, batch_size=settings.batch_size, pad_token_id=tokenizer.pad_token_id
+        )
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -153,6 +121,108 @@ def evaluate_model(
         if roc_results:
             plot_roc(roc_results, out / "membership_roc.png")
     return report
+
+
+def evaluate_model(
+    model,
+    tokenizer,
+    *,
+    reference_model=None,
+    output_dir: str | os.PathLike | None = None,
+    **sets_and_settings: Any,
+) -> dict[str, Any]:
+    """:func:`evaluate_leakage` with the fields of :class:`LeakageProbes` and :class:`EvalSettings`
+    given as keyword arguments (``canaries=..., members=..., k=..., batch_size=...``)."""
+    probe_names = {f.name for f in fields(LeakageProbes)}
+    setting_names = {f.name for f in fields(EvalSettings)}
+    unknown = sorted(set(sets_and_settings) - probe_names - setting_names)
+    if unknown:
+        raise TypeError(f"evaluate_model got unexpected keyword arguments {unknown}")
+    probes = LeakageProbes(**{k: v for k, v in sets_and_settings.items() if k in probe_names})
+    settings = EvalSettings(**{k: v for k, v in sets_and_settings.items() if k in setting_names})
+    return evaluate_leakage(model, tokenizer, probes, settings, reference_model=reference_model, output_dir=output_dir)
+
+
+def _canary_section(model, tokenizer, probes: LeakageProbes, settings: EvalSettings) -> dict[str, Any]:
+    extraction = canary_extraction(model, tokenizer, probes.canaries, batch_size=settings.batch_size, progress=True)
+    exposures = [
+        exposure(
+            model,
+            tokenizer,
+            c,
+            max_exact=settings.exposure_max_exact,
+            sample_size=settings.exposure_sample_size,
+            seed=settings.seed,
+        )  # fmt: skip
+        for c in probes.canaries
+    ]
+    by_id = {e["canary_id"]: e for e in exposures}  # extraction rows come sorted by canary id
+    for row in extraction["canaries"]:
+        exp = by_id[row["canary_id"]]
+        row["exposure"] = exp["exposure"]
+        row["exposure_method"] = exp["method"]
+        if "exposure_ci95" in exp:
+            row["exposure_ci95"] = exp["exposure_ci95"]
+    extraction["mean_exposure"] = float(np.mean([e["exposure"] for e in exposures]))
+    extraction["num_exposure_estimated"] = sum(e["method"] != "exact" for e in exposures)
+    if probes.control_canaries:
+        floor = canary_extraction(model, tokenizer, probes.control_canaries, batch_size=settings.batch_size)
+        extraction["control"] = {k: floor[k] for k in ("success_rate", "num_extracted", "num_canaries")}
+    return extraction
+
+
+def _contamination_section(model, tokenizer, probes: LeakageProbes, settings: EvalSettings) -> dict[str, Any]:
+    args = dict(
+        k=settings.k, pad_token_id=tokenizer.pad_token_id, eos_token_id=getattr(tokenizer, "eos_token_id", None),
+        batch_size=settings.batch_size,
+    )  # fmt: skip
+    section = {"inserted": contamination_recall(model, probes.contaminating, progress=True, **args)}
+    if probes.control:
+        section["control"] = contamination_recall(model, probes.control, **args)
+    return section
+
+
+def _membership_sections(model, probes: LeakageProbes, settings: EvalSettings, signal_args, roc_results) -> dict:
+    members, non_members = probes.members, probes.non_members
+    _require_both("membership inference", "members", members, "non-members", non_members)
+    member_scores = membership_signals(model, members, texts=probes.member_texts, progress=True, **signal_args)
+    non_member_scores = membership_signals(model, non_members, texts=probes.non_member_texts, **signal_args)
+    metrics = dict(num_resamples=settings.num_resamples, seed=settings.seed)
+    section = {}
+    for signal in member_scores:
+        result = membership_metrics(signal, member_scores[signal], non_member_scores[signal], **metrics)
+        roc_results.append(result)
+        section[signal] = result.to_dict()
+    out: dict[str, Any] = {"membership": section}
+    subsets = {}
+    for name, mask in (probes.member_subsets or {}).items():
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(members),) or not mask.any():
+            raise ValueError(
+                f"member subset {name!r} must be a non-empty boolean mask over the {len(members)} members; "
+                f"got shape {mask.shape} with {int(mask.sum())} selected"
+            )
+        subsets[name] = {
+            signal: membership_metrics(signal, scores[mask], non_member_scores[signal], **metrics).to_dict()
+            for signal, scores in member_scores.items()
+        }
+    if subsets:
+        out["membership_subsets"] = subsets
+    return out
+
+
+def _planted_section(model, probes: LeakageProbes, settings: EvalSettings, signal_args) -> dict[str, Any]:
+    _require_both(
+        "the planted-block membership test", "planted members", probes.planted_members,
+        "planted non-members", probes.planted_non_members,
+    )  # fmt: skip
+    planted = membership_signals(model, probes.planted_members, **signal_args)
+    planted_out = membership_signals(model, probes.planted_non_members, **signal_args)
+    metrics = dict(num_resamples=settings.num_resamples, seed=settings.seed)
+    return {
+        signal: membership_metrics(signal, planted[signal], planted_out[signal], **metrics).to_dict()
+        for signal in planted
+    }
 
 
 def _require_both(test: str, first: str, a, second: str, b) -> None:

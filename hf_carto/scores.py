@@ -25,12 +25,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .columns import PLANTED_NAMES
+
 __all__ = [
     "Quadrant",
     "QuadrantAssignment",
     "BudgetSelection",
     "TrainingDynamics",
     "check_loss_matrix",
+    "check_alpha",
+    "check_burn_in",
+    "count_forget_events",
     "difficulty",
     "forget_events",
     "memorization",
@@ -38,6 +43,7 @@ __all__ = [
     "resolve_eps",
     "assign_quadrants",
     "select_top_memorized",
+    "planted_vs_quadrant",
     "training_dynamics",
 ]
 
@@ -104,7 +110,12 @@ def check_loss_matrix(
     return arr
 
 
-def _check_burn_in(burn_in: int, num_snapshots: int) -> int:
+def check_burn_in(burn_in: int, num_snapshots: int) -> int:
+    """``burn_in`` as an ``int``, checked to be a valid ``T_e`` for ``num_snapshots`` snapshots.
+
+    Raises:
+        ValueError: when it is not an integer (a bool is not), or outside `[1, num_snapshots - 1]`.
+    """
     if isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)):
         raise ValueError(f"burn_in must be an integer, got {burn_in!r}")
     if not 1 <= burn_in <= num_snapshots - 1:
@@ -115,7 +126,12 @@ def _check_burn_in(burn_in: int, num_snapshots: int) -> int:
     return int(burn_in)
 
 
-def _check_alpha(name: str, value: float) -> float:
+def check_alpha(name: str, value: float) -> float:
+    """``value`` as a ``float``, checked to be a threshold percentile in the open interval ``(0, 1)``.
+
+    Raises:
+        ValueError: naming the argument ``name`` when it is not a number in `(0, 1)`.
+    """
     if not (isinstance(value, (int, float, np.floating)) and 0.0 < float(value) < 1.0):
         raise ValueError(f"{name} must be a fraction in the open interval (0, 1); got {value!r}")
     return float(value)
@@ -143,7 +159,7 @@ def difficulty(losses: np.ndarray, burn_in: int) -> np.ndarray:
         array([2.])
     """
     arr = check_loss_matrix(losses, min_snapshots=2)
-    burn_in = _check_burn_in(burn_in, arr.shape[1])
+    burn_in = check_burn_in(burn_in, arr.shape[1])
     return arr[:, :burn_in].mean(axis=1, dtype=np.float64)
 
 
@@ -157,10 +173,19 @@ def forget_events(losses: np.ndarray, eps: float) -> np.ndarray:
         >>> forget_events(np.array([[0.1, 2.0, 0.1, 2.0], [0.1, 0.1, 0.1, 0.1]]), eps=1.0)
         array([2, 0])
     """
-    return _count_forget_events(check_loss_matrix(losses, min_snapshots=2), _check_eps(eps))
+    return count_forget_events(check_loss_matrix(losses, min_snapshots=2), _check_eps(eps))
 
 
-def _count_forget_events(arr: np.ndarray, eps: float) -> np.ndarray:
+def count_forget_events(arr: np.ndarray, eps: float) -> np.ndarray:
+    """:func:`forget_events` without the checks, for callers that already validated ``arr`` and ``eps``.
+
+    Args:
+        arr (`np.ndarray` of shape `(N, T)`): a finite floating-point loss matrix, `T >= 1`.
+        eps (`float`): a finite threshold.
+
+    Returns:
+        `np.ndarray` of shape `(N,)`, int64.
+    """
     below = arr < eps
     above = arr > eps
     # Counting column pairs one at a time keeps the temporary at one (N,) bool instead of (N, T).
@@ -178,7 +203,7 @@ def memorization(losses: np.ndarray, eps: float) -> np.ndarray:
         so ties are the normal case.
     """
     arr = check_loss_matrix(losses, min_snapshots=2)
-    return _count_forget_events(arr, _check_eps(eps)) / float(arr.shape[1] - 1)
+    return count_forget_events(arr, _check_eps(eps)) / float(arr.shape[1] - 1)
 
 
 _MIN_PLUS = re.compile(r"^min\s*\+\s*(?P<delta>[-+0-9.eE]+)$")
@@ -310,8 +335,8 @@ def assign_quadrants(
         bad = np.flatnonzero(~np.isfinite(arr))
         if bad.size:
             raise ValueError(f"{name} has {bad.size} non-finite values; first rows: {bad[:5].tolist()}")
-    alpha_d = _check_alpha("alpha_d", alpha_d)
-    alpha_m = _check_alpha("alpha_m", alpha_m)
+    alpha_d = check_alpha("alpha_d", alpha_d)
+    alpha_m = check_alpha("alpha_m", alpha_m)
     tau_d = float(np.percentile(d, 100.0 * alpha_d, method=THRESHOLD_METHOD))
     tau_m = float(np.percentile(m, 100.0 * alpha_m, method=THRESHOLD_METHOD))
     quadrants = (d > tau_d).astype(np.int8)
@@ -397,6 +422,41 @@ def select_top_memorized(
     return BudgetSelection(indices, float(fraction), k, cut_value, int(tied.size), int(need))
 
 
+def planted_vs_quadrant(truth: np.ndarray, quadrants: np.ndarray) -> dict[str, dict[str, int]]:
+    """How many samples of each planted kind landed in each quadrant.
+
+    Args:
+        truth (`np.ndarray` of shape `(N,)`): planted-kind ids, indices into
+            :data:`hf_carto.columns.PLANTED_NAMES` (the ``truth`` column).
+        quadrants (`np.ndarray` of shape `(N,)`): quadrant ids (the ``carto_quadrant`` column).
+
+    Returns:
+        `dict[str, dict[str, int]]`: one row per planted kind that occurs at least once, in
+        :data:`~hf_carto.columns.PLANTED_NAMES` order, each mapping every lower-case quadrant name
+        (in id order) to a count; a kind the data never planted gets no row rather than zeros.
+
+    Example:
+        >>> planted_vs_quadrant(np.array([0, 0, 2]), np.array([0, 1, 2]))["canary"]
+        {'stable_easy': 0, 'ambiguous_hard': 0, 'hotspot_memorized': 1, 'noisy_outlier': 0}
+    """
+    t = np.asarray(truth)
+    q = np.asarray(quadrants)
+    if t.ndim != 1 or t.shape != q.shape:
+        raise ValueError(f"truth and quadrants must be 1-D of equal length; got {t.shape} and {q.shape}")
+    t, q = t.astype(np.int64), q.astype(np.int64)
+    kinds, regions = len(PLANTED_NAMES), len(Quadrant)
+    for name, ids, limit in (("truth", t, kinds), ("quadrants", q, regions)):
+        bad = np.flatnonzero((ids < 0) | (ids >= limit))
+        if bad.size:
+            raise ValueError(f"{name} has {bad.size} ids outside [0, {limit - 1}]; first rows: {bad[:5].tolist()}")
+    counts = np.bincount(t * regions + q, minlength=kinds * regions).reshape(kinds, regions)
+    return {
+        kind: {name: int(counts[k, r]) for r, name in enumerate(Quadrant.names())}
+        for k, kind in enumerate(PLANTED_NAMES)
+        if counts[k].any()
+    }
+
+
 @dataclass(frozen=True)
 class TrainingDynamics:
     """Per-sample training-dynamics statistics (dataset cartography and forgetting events).
@@ -435,6 +495,6 @@ def training_dynamics(losses: np.ndarray, eps: float) -> TrainingDynamics:
         final=arr[:, -1].astype(np.float64),
         first_learned=first,
         never_learned=~ever,
-        forget_events=_count_forget_events(arr, eps),
+        forget_events=count_forget_events(arr, eps),
         eps=eps,
     )

@@ -27,8 +27,7 @@ import torch
 from datasets import Dataset
 from transformers import Trainer
 
-from .curation import KEEP, LOSS_WEIGHT, SAMPLING_WEIGHT
-from .recording import SAMPLE_ID
+from .columns import KEEP, LOSS_WEIGHT, SAMPLE_ID, SAMPLING_WEIGHT
 from .recording_trainer import LossRecordingMixin
 
 __all__ = ["CartoTrainer", "WeightedEpochSampler", "prepare_curated_dataset"]

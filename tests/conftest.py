@@ -17,12 +17,9 @@ SHARED = REPO_ROOT.parent / "shared"
 
 @pytest.fixture(scope="session")
 def tiny_gpt2():
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from hf_carto.models import tiny_gpt2 as build
 
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=97, n_positions=32, n_embd=16, n_layer=2, n_head=2)
-    return GPT2LMHeadModel(config).eval()
+    return build(97, n_positions=32, n_embd=16, n_layer=2, n_head=2, seed=0).eval()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
 
 from hf_carto.canaries import Canary, insert_canaries, load_registry, locate_canaries, make_canaries, save_registry
 from hf_carto.data import CorpusConfig, generate_corpus
-from hf_carto.demo import build_tokenizer
 from hf_carto.evaluation import (
     cached_secret_log_perplexities,
     canary_extraction,
@@ -28,17 +27,15 @@ from hf_carto.evaluation import (
     secret_log_perplexities,
 )
 from hf_carto.membership import membership_signals, roc_auc
+from hf_carto.models import tiny_gpt2
+from hf_carto.tokenization import train_bpe_tokenizer
 
 pytestmark = pytest.mark.slow
 K = 8
 
 
 def fresh_model(vocab_size: int):
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=vocab_size, n_positions=96, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
-    )
-    return GPT2LMHeadModel(config).eval()
+    return tiny_gpt2(vocab_size, n_positions=96, n_embd=64, n_layer=2, n_head=4, eos_token_id=0, seed=0).eval()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +47,7 @@ def world():
     texts = corpus["text"][:]
     members, non_members = texts[:100], texts[100:160]
     canaries = make_canaries(3, repetitions=(40, 40, 1), secret_length=4, seed=1)
-    tokenizer = build_tokenizer(texts + [c.text for c in canaries], vocab_size=400)
+    tokenizer = train_bpe_tokenizer(texts + [c.text for c in canaries], vocab_size=400)
     encode = lambda t: tokenizer(t)["input_ids"][:96]  # noqa: E731
     contaminating = [t for t in non_members[:30] if len(encode(t)) >= 2 * K][:5]
     training_texts, _ = insert_canaries(members + contaminating * 10, canaries, seed=0)
@@ -333,7 +330,7 @@ def test_canary_columns_and_registry_verification(world):
 
 # --- Decoding rules on a scripted model ----------------------------------------------------------
 
-EOS, FILLER = 0, 1  # build_tokenizer's end-of-text id; FILLER is the second choice no rule needs
+EOS, FILLER = 0, 1  # train_bpe_tokenizer's end-of-text id; FILLER is the second choice no rule needs
 
 
 class ScriptedLM(GPT2LMHeadModel):
@@ -378,7 +375,7 @@ def scripted(prompt, emitted, *, stop_at: int | None = None) -> dict[tuple[int, 
 def digit_tokenizer():
     """A byte-level BPE small enough that most digits are tokens of their own."""
     texts = [f"the pin of user walnut-{i} is {i * 37 % 1000:03d}" for i in range(200)]
-    return build_tokenizer(texts + ["the pin is 12 345 6789 120 340 tiger ocean river"] * 20, vocab_size=300)
+    return train_bpe_tokenizer(texts + ["the pin is 12 345 6789 120 340 tiger ocean river"] * 20, vocab_size=300)
 
 
 def test_greedy_decoding_stops_each_row_at_end_of_text():
@@ -444,11 +441,9 @@ def test_contamination_continuation_that_ends_early_is_not_extractable():
 
 @pytest.fixture(scope="module")
 def random_gpt2(digit_tokenizer):
-    torch.manual_seed(3)
-    config = GPT2Config(
-        vocab_size=len(digit_tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
-    )
-    return GPT2LMHeadModel(config).eval()
+    return tiny_gpt2(
+        len(digit_tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=4, eos_token_id=0, seed=3
+    ).eval()
 
 
 def test_cached_scores_equal_full_sequence_scores_for_every_candidate(random_gpt2, digit_tokenizer):
@@ -465,17 +460,17 @@ def test_cached_scores_equal_full_sequence_scores_for_every_candidate(random_gpt
 
 
 def test_exact_exposure_enumerates_word_secrets(random_gpt2, digit_tokenizer):
-    from hf_carto.canaries import _WORDS
+    from hf_carto.canaries import SECRET_WORDS
 
     canary = Canary(5, "the code of vault amber-3 is", "tiger ocean", "words", 1)
     result = exposure(random_gpt2, digit_tokenizer, canary, batch_size=128)
-    candidates = [" ".join(p) for p in itertools.product(_WORDS, repeat=2)]
+    candidates = [" ".join(p) for p in itertools.product(SECRET_WORDS, repeat=2)]
     scores = secret_log_perplexities(random_gpt2, digit_tokenizer, canary.prefix, candidates)
     own = candidates.index(canary.secret)
     rank = 1 + int((np.delete(scores, own) < scores[own] - 1e-6).sum())
-    assert result["method"] == "exact" and result["space_size"] == len(_WORDS) ** 2
+    assert result["method"] == "exact" and result["space_size"] == len(SECRET_WORDS) ** 2
     assert result["rank"] == rank and result["log_perplexity"] == pytest.approx(scores[own], abs=1e-4)
-    assert result["exposure"] == pytest.approx(math.log2(len(_WORDS) ** 2) - math.log2(rank))
+    assert result["exposure"] == pytest.approx(math.log2(len(SECRET_WORDS) ** 2) - math.log2(rank))
 
 
 def test_estimated_exposure_reports_a_bootstrap_interval(random_gpt2, digit_tokenizer):

@@ -195,9 +195,9 @@ def test_invalid_repo_ids(scored_dir, repo_id, capsys):
 
 def test_model_card_renders_and_is_pushed_with_the_model(servers, tmp_path):
     from huggingface_hub import ModelCard
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     from hf_carto.hub import render_model_card
+    from hf_carto.models import tiny_gpt2
 
     write, _, root = servers
     card = render_model_card(
@@ -224,9 +224,7 @@ def test_model_card_renders_and_is_pushed_with_the_model(servers, tmp_path):
     assert "2 seed(s), with the standard deviation" in card and "| eps | 4.7055 |" in card
 
     model_dir = tmp_path / "model"
-    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=50, n_positions=16)).save_pretrained(
-        model_dir
-    )
+    tiny_gpt2(50, n_layer=1, n_embd=8, n_head=2, n_positions=16).save_pretrained(model_dir)
     (tmp_path / "card.md").write_text(card)
     script = (
         "import sys; from pathlib import Path; from hf_carto.hub import push_model; "

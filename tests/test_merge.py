@@ -160,6 +160,13 @@ def test_add_loss_columns_needs_sample_ids_and_rejects_duplicates(tmp_path):
     merged = add_loss_columns(ds, tmp_path, progress=False)
     assert merged.column_names == ["sample_id", "carto_loss_1"]  # stale loss columns replaced
     assert merged["carto_loss_1"][:] == [3.0, 1.0, 2.0]
+    # A curated dataset's weight column shares the prefix but is not a snapshot: it stays.
+    weighted = Dataset.from_dict(
+        {"sample_id": [1, 2, 3], "carto_loss_weight": [0.5, 1.0, 0.0], "carto_loss_1": [9.0] * 3}
+    )
+    merged = add_loss_columns(weighted, tmp_path, progress=False)
+    assert merged.column_names == ["sample_id", "carto_loss_weight", "carto_loss_1"]
+    assert merged["carto_loss_weight"][:] == [0.5, 1.0, 0.0] and merged["carto_loss_1"][:] == [1.0, 2.0, 3.0]
 
 
 def test_shards_are_written_atomically(tmp_path, monkeypatch):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from hf_carto.membership import membership_metrics, membership_signals
 from hf_carto.report import evaluate_model, format_report
@@ -20,10 +19,9 @@ class _Tokenizer:
 
 @pytest.fixture(scope="module")
 def model():
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from hf_carto.models import tiny_gpt2
 
-    torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=32, n_embd=32, n_layer=1, n_head=2)).eval()
+    return tiny_gpt2(50, n_positions=32, n_embd=32, n_layer=1, n_head=2, seed=0).eval()
 
 
 def sequences(n: int, seed: int) -> list[list[int]]:

@@ -281,3 +281,46 @@ def test_non_finite_losses_name_rows_and_sample_ids():
 
     with pytest.raises(ValueError, match=r"first sample_ids: \[102, 107, 109\]"):
         check_loss_matrix(losses, sample_ids=np.arange(100, 110))
+
+
+# --- planted kinds against quadrants -------------------------------------------------------------
+
+
+def naive_planted_table(truth, quadrants):
+    from hf_carto.columns import PLANTED_NAMES
+
+    table = {}
+    for k, kind in enumerate(PLANTED_NAMES):
+        row = {name: 0 for name in Quadrant.names()}
+        seen = False
+        for t, q in zip(truth, quadrants, strict=True):
+            if t == k:
+                seen = True
+                row[Quadrant(q).name.lower()] += 1
+        if seen:
+            table[kind] = row
+    return table
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 3)), min_size=0, max_size=60))
+def test_planted_vs_quadrant_matches_a_naive_count(pairs):
+    from hf_carto.scores import planted_vs_quadrant
+
+    truth = np.array([t for t, _ in pairs], dtype=np.int64)
+    quadrants = np.array([q for _, q in pairs], dtype=np.int8)
+    table = planted_vs_quadrant(truth, quadrants)
+    assert table == naive_planted_table(truth.tolist(), quadrants.tolist())
+    assert list(table) == [k for k in naive_planted_table(truth.tolist(), quadrants.tolist())]  # id order
+    assert sum(sum(row.values()) for row in table.values()) == len(pairs)
+
+
+def test_planted_vs_quadrant_rejects_unknown_ids():
+    from hf_carto.scores import planted_vs_quadrant
+
+    with pytest.raises(ValueError, match=r"truth has 1 ids outside \[0, 4\]"):
+        planted_vs_quadrant(np.array([0, 5]), np.array([0, 0]))
+    with pytest.raises(ValueError, match="quadrants has 1 ids"):
+        planted_vs_quadrant(np.array([0, 1]), np.array([0, -1]))
+    with pytest.raises(ValueError, match="equal length"):
+        planted_vs_quadrant(np.array([0, 1]), np.array([0]))

@@ -223,6 +223,20 @@ def test_random_arm_has_the_same_budget(scored, kwargs):
         assert m[~q].min() >= m[q].max()  # the removed rows are the most memorized
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_arms_carry_the_budget_selection(scored, alpha):
+    arms = build_arms(scored, budget=0.1, alpha=alpha, seed=1)
+    assert isinstance(arms, dict) and set(arms) == {"no_intervention", "gendatacarto", "random"}
+    selection = arms.selection
+    gendatacarto = arms["gendatacarto"]
+    treated = np.asarray(gendatacarto["carto_loss_weight"][:]) < 1
+    assert selection.n_selected == 20 == int(treated.sum())
+    assert np.flatnonzero(treated).tolist() == sorted(selection.indices.tolist())
+    removed = int((~np.asarray(gendatacarto["carto_keep"][:])).sum())
+    assert removed == (selection.n_selected if alpha == 0 else 0)
+    assert build_arms(scored, alpha=0.5, gamma=2.0).selection is None  # per-quadrant rules: no cut
+
+
 def test_continuation_restores_optimizer_and_scheduler(tmp_path):
     data = make_dataset(24, BLOCK, VOCAB, 0)
     mapping = Trainer(

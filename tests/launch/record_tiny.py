@@ -24,22 +24,20 @@ def make_dataset(num_samples: int, block_size: int, vocab_size: int, seed: int) 
 
 
 def make_model(vocab_size: int, block_size: int, seed: int):
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from hf_carto.models import tiny_gpt2
 
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=vocab_size,
+    return tiny_gpt2(
+        vocab_size,
         n_positions=block_size,
         n_embd=16,
         n_layer=2,
         n_head=2,
+        eos_token_id=0,
+        seed=seed,
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
     )
-    return GPT2LMHeadModel(config)
 
 
 def collate(rows):

@@ -1,0 +1,121 @@
+"""Every column name and label the toolkit reads or writes, defined once.
+
+A recorded, scored and labelled dataset carries:
+
+- ``sample_id``: the stable id the recorder keys its losses by (fixed before any shuffling);
+- ``carto_loss_1 .. carto_loss_T``: one loss per snapshot, written by the merge;
+- ``carto_difficulty``, ``carto_memorization``, ``carto_quadrant``: the scores and their quadrant;
+- ``carto_loss_weight``, ``carto_sampling_weight``, ``carto_keep``: the interventions;
+- ``truth``, ``is_canary``, ``carto_canary_id``: what was planted, on data that was built with
+  planted material. They hold the ground truth (and point at the secrets), so publishing withholds
+  them.
+
+This module imports nothing heavy: the command line and ``import hf_carto`` stay fast.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    from datasets import ClassLabel, Dataset
+
+__all__ = [
+    "SAMPLE_ID",
+    "LOSS_COLUMN_PREFIX",
+    "LOSS_COLUMN_PATTERN",
+    "DIFFICULTY",
+    "MEMORIZATION",
+    "QUADRANT",
+    "LOSS_WEIGHT",
+    "SAMPLING_WEIGHT",
+    "KEEP",
+    "CANARY_ID",
+    "IS_CANARY",
+    "TRUTH",
+    "PLANTED_NAMES",
+    "loss_column",
+    "loss_columns",
+    "quadrant_feature",
+    "read_columns",
+]
+
+SAMPLE_ID = "sample_id"
+LOSS_COLUMN_PREFIX = "carto_loss_"
+#: A loss column's canonical name; group 1 is its snapshot number.
+LOSS_COLUMN_PATTERN = re.compile(rf"^{re.escape(LOSS_COLUMN_PREFIX)}(\d+)$")
+DIFFICULTY = "carto_difficulty"
+MEMORIZATION = "carto_memorization"
+QUADRANT = "carto_quadrant"
+LOSS_WEIGHT = "carto_loss_weight"
+SAMPLING_WEIGHT = "carto_sampling_weight"
+KEEP = "carto_keep"
+CANARY_ID = "carto_canary_id"
+IS_CANARY = "is_canary"
+TRUTH = "truth"
+
+#: Kinds of planted material, in ``truth`` id order. The generated corpus plants the first four;
+#: contamination (held-out text inserted into the training data) exists only in packed blocks.
+#: New kinds go at the end: the ids of the existing ones are stored in datasets and reports.
+PLANTED_NAMES = ["ordinary", "duplicate", "canary", "noise", "contaminated"]
+
+
+def loss_column(snapshot: int) -> str:
+    """The name of snapshot ``snapshot``'s loss column (snapshots count from 1).
+
+    Example:
+        >>> loss_column(3)
+        'carto_loss_3'
+    """
+    return f"{LOSS_COLUMN_PREFIX}{snapshot}"
+
+
+def loss_columns(column_names: Iterable[str]) -> list[str]:
+    """The ``carto_loss_{t}`` columns in snapshot order, checked to be exactly ``1..T``.
+
+    Raises:
+        ValueError: when there are none, or when some snapshot between 1 and the largest is
+            missing (the message lists which).
+
+    Example:
+        >>> loss_columns(["text", "carto_loss_2", "carto_loss_1"])
+        ['carto_loss_1', 'carto_loss_2']
+    """
+    column_names = list(column_names)
+    found = {int(m[1]): name for name in column_names if (m := LOSS_COLUMN_PATTERN.match(name))}
+    if not found:
+        raise ValueError(
+            f"no '{LOSS_COLUMN_PREFIX}{{t}}' columns found (columns are {column_names}); "
+            f"record losses first, or name one column per snapshot {loss_column(1)} .. {LOSS_COLUMN_PREFIX}T"
+        )
+    expected = set(range(1, max(found) + 1))
+    if set(found) != expected:
+        missing = sorted(expected - set(found))
+        extra = sorted(set(found) - expected)
+        detail = f"missing snapshots {missing}" if missing else ""
+        if extra:
+            detail += f"{'; ' if detail else ''}unexpected snapshots {extra} (numbering starts at 1)"
+        raise ValueError(f"loss columns are not contiguous {loss_column(1)}..{loss_column(max(found))}: {detail}")
+    return [found[t] for t in sorted(found)]
+
+
+def quadrant_feature() -> ClassLabel:
+    """The ``ClassLabel`` of the ``carto_quadrant`` column: the lower-case quadrant names in id order."""
+    from datasets import ClassLabel
+
+    from .scores import Quadrant
+
+    return ClassLabel(names=Quadrant.names())
+
+
+def read_columns(dataset: Dataset, names: list[str], start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    """Rows ``start:stop`` of the named columns as numpy arrays in their stored dtypes.
+
+    Goes through Arrow: the ``"numpy"`` format of ``datasets`` may cast floats to float32, and
+    indexing a formatted dataset by column name first yields a lazy ``Column`` converted row by row.
+    """
+    table = dataset.select_columns(names).with_format("arrow")[start:stop]
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in names}

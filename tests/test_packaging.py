@@ -1,0 +1,69 @@
+"""What an installed package needs beyond the code: its data files, and a light import."""
+
+from __future__ import annotations
+
+import configparser
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hf_carto
+from hf_carto.hub import MODEL_CARD_TEMPLATE
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(hf_carto.__file__).resolve().parent
+#: Libraries that take seconds to import; `import hf_carto` and `hf-carto --help` need none of them.
+HEAVY = ("torch", "transformers", "datasets", "accelerate", "scipy", "matplotlib", "huggingface_hub", "pyarrow")
+
+
+def test_packaged_model_card_template_is_the_documented_copy():
+    documented = REPO_ROOT / "model_cards" / "curated_model.md"
+    packaged = PACKAGE_DIR / "templates" / "curated_model.md"
+    assert packaged.read_bytes() == documented.read_bytes(), (
+        f"{packaged.relative_to(REPO_ROOT)} and {documented.relative_to(REPO_ROOT)} differ: "
+        "edit one and copy it over the other"
+    )
+
+
+def test_render_model_card_reads_the_template_inside_the_package():
+    template = Path(str(MODEL_CARD_TEMPLATE)).resolve()
+    assert template.is_file()
+    assert template.is_relative_to(PACKAGE_DIR)
+
+
+def test_the_template_is_declared_as_package_data():
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / "setup.cfg")
+    patterns = config["options.package_data"]["hf_carto"].replace(",", " ").split()
+    template = (PACKAGE_DIR / "templates" / "curated_model.md").relative_to(PACKAGE_DIR).as_posix()
+    assert any(fnmatch.fnmatch(template, pattern) for pattern in patterns), patterns
+
+
+def _imported_after(code: str) -> list[str]:
+    """The heavy top-level modules loaded by running ``code`` in a fresh interpreter."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO_ROOT, check=True, timeout=120
+    )
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    return [name for name in HEAVY if name in loaded]
+
+
+def test_import_and_command_line_parser_load_no_heavy_library():
+    assert _imported_after("import hf_carto") == []
+    assert _imported_after("from hf_carto.cli import make_parser\nmake_parser()") == []
+
+
+def test_every_public_name_resolves_lazily():
+    names = set(dir(hf_carto))
+    assert sorted(hf_carto.__all__) == sorted(hf_carto._NAME_TO_SUBMODULE)  # the table and the list agree
+    for name in hf_carto.__all__:
+        assert name in names
+        value = getattr(hf_carto, name)
+        assert getattr(value, "__name__", name) == name, name
+    assert hf_carto.__version__ == "0.1.0"
+    from hf_carto import difficulty, render_model_card  # noqa: F401  (the `from` form)
