@@ -243,9 +243,9 @@ def plant_canaries(corpus, canaries, seed: int):
     its canary id), shuffled into the corpus; fills each canary's ``sample_ids`` with its rows."""
     from datasets import Dataset
 
-    from hf_carto.data import TRUTH_NAMES
+    from hf_carto.columns import PLANTED_NAMES
 
-    label = TRUTH_NAMES.index("canary")
+    label = PLANTED_NAMES.index("canary")
     columns = corpus.to_dict()
     for canary in canaries:
         for _ in range(canary.repetitions):
@@ -296,47 +296,31 @@ def build_corpus(args: LstmCanaryArguments, seed: int):
 
 
 def planted_recovery(truth: np.ndarray, quadrants: np.ndarray, pruned: np.ndarray) -> dict:
-    from hf_carto import Quadrant
-    from hf_carto.data import TRUTH_NAMES
+    """Per planted kind (duplicate, canary, noise): precision and recall of every quadrant and of
+    the pruned set, from the one planted-vs-quadrant table."""
+    from hf_carto.columns import PLANTED_NAMES
+    from hf_carto.scores import planted_vs_quadrant
 
+    table = planted_vs_quadrant(truth, quadrants)
+    # Every block has one kind, so a quadrant's size is its column's total over the kinds.
+    sizes = {name: sum(row[name] for row in table.values()) for name in next(iter(table.values()), {})}
     out = {}
-    for k, kind in enumerate(TRUTH_NAMES[1:], start=1):
-        planted = truth == k
-        row = {}
-        for name, selected in [(q.name.lower(), quadrants == q) for q in Quadrant] + [("pruned", pruned)]:
-            hit = int((planted & selected).sum())
-            row[name] = {"precision": hit / max(int(selected.sum()), 1), "recall": hit / max(int(planted.sum()), 1)}
-        out[kind] = row
+    for kind, row in table.items():
+        if kind == "ordinary":
+            continue
+        planted = truth == PLANTED_NAMES.index(kind)
+        hits = dict(row, pruned=int((planted & pruned).sum()))
+        selected = dict(sizes, pruned=int(pruned.sum()))
+        out[kind] = {
+            name: {"precision": hit / max(selected[name], 1), "recall": hit / max(int(planted.sum()), 1)}
+            for name, hit in hits.items()
+        }
     return out
 
 
-def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
-    from accelerate import Accelerator
-
-    from hf_carto import (
-        LossRecorder,
-        add_cartography,
-        add_loss_columns,
-        build_arms,
-        fit_cartography,
-        select_top_memorized,
-    )
-    from hf_carto.curation import read_columns
-    from hf_carto.data import TRUTH_NAMES
-    from hf_carto.demo import build_tokenizer
-
-    torch.manual_seed(seed)
-    corpus, heldout, canaries, controls = build_corpus(args, seed)
-    texts = corpus["text"][:]
-    truth = np.asarray(corpus["truth"][:])
-    planted_share = float((truth != TRUTH_NAMES.index("ordinary")).mean())
-    if planted_share > MAX_PLANTED_SHARE:
-        warnings.warn(
-            f"seed {seed}: {planted_share:.1%} of the training documents are planted (canaries, duplicates, "
-            f"noise), more than {MAX_PLANTED_SHARE:.0%}; raise num_documents or plant less",
-            stacklevel=2,
-        )
-    tokenizer = build_tokenizer(texts, args.vocab_size)
+def encode_documents(tokenizer, texts, heldout, canaries, max_tokens: int):
+    """Training rows and held-out rows, each text between two end-of-text tokens and cut at
+    ``max_tokens``; refuses a cut that would take part of a canary. Returns (rows, valid, cut)."""
 
     def encode(batch: list[str]) -> list[list[int]]:
         # End-of-text on both sides: the model learns where a text starts and where it ends, so
@@ -344,12 +328,50 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
         return tokenizer([tokenizer.eos_token + t + tokenizer.eos_token for t in batch])["input_ids"]
 
     whole = encode(texts)
-    num_truncated = sum(len(row) > args.max_tokens for row in whole)
-    cut_canaries = sorted({c.canary_id for c in canaries for i in c.sample_ids if len(whole[i]) > args.max_tokens})
+    cut_canaries = sorted({c.canary_id for c in canaries for i in c.sample_ids if len(whole[i]) > max_tokens})
     if cut_canaries:
         # A cut canary document loses its end-of-text or its secret: the model could not learn it whole.
-        raise ValueError(f"max_tokens={args.max_tokens} cuts the documents of canaries {cut_canaries}; raise it")
-    rows, valid = [row[: args.max_tokens] for row in whole], [row[: args.max_tokens] for row in encode(heldout)]
+        raise ValueError(f"max_tokens={max_tokens} cuts the documents of canaries {cut_canaries}; raise it")
+    num_truncated = sum(len(row) > max_tokens for row in whole)
+    return [row[:max_tokens] for row in whole], [row[:max_tokens] for row in encode(heldout)], num_truncated
+
+
+def continue_arm(accelerator, arm, rows, checkpoint: dict, vocab_size: int, args, seed: int):
+    """One arm: the burn-in checkpoint's model and optimizer, trained the remaining epochs on the
+    rows the arm keeps, with the seed every arm shares."""
+    keep = np.asarray(arm["carto_keep"][:])
+    model = LstmLanguageModel(vocab_size, args.embedding_dim, args.hidden_dim)
+    model.load_state_dict(checkpoint["model"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.manual_seed(seed)
+    ids = np.arange(len(rows))
+    kept = Documents([rows[i] for i in np.flatnonzero(keep)], ids[keep])
+    model = train_epochs(accelerator, model, optimizer, kept, args.epochs - args.burn_in, args, seed, args.burn_in)
+    return model, int((~keep).sum())
+
+
+def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
+    """One seed: corpus, tokenizer, mapping run with recording, scores, the three arms, evaluation."""
+    from accelerate import Accelerator
+
+    from hf_carto import LossRecorder, add_cartography, add_loss_columns, build_arms, fit_cartography
+    from hf_carto.columns import PLANTED_NAMES, read_columns
+    from hf_carto.tokenization import train_bpe_tokenizer
+
+    torch.manual_seed(seed)
+    corpus, heldout, canaries, controls = build_corpus(args, seed)
+    texts = corpus["text"][:]
+    truth = np.asarray(corpus["truth"][:])
+    planted_share = float((truth != PLANTED_NAMES.index("ordinary")).mean())
+    if planted_share > MAX_PLANTED_SHARE:
+        warnings.warn(
+            f"seed {seed}: {planted_share:.1%} of the training documents are planted (canaries, duplicates, "
+            f"noise), more than {MAX_PLANTED_SHARE:.0%}; raise num_documents or plant less",
+            stacklevel=2,
+        )
+    tokenizer = train_bpe_tokenizer(texts, args.vocab_size)
+    rows, valid, num_truncated = encode_documents(tokenizer, texts, heldout, canaries, args.max_tokens)
     ids = np.arange(len(rows))
 
     def evaluate(model) -> dict:
@@ -381,19 +403,13 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
     fit = fit_cartography(data, burn_in=args.burn_in * args.snapshots_per_epoch, eps=args.eps)
     scored = add_cartography(data, fit)
     arms = build_arms(scored, budget=args.prune_fraction, alpha=0.0, seed=seed)
-    cols = read_columns(scored, ["truth", "carto_quadrant", "carto_memorization", "carto_difficulty", "sample_id"])
+    cols = read_columns(scored, ["truth", "carto_quadrant", "carto_memorization"])
     pruned = ~np.asarray(arms["gendatacarto"]["carto_keep"][:])
-    # The same selection build_arms made, kept for the report: how much of it memorization decided.
-    cut = select_top_memorized(
-        cols["carto_memorization"],
-        args.prune_fraction,
-        difficulty=cols["carto_difficulty"],
-        sample_ids=cols["sample_id"],
-    )
+    cut = arms.selection  # the cut build_arms made, kept for the report: how much memorization decided
     result = {
         "seed": seed,
         "num_samples": len(rows),
-        "planted": {kind: int((truth == k).sum()) for k, kind in enumerate(TRUTH_NAMES) if kind != "ordinary"},
+        "planted": {kind: int((truth == k).sum()) for k, kind in enumerate(PLANTED_NAMES) if k and (truth == k).any()},
         "planted_share": planted_share,
         "num_truncated": num_truncated,
         "num_with_forget_events": int((cols["carto_memorization"] > 0).sum()),
@@ -408,15 +424,8 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
         "arms": {},
     }
     for name, arm in arms.items():
-        keep = np.asarray(arm["carto_keep"][:])
-        model = LstmLanguageModel(len(tokenizer), args.embedding_dim, args.hidden_dim)
-        model.load_state_dict(checkpoint["model"])
-        optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.manual_seed(seed)
-        kept = Documents([rows[i] for i in np.flatnonzero(keep)], ids[keep])
-        model = train_epochs(accelerator, model, optimizer, kept, args.epochs - args.burn_in, args, seed, args.burn_in)
-        result["arms"][name] = {"num_pruned": int((~keep).sum()), **evaluate(model)}
+        model, num_pruned = continue_arm(accelerator, arm, rows, checkpoint, len(tokenizer), args, seed)
+        result["arms"][name] = {"num_pruned": num_pruned, **evaluate(model)}
     return result
 
 
@@ -443,26 +452,38 @@ def summarize(results: list[dict]) -> dict:
     return table
 
 
-def _extracted(results: list[dict], arm: str) -> np.ndarray:
-    """Per-canary 0/1 extraction of one arm, shape (seeds, canaries); canaries in canary_id order."""
-    return np.asarray([[float(row["extracted"]) for row in r["arms"][arm]["extraction"]["canaries"]] for r in results])
+# The metrics compared between arms: extraction on canary x seed units (the arms of a seed are
+# scored on the same canaries), held-out perplexity as the relative change per seed.
+COMPARED = [
+    ("extraction_success", "canary extraction", "canaries", "+.1%"),
+    ("perplexity", "held-out perplexity (relative)", None, "+.2%"),
+]
+
+
+def comparison_rows(results: list[dict]) -> list[dict]:
+    """One row per (seed, arm) in the shape :mod:`hf_carto.comparison` compares."""
+    return [
+        {
+            "seed": r["seed"],
+            "arm": arm,
+            "extraction_success": a["extraction"]["success_rate"],
+            "perplexity": a["perplexity"],
+            "units": {"extraction_success": [float(row["extracted"]) for row in a["extraction"]["canaries"]]},
+        }
+        for r in results
+        for arm, a in r["arms"].items()
+    ]
 
 
 def compare_arms(results: list[dict]) -> dict:
-    """Paired differences ``arm - control`` with 95% intervals: extraction on canary x seed units
-    (the arms of a seed are scored on the same canaries), held-out perplexity as the relative change
-    per seed."""
-    from hf_carto.stats import paired_difference, verdict
+    """Paired differences ``arm - control`` with 95% intervals (:func:`hf_carto.comparison.compare`)."""
+    from hf_carto.comparison import compare
 
+    rows = comparison_rows(results)
     out = {}
     for arm, control in COMPARISONS:
-        words = {"lower": f"lower than {control}", "higher": f"higher than {control}"}
-        hits = paired_difference(_extracted(results, arm), _extracted(results, control))
-        hits.update(unit="canary x seed", verdict=verdict(hits, **words))
-        change = np.asarray([r["arms"][arm]["perplexity"] / r["arms"][control]["perplexity"] - 1 for r in results])
-        ppl = paired_difference(change, np.zeros_like(change))
-        ppl.update(unit="seed", verdict=verdict(ppl, **words))
-        out[f"{arm} vs {control}"] = {"extraction": hits, "perplexity_relative": ppl}
+        c = compare(rows, arm, control, metrics=COMPARED, name_control=True)
+        out[f"{arm} vs {control}"] = {"extraction": c["extraction_success"], "perplexity_relative": c["perplexity"]}
     return out
 
 
@@ -472,9 +493,57 @@ def _by_repetitions(results: list[dict], arm: str) -> dict[str, float]:
     return {k: float(np.mean([rate[k] for rate in rates])) for k in rates[0]}
 
 
-def format_report(args: LstmCanaryArguments, results: list[dict], table: dict, comparisons: dict) -> str:
+def _comparisons_and_cuts(results: list[dict], comparisons: dict) -> list[str]:
+    """The paired-differences table, the forget-event counts and how each pruning cut was decided."""
     from hf_carto.comparison import format_difference
 
+    lines: list[str] = []
+    first = next(iter(comparisons.values()))
+    lines += [
+        "",
+        "## Paired differences",
+        "",
+        f"Arm minus control with 95% intervals: extraction over {first['extraction']['num_seeds']} seed(s) x "
+        f"{first['extraction']['num_units']} canaries ({first['extraction']['method']}); held-out perplexity as "
+        f"the relative change per seed ({first['perplexity_relative']['method']}). A verdict other than "
+        '"no measurable difference" needs an interval that excludes zero.',
+        "",
+        "| comparison | canary extraction | verdict | held-out perplexity (relative) | verdict |",
+        "|---|---:|---|---:|---|",
+    ]
+    for name, c in comparisons.items():
+        ext, ppl = c["extraction"], c["perplexity_relative"]
+        cells = [name, format_difference(ext, "+.1%"), ext["verdict"], format_difference(ppl, "+.2%"), ppl["verdict"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Samples with any forget event: "
+        + ", ".join(f"seed {r['seed']}: {r['num_with_forget_events']}/{r['num_samples']}" for r in results),
+        "",
+    ]
+    for r in results:
+        cut = r["budget_cut"]
+        lines.append(
+            f"- seed {r['seed']}: the {cut['num_pruned']} pruned samples were cut at memorization "
+            f"{cut['memorization_at_cut']:.3g}; {cut['chosen_by_tie_break']} of them were chosen among "
+            f"{cut['tied_at_cut']} tied samples by the tie-break (lower difficulty first)"
+        )
+    if any(r["budget_cut"]["memorization_at_cut"] == 0 for r in results):
+        lines += [
+            "",
+            "**Memorization did not decide the pruned set** where the cut is at memorization 0: those "
+            "samples were chosen by the difficulty tie-break, so the gendatacarto arm there measures pruning "
+            "the easiest samples, not the most forgotten ones.",
+        ]
+    lines.append("")
+    lines += ["Planted samples among the pruned (seed-averaged recall):", ""]
+    for kind in results[0]["planted_recovery"]:
+        recall = np.mean([r["planted_recovery"][kind]["pruned"]["recall"] for r in results])
+        lines.append(f"- {kind}: {recall:.1%} of the planted rows were pruned")
+    return lines
+
+
+def format_report(args: LstmCanaryArguments, results: list[dict], table: dict, comparisons: dict) -> str:
     copies = ", ".join(str(r) for r in args.canary_repetitions)
     shares = [r["planted_share"] for r in results]
     lines = [
@@ -532,48 +601,7 @@ def format_report(args: LstmCanaryArguments, results: list[dict], table: dict, c
             "",
             "**The no-intervention arm extracts no canary**, so this run cannot show a reduction in extraction.",
         ]
-    first = next(iter(comparisons.values()))
-    lines += [
-        "",
-        "## Paired differences",
-        "",
-        f"Arm minus control with 95% intervals: extraction over {first['extraction']['num_seeds']} seed(s) x "
-        f"{first['extraction']['num_units']} canaries ({first['extraction']['method']}); held-out perplexity as "
-        f"the relative change per seed ({first['perplexity_relative']['method']}). A verdict other than "
-        '"no measurable difference" needs an interval that excludes zero.',
-        "",
-        "| comparison | canary extraction | verdict | held-out perplexity (relative) | verdict |",
-        "|---|---:|---|---:|---|",
-    ]
-    for name, c in comparisons.items():
-        ext, ppl = c["extraction"], c["perplexity_relative"]
-        cells = [name, format_difference(ext, "+.1%"), ext["verdict"], format_difference(ppl, "+.2%"), ppl["verdict"]]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Samples with any forget event: "
-        + ", ".join(f"seed {r['seed']}: {r['num_with_forget_events']}/{r['num_samples']}" for r in results),
-        "",
-    ]
-    for r in results:
-        cut = r["budget_cut"]
-        lines.append(
-            f"- seed {r['seed']}: the {cut['num_pruned']} pruned samples were cut at memorization "
-            f"{cut['memorization_at_cut']:.3g}; {cut['chosen_by_tie_break']} of them were chosen among "
-            f"{cut['tied_at_cut']} tied samples by the tie-break (lower difficulty first)"
-        )
-    if any(r["budget_cut"]["memorization_at_cut"] == 0 for r in results):
-        lines += [
-            "",
-            "**Memorization did not decide the pruned set** where the cut is at memorization 0: those "
-            "samples were chosen by the difficulty tie-break, so the gendatacarto arm there measures pruning "
-            "the easiest samples, not the most forgotten ones.",
-        ]
-    lines.append("")
-    lines += ["Planted samples among the pruned (seed-averaged recall):", ""]
-    for kind in results[0]["planted_recovery"]:
-        recall = np.mean([r["planted_recovery"][kind]["pruned"]["recall"] for r in results])
-        lines.append(f"- {kind}: {recall:.1%} of the planted rows were pruned")
+    lines += _comparisons_and_cuts(results, comparisons)
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""The GPT-2 recipe's data stage: canaries, contamination windows and evaluation sets measure what
+"""The experiment's data stage: canaries, contamination windows and evaluation sets measure what
 they claim to, and the presets that produce results are large enough to mean something."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_recipes import load_recipe
 
 from hf_carto.canaries import make_canaries, unused_templates
+from hf_carto.experiment import parse_arguments
+from hf_carto.experiment.data import load_documents, prepare_data
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2-raw"
 
@@ -32,15 +33,14 @@ def test_every_canary_has_its_own_prompt_template():
 
 
 def prepare(tmp_path, *argv):
-    recipe = load_recipe("gpt2_wikitext")
-    model_args, data_args, carto, training = recipe.parse_arguments(["--output_dir", str(tmp_path), *argv])
-    tokenizer, blocks, canaries, eval_sets = recipe.prepare_data(model_args, data_args, tmp_path, True)
-    return recipe, data_args, carto, tokenizer, blocks, canaries, eval_sets
+    model_args, data_args, carto, training = parse_arguments(["--output_dir", str(tmp_path), *argv])
+    tokenizer, blocks, canaries, eval_sets = prepare_data(model_args, data_args, tmp_path, True)
+    return data_args, carto, tokenizer, blocks, canaries, eval_sets
 
 
 def test_contamination_windows_lie_inside_one_held_out_document(tmp_path):
-    recipe, data_args, _, tokenizer, blocks, _, eval_sets = prepare(tmp_path, "--preset", "cpu-tiny")
-    _, _, heldout_texts = recipe.load_documents(data_args, data_args.data_seed_offset)
+    data_args, _, tokenizer, blocks, _, eval_sets = prepare(tmp_path, "--preset", "cpu-tiny")
+    _, _, heldout_texts = load_documents(data_args, data_args.data_seed_offset)
     documents = [tokenizer(t)["input_ids"] for t in heldout_texts]
     k2 = 2 * data_args.contamination_k
     for name in ("contaminating", "control"):
@@ -53,15 +53,13 @@ def test_contamination_windows_lie_inside_one_held_out_document(tmp_path):
     assert counts["contaminating"] == counts["control"] == data_args.num_contaminating
     assert counts["heldout_documents_long_enough"] <= counts["heldout_documents"]
     # Read back identically by a resumed run.
-    again = recipe.prepare_data(
-        *recipe.parse_arguments(["--output_dir", str(tmp_path), "--preset", "cpu-tiny"])[:2], tmp_path, True
-    )
+    again = prepare_data(*parse_arguments(["--output_dir", str(tmp_path), "--preset", "cpu-tiny"])[:2], tmp_path, True)
     assert again[3]["contaminating"] == eval_sets["contaminating"]
     assert [c.canary_id for c in again[3]["control_canaries"]] == [c.canary_id for c in eval_sets["control_canaries"]]
 
 
 def test_evaluation_sets_separate_members_planted_blocks_and_controls(tmp_path):
-    _, data_args, _, tokenizer, blocks, canaries, eval_sets = prepare(tmp_path, "--preset", "cpu-tiny")
+    data_args, _, tokenizer, blocks, canaries, eval_sets = prepare(tmp_path, "--preset", "cpu-tiny")
     truth = np.asarray(blocks["truth"][:])
     ids = np.asarray(blocks["sample_id"][:])
     assert (truth[np.isin(ids, eval_sets["member_ids"])] == 0).all()
@@ -89,7 +87,7 @@ def test_result_presets_plant_at_most_five_percent_with_enough_canaries_and_seed
         if not SHARED.exists():
             pytest.fail(f"the WikiText-2 files are missing from {SHARED}")
         argv += ["--train_file", str(SHARED / "wiki.train.raw"), "--validation_file", str(SHARED / "wiki.valid.raw")]
-    _, data_args, carto, _, blocks, canaries, eval_sets = prepare(tmp_path, *argv)
+    data_args, carto, _, blocks, canaries, eval_sets = prepare(tmp_path, *argv)
     assert data_args.num_canaries >= 32 and len(set(data_args.canary_repetitions)) >= 4
     assert eval_sets["counts"]["planted_share"] <= 0.05
     assert float((np.asarray(blocks["truth"][:]) != 0).mean()) == pytest.approx(eval_sets["counts"]["planted_share"])

@@ -1,5 +1,6 @@
-"""recipes/gpt2_wikitext.py: bad input files are refused before any training and on every process,
-a failed start does not lock its settings in, and a resumed run is compared by file content."""
+"""The experiment (hf_carto.experiment, run by recipes/gpt2_wikitext.py): bad input files are
+refused before any training and on every process, a failed start does not lock its settings in,
+and a resumed run is compared by file content."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_recipes import RECIPES, load_recipe
+from test_recipes import RECIPES
 
-
-@pytest.fixture(scope="module")
-def recipe():
-    return load_recipe("gpt2_wikitext")
+from hf_carto.experiment import main, parse_arguments, runner
+from hf_carto.experiment.outputs import default_dataset_id
+from hf_carto.experiment.run_folder import PENDING_CONFIG, check_output_dir, run_settings
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +42,11 @@ class ReachedTraining(Exception):
 
 
 @pytest.fixture
-def stop_at_training(recipe, monkeypatch):
+def stop_at_training(monkeypatch):
     def mapping_run(*args, **kwargs):
         raise ReachedTraining
 
-    monkeypatch.setattr(recipe, "mapping_run", mapping_run)
+    monkeypatch.setattr(runner, "mapping_run", mapping_run)
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -77,14 +77,12 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     ],
     ids=["empty-txt", "empty-jsonl", "null-rows", "blank-rows", "not-text"],
 )
-def test_empty_null_and_blank_training_files_are_refused_before_anything_starts(
-    recipe, tmp_path, name, content, message
-):
+def test_empty_null_and_blank_training_files_are_refused_before_anything_starts(tmp_path, name, content, message):
     train = tmp_path / name
     train.write_text(content)
     out = tmp_path / "run"
     with pytest.raises(SystemExit, match=message) as refused:
-        recipe.main(file_args(out, train))
+        main(file_args(out, train))
     assert str(refused.value).startswith("refusing to start:")
     assert not out.exists()  # no settings recorded, nothing to clear before the corrected rerun
 
@@ -100,20 +98,20 @@ def test_empty_null_and_blank_training_files_are_refused_before_anything_starts(
     ],
     ids=["empty", "null-rows"],
 )
-def test_empty_and_null_validation_files_are_refused(recipe, tmp_path, corpus_file, content, message):
+def test_empty_and_null_validation_files_are_refused(tmp_path, corpus_file, content, message):
     valid = tmp_path / "valid.jsonl"
     valid.write_text(content)
     with pytest.raises(SystemExit, match=message):
-        recipe.main(file_args(tmp_path / "run", corpus_file, "--validation_file", str(valid)))
+        main(file_args(tmp_path / "run", corpus_file, "--validation_file", str(valid)))
 
 
-def test_null_rows_are_counted_with_the_first_indices_only(recipe, tmp_path):
+def test_null_rows_are_counted_with_the_first_indices_only(tmp_path):
     rows = [{"body": None if i % 3 == 0 else f"document {i}"} for i in range(30)]
     train = write_lines(tmp_path / "many.jsonl", [json.dumps(r) for r in rows])
     with pytest.raises(
         SystemExit, match=r"column 'body': 10 of 30 rows are null \(rows 0, 3, 6, 9, 12, \.\.\., counted"
     ):
-        recipe.main(file_args(tmp_path / "run", train, "--text_column", "body"))
+        main(file_args(tmp_path / "run", train, "--text_column", "body"))
 
 
 @pytest.mark.slow
@@ -144,36 +142,34 @@ def test_an_empty_training_file_stops_both_processes_with_the_same_message(tmp_p
 # 2. A failed start records no settings.
 
 
-def test_a_failed_start_records_no_settings_and_the_corrected_rerun_starts(
-    recipe, tmp_path, corpus_file, stop_at_training
-):
+def test_a_failed_start_records_no_settings_and_the_corrected_rerun_starts(tmp_path, corpus_file, stop_at_training):
     out = tmp_path / "run"
     # Refused while reading the inputs: nothing is written.
     with pytest.raises(SystemExit, match="has no 'body' column"):
-        recipe.main(file_args(out, corpus_file, "--text_column", "body"))
+        main(file_args(out, corpus_file, "--text_column", "body"))
     assert not (out / "run_config.json").exists()
     # Refused inside the data stage (all the documents held out): the folder holds what that start
     # left, but not its settings; a partial data stage is added as if it had stopped while writing.
     with pytest.raises(SystemExit, match="leaves none to train on"):
-        recipe.main(file_args(out, corpus_file, "--validation_split_percentage", "100"))
+        main(file_args(out, corpus_file, "--validation_split_percentage", "100"))
     assert not (out / "run_config.json").exists()
     (out / "data" / "train_blocks").mkdir(parents=True)
     (out / "data" / "train_blocks" / "data-00000-of-00001.arrow").write_bytes(b"partial")
     (out / "tokenizer").mkdir()
     # The corrected start clears that folder and records its own settings once its data is ready.
     with pytest.raises(ReachedTraining):
-        recipe.main(file_args(out, corpus_file))
+        main(file_args(out, corpus_file))
     recorded = json.loads((out / "run_config.json").read_text())
     assert recorded["validation_split_percentage"] == 5 and recorded["text_column"] == "text"
     assert (out / "data" / "done.json").exists()
     assert (out / "data" / "train_blocks" / "data-00000-of-00001.arrow").read_bytes() != b"partial"
-    assert not (out / recipe.PENDING_CONFIG).exists()
+    assert not (out / PENDING_CONFIG).exists()
     # A folder that no start of this recipe left is still refused.
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit, match="holds no run_config.json"):
-        recipe.main(file_args(other, corpus_file))
+        main(file_args(other, corpus_file))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,7 +177,7 @@ def test_a_failed_start_records_no_settings_and_the_corrected_rerun_starts(
 
 
 def test_resume_accepts_another_spelling_of_the_path_and_refuses_an_edited_file(
-    recipe, tmp_path, corpus_file, stop_at_training, monkeypatch
+    tmp_path, corpus_file, stop_at_training, monkeypatch
 ):
     data = tmp_path / "data"
     data.mkdir()
@@ -189,14 +185,14 @@ def test_resume_accepts_another_spelling_of_the_path_and_refuses_an_edited_file(
     train.write_bytes(corpus_file.read_bytes())
     out = tmp_path / "run"
     with pytest.raises(ReachedTraining):
-        recipe.main(file_args(out, train))
+        main(file_args(out, train))
     recorded = json.loads((out / "run_config.json").read_text())
     assert recorded["train_file"] == str(train.resolve())
     assert recorded["train_file_fingerprint"]["bytes"] == train.stat().st_size
 
     monkeypatch.chdir(data)
     with pytest.raises(ReachedTraining):  # resumed: ./train.jsonl is the same file
-        recipe.main(file_args(out, Path("./train.jsonl")))
+        main(file_args(out, Path("./train.jsonl")))
     # The same size, one character changed in place.
     content = train.read_bytes()
     at = content.index(b"e", content.index(b'"text": "') + 9)  # inside the first document
@@ -204,12 +200,12 @@ def test_resume_accepts_another_spelling_of_the_path_and_refuses_an_edited_file(
     with pytest.raises(
         SystemExit, match=rf"train_file: {train.resolve()} has changed since the earlier run"
     ) as refused:
-        recipe.main(file_args(out, train))
+        main(file_args(out, train))
     assert "1 differ" in str(refused.value)
 
 
 def test_resume_fingerprints_the_validation_file_and_a_local_tokenizer_folder(
-    recipe, tmp_path, corpus_file, gpt2_tokenizer_dir
+    tmp_path, corpus_file, gpt2_tokenizer_dir
 ):
     import shutil
 
@@ -220,31 +216,31 @@ def test_resume_fingerprints_the_validation_file_and_a_local_tokenizer_folder(
     argv = ["--output_dir", str(out), "--train_file", str(corpus_file), "--validation_file", str(valid)]
     argv += ["--tokenizer_name", str(tokenizer)]  # the default settings read this folder
     out.mkdir()
-    settings = recipe.run_settings(*recipe.parse_arguments(argv))
+    settings = run_settings(*parse_arguments(argv))
     assert {"train_file_fingerprint", "validation_file_fingerprint", "tokenizer_name_fingerprint"} <= set(settings)
     (out / "run_config.json").write_text(json.dumps(settings))
-    assert recipe.check_output_dir(out, recipe.run_settings(*recipe.parse_arguments(argv)), overwrite=False)
+    assert check_output_dir(out, run_settings(*parse_arguments(argv)), overwrite=False)
 
     write_lines(valid, ["held-out text"] * 4)
     with pytest.raises(SystemExit, match=rf"validation_file: {valid.resolve()} has changed"):
-        recipe.check_output_dir(out, recipe.run_settings(*recipe.parse_arguments(argv)), overwrite=False)
+        check_output_dir(out, run_settings(*parse_arguments(argv)), overwrite=False)
     write_lines(valid, ["held-out text"] * 3)
     vocab = next(p for p in sorted(tokenizer.iterdir()) if p.is_file())
     vocab.write_bytes(vocab.read_bytes() + b"\n")
     with pytest.raises(SystemExit, match=rf"tokenizer_name: {tokenizer.resolve()} has changed"):
-        recipe.check_output_dir(out, recipe.run_settings(*recipe.parse_arguments(argv)), overwrite=False)
+        check_output_dir(out, run_settings(*parse_arguments(argv)), overwrite=False)
 
 
 # ----------------------------------------------------------------------------------------------
 # 4. The default dataset id is named after the data.
 
 
-def test_the_default_dataset_id_names_the_data(recipe):
+def test_the_default_dataset_id_names_the_data():
     from hf_carto.hub import check_repo_id
 
     def dataset_id(*argv: str) -> str:
-        _, data_args, _, _ = recipe.parse_arguments(["--output_dir", "x", *argv])
-        return recipe.default_dataset_id(data_args)
+        _, data_args, _, _ = parse_arguments(["--output_dir", "x", *argv])
+        return default_dataset_id(data_args)
 
     assert dataset_id() == "your-name/gpt2-wikitext-103-raw-v1-curated"  # the paper's setup
     assert dataset_id("--preset", "cpu-tiny") == "your-name/gpt2-generated-curated"

@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from hf_carto.experiment import main, parse_arguments
+from hf_carto.experiment.results import tradeoff_points
+from hf_carto.experiment.run_folder import StageTimer, run_settings
+from hf_carto.experiment.training import PRUNED_FAMILY, QUADRANT_FAMILIES
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
@@ -254,9 +259,8 @@ def test_gpt2_recipe_on_two_processes_writes_a_consistent_report_and_resumes(tmp
 
     # A rerun with the same settings reads finished stages back and redoes only what is missing;
     # a rerun on another number of processes (another global batch) is refused.
-    recipe = load_recipe("gpt2_wikitext")
     with pytest.raises(SystemExit, match="num_processes: earlier 2, now 1"):
-        recipe.main(tiny_args(out, "--seeds", "0", "1"))
+        main(tiny_args(out, "--seeds", "0", "1"))
     shutil.rmtree(out / "seed1" / "arms" / "random")
     accelerate_launch(RECIPES / "gpt2_wikitext.py", *tiny_args(out, "--seeds", "0", "1"))
     again = json.loads((out / "report.json").read_text())
@@ -268,7 +272,6 @@ def test_gpt2_recipe_on_two_processes_writes_a_consistent_report_and_resumes(tmp
 
 
 def test_gpt2_recipe_refuses_bad_input_before_training(tmp_path):
-    recipe = load_recipe("gpt2_wikitext")
     out = tmp_path / "run"
     cases = [
         (["--preset", "cpu-huge"], "unknown preset 'cpu-huge'"),
@@ -283,38 +286,36 @@ def test_gpt2_recipe_refuses_bad_input_before_training(tmp_path):
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit, match=message):
-            recipe.main(argv)
+            main(argv)
     assert not out.exists()
 
 
 def test_gpt2_recipe_refuses_an_output_folder_from_another_run(tmp_path):
-    recipe = load_recipe("gpt2_wikitext")
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("not a run")
     with pytest.raises(SystemExit, match="holds no run_config.json"):
-        recipe.main(tiny_args(out))
+        main(tiny_args(out))
     (out / "notes.txt").unlink()
-    parsed = recipe.parse_arguments(tiny_args(out))
-    settings = recipe.run_settings(*parsed)
+    parsed = parse_arguments(tiny_args(out))
+    settings = run_settings(*parsed)
     settings["burn_in"] = 2
     (out / "run_config.json").write_text(json.dumps(settings))
     with pytest.raises(SystemExit, match="burn_in: earlier 2, now 1"):
-        recipe.main(tiny_args(out))
+        main(tiny_args(out))
     assert sorted(p.name for p in out.iterdir()) == ["run_config.json"]  # nothing started
 
 
 def test_gpt2_recipe_stage_times_add_up_and_tradeoff_points_share_a_start(tmp_path):
-    recipe = load_recipe("gpt2_wikitext")
 
     path = tmp_path / "stage_times.json"
-    first = recipe.StageTimer(path)
+    first = StageTimer(path)
     with first("mapping"):
         pass
     first.total["mapping"] = 10.0  # as if the first invocation had trained for 10 s
     with first("scoring"):
         pass
-    second = recipe.StageTimer(path)
+    second = StageTimer(path)
     with second("mapping"):
         pass
     assert second.invocations == 2 and second.total["mapping"] >= 10.0
@@ -332,13 +333,13 @@ def test_gpt2_recipe_stage_times_add_up_and_tradeoff_points_share_a_start(tmp_pa
         for seed, budget in ((0, 0.02), (1, 0.04))
         for arm, family, x in (
             ("no_intervention", "no_intervention", 0.0),
-            ("gendatacarto", recipe.QUADRANT_FAMILIES["gendatacarto"], budget),
+            ("gendatacarto", QUADRANT_FAMILIES["gendatacarto"], budget),
             ("mapping_run", "mapping run", 0.0),
         )
     ]
-    points = recipe.tradeoff_points(rows)
+    points = tradeoff_points(rows)
     assert not any(p["arm"] == "mapping run" for p in points)
-    quadrant = [p["fraction_pruned"] for p in points if p["arm"] == recipe.QUADRANT_FAMILIES["gendatacarto"]]
+    quadrant = [p["fraction_pruned"] for p in points if p["arm"] == QUADRANT_FAMILIES["gendatacarto"]]
     assert quadrant == [pytest.approx(0.03)] * 2
-    starts = [p for p in points if p["arm"] == recipe.PRUNED_FAMILY]
+    starts = [p for p in points if p["arm"] == PRUNED_FAMILY]
     assert [(p["seed"], p["fraction_pruned"]) for p in starts] == [(0, 0.0), (1, 0.0)]

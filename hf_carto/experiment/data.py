@@ -1,0 +1,434 @@
+"""The data stage: documents -> tokens -> inserted canaries and held-out sequences -> packed blocks,
+and the evaluation sets cut from the held-out text. Made once by the main process and read back
+by every other process and every resumption."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .arguments import DataArguments, ModelArguments
+from .presets import GENERATED
+
+logger = logging.getLogger(__name__)
+
+# How often each canary prompt is shown to a tokenizer trained here (see prepare_data).
+PROMPT_REPEATS_FOR_TOKENIZER = 20
+# Planted material above this share of the training blocks makes perplexity reflect it more than
+# ordinary text.
+MAX_PLANTED_SHARE = 0.05
+
+
+class PreparedData(NamedTuple):
+    tokenizer: Any
+    blocks: Any  # datasets.Dataset: input_ids, labels, sample_id, truth, carto_canary_id, text
+    canaries: list
+    eval_sets: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and checking the input text.
+
+
+def read_text_file(path: str, text_column: str, flag: str = "--train_file"):
+    """The file as a dataset, refused (``SystemExit`` naming the file and column) unless it holds text."""
+    from datasets import load_dataset
+
+    if os.path.getsize(path) == 0:
+        # The loaders fail on an empty file with a bare StopIteration or a schema error.
+        raise SystemExit(f"refusing to start: {flag} {path} is empty (0 bytes): no {text_column!r} rows to read")
+    suffix = Path(path).suffix.lower()
+    builder = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(suffix, "text")
+    try:
+        ds = load_dataset(builder, data_files={"train": path}, split="train")
+    except Exception as err:
+        cause = err
+        while cause.__cause__ is not None:  # DatasetGenerationError hides the reason in its cause
+            cause = cause.__cause__
+        raise SystemExit(
+            f"refusing to start: {flag} {path} could not be read as {builder}: {type(cause).__name__}: {cause}"
+        ) from err
+    if text_column not in ds.column_names:
+        raise SystemExit(f"{path} has no {text_column!r} column (columns: {ds.column_names}); set --text_column")
+    check_text_column(ds, text_column, f"{flag} {path}")
+    return ds
+
+
+def _row_list(indices, shown: int = 5) -> str:
+    head = ", ".join(str(int(i)) for i in indices[:shown])
+    return head + (", ..." if len(indices) > shown else "")
+
+
+def check_text_column(ds, text_column: str, source: str) -> None:
+    """Refuse a text column with no rows, null rows, non-text values or only blank rows.
+
+    Null rows are refused, not dropped: a null usually means a broken export or the wrong column,
+    and dropping them would change the corpus without anyone noticing. Blank rows are dropped
+    later, as before, since plain-text corpora (WikiText's blank lines between paragraphs) hold
+    many; a column with nothing but blank rows is refused.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = ds.data.column(text_column)
+    total = len(column)
+    where = f"{source}, column {text_column!r}"
+    if total == 0:
+        raise SystemExit(f"refusing to start: {where}: 0 rows; nothing to train or evaluate on")
+    nulls = np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False))
+    if len(nulls):
+        raise SystemExit(
+            f"refusing to start: {where}: {len(nulls):,} of {total:,} rows are null (rows {_row_list(nulls)}, "
+            "counted from 0); fill them in or remove those rows (null rows are refused, not dropped)"
+        )
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise SystemExit(f"refusing to start: {where} holds {column.type} values, not text; set --text_column")
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0).to_numpy(zero_copy_only=False)
+    if blank.all():
+        raise SystemExit(
+            f"refusing to start: {where}: all {total:,} rows are empty or blank "
+            f"(rows {_row_list(np.flatnonzero(blank))}, counted from 0); nothing to train or evaluate on"
+        )
+
+
+def check_inputs(data_args: DataArguments) -> None:
+    """Read the local data files and refuse empty, null or blank text columns.
+
+    Every process calls this before the processes meet for the first time: each one then stops with
+    the same message, where a failure inside the main process's data stage would leave the others
+    waiting at a barrier for a peer that is gone. Reading is cached by ``datasets``, so the data
+    stage reads the files again at no cost.
+    """
+    for flag, path in (("--train_file", data_args.train_file), ("--validation_file", data_args.validation_file)):
+        if path is not None:
+            read_text_file(path, data_args.text_column, flag)
+
+
+def _generated_documents(data_args: DataArguments, seed: int) -> tuple[list[str], list[int], list[str]]:
+    from hf_carto.columns import PLANTED_NAMES
+    from hf_carto.data import CorpusConfig, generate_corpus, hold_out
+
+    corpus = generate_corpus(
+        CorpusConfig(
+            num_documents=data_args.generated_documents + data_args.generated_heldout_documents,
+            num_canaries=0,
+            num_duplicate_groups=data_args.generated_duplicate_groups,
+            num_noise_documents=data_args.generated_noise_documents,
+            seed=seed,
+        )
+    )
+    train, heldout = hold_out(corpus, data_args.generated_heldout_documents, seed=seed)
+    names = corpus.features["truth"].names
+    kinds = [PLANTED_NAMES.index(names[t]) for t in train["truth"][:]]
+    return train["text"][:], kinds, heldout["text"][:]
+
+
+def _hub_texts(data_args: DataArguments) -> tuple[list[str], list[str] | None]:
+    from datasets import load_dataset
+
+    column = data_args.text_column
+    raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+    name = f"--dataset_name {data_args.dataset_name}"
+    for split in ("train", "validation"):
+        if split in raw:
+            if column not in raw[split].column_names:
+                raise SystemExit(
+                    f"{name} ({split}) has no {column!r} column (columns: {raw[split].column_names}); "
+                    "set --text_column"
+                )
+            check_text_column(raw[split], column, f"{name} ({split} split)")
+    return raw["train"][column][:], raw["validation"][column][:] if "validation" in raw else None
+
+
+def load_documents(data_args: DataArguments, seed: int) -> tuple[list[str], list[int], list[str]]:
+    """Training documents with their planted kind, and held-out documents of the same distribution."""
+    if data_args.dataset_name == GENERATED:
+        return _generated_documents(data_args, seed)
+    column = data_args.text_column
+    if data_args.train_file is not None:
+        train_texts = read_text_file(data_args.train_file, column)[column][:]
+        heldout_texts = (
+            read_text_file(data_args.validation_file, column, "--validation_file")[column][:]
+            if data_args.validation_file
+            else None
+        )
+    else:
+        train_texts, heldout_texts = _hub_texts(data_args)
+    total = len(train_texts)
+    train_texts = [t for t in train_texts if t.strip()]
+    if len(train_texts) < total:
+        logger.info("skipping %d of %d training rows that are empty or blank", total - len(train_texts), total)
+    if heldout_texts is None:
+        n = max(1, len(train_texts) * data_args.validation_split_percentage // 100)
+        if n >= len(train_texts):
+            raise SystemExit(
+                f"refusing to start: {len(train_texts)} training document(s) with text; holding out "
+                f"{data_args.validation_split_percentage}% for evaluation leaves none to train on"
+            )
+        heldout_texts, train_texts = train_texts[-n:], train_texts[:-n]
+    heldout_texts = [t for t in heldout_texts if t.strip()]
+    return train_texts, [0] * len(train_texts), heldout_texts
+
+
+def build_tokenizer(model_args: ModelArguments, texts: list[str]):
+    """A byte-level BPE trained on ``texts`` (``--train_tokenizer_vocab_size``) or a pretrained one."""
+    from transformers import AutoTokenizer
+
+    if model_args.train_tokenizer_vocab_size:
+        from hf_carto.tokenization import train_bpe_tokenizer
+
+        return train_bpe_tokenizer(texts, model_args.train_tokenizer_vocab_size)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    if tokenizer.eos_token_id is None:
+        raise SystemExit(f"tokenizer {model_args.tokenizer_name} has no end-of-text token to separate documents")
+    return tokenizer
+
+
+def tokenize(tokenizer, texts: list[str], desc: str) -> list[list[int]]:
+    """Each text's token ids followed by end-of-text."""
+    from datasets import Dataset
+
+    eos = tokenizer.eos_token_id
+    ds = Dataset.from_dict({"text": texts}).map(
+        lambda batch: {"ids": [ids + [eos] for ids in tokenizer(batch["text"])["input_ids"]]},
+        batched=True,
+        remove_columns=["text"],
+        desc=desc,
+    )
+    return ds["ids"][:]
+
+
+# ----------------------------------------------------------------------------------------------
+# The stage.
+
+
+def _load_prepared(out: Path) -> PreparedData:
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from hf_carto.canaries import load_registry
+
+    tokenizer = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+    blocks = load_from_disk(str(out / "data" / "train_blocks"))
+    canaries = load_registry(out / "canaries.json")
+    eval_sets = json.loads((out / "data" / "eval_sets.json").read_text())
+    eval_sets["control_canaries"] = load_registry(out / "control_canaries.json")
+    return PreparedData(tokenizer, blocks, canaries, eval_sets)
+
+
+def _make_canaries(data_args: DataArguments, seed: int) -> tuple[list, list]:
+    """The inserted canaries, and as many never-inserted ones with unused templates: the floor of
+    extraction, and the planted non-members."""
+    from hf_carto.canaries import make_canaries, unused_templates
+
+    canaries = make_canaries(
+        data_args.num_canaries,
+        repetitions=data_args.canary_repetitions,
+        secret_length=data_args.secret_length,
+        seed=seed,
+    )
+    control_canaries = make_canaries(
+        data_args.num_canaries,
+        repetitions=[1],
+        secret_length=data_args.secret_length,
+        templates=unused_templates(canaries),
+        seed=seed + 3,
+        first_id=data_args.num_canaries,
+    )
+    return canaries, control_canaries
+
+
+def _windows(heldout_docs, data_args: DataArguments, rng) -> tuple[list, list, list, int]:
+    """Contaminating and control sequences: 2k tokens from inside one held-out document each; and
+    the held-out documents left for membership and perplexity."""
+    from hf_carto.packing import cut_windows
+
+    n_c, k2 = data_args.num_contaminating, 2 * data_args.contamination_k
+    try:
+        windows, used, usable = cut_windows([d[:-1] for d in heldout_docs], 2 * n_c, k2, rng)
+    except ValueError as err:
+        raise SystemExit(f"held-out text: {err}; lower --num_contaminating or --contamination_k") from None
+    used = set(used)
+    rest = [d for i, d in enumerate(heldout_docs) if i not in used]
+    return windows[:n_c], windows[n_c:], rest, usable
+
+
+def _training_blocks(train_docs, kinds, canaries, contaminating, tokenizer, data_args: DataArguments, seed: int):
+    """Insert every canary copy and contaminating sequence as a document of its own, pack, and label
+    the blocks; returns the blocks and the number of inserted documents."""
+    from hf_carto.canaries import canary_id_column
+    from hf_carto.columns import CANARY_ID, PLANTED_NAMES, SAMPLE_ID
+    from hf_carto.packing import insert_documents, pack_documents, whole_copies
+
+    eos = tokenizer.eos_token_id
+    copies = [c for c in canaries for _ in range(c.repetitions)]
+    inserted = [tokenizer(c.text)["input_ids"] + [eos] for c in copies]
+    inserted += [seq + [eos] for seq in contaminating for _ in range(data_args.contamination_repetitions)]
+    canary_kind, contaminated_kind = PLANTED_NAMES.index("canary"), PLANTED_NAMES.index("contaminated")
+    inserted_kinds = [canary_kind] * len(copies) + [contaminated_kind] * (len(inserted) - len(copies))
+    docs, doc_kinds, origin = insert_documents(train_docs, kinds, inserted, inserted_kinds, seed=seed + 1)
+    # is_canary (what publishing withholds) marks every block with a canary token, since part of a
+    # copy is part of a secret; a canary's sample_ids (and carto_canary_id) are the blocks that
+    # hold a whole copy, the ones it can be extracted from.
+    blocks = pack_documents(docs, data_args.block_size, kinds=doc_kinds)
+    positions = np.flatnonzero((origin >= 0) & (origin < len(copies)))
+    for position, block in zip(positions, whole_copies(docs, positions, data_args.block_size), strict=True):
+        if block >= 0:
+            copies[origin[position]].sample_ids.append(int(block))
+    for canary in canaries:
+        canary.sample_ids = sorted(set(canary.sample_ids))
+    blocks = blocks.add_column(CANARY_ID, canary_id_column(canaries, np.asarray(blocks[SAMPLE_ID][:])))
+    blocks = blocks.add_column("text", tokenizer.batch_decode(blocks["input_ids"][:]))
+    missing = [c.canary_id for c in canaries if not c.sample_ids]
+    if missing:
+        logger.warning("canaries %s have no whole copy inside one block; they stay in the extraction test", missing)
+    return blocks, len(inserted)
+
+
+def prepare_data(model_args: ModelArguments, data_args: DataArguments, out: Path, is_main: bool) -> PreparedData:
+    """Blocks, canaries and evaluation sets; made once by the main process and read by the others."""
+    if (out / "data" / "done.json").exists():
+        return _load_prepared(out)
+    if not is_main:
+        raise RuntimeError("prepare_data: the main process has not written the data")
+    seed = data_args.data_seed_offset
+    rng = np.random.default_rng(seed)
+    train_texts, kinds, heldout_texts = load_documents(data_args, seed)
+    canaries, control_canaries = _make_canaries(data_args, seed)
+    # A tokenizer trained here sees every canary prompt (trained and control alike, never a secret)
+    # as often as common phrases: prompts of words the corpus lacks would otherwise fall apart into
+    # single characters and make canaries far longer than a real tokenizer makes them.
+    prompts = [c.prefix for c in canaries + control_canaries for _ in range(PROMPT_REPEATS_FOR_TOKENIZER)]
+    tokenizer = build_tokenizer(model_args, train_texts + prompts)
+    train_docs = tokenize(tokenizer, train_texts, "Tokenizing training documents")
+    if data_args.max_train_samples is not None:
+        cumulative = np.cumsum([len(d) for d in train_docs])
+        keep = int(np.searchsorted(cumulative, data_args.max_train_samples * data_args.block_size)) + 1
+        train_docs, kinds = train_docs[:keep], kinds[:keep]
+    heldout_docs = tokenize(tokenizer, heldout_texts, "Tokenizing held-out documents")
+    heldout_docs = [heldout_docs[i] for i in rng.permutation(len(heldout_docs))]
+    contaminating, control, rest, usable = _windows(heldout_docs, data_args, rng)
+    blocks, num_inserted = _training_blocks(train_docs, kinds, canaries, contaminating, tokenizer, data_args, seed)
+    planted_out, rest = _planted_non_members(
+        rest, control_canaries, control, tokenizer, data_args, rng, density=num_inserted / max(1, len(train_docs))
+    )
+    eval_sets = _eval_sets(blocks, rest, planted_out, contaminating, control, data_args, seed)
+    eval_sets["counts"].update(
+        heldout_documents=len(heldout_docs),
+        heldout_documents_long_enough=usable,
+        canary_whole_copies={str(c.canary_id): len(c.sample_ids) for c in canaries},
+    )
+    _save_prepared(out, PreparedData(tokenizer, blocks, canaries, eval_sets), control_canaries)
+    eval_sets["control_canaries"] = control_canaries
+    return PreparedData(tokenizer, blocks, canaries, eval_sets)
+
+
+def _eval_sets(blocks, rest, planted_out, contaminating, control, data_args: DataArguments, seed: int) -> dict:
+    """Membership, planted-membership, contamination and perplexity sets, with their counts."""
+    from hf_carto.packing import pack_documents
+
+    heldout_blocks = pack_documents(rest, data_args.block_size)["input_ids"][:] if rest else []
+    n_m = data_args.num_membership_samples
+    if len(heldout_blocks) < n_m + 1:
+        raise SystemExit(
+            f"after the contamination windows and the planted controls, the held-out text packs into "
+            f"{len(heldout_blocks)} blocks of {data_args.block_size} tokens; {n_m + 1} are needed "
+            f"({n_m} non-members, >= 1 for perplexity). Give more held-out text or lower --num_membership_samples"
+        )
+    validation = heldout_blocks[n_m:]
+    if data_args.max_validation_samples is not None:
+        validation = validation[: data_args.max_validation_samples]
+    members, member_ids = _member_blocks(blocks, n_m, seed)
+    planted = _planted_blocks(blocks)
+    # Everything that is not ordinary text (the generated corpus also plants duplicates and noise).
+    share = float((np.asarray(blocks["truth"][:]) != 0).mean())
+    if share > MAX_PLANTED_SHARE:
+        logger.warning(
+            "planted material fills %.1f%% of the training blocks (> %.0f%%): perplexity trade-offs then "
+            "reflect the planted text more than ordinary text",
+            100 * share,
+            100 * MAX_PLANTED_SHARE,
+        )
+    return {
+        "contaminating": contaminating,
+        "control": control,
+        "members": members,
+        "member_ids": member_ids,
+        "non_members": heldout_blocks[:n_m],
+        "planted_members": planted["input_ids"],
+        "planted_member_ids": planted["sample_id"],
+        "planted_non_members": planted_out,
+        "validation": validation,
+        "counts": {
+            "contaminating": len(contaminating),
+            "control": len(control),
+            "planted_blocks": len(planted["sample_id"]),
+            "planted_share": share,
+            "planted_non_members": len(planted_out),
+        },
+    }
+
+
+def _save_prepared(out: Path, data: PreparedData, control_canaries) -> None:
+    """Every file of the stage, ``data/done.json`` last."""
+    from hf_carto.canaries import save_registry
+
+    data_dir = out / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data.tokenizer.save_pretrained(str(out / "tokenizer"))
+    data.blocks.save_to_disk(str(data_dir / "train_blocks"))
+    save_registry(data.canaries, out / "canaries.json")
+    save_registry(control_canaries, out / "control_canaries.json")
+    (data_dir / "eval_sets.json").write_text(json.dumps(data.eval_sets))
+    (data_dir / "done.json").write_text(json.dumps({"num_blocks": len(data.blocks)}))
+
+
+def _planted_non_members(rest, control_canaries, control, tokenizer, data_args, rng, density: float):
+    """Blocks built like the planted training blocks from material that is never trained on:
+    each never-inserted canary and control sequence once, inserted into held-out documents at the
+    training set's density of inserted documents, packed the same way. Returns those blocks and the
+    held-out documents left over."""
+    from hf_carto.columns import PLANTED_NAMES
+    from hf_carto.packing import insert_documents, pack_documents
+
+    eos = tokenizer.eos_token_id
+    inserted = [tokenizer(c.text)["input_ids"] + [eos] for c in control_canaries]
+    inserted += [seq + [eos] for seq in control]
+    num_filler = min(len(rest) // 2, max(1, round(len(inserted) / max(density, 1e-9))))
+    filler, rest = rest[:num_filler], rest[num_filler:]
+    kind = PLANTED_NAMES.index("canary")
+    docs, kinds, _ = insert_documents(
+        filler, [0] * len(filler), inserted, [kind] * len(inserted), seed=int(rng.integers(2**31))
+    )
+    packed = pack_documents(docs, data_args.block_size, kinds=kinds)
+    planted = np.flatnonzero(np.asarray(packed["truth"][:]) != 0)
+    return [packed[int(i)]["input_ids"] for i in planted], rest
+
+
+def _planted_blocks(blocks) -> dict[str, list]:
+    """Training blocks holding inserted material (canary or contaminating tokens)."""
+    from hf_carto.columns import PLANTED_NAMES, read_columns
+
+    truth = read_columns(blocks, ["truth"])["truth"]
+    kinds = [PLANTED_NAMES.index("canary"), PLANTED_NAMES.index("contaminated")]
+    chosen = np.flatnonzero(np.isin(truth, kinds))
+    subset = blocks.select(chosen)
+    return {"input_ids": subset["input_ids"][:], "sample_id": subset["sample_id"][:]}
+
+
+def _member_blocks(blocks, count: int, seed: int) -> tuple[list[list[int]], list[int]]:
+    """Training blocks with no planted material: the members of the membership-inference test."""
+    from hf_carto.columns import read_columns
+
+    truth = read_columns(blocks, ["truth"])["truth"]
+    candidates = np.flatnonzero(truth == 0)
+    if len(candidates) < count:
+        raise SystemExit(f"only {len(candidates)} ordinary training blocks for {count} membership samples")
+    chosen = np.sort(np.random.default_rng(seed + 2).choice(candidates, size=count, replace=False))
+    subset = blocks.select(chosen)
+    return subset["input_ids"][:], subset["sample_id"][:]

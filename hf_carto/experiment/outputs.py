@@ -1,0 +1,257 @@
+"""Outputs of a run: ``report.md``, the data map and trade-off figures, the curated dataset
+(``save_to_disk``) and its Hub layout with a dataset card, the model card; pushed when asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .arguments import CartoArguments, DataArguments, ModelArguments
+from .presets import GENERATED
+from .results import tradeoff_points
+
+
+def default_dataset_id(data_args: DataArguments) -> str:
+    """A placeholder Hub id named after the data, for the card when --hub_dataset_id is not given."""
+    from hf_carto.hub import repo_name
+
+    if data_args.train_file is not None:
+        source = Path(data_args.train_file).stem  # wiki.train.raw -> wiki.train
+    elif data_args.dataset_name in (None, GENERATED):
+        source = GENERATED
+    else:
+        source = data_args.dataset_name.split("/")[-1]
+        config = data_args.dataset_config_name
+        if config:  # wikitext + wikitext-103-raw-v1 -> wikitext-103-raw-v1
+            source = config if config.startswith(source) else f"{source}-{config}"
+    return f"your-name/gpt2-{repo_name(source, default='data', max_length=96 - len('gpt2--curated'))}-curated"
+
+
+# ----------------------------------------------------------------------------------------------
+# report.md
+
+
+def mean_std(values: list[float], fmt: str) -> str:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 1:
+        return format(arr[0], fmt)
+    return f"{format(arr.mean(), fmt)} ± {format(arr.std(), fmt.lstrip('+'))}"
+
+
+def _overview(report: dict) -> list[str]:
+    from hf_carto.comparison import METRICS
+
+    s = report["settings"]
+    counts = report["data_counts"]
+    lines = [
+        "# GenDataCarto: GPT-2 leakage report",
+        "",
+        f"{report['num_blocks']:,} training blocks of {s['block_size']} tokens; T = {s['num_train_epochs']} epochs "
+        f"with {s['snapshots_per_epoch']} eval-mode snapshot(s) each, burn-in T_e = {s['burn_in']} epoch(s); "
+        f"eps {s['eps']}; seeds {s['seeds']}; {s['num_canaries']} canaries x {s['canary_repetitions']} copies "
+        f"(secrets of {s['secret_length']} digits) and as many never-inserted control canaries; "
+        f"{counts['contaminating']} held-out sequences inserted x {s['contamination_repetitions']} and "
+        f"{counts['control']} never inserted (2k = {2 * s['contamination_k']} tokens from inside one document "
+        f"each; {counts['heldout_documents_long_enough']} of {counts['heldout_documents']} held-out documents "
+        f"were long enough). Planted blocks: {counts['planted_blocks']} ({counts['planted_share']:.1%} of the "
+        "training blocks). Values are means over seeds ± standard deviation; membership columns use the "
+        "loss signal, on the members every arm of the seed trained on and, separately, on the planted "
+        "blocks against blocks built the same way from never-trained material.",
+        "",
+        "| arm | pruned weight | " + " | ".join(label for _, label, _ in METRICS) + " |",
+        "|---|---:|" + "---:|" * len(METRICS),
+    ]
+    for arm, entry in report["summary"].items():
+        cells = [mean_std(entry[key]["values"], fmt) for key, _, fmt in METRICS]
+        pruned = mean_std(entry["fraction_pruned"]["values"], ".1%")
+        lines.append(f"| {arm} | {pruned} | " + " | ".join(cells) + " |")
+    floor = report["extraction_floor"]
+    lines += [
+        "",
+        f"Never-inserted control canaries extracted: {floor['num_extracted']} of {floor['num_decoded']} "
+        "decodings over every arm and seed (the floor of the extraction column). "
+        f"Exposure: {report['exposure_methods']}.",
+    ]
+    return lines
+
+
+def _paired_differences(report: dict) -> list[str]:
+    from hf_carto.comparison import COMPARED, format_difference, units_on
+
+    lines = [
+        "",
+        "## Paired differences",
+        "",
+        "Per seed, arm minus control on the same units (canaries, sequences) from the same checkpoint with "
+        "the same seed; 95% intervals (unit-level metrics: bootstrap over seeds and units; seed-level: "
+        "paired t over seeds). A difference is called lower or higher only when its interval excludes zero. "
+        "The noise floor is the mapping run's own final model against the no-intervention arm: they differ "
+        "only in the data order of the continued epochs.",
+        "",
+        "| comparison | " + " | ".join(label for _, label, _, _ in COMPARED) + " |",
+        "|---|" + "---|" * len(COMPARED),
+    ]
+    for name, metrics in report["comparisons"].items():
+        cells = []
+        for key, _, _, fmt in COMPARED:
+            if key not in metrics:
+                cells.append("")
+                continue
+            m = metrics[key]
+            cells.append(f"{format_difference(m, fmt)}, {units_on(m)}: {m['verdict']}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _by_copies(report: dict) -> list[str]:
+    by_copies = report["extraction_by_copies"]
+    copies = sorted({c for arm in by_copies.values() for c in arm}, key=int)
+    if not copies:
+        return []
+    lines = [
+        "",
+        "Extraction by the number of whole copies a canary had in the training blocks (the copies it can "
+        "be learned from; a copy split across two blocks is in neither), means over seeds:",
+        "",
+        "| arm | " + " | ".join(f"{c} copies" for c in copies) + " |",
+        "|---|" + "---:|" * len(copies),
+    ]
+    for arm, rates in by_copies.items():
+        lines.append(f"| {arm} | " + " | ".join(f"{rates[c]:.1%}" if c in rates else "" for c in copies) + " |")
+    return lines
+
+
+def _cartography(report: dict) -> list[str]:
+    lines = ["", "## Cartography", ""]
+    for seed, c in report["cartography"].items():
+        lines.append(
+            f"- seed {seed}: {c['num_snapshots']} snapshots ({c['burn_in_snapshots']} in burn-in), eps = "
+            f"{c['eps']:.4g}, tau_d = {c['tau_d']:.4g}, tau_m = {c['tau_m']:.4g}; {c['num_with_forget_events']} of "
+            f"{c['num_samples']} blocks have a forget event; quadrants {c['quadrant_counts']}"
+        )
+        for cut in c["budget_cuts"]:
+            lines.append(
+                f"  - prune {cut['fraction']:g}: {cut['num_selected']} blocks cut at m = {cut['cut_value']:.3g}, "
+                f"{cut['tied_selected']} of {cut['tied_at_cut']} tied blocks chosen by the tie-break"
+            )
+    first = next(iter(report["cartography"].values()))
+    names = list(next(iter(first["planted_vs_quadrant"].values())))
+    lines += ["", "Where planted blocks landed (first seed):", "", "| planted | " + " | ".join(names) + " |"]
+    lines.append("|---|" + "---:|" * len(names))
+    for kind, row in first["planted_vs_quadrant"].items():
+        lines.append(f"| {kind} | " + " | ".join(str(row[n]) for n in names) + " |")
+    return lines
+
+
+def _time_and_memory(report: dict) -> list[str]:
+    resumed = report["invocations"] > 1
+    return [
+        "",
+        "## Time and memory",
+        "",
+        f"Stage times summed over the {report['invocations']} invocations of this run (stages read back cost "
+        "nothing again):"
+        if resumed
+        else "Stage times:",
+        "",
+        report["stage_table"],
+        "",
+        f"Peak resident memory of the main process: {report['peak_rss_mib']:.0f} MiB"
+        + (" (in this invocation)." if resumed else "."),
+    ]
+
+
+def format_markdown(report: dict) -> str:
+    """``report.md``: the table over seeds, paired differences, extraction by copies, the reading,
+    the cartography of each seed, time and memory."""
+    lines = _overview(report) + _paired_differences(report) + _by_copies(report)
+    lines += ["", f"**Reading:** {report['conclusion']}"]
+    lines += _cartography(report) + _time_and_memory(report)
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures, curated dataset, cards.
+
+
+def _data_map(scored, fit, seed: int, out: Path) -> Path:
+    from hf_carto.columns import read_columns
+    from hf_carto.plots import plot_data_map
+
+    cols = read_columns(scored, ["carto_difficulty", "carto_memorization", "carto_quadrant", "is_canary"])
+    return plot_data_map(
+        cols["carto_difficulty"],
+        cols["carto_memorization"],
+        cols["carto_quadrant"],
+        out / "data_map.png",
+        tau_d=fit.tau_d,
+        tau_m=fit.tau_m,
+        num_snapshots=fit.num_snapshots,
+        highlight=cols["is_canary"],
+        highlight_label="canary blocks",
+        title=f"Data map (seed {seed})",
+    )
+
+
+def _model_card(report: dict, model_args: ModelArguments, data_args, carto: CartoArguments, model_id, dataset_id):
+    from hf_carto import render_model_card
+    from hf_carto.comparison import METRICS
+
+    results = [
+        {"arm": arm, **{key: entry[key]["values"] for key, _, _ in METRICS if key != "perplexity_change"}}
+        for arm, entry in report["summary"].items()
+    ]
+    return render_model_card(
+        repo_id=model_id,
+        base_model=model_args.model_name_or_path or f"{model_args.config_name} config, trained from scratch",
+        dataset_id=dataset_id,
+        curation={
+            "burn-in (epochs)": carto.burn_in,
+            "eps": carto.eps,
+            "alpha_d / alpha_m": f"{carto.alpha_d} / {carto.alpha_m}",
+            "hotspot loss weight": carto.alpha,
+            "up-sampling of ambiguous-hard": carto.gamma,
+            "remove noisy outliers": carto.remove_noisy,
+            "seeds": carto.seeds,
+        },
+        results=results,
+        k=data_args.contamination_k,
+        conclusion=report["conclusion"],
+        license=carto.license,
+    )
+
+
+def write_outputs(report: dict, seeds_data: dict, canaries, model_args, data_args, carto, training, out: Path) -> None:
+    """Figures, the curated dataset (save_to_disk and Hub layout), the model card; push if asked."""
+    from hf_carto import apply_interventions, cartography_summary, plot_tradeoffs
+    from hf_carto.hub import export_hub_layout, push_curated_dataset, push_model
+    from hf_carto.io import save_scored
+
+    seed = carto.seeds[0]
+    scored, fit = seeds_data[seed]
+    data_map = _data_map(scored, fit, seed, out)
+    plot_tradeoffs(tradeoff_points(report["rows"]), out)
+    curated = apply_interventions(scored, gamma=carto.gamma, alpha=carto.alpha, remove_noisy=carto.remove_noisy)
+    curated = curated.remove_columns("labels")  # the same tokens as input_ids
+    save_scored(curated, out / "curated", fit=fit, summary=cartography_summary(curated, fit), overwrite=True)
+    dataset_id = carto.hub_dataset_id or default_dataset_id(data_args)
+    export_hub_layout(
+        curated,
+        out / "hub",
+        repo_id=dataset_id,
+        fit=fit,
+        data_map=data_map,
+        license=carto.license,
+        secrets=[c.secret for c in canaries],
+        overwrite=True,
+    )
+    model_id = training.hub_model_id or "your-name/gpt2-gendatacarto"
+    card = _model_card(report, model_args, data_args, carto, model_id, dataset_id)
+    (out / "model_card.md").write_text(card)
+    if training.push_to_hub:
+        pushed = push_curated_dataset(out / "hub", dataset_id)
+        model_dir = out / f"seed{seed}" / "arms" / "gendatacarto" / "model"
+        model_pushed = push_model(model_dir, model_id, card)
+        report["pushed"] = {"dataset": pushed.commit_url, "model": model_pushed.commit_url}
+        print(f"pushed the dataset ({pushed.commit_url}) and the model ({model_pushed.commit_url})")

@@ -1,0 +1,129 @@
+"""Results: one row per (seed, arm) from the evaluation reports, the summary over seeds, paired
+comparisons and the reading, the cartography section per seed, and the trade-off points of
+Figures 1 and 2."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .training import MAPPING_FAMILY, PRUNED_FAMILY, QUADRANT_FAMILIES, RANDOM_PRUNED_FAMILY
+
+MAPPING_RUN = "mapping_run"
+
+
+def arm_rows(seed: int, reports: dict[str, dict], trained: dict[str, tuple[str, dict]], mapping: dict) -> list[dict]:
+    """One row per evaluated model of a seed: leakage metrics, pruned weight, perplexity change
+    against the seed's no-intervention arm, the optimizer steps it covers."""
+    from hf_carto.comparison import leakage_row
+
+    base = reports["no_intervention"]["validation"]["perplexity"]
+    rows = []
+    for name, report in reports.items():
+        family, info = trained.get(name, (MAPPING_FAMILY, None))
+        row = {"seed": seed, "arm": name, "family": family, **leakage_row(report)}
+        row["fraction_pruned"] = info["budget"]["fraction_of_weight_pruned"] if info else 0.0
+        row["perplexity_change"] = row["perplexity"] / base - 1.0
+        row["steps"] = [info["start_step"], info["end_step"]] if info else [0, mapping["global_step"]]
+        row["extraction_by_copies"] = report["canaries"].get("success_rate_by_copies", {})
+        row["control_extraction"] = report["canaries"].get("control", {})
+        row["exposure_methods"] = [c.get("exposure_method", "exact") for c in report["canaries"]["canaries"]]
+        rows.append(row)
+    return rows
+
+
+def extraction_by_copies(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per arm, extraction rate by the number of whole copies a canary had, means over seeds."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        for copies, rate in row["extraction_by_copies"].items():
+            out.setdefault(row["arm"], {}).setdefault(copies, []).append(rate)
+    return {arm: {c: float(np.mean(v)) for c, v in rates.items()} for arm, rates in out.items()}
+
+
+def exposure_methods(rows: list[dict]) -> str:
+    """One sentence: how many canary evaluations ranked the whole secret space, how many estimated."""
+    methods = [m for row in rows for m in row["exposure_methods"]]
+    estimated = sum(m != "exact" for m in methods)
+    if not estimated:
+        return f"exact for all {len(methods)} canary evaluations (the whole secret space ranked)"
+    return (
+        f"{estimated} of {len(methods)} canary evaluations use the skew-normal estimate (space above "
+        "--exposure_max_exact; intervals in each arm's eval/report.json), the rest are exact"
+    )
+
+
+def planted_table(scored) -> dict[str, dict[str, int]]:
+    """How many blocks of each planted kind landed in each quadrant."""
+    from hf_carto.columns import QUADRANT, TRUTH, read_columns
+    from hf_carto.scores import planted_vs_quadrant
+
+    cols = read_columns(scored, [TRUTH, QUADRANT])
+    return planted_vs_quadrant(cols[TRUTH], cols[QUADRANT])
+
+
+def cartography_section(scored, fit, cuts: list[dict]) -> dict:
+    """The seed's scores at a glance: thresholds, quadrant counts, each pruning cut and how much of
+    it the tie-break decided (``cuts``, from :func:`~.training.make_arms`), where the planted blocks
+    landed."""
+    from hf_carto import Quadrant
+    from hf_carto.columns import QUADRANT, read_columns
+
+    quadrants = read_columns(scored, [QUADRANT])[QUADRANT]
+    return {
+        "num_samples": fit.num_samples,
+        "num_snapshots": fit.num_snapshots,
+        "burn_in_snapshots": fit.burn_in,
+        "eps": fit.eps,
+        "tau_d": fit.tau_d,
+        "tau_m": fit.tau_m,
+        "num_with_forget_events": fit.num_with_forget_events,
+        "quadrant_counts": {q.name.lower(): int((quadrants == q).sum()) for q in Quadrant},
+        "budget_cuts": cuts,
+        "planted_vs_quadrant": planted_table(scored),
+    }
+
+
+def build_report(rows: list[dict], settings: dict, num_blocks: int, counts: dict, cartography: dict) -> dict[str, Any]:
+    """The run's report: every row, the summary over seeds, paired comparisons, the reading."""
+    from hf_carto.comparison import compare_arms, reading, summarize
+
+    summary = summarize([r for r in rows if r["arm"] != MAPPING_RUN])
+    summary[MAPPING_RUN] = summarize([r for r in rows if r["arm"] == MAPPING_RUN])[MAPPING_RUN]
+    comparisons = compare_arms(rows)
+    return {
+        "settings": settings,
+        "num_blocks": num_blocks,
+        "data_counts": counts,
+        "rows": rows,
+        "summary": summary,
+        "comparisons": comparisons,
+        "conclusion": reading(summary, comparisons),
+        "extraction_by_copies": extraction_by_copies(rows),
+        "extraction_floor": {
+            "num_extracted": sum(r["control_extraction"].get("num_extracted", 0) for r in rows),
+            "num_decoded": sum(r["control_extraction"].get("num_canaries", 0) for r in rows),
+        },
+        "exposure_methods": exposure_methods(rows),
+        "cartography": cartography,
+    }
+
+
+def tradeoff_points(rows: list[dict]) -> list[dict]:
+    """Points of Figures 1 and 2, one line per family; both pruning lines start at the
+    no-intervention arm (nothing pruned) of the same seed. The per-quadrant rules prune a slightly
+    different weight in each seed; their point sits at the mean over seeds."""
+    points = []
+    for row in rows:
+        if row["arm"] == MAPPING_RUN:
+            continue
+        points.append(dict(row, arm=row["family"]))
+        if row["arm"] == "no_intervention":
+            points += [dict(row, arm=family) for family in (PRUNED_FAMILY, RANDOM_PRUNED_FAMILY)]
+    for name in ("gendatacarto", "random"):
+        chosen = [p for p in points if p["arm"] == QUADRANT_FAMILIES[name]]
+        mean = float(np.mean([p["fraction_pruned"] for p in chosen])) if chosen else 0.0
+        for p in chosen:
+            p["fraction_pruned"] = mean
+    return points

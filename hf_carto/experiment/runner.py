@@ -1,0 +1,152 @@
+"""The whole experiment as one call: check, prepare the data, and per seed the mapping run,
+scoring, the arms and their continuation (every process), then evaluation, the report and the
+outputs (the main process). Each stage is a function of its own in this package, so a user can run
+the arms and the evaluation around their own mapping run."""
+
+from __future__ import annotations
+
+import logging
+import resource
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .arguments import CartoArguments, DataArguments, ModelArguments, check_arguments, parse_arguments
+from .data import PreparedData, check_inputs, prepare_data
+from .evaluation import eval_settings, evaluate_saved_model, leakage_probes, trained_by_every_arm
+from .outputs import format_markdown, write_outputs
+from .results import MAPPING_RUN, arm_rows, build_report, cartography_section
+from .run_folder import StageTimer, open_run_folder, record_settings, run_settings, write_json
+from .training import make_arms, mapping_run, score_blocks, train_arm
+
+
+@dataclass
+class SeedResult:
+    """What the training stages of one seed leave for evaluation."""
+
+    mapping: dict
+    scored: Any
+    fit: Any
+    trained: dict[str, tuple[str, dict]] = field(default_factory=dict)  # arm -> (family, done info)
+    member_mask: list[bool] = field(default_factory=list)
+    cuts: list[dict] = field(default_factory=list)  # the pruning cuts build_arms made
+
+
+def _check_push(carto: CartoArguments, training) -> None:
+    if training.push_to_hub:
+        from hf_carto.hub import check_repo_id
+
+        if not (training.hub_model_id and carto.hub_dataset_id):
+            raise SystemExit("--push_to_hub needs --hub_model_id and --hub_dataset_id")
+        check_repo_id(training.hub_model_id)
+        check_repo_id(carto.hub_dataset_id)
+
+
+def train_seed(seed: int, model_args, carto: CartoArguments, training, data: PreparedData, out: Path, state, timer):
+    """Mapping run, scores, arms and their continuation for one seed (every process)."""
+    seed_dir = out / f"seed{seed}"
+    with timer("mapping"):
+        mapping = mapping_run(seed, model_args, carto, training, data.blocks, data.tokenizer, seed_dir, state)
+    with timer("scoring"), state.main_process_first():
+        scored, fit = score_blocks(
+            data.blocks, seed_dir / "mapping", mapping["burn_in_step"], carto, seed_dir / "scored"
+        )
+    result = SeedResult(mapping, scored, fit)
+    epochs = int(training.num_train_epochs) - carto.burn_in
+    with timer("continuation"):
+        arms, result.cuts = make_arms(scored, carto, seed)
+        result.member_mask = trained_by_every_arm(arms, data.eval_sets["member_ids"])
+        for name, (family, arm) in arms.items():
+            info = train_arm(name, arm, mapping["checkpoint"], epochs, training, seed_dir / "arms" / name, seed, state)
+            result.trained[name] = (family, info)
+    return result
+
+
+def evaluate_seed(seed: int, result: SeedResult, data: PreparedData, data_args, carto, training, out: Path) -> list:
+    """Every arm's model and the mapping run's final model, evaluated on the same probes; the rows."""
+    seed_dir = out / f"seed{seed}"
+    probes = leakage_probes(data.tokenizer, data.canaries, data.eval_sets, result.member_mask)
+    settings = eval_settings(data_args, carto, seed)
+    models = {name: seed_dir / "arms" / name for name in result.trained}
+    models[MAPPING_RUN] = seed_dir / "mapping"
+    reports = {
+        name: evaluate_saved_model(
+            folder / ("final" if name == MAPPING_RUN else "model"),
+            folder / "eval",
+            data.tokenizer,
+            probes,
+            settings,
+            use_cpu=training.use_cpu,
+        )  # fmt: skip
+        for name, folder in models.items()
+    }
+    return arm_rows(seed, reports, result.trained, result.mapping)
+
+
+def run_experiment(model_args: ModelArguments, data_args: DataArguments, carto: CartoArguments, training):
+    """Run (or resume) the experiment in ``training.output_dir``; returns the report on the main
+    process and None on the others."""
+    from accelerate import PartialState
+
+    check_arguments(model_args, data_args, carto, training)
+    check_inputs(data_args)  # on every process, before any of them waits for another
+    _check_push(carto, training)
+    state = PartialState(cpu=training.use_cpu)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if state.is_main_process else logging.WARNING,
+    )
+    out = Path(training.output_dir)
+    settings = run_settings(model_args, data_args, carto, training, state.num_processes)
+    open_run_folder(out, settings, carto, state)
+    timer = StageTimer(out / "stage_times.json" if state.is_main_process else None)
+    with timer("data"), state.main_process_first():
+        data = prepare_data(model_args, data_args, out, state.is_main_process)
+        if state.is_main_process:
+            record_settings(out, settings)
+    if state.is_main_process:
+        blocks, vocab = len(data.blocks), len(data.tokenizer)
+        print(f"{blocks:,} training blocks of {data_args.block_size} tokens, tokenizer of {vocab:,}")
+    results = {seed: train_seed(seed, model_args, carto, training, data, out, state, timer) for seed in carto.seeds}
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        leave_process_group()
+        return None
+    rows = []
+    for seed, result in results.items():
+        with timer("evaluation"):
+            rows += evaluate_seed(seed, result, data, data_args, carto, training, out)
+    cartography = {str(seed): cartography_section(r.scored, r.fit, r.cuts) for seed, r in results.items()}
+    report = build_report(rows, settings, len(data.blocks), data.eval_sets["counts"], cartography)
+    seeds_data = {seed: (r.scored, r.fit) for seed, r in results.items()}
+    with timer("outputs"):
+        write_outputs(report, seeds_data, data.canaries, model_args, data_args, carto, training, out)
+    _finish(report, timer, out)
+    leave_process_group()
+    return report
+
+
+def _finish(report: dict, timer: StageTimer, out: Path) -> None:
+    report["stage_seconds"] = timer.seconds  # this invocation
+    report["stage_seconds_total"] = timer.total  # every invocation of this run
+    report["invocations"] = timer.invocations
+    report["stage_table"] = timer.table(timer.total)
+    report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    write_json(out / "report.json", {k: v for k, v in report.items() if k != "stage_table"})
+    text = format_markdown(report)
+    (out / "report.md").write_text(text)
+    print("\n" + text)
+    print(f"report: {out / 'report.md'} (and report.json, figures, curated/, hub/, model_card.md)")
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    """Parse the command line (presets included) and run the experiment."""
+    return run_experiment(*parse_arguments(argv))
+
+
+def leave_process_group() -> None:
+    # Leaving the process group to interpreter shutdown can abort gloo's worker threads.
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,181 @@
+"""The training stages, where every process takes part: the mapping run (T epochs from scratch,
+recording every block's loss), scoring, the arms, and each arm's continuation from the burn-in
+checkpoint. Each stage is cached in the run folder (see :func:`~.run_folder.cached_stage`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from .arguments import CartoArguments, ModelArguments, model_config
+from .run_folder import DONE, cached_stage, write_json
+
+logger = logging.getLogger(__name__)
+
+PRUNED_FAMILY, RANDOM_PRUNED_FAMILY = "gendatacarto (top m pruned)", "random (pruned)"
+QUADRANT_FAMILIES = {"gendatacarto": "gendatacarto (quadrant rules)", "random": "random (quadrant rules)"}
+MAPPING_FAMILY = "mapping run (T epochs, no intervention)"
+ARM_COLUMNS = ["input_ids", "labels", "sample_id", "carto_loss_weight", "carto_sampling_weight", "carto_keep"]
+
+
+def steps_per_epoch(num_samples: int, training, world_size: int) -> int:
+    """Optimizer steps in one epoch, as the Trainer counts them under ``accelerate``."""
+    batches = math.ceil(num_samples / (training.per_device_train_batch_size * world_size))
+    return math.ceil(batches / training.gradient_accumulation_steps)
+
+
+def new_model(model_args: ModelArguments, tokenizer, seed: int):
+    """The model the mapping run starts from; its initial weights depend on the seed only, never on
+    the process count."""
+    from transformers import AutoModelForCausalLM, set_seed
+
+    set_seed(seed)
+    if model_args.model_name_or_path:
+        return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)
+    config = model_config(model_args, vocab_size=len(tokenizer))
+    config.bos_token_id = config.eos_token_id = tokenizer.eos_token_id
+    return AutoModelForCausalLM.from_config(config)
+
+
+def training_args(training, **changes):
+    """The TrainingArguments of one stage. The experiment publishes at the end; the Trainer itself
+    never pushes, evaluates or saves on its own."""
+    return dataclasses.replace(training, push_to_hub=False, save_strategy="no", eval_strategy="no", **changes)
+
+
+def mapping_run(
+    seed: int, model_args, carto: CartoArguments, training, blocks, tokenizer, seed_dir: Path, state
+) -> dict:
+    """Train T epochs from scratch, recording eval-mode losses; save the burn-in checkpoint."""
+    run_dir = seed_dir / "mapping"
+    return cached_stage(
+        run_dir, lambda: _train_mapping(seed, model_args, carto, training, blocks, tokenizer, run_dir, state), state
+    )
+
+
+def _train_mapping(seed, model_args, carto, training, blocks, tokenizer, run_dir: Path, state) -> dict:
+    from transformers import TrainerCallback, default_data_collator
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from hf_carto import RecordingConfig, RecordingTrainer
+
+    epochs = int(training.num_train_epochs)
+    per_epoch = steps_per_epoch(len(blocks), training, state.num_processes)
+    every = max(1, per_epoch // carto.snapshots_per_epoch) if carto.snapshots_per_epoch > 1 else None
+    burn_in_step = carto.burn_in * per_epoch
+
+    class SaveBurnIn(TrainerCallback):
+        def on_step_end(self, args, state_, control, **kwargs):
+            if state_.global_step == burn_in_step:
+                control.should_save = True
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = RecordingTrainer(
+        model=new_model(model_args, tokenizer, seed),
+        args=training_args(training, output_dir=str(run_dir), seed=seed, num_train_epochs=epochs),
+        train_dataset=blocks.select_columns(["input_ids", "labels", "sample_id"]),
+        data_collator=default_data_collator,
+        recording=RecordingConfig(mode="eval", snapshot_every=every, overwrite=True),
+        callbacks=[SaveBurnIn()],
+    )
+    checkpoint = get_last_checkpoint(str(run_dir)) if any(run_dir.glob("checkpoint-*")) else None
+    if checkpoint:
+        logger.info("resuming the mapping run from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.state.global_step != epochs * per_epoch:
+        raise RuntimeError(f"expected {epochs * per_epoch} steps, the Trainer took {trainer.state.global_step}")
+    trainer.save_model(str(run_dir / "final"))
+    return {
+        "global_step": trainer.state.global_step,
+        "steps_per_epoch": per_epoch,
+        "snapshot_every": every,
+        "checkpoint": str(run_dir / f"checkpoint-{burn_in_step}"),
+        "burn_in_step": burn_in_step,
+        "final_train_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
+    }
+
+
+def score_blocks(blocks, recording_dir: Path, burn_in_step: int, carto: CartoArguments, scored_dir: Path):
+    """Merge the losses recorded in ``recording_dir`` into columns, score, assign quadrants; saved in
+    ``scored_dir`` once (its ``done.json`` last), then read back. Returns ``(scored, fit)``.
+
+    ``burn_in_step`` is the optimizer step of the burn-in checkpoint: the snapshots taken up to it
+    are the burn-in window of the difficulty score.
+    """
+    from hf_carto import LossStore, add_cartography, add_loss_columns, cartography_summary, fit_cartography
+    from hf_carto.io import load_scored, save_scored
+
+    if (scored_dir / DONE).exists():
+        return load_scored(scored_dir)
+    snapshots = LossStore(recording_dir).completed()
+    burn_in = sum(1 for info in snapshots.values() if info["step"] <= burn_in_step)
+    data = add_loss_columns(blocks, recording_dir)
+    fit = fit_cartography(data, burn_in=burn_in, eps=carto.eps, alpha_d=carto.alpha_d, alpha_m=carto.alpha_m)
+    scored = add_cartography(data, fit)
+    save_scored(scored, scored_dir, fit=fit, summary=cartography_summary(scored, fit), overwrite=True)
+    write_json(scored_dir / DONE, {"num_samples": len(scored), "burn_in_snapshots": burn_in})
+    return scored, fit
+
+
+def make_arms(scored, carto: CartoArguments, seed: int) -> tuple[dict[str, tuple[str, Any]], list[dict]]:
+    """The arms, ``name -> (family, dataset)``: the paper's intervention, its random control, and
+    the pruning sweep; and for every pruned fraction the cut :func:`~hf_carto.build_arms` made
+    (how many blocks, at which memorization, how many of them the tie-break chose)."""
+    from hf_carto import build_arms
+
+    main = build_arms(scored, alpha=carto.alpha, gamma=carto.gamma, remove_noisy=carto.remove_noisy, seed=seed)
+    arms = {
+        "no_intervention": ("no_intervention", main["no_intervention"]),
+        "gendatacarto": (QUADRANT_FAMILIES["gendatacarto"], main["gendatacarto"]),
+        "random": (QUADRANT_FAMILIES["random"], main["random"]),
+    }
+    cuts = []
+    for fraction in carto.prune_fractions:
+        pruned = build_arms(scored, budget=fraction, alpha=0.0, seed=seed)
+        arms[f"gendatacarto_prune{fraction:g}"] = (PRUNED_FAMILY, pruned["gendatacarto"])
+        arms[f"random_prune{fraction:g}"] = (RANDOM_PRUNED_FAMILY, pruned["random"])
+        cut = pruned.selection
+        cuts.append(
+            {
+                "fraction": fraction,
+                "num_selected": cut.n_selected,
+                "cut_value": cut.cut_value,
+                "tied_at_cut": cut.n_tied_at_cut,
+                "tied_selected": cut.n_tied_selected,
+            }
+        )
+    return arms, cuts
+
+
+def train_arm(name: str, arm, checkpoint: str, epochs: int, training, arm_dir: Path, seed: int, state) -> dict:
+    """Continue from the burn-in ``checkpoint`` for ``epochs`` epochs (T - T_e) on one arm's data."""
+    return cached_stage(arm_dir, lambda: _continue(name, arm, checkpoint, epochs, training, arm_dir, seed), state)
+
+
+def _continue(name, arm, checkpoint, epochs, training, arm_dir: Path, seed: int) -> dict:
+    from transformers import default_data_collator
+
+    from hf_carto import arm_budget, continue_from_checkpoint
+
+    args = training_args(training, output_dir=str(arm_dir), seed=seed, num_train_epochs=epochs)
+    trainer = continue_from_checkpoint(
+        checkpoint, arm.select_columns(ARM_COLUMNS), args, data_collator=default_data_collator
+    )
+    trainer.train()
+    trainer.save_model(str(arm_dir / "model"))
+    return {
+        "arm": name,
+        "budget": arm_budget(arm),
+        "start_step": trainer.continued_from_step,
+        "end_step": trainer.continued_from_step + trainer.state.global_step,
+    }
+
+
+def read_done(folder: Path) -> dict | None:
+    """What a finished stage left in ``folder/done.json``, or None."""
+    done = folder / DONE
+    return json.loads(done.read_text()) if done.exists() else None
