@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
-    from datasets import ClassLabel, Dataset
+    from datasets import Dataset
 
 __all__ = [
     "SAMPLE_ID",
@@ -39,7 +39,6 @@ __all__ = [
     "PLANTED_NAMES",
     "loss_column",
     "loss_columns",
-    "quadrant_feature",
     "read_columns",
 ]
 
@@ -100,15 +99,6 @@ def loss_columns(column_names: Iterable[str]) -> list[str]:
             detail += f"{'; ' if detail else ''}unexpected snapshots {extra} (numbering starts at 1)"
         raise ValueError(f"loss columns are not contiguous {loss_column(1)}..{loss_column(max(found))}: {detail}")
     return [found[t] for t in sorted(found)]
-
-
-def quadrant_feature() -> ClassLabel:
-    """The ``ClassLabel`` of the ``carto_quadrant`` column: the lower-case quadrant names in id order."""
-    from datasets import ClassLabel
-
-    from .scores import Quadrant
-
-    return ClassLabel(names=Quadrant.names())
 
 
 def read_columns(dataset: Dataset, names: list[str], start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:

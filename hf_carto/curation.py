@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, Features, Value
+from datasets import ClassLabel, Dataset, Features, Value
 
 # The column names and helpers below moved to `columns`; importing them from here keeps working.
 from .columns import (
@@ -36,7 +36,6 @@ from .columns import (
     SAMPLE_ID,
     SAMPLING_WEIGHT,
     loss_columns,
-    quadrant_feature,
     read_columns,
 )
 from .scores import (
@@ -62,6 +61,11 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE = 65_536
+
+
+def quadrant_feature() -> ClassLabel:
+    """The ``ClassLabel`` of the ``carto_quadrant`` column: the lower-case quadrant names in id order."""
+    return ClassLabel(names=Quadrant.names())
 
 
 def _matrix(columns: tuple[Any, ...]) -> np.ndarray:

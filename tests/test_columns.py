@@ -20,7 +20,7 @@ PACKAGE_DIR = Path(hf_carto.__file__).resolve().parent
     ("module", "names"),
     [
         ("curation", ["SAMPLE_ID", "LOSS_COLUMN_PREFIX", "DIFFICULTY", "MEMORIZATION", "QUADRANT", "LOSS_WEIGHT"]),
-        ("curation", ["SAMPLING_WEIGHT", "KEEP", "loss_columns", "quadrant_feature", "read_columns"]),
+        ("curation", ["SAMPLING_WEIGHT", "KEEP", "loss_columns", "read_columns"]),
         ("recording", ["SAMPLE_ID"]),
         ("packing", ["PLANTED_NAMES"]),
     ],
@@ -54,7 +54,9 @@ def test_loss_column_names_round_trip():
     names = [loss_column(t) for t in (3, 1, 2)] + ["carto_loss_weight", "text"]
     assert loss_columns(names) == ["carto_loss_1", "carto_loss_2", "carto_loss_3"]
     assert columns.LOSS_COLUMN_PATTERN.match(loss_column(12))[1] == "12"
-    assert columns.quadrant_feature().names == ["stable_easy", "ambiguous_hard", "hotspot_memorized", "noisy_outlier"]
+    from hf_carto.curation import quadrant_feature
+
+    assert quadrant_feature().names == ["stable_easy", "ambiguous_hard", "hotspot_memorized", "noisy_outlier"]
 
 
 def _private_imports(path: Path) -> list[str]:
