@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from .columns import DIFFICULTY, MEMORIZATION, PLANTED_NAMES, QUADRANT, SAMPLE_I
 from .curation import add_cartography, apply_interventions, cartography_summary, fit_cartography, format_summary
 from .data import CorpusConfig, generate_corpus
 from .io import save_scored
+from .locking import STAGING_SUFFIX, folder_lock, remove_stale_staging, replace_outputs
 from .merge import add_loss_columns
 from .models import tiny_gpt2
 from .plots import plot_data_map
@@ -161,9 +163,11 @@ def _top_counts(truth: np.ndarray, selection, planted: list[str], n: int) -> dic
     return counts
 
 
-def _print_report(report: dict[str, Any], config: DemoConfig, selection, out_dir: Path) -> None:
+def _print_report(report: dict[str, Any], config: DemoConfig, out_dir: Path) -> None:
     table = report["planted_vs_quadrant"]
     top_counts = report[f"planted_in_top_{config.budget:g}_by_memorization"]
+    cut = top_counts["cut"]
+    num_selected = sum(top_counts[k]["in_top"] for k in table)
     print()
     print(format_summary(report["summary"]))
     print()
@@ -171,12 +175,12 @@ def _print_report(report: dict[str, Any], config: DemoConfig, selection, out_dir
     print(_format_truth_table(table))
     print()
     print(
-        f"Top {config.budget:.0%} by memorization ({selection.n_selected} samples) holds: "
+        f"Top {config.budget:.0%} by memorization ({num_selected} samples) holds: "
         + ", ".join(f"{top_counts[k]['in_top']}/{top_counts[k]['total']} {k}" for k in table)
     )
     print(
-        f"  the cut fell at m = {selection.cut_value:.3g}: {selection.n_tied_selected} of "
-        f"{selection.n_tied_at_cut} samples tied there were chosen by the tie-break (lower difficulty first)"
+        f"  the cut fell at m = {cut['memorization']:.3g}: {cut['tied_selected']} of "
+        f"{cut['tied_at_cut']} samples tied there were chosen by the tie-break (lower difficulty first)"
     )
     print(
         f"\nWrote {out_dir / 'scored'}, {out_dir / 'data_map.png'} and {out_dir / 'report.json'} "
@@ -190,10 +194,24 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
     Returns the report written to ``report.json``.
     """
     config = config or DemoConfig()
+    out_dir = Path(config.output_dir)
+    with folder_lock(out_dir, "hf-carto demo"):  # two demos into one folder would mix their runs
+        if not config.overwrite and (out_dir / "scored").exists():
+            raise FileExistsError(f"{out_dir / 'scored'} exists; set overwrite=True to replace the earlier run")
+        remove_stale_staging(out_dir)  # what killed runs left; we hold the lock, so nobody else is writing
+        # Everything is written beside the earlier run and replaces it only once complete: a run that
+        # fails half-way (a full disk, a kill) leaves the earlier results whole.
+        staging = out_dir / f".new-{os.getpid()}{STAGING_SUFFIX}"
+        report = _run_demo(config, staging)
+        replace_outputs(staging, out_dir)
+        _print_report(report, config, out_dir)
+        return report
+
+
+def _run_demo(config: DemoConfig, out_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    out_dir = Path(config.output_dir)
 
     corpus = generate_corpus(config.corpus)
     tokenizer = train_bpe_tokenizer(corpus["text"], config.vocab_size)
@@ -238,7 +256,7 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
     }
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_scored(scored, out_dir / "scored", fit=fit, summary=summary, overwrite=config.overwrite)
+    save_scored(scored, out_dir / "scored", fit=fit, summary=summary)
     plot_data_map(
         d,
         m,
@@ -252,5 +270,4 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
         title="Data map of the generated corpus (tiny GPT-2)",
     )
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    _print_report(report, config, selection, out_dir)
     return report

@@ -14,9 +14,11 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+
+from hf_carto.locking import LOCK_FILE, FolderLocked, folder_lock, lock_holder, remove_stale_staging
 
 from .arguments import CartoArguments, DataArguments, ModelArguments, is_local
 
@@ -145,20 +147,47 @@ def check_output_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> bo
             )
         return True
     failed_start = (out / PENDING_CONFIG).exists()
-    if out.exists() and any(out.iterdir()) and not config_file.exists() and not overwrite and not failed_start:
+    holds_files = out.exists() and any(p.name != LOCK_FILE for p in out.iterdir())
+    if holds_files and not config_file.exists() and not overwrite and not failed_start:
         raise SystemExit(f"{out} is not empty and holds no {CONFIG}; use another --output_dir")
     return False
 
 
-def open_run_folder(out: Path, settings: dict[str, Any], carto: CartoArguments, state) -> bool:
-    """Check the folder on every process, then (main process) clear what may be cleared and create
-    it; returns True when an earlier run with the same settings is resumed."""
+def _clear(out: Path) -> None:
+    """Remove everything in ``out`` but its lock file (held by this run; see hf_carto.locking)."""
+    for path in out.iterdir():
+        if path.name == LOCK_FILE:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def open_run_folder(out: Path, settings: dict[str, Any], carto: CartoArguments, state, stack: ExitStack) -> bool:
+    """Check the folder on every process; then the main process takes the folder's lock for as long
+    as ``stack`` is open, clears what may be cleared and creates the folder. Returns True when an
+    earlier run with the same settings is resumed.
+
+    A folder another live run holds is refused on every process, before any of them waits for the
+    others, so that all of them stop with the same message.
+    """
+    holder = lock_holder(out)
+    if holder is not None:
+        raise SystemExit(
+            f"{out} is in use by PID {holder.get('pid')} on {holder.get('host')}: two runs in one folder "
+            "would mix their results; wait for it, stop it, or use another --output_dir"
+        )
     resuming = check_output_dir(out, settings, carto.overwrite_output_dir)
     state.wait_for_everyone()
     if state.is_main_process:
-        if (carto.overwrite_output_dir or (out / PENDING_CONFIG).exists()) and out.exists() and not resuming:
-            shutil.rmtree(out)  # discarded on request, or what a failed start left (see check_output_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            stack.enter_context(folder_lock(out, "hf_carto experiment"))
+        except FolderLocked as err:  # another run started in the moment since the check
+            raise SystemExit(str(err)) from None
+        if (carto.overwrite_output_dir or (out / PENDING_CONFIG).exists()) and not resuming:
+            _clear(out)  # discarded on request, or what a failed start left (see check_output_dir)
+        remove_stale_staging(out)  # what killed runs left: under the lock nobody else writes here
         if resuming:
             print(f"resuming the run in {out}: finished stages are read back, not redone")
         else:

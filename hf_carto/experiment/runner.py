@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import resource
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def evaluate_seed(seed: int, result: SeedResult, data: PreparedData, data_args, 
 
 def run_experiment(model_args: ModelArguments, data_args: DataArguments, carto: CartoArguments, training):
     """Run (or resume) the experiment in ``training.output_dir``; returns the report on the main
-    process and None on the others."""
+    process and None on the others. The main process holds the folder's lock for the whole run."""
     from accelerate import PartialState
 
     check_arguments(model_args, data_args, carto, training)
@@ -98,7 +99,12 @@ def run_experiment(model_args: ModelArguments, data_args: DataArguments, carto: 
     )
     out = Path(training.output_dir)
     settings = run_settings(model_args, data_args, carto, training, state.num_processes)
-    open_run_folder(out, settings, carto, state)
+    with ExitStack() as stack:
+        open_run_folder(out, settings, carto, state, stack)
+        return _run(model_args, data_args, carto, training, settings, out, state)
+
+
+def _run(model_args, data_args, carto, training, settings: dict, out: Path, state):
     timer = StageTimer(out / "stage_times.json" if state.is_main_process else None)
     with timer("data"), state.main_process_first():
         data = prepare_data(model_args, data_args, out, state.is_main_process)

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,6 @@ def mapping_run(
 
 def _train_mapping(seed, model_args, carto, training, blocks, tokenizer, run_dir: Path, state) -> dict:
     from transformers import TrainerCallback, default_data_collator
-    from transformers.trainer_utils import get_last_checkpoint
 
     from hf_carto import RecordingConfig, RecordingTrainer
 
@@ -82,7 +82,7 @@ def _train_mapping(seed, model_args, carto, training, blocks, tokenizer, run_dir
         recording=RecordingConfig(mode="eval", snapshot_every=every, overwrite=True),
         callbacks=[SaveBurnIn()],
     )
-    checkpoint = get_last_checkpoint(str(run_dir)) if any(run_dir.glob("checkpoint-*")) else None
+    checkpoint = last_complete_checkpoint(run_dir)
     if checkpoint:
         logger.info("resuming the mapping run from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -97,6 +97,33 @@ def _train_mapping(seed, model_args, carto, training, blocks, tokenizer, run_dir
         "burn_in_step": burn_in_step,
         "final_train_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
     }
+
+
+def last_complete_checkpoint(run_dir: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing, or None.
+
+    The Trainer writes ``trainer_state.json`` last, after the weights, optimizer, scheduler and
+    random states; a checkpoint without it (or with a truncated one) is what a kill during saving
+    left. Such folders are removed (the run wrote them and cannot resume from them), and the log
+    says which checkpoint the run resumes from instead, or that it restarts from scratch.
+    """
+    import re
+
+    folders = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    for folder in sorted(folders, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())["global_step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            logger.warning(
+                "%s is incomplete (no readable trainer_state.json: the run was stopped while saving it); removing it",
+                folder,
+            )
+            shutil.rmtree(folder)
+            continue
+        return str(folder)
+    if folders:
+        logger.warning("no complete checkpoint is left in %s: the mapping run restarts from scratch", run_dir)
+    return None
 
 
 def score_blocks(blocks, recording_dir: Path, burn_in_step: int, carto: CartoArguments, scored_dir: Path):
@@ -173,9 +200,3 @@ def _continue(name, arm, checkpoint, epochs, training, arm_dir: Path, seed: int)
         "start_step": trainer.continued_from_step,
         "end_step": trainer.continued_from_step + trainer.state.global_step,
     }
-
-
-def read_done(folder: Path) -> dict | None:
-    """What a finished stage left in ``folder/done.json``, or None."""
-    done = folder / DONE
-    return json.loads(done.read_text()) if done.exists() else None

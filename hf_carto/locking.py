@@ -1,0 +1,157 @@
+"""An exclusive lock on an output folder, held for a whole run.
+
+Two runs writing into one folder produce results that match neither (losses of one run scored
+with the thresholds of the other). :func:`folder_lock` takes an exclusive ``flock`` on
+``FOLDER/.hf_carto.lock`` and writes the holder's PID, host and start time into it. The operating
+system releases the lock when the process ends, however it ends (an exception, ``kill -9``), so a
+lock file left by a dead process never blocks a rerun: it is reported with the dead holder's PID
+and taken over. The file itself is never deleted (a process waiting on the old file while a new one
+is created would hold a second, separate lock); a clean end empties it.
+
+Under the lock, nothing else writes into the folder, so staging files found there (``.*.partial``
+folders, ``.*.tmp`` files) are what killed runs left: :func:`remove_stale_staging` removes them.
+:func:`replace_outputs` moves a finished staging folder's results over the earlier ones, deleting
+an earlier result only once its replacement is in place.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = [
+    "LOCK_FILE",
+    "STAGING_SUFFIX",
+    "FolderLocked",
+    "folder_lock",
+    "lock_holder",
+    "remove_stale_staging",
+    "replace_outputs",
+]
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".hf_carto.lock"
+
+
+class FolderLocked(RuntimeError):
+    """Another live process holds the folder's lock."""
+
+
+def _read_holder(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(holder: dict) -> str:
+    if not holder:
+        return "a process that left no details"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+    return f"PID {holder.get('pid')} on {holder.get('host')} (started {started}, {holder.get('what', 'a run')})"
+
+
+def lock_holder(folder: str | os.PathLike) -> dict | None:
+    """Who holds ``folder``'s lock now (``pid``, ``host``, ``started``, ``what``), or None when
+    nobody does. Takes and releases a shared lock, so it never blocks."""
+    path = Path(folder) / LOCK_FILE
+    if not path.exists():
+        return None
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(path)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "a run") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for the ``with`` block.
+
+    Raises:
+        FolderLocked: another live process holds it; the message names its PID, host and start.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    handle = open(path, "a+")  # noqa: SIM115  (held open for the whole block: closing it releases the lock)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderLocked(
+                f"{folder} is in use by {_describe(_read_holder(path))}: two runs in one folder would mix "
+                "their results; wait for it, stop it, or use another output folder"
+            ) from None
+        earlier = _read_holder(path)
+        if earlier.get("pid") not in (None, os.getpid()):
+            logger.warning("%s: taking over a lock left by %s, which is gone", folder, _describe(earlier))
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "what": what})
+        )
+        handle.flush()
+        yield path
+        # A clean end leaves the file empty: only a holder that died leaves its details behind.
+        handle.seek(0)
+        handle.truncate()
+    finally:
+        handle.close()  # releases the flock
+
+
+STAGING_SUFFIX = ".partial"  # the suffix of staging folders (hf_carto.atomic uses it too)
+_STALE = re.compile(r"^\..+(\.partial|\.tmp)$")
+
+
+def remove_stale_staging(folder: str | os.PathLike) -> list[Path]:
+    """Remove the staging folders and temporary files that killed runs left anywhere in ``folder``
+    (names ``.<name>.partial`` and ``.<name>.tmp``); call it while holding ``folder``'s lock.
+    Returns what was removed, each logged."""
+    folder = Path(folder)
+    if not folder.exists():
+        return []
+    removed = []
+    for path in sorted(folder.rglob(".*"), key=lambda p: len(p.parts)):
+        if not _STALE.match(path.name) or not path.exists():
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        logger.warning("removed %s, left by a run that was stopped while writing it", path)
+        removed.append(path)
+    return removed
+
+
+def replace_outputs(staging: str | os.PathLike, folder: str | os.PathLike) -> list[Path]:
+    """Move every entry of the finished ``staging`` folder into ``folder``, replacing the entries of
+    the same name; the earlier entry is renamed aside first and deleted only after the new one is in
+    place. Removes ``staging``. Returns the paths now in ``folder``."""
+    staging, folder = Path(staging), Path(folder)
+    placed = []
+    for entry in sorted(staging.iterdir()):
+        target = folder / entry.name
+        aside = folder / f".{entry.name}.old-{os.getpid()}{STAGING_SUFFIX}"
+        if target.exists():
+            os.replace(target, aside)
+        os.replace(entry, target)
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside)
+        elif aside.exists():
+            aside.unlink()
+        placed.append(target)
+    staging.rmdir()
+    return placed

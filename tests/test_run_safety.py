@@ -1,0 +1,190 @@
+"""Runs into one folder exclude each other, a lock left by a killed run does not block the next, and a
+run killed while its burn-in checkpoint is being written resumes to the same numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hf_carto.locking import LOCK_FILE, FolderLocked, folder_lock, lock_holder
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "gpt2_wikitext.py"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(RECIPE), "--preset", "cpu-tiny", "--output_dir", str(out), *extra]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def test_a_second_holder_is_refused_and_a_dead_holder_is_taken_over(tmp_path, caplog):
+    # A real process takes the lock and is killed with SIGKILL while holding it.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom hf_carto.locking import folder_lock\n"
+         "with folder_lock(sys.argv[1], 'test holder'):\n    print('held', flush=True)\n    time.sleep(600)\n",
+         str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, env=env(),
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    assert lock_holder(tmp_path)["pid"] == holder.pid
+    with pytest.raises(FolderLocked, match=f"in use by PID {holder.pid}"), folder_lock(tmp_path):
+        pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert lock_holder(tmp_path) is None  # the system released it with the process
+    with caplog.at_level("WARNING"), folder_lock(tmp_path, "the next run"):
+        assert lock_holder(tmp_path)["pid"] == os.getpid()
+    assert f"left by PID {holder.pid}" in caplog.text
+    assert (tmp_path / LOCK_FILE).read_text() == ""  # a clean end leaves no holder behind
+
+
+@pytest.mark.slow
+def test_two_runs_into_one_folder_exclude_each_other(tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.Popen(tiny(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
+    deadline = time.monotonic() + 120
+    while lock_holder(out) is None:
+        assert first.poll() is None and time.monotonic() < deadline, "the first run never took the lock"
+        time.sleep(0.2)
+    second = subprocess.run(
+        tiny(out, "--learning_rate", "1e-3"), capture_output=True, text=True, env=env(), timeout=300
+    )
+    assert second.returncode != 0
+    assert f"in use by PID {first.pid}" in second.stderr
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["learning_rate"] == 0.003  # the first run's, untouched by the second
+
+
+KILL_WHILE_SAVING = """
+import os, signal, sys
+import transformers
+
+def die(self, output_dir):  # after the weights and optimizer, before trainer_state.json
+    os.kill(os.getpid(), signal.SIGKILL)
+
+transformers.Trainer._save_rng_state = die
+sys.argv = sys.argv[1:]
+exec(compile(open(sys.argv[0]).read(), sys.argv[0], "exec"), {"__name__": "__main__"})
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_while_the_burn_in_checkpoint_is_written_does_not_block_the_rerun(tmp_path):
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    died = subprocess.run(
+        [sys.executable, "-c", KILL_WHILE_SAVING, *tiny(killed)[1:]],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=600,
+    )
+    assert died.returncode == -signal.SIGKILL
+    partial = list((killed / "seed0" / "mapping").glob("checkpoint-*"))
+    assert partial and not (partial[0] / "trainer_state.json").exists()  # the state a kill leaves
+
+    rerun = subprocess.run(tiny(killed), capture_output=True, text=True, env=env(), timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "is incomplete" in rerun.stderr and "restarts from scratch" in rerun.stderr
+    reference = subprocess.run(tiny(clean), capture_output=True, text=True, env=env(), timeout=600)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    rows = json.loads((killed / "report.json").read_text())["rows"]
+    assert rows == json.loads((clean / "report.json").read_text())["rows"]  # the same numbers
+
+
+KILL_BEFORE_THE_ROC_FIGURE = """
+import os, signal, sys
+import hf_carto.report
+
+def die(*args, **kwargs):  # report.json of the first evaluated model is written; its figure is not
+    os.kill(os.getpid(), signal.SIGKILL)
+
+hf_carto.report.plot_roc = die
+sys.argv = sys.argv[1:]
+exec(compile(open(sys.argv[0]).read(), sys.argv[0], "exec"), {"__name__": "__main__"})
+"""
+
+
+@pytest.mark.slow
+def test_a_stage_killed_before_its_last_file_is_redone(tmp_path):
+    out = tmp_path / "run"
+    died = subprocess.run(
+        [sys.executable, "-c", KILL_BEFORE_THE_ROC_FIGURE, *tiny(out)[1:]], capture_output=True, text=True, env=env(),
+        timeout=600,
+    )  # fmt: skip
+    assert died.returncode == -signal.SIGKILL
+    half = [p.parent for p in out.glob("seed0/**/eval/report.json")]
+    assert len(half) == 1 and not (half[0] / "membership_roc.png").exists() and not (half[0] / "done.json").exists()
+    rerun = subprocess.run(tiny(out), capture_output=True, text=True, env=env(), timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    evals = list(out.glob("seed0/**/eval"))
+    assert len(evals) == 6  # five arms and the mapping run
+    for folder in evals:
+        assert {"report.json", "membership_roc.png", "done.json"} <= {p.name for p in folder.iterdir()}, folder
+
+
+def _small_demo(out: Path):
+    from hf_carto.data import CorpusConfig
+    from hf_carto.demo import DemoConfig
+
+    return DemoConfig(output_dir=str(out), epochs=2, corpus=CorpusConfig(num_documents=300, seed=0))
+
+
+@pytest.mark.slow
+def test_a_failed_demo_rerun_leaves_the_earlier_results_whole(tmp_path, monkeypatch):
+    import errno
+
+    import hf_carto.demo as demo
+
+    out = tmp_path / "demo"
+    first = demo.run_demo(_small_demo(out))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE}
+    assert (out / "run").exists() and (out / "scored").exists()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(demo, "fit_cartography", disk_full)  # after the new recording, before any result
+    with pytest.raises(OSError, match="No space left"):
+        demo.run_demo(_small_demo(out))
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE}
+    staged = [p for p in after if str(p).startswith(".new-")]
+    assert staged  # the failed run's half-written results sit in their staging folder...
+    assert {p: b for p, b in after.items() if p not in staged} == before  # ...and the earlier run is whole
+
+    monkeypatch.undo()
+    again = demo.run_demo(_small_demo(out))
+    assert not [p for p in out.iterdir() if p.name.startswith(".new-")]  # the stale staging was removed
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in first.items() if k != "seconds"}
+
+
+def test_stale_staging_is_removed_and_finished_outputs_replace_the_earlier_ones(tmp_path):
+    from hf_carto.locking import remove_stale_staging, replace_outputs
+
+    (tmp_path / "scored" / ".data.partial").mkdir(parents=True)
+    (tmp_path / ".report.json.abc.tmp").write_text("{")
+    (tmp_path / "notes.txt").write_text("mine")
+    removed = remove_stale_staging(tmp_path)
+    assert sorted(p.name for p in removed) == [".data.partial", ".report.json.abc.tmp"]
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "scored").is_dir()
+
+    (tmp_path / "scored" / "old.arrow").write_text("old")
+    staging = tmp_path / ".new.partial"
+    (staging / "scored").mkdir(parents=True)
+    (staging / "scored" / "new.arrow").write_text("new")
+    (staging / "report.json").write_text("{}")
+    replace_outputs(staging, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "scored").iterdir()) == ["new.arrow"]
+    assert (tmp_path / "report.json").read_text() == "{}" and not staging.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "report.json", "scored"]
