@@ -1,12 +1,15 @@
 """Writes that are all or nothing: a crash leaves the previous file or folder, never half of one.
 
 Everything is written under a temporary name in the destination's own folder (same filesystem)
-and moved into place with ``os.replace``.
+and moved into place with ``os.replace``. A write that runs out of disk space raises an ``OSError``
+(``errno.ENOSPC``) that names the folder, the space left and, when the caller knows it, about how
+much was needed: the operating system's own message names neither.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -15,7 +18,40 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_folder", "write_json_atomic", "write_parquet_atomic"]
+__all__ = ["atomic_folder", "is_disk_full", "disk_full_error", "write_json_atomic", "write_parquet_atomic"]
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` says the device ran out of space.
+
+    Arrow's writers do not always set ``errno``, so their message is read too.
+    """
+    return isinstance(err, OSError) and (
+        err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or "No space left on device" in str(err)
+    )
+
+
+def _size(num_bytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if num_bytes < 1024 or unit == "GiB":
+            return f"{num_bytes:.0f} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    raise AssertionError("unreachable")
+
+
+def disk_full_error(folder: str | os.PathLike, what: str, needed_bytes: int | None = None) -> OSError:
+    """An ``OSError(ENOSPC)`` saying which folder is full, what was being written and how much it needed."""
+    folder = Path(folder)
+    try:
+        free = f"{_size(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        free = "free space unknown"
+    needed = f", about {_size(needed_bytes)} needed" if needed_bytes else ""
+    return OSError(
+        errno.ENOSPC,
+        f"no space left on the device of {folder} while writing {what} ({free}{needed}); free some space or "
+        "choose a folder on another disk",
+    )
 
 
 @contextlib.contextmanager
@@ -26,8 +62,10 @@ def _temporary_file(path: Path) -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(err):
+            raise disk_full_error(path.parent, str(path)) from err
         raise
 
 
@@ -39,19 +77,30 @@ def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
 
 
 def write_parquet_atomic(table: Any, path: str | os.PathLike) -> None:
-    """Write a ``pyarrow.Table`` to ``path``."""
+    """Write a ``pyarrow.Table`` to ``path``, with page checksums.
+
+    Readers that ask for it (``page_checksum_verification=True``) then refuse a data page whose
+    bytes changed after writing instead of returning the changed values.
+    """
     import pyarrow.parquet as pq
 
     with _temporary_file(Path(path)) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)
 
 
 @contextlib.contextmanager
-def atomic_folder(target: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_folder(
+    target: str | os.PathLike, *, overwrite: bool = False, needed_bytes: int | None = None
+) -> Iterator[Path]:
     """Yield a staging folder that replaces ``target`` when the block ends without error.
+
+    Args:
+        needed_bytes (`int`, *optional*): about how much the block writes; only quoted when the
+            disk fills up.
 
     Raises:
         FileExistsError: when ``target`` exists and ``overwrite`` is false (checked first).
+        OSError: ``errno.ENOSPC``, naming the folder, when the disk fills up.
     """
     target = Path(target)
     if target.exists() and not overwrite:
@@ -67,6 +116,8 @@ def atomic_folder(target: str | os.PathLike, *, overwrite: bool = False) -> Iter
             shutil.rmtree(retired, ignore_errors=True)
         else:
             os.replace(staging, target)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(err):
+            raise disk_full_error(target.parent, str(target), needed_bytes) from err
         raise

@@ -9,10 +9,11 @@ hf-carto generate OUT [--seed 0]    # write the generated corpus with its ground
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,14 @@ def _add_score(sub: Any) -> None:
     p.add_argument("--keep-noisy", action="store_true", help="keep noisy outliers (removed by default)")
     p.add_argument("--stable-easy-gamma", type=float, default=1.0, help="up-sampling of stable-easy (default 1)")
     p.add_argument("--no-interventions", action="store_true", help="add scores and quadrants only")
+    p.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="score rows with NaN/inf losses as they are (left out of eps and the thresholds) instead of failing",
+    )
+    p.add_argument(
+        "--allow-negative", action="store_true", help="score negative losses (no cross-entropy has them) as they are"
+    )
     p.add_argument("--num-proc", type=int, default=None, help="processes for Dataset.map")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
@@ -179,6 +188,31 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _about(path: str | Path) -> Iterator[None]:
+    """Name ``path`` in the ValueErrors of the work done on the dataset read from it.
+
+    The library names columns, rows and sample_ids but does not know which file the dataset came
+    from; the command line does.
+    """
+    try:
+        yield
+    except ValueError as err:
+        if str(path) in str(err):
+            raise
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _load_rows(path: str | Path) -> Any:
+    """The dataset at ``path`` (see :func:`hf_carto.io.load_table`), refused when it has no rows."""
+    from .io import load_table
+
+    dataset = load_table(path)
+    if len(dataset) == 0:
+        raise ValueError(f"{path}: the dataset is empty (0 rows, columns {dataset.column_names})")
+    return dataset
+
+
 def _run_score(args: argparse.Namespace) -> int:
     from .curation import (
         add_cartography,
@@ -187,24 +221,33 @@ def _run_score(args: argparse.Namespace) -> int:
         fit_cartography,
         format_summary,
     )
-    from .io import load_table, save_scored
+    from .io import save_scored
 
     # Checked before any work, so a long scoring run cannot end in this refusal.
     if not args.overwrite and Path(args.output).exists():
         raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
-    dataset = load_table(args.input)
-    fit = fit_cartography(dataset, burn_in=args.burn_in, eps=args.eps, alpha_d=args.alpha_d, alpha_m=args.alpha_m)
-    scored = add_cartography(dataset, fit, num_proc=args.num_proc)
-    if not args.no_interventions:
-        scored = apply_interventions(
-            scored,
-            gamma=args.gamma,
-            alpha=args.alpha,
-            remove_noisy=not args.keep_noisy,
-            stable_easy_gamma=args.stable_easy_gamma,
-            num_proc=args.num_proc,
+    dataset = _load_rows(args.input)
+    with _about(args.input):
+        fit = fit_cartography(
+            dataset,
+            burn_in=args.burn_in,
+            eps=args.eps,
+            alpha_d=args.alpha_d,
+            alpha_m=args.alpha_m,
+            allow_nonfinite=args.allow_nonfinite,
+            allow_negative=args.allow_negative,
         )
-    summary = cartography_summary(scored, fit)
+        scored = add_cartography(dataset, fit, num_proc=args.num_proc)
+        if not args.no_interventions:
+            scored = apply_interventions(
+                scored,
+                gamma=args.gamma,
+                alpha=args.alpha,
+                remove_noisy=not args.keep_noisy,
+                stable_easy_gamma=args.stable_easy_gamma,
+                num_proc=args.num_proc,
+            )
+        summary = cartography_summary(scored, fit)
     save_scored(scored, args.output, fit=fit, summary=summary, overwrite=args.overwrite)
     print(format_summary(summary))
     print(f"wrote {args.output}")
@@ -225,12 +268,12 @@ def _run_merge(args: argparse.Namespace) -> int:
         write_wide_parquet(matrix, out)
         n, t = matrix.losses.shape
     else:
-        from .io import load_table, save_scored
+        from .io import save_scored
 
         out = Path(args.out) if args.out else run_dir / "carto" / "dataset"
         if out.exists() and not args.overwrite:
             raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-        merged = add_loss_columns(load_table(args.dataset), run_dir, allow_nonfinite=args.allow_nonfinite)
+        merged = add_loss_columns(_load_rows(args.dataset), run_dir, allow_nonfinite=args.allow_nonfinite)
         save_scored(merged, out, overwrite=args.overwrite)
         n, t = len(merged), sum(c.startswith("carto_loss_") for c in merged.column_names)
     print(f"merged {t} snapshots of {n} samples into {out}")
@@ -240,19 +283,21 @@ def _run_merge(args: argparse.Namespace) -> int:
 def _run_arms(args: argparse.Namespace) -> int:
     from .atomic import atomic_folder, write_json_atomic
     from .continuation import arm_budget, build_arms
-    from .io import load_table, save_scored
+    from .io import save_scored
 
     target = Path(args.output)
     if target.exists() and not args.overwrite:
         raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
-    arms = build_arms(
-        load_table(args.scored),
-        budget=args.budget,
-        alpha=args.alpha,
-        gamma=args.gamma,
-        remove_noisy=args.remove_noisy,
-        seed=args.seed,
-    )
+    scored = _load_rows(args.scored)
+    with _about(args.scored):
+        arms = build_arms(
+            scored,
+            budget=args.budget,
+            alpha=args.alpha,
+            gamma=args.gamma,
+            remove_noisy=args.remove_noisy,
+            seed=args.seed,
+        )
     budgets = {}
     with atomic_folder(target, overwrite=args.overwrite) as staging:
         for name, arm in arms.items():
@@ -272,9 +317,8 @@ def _token_lists(path: str | None) -> tuple[list[list[int]] | None, list[str] | 
     if path is None:
         return None, None
     from .curation import read_columns
-    from .io import load_table
 
-    table = load_table(path)
+    table = _load_rows(path)
     if "input_ids" not in table.column_names:
         raise ValueError(f"{path} has no input_ids column (columns: {table.column_names})")
     ids = [list(map(int, row)) for row in read_columns(table, ["input_ids"])["input_ids"]]
@@ -374,7 +418,8 @@ def _run_summary(args: argparse.Namespace) -> int:
     from .io import load_scored
 
     dataset, fit = load_scored(args.path)
-    summary = cartography_summary(dataset, fit)
+    with _about(args.path):
+        summary = cartography_summary(dataset, fit)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
@@ -406,7 +451,13 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``hf-carto``; returns the process exit code (2 on a user error)."""
+    """Entry point of ``hf-carto``; returns the process exit code (2 on a user error).
+
+    A user error is a ``ValueError`` (bad input: the library's messages name the file, the column,
+    how many rows and the first sample_ids) or an ``OSError`` (the file system: a missing or
+    existing path, a full disk, an unreadable file). It is printed as one line, without a
+    traceback. Anything else is a bug and keeps its traceback.
+    """
     args = make_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -424,8 +475,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return runners[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"hf-carto {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"hf-carto {args.command}: error: {message or type(err).__name__}", file=sys.stderr)
         return 2
 
 

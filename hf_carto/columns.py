@@ -39,13 +39,19 @@ __all__ = [
     "PLANTED_NAMES",
     "loss_column",
     "loss_columns",
+    "non_canonical_loss_columns",
     "read_columns",
 ]
 
 SAMPLE_ID = "sample_id"
 LOSS_COLUMN_PREFIX = "carto_loss_"
-#: A loss column's canonical name; group 1 is its snapshot number.
-LOSS_COLUMN_PATTERN = re.compile(rf"^{re.escape(LOSS_COLUMN_PREFIX)}(\d+)$")
+#: A loss column's canonical name; group 1 is its snapshot number: ASCII digits, no sign, no leading
+#: zero, so that one snapshot has exactly one name (``carto_loss_01`` would otherwise also be 1).
+LOSS_COLUMN_PATTERN = re.compile(rf"^{re.escape(LOSS_COLUMN_PREFIX)}([1-9][0-9]*)$")
+# Names that look like a snapshot's column without being one (carto_loss_07, carto_loss_0,
+# carto_loss_+1, carto_loss_ 2, other scripts' digits): int() would read a number out of them.
+# Names such as carto_loss_weight do not start with a digit and are not loss columns at all.
+_NUMBERED = re.compile(rf"^{re.escape(LOSS_COLUMN_PREFIX)}[\s+-]*\d")
 DIFFICULTY = "carto_difficulty"
 MEMORIZATION = "carto_memorization"
 QUADRANT = "carto_quadrant"
@@ -72,18 +78,40 @@ def loss_column(snapshot: int) -> str:
     return f"{LOSS_COLUMN_PREFIX}{snapshot}"
 
 
+def non_canonical_loss_columns(column_names: Iterable[str]) -> list[str]:
+    """The names that look like a snapshot's loss column but are not its canonical name.
+
+    Example:
+        >>> non_canonical_loss_columns(["carto_loss_1", "carto_loss_07", "carto_loss_0", "carto_loss_weight"])
+        ['carto_loss_07', 'carto_loss_0']
+    """
+    return [name for name in column_names if _NUMBERED.match(name) and not LOSS_COLUMN_PATTERN.match(name)]
+
+
+def _refuse_non_canonical(column_names: list[str]) -> None:
+    bad = non_canonical_loss_columns(column_names)
+    if bad:
+        raise ValueError(
+            f"columns {bad} look like loss columns but are not named {LOSS_COLUMN_PREFIX}<t> with t = 1, 2, ... "
+            "(no leading zeros, signs or spaces). Snapshot numbers count from 1 and each has one name, so these "
+            "would be misread or collide with another column; rename or remove them"
+        )
+
+
 def loss_columns(column_names: Iterable[str]) -> list[str]:
     """The ``carto_loss_{t}`` columns in snapshot order, checked to be exactly ``1..T``.
 
     Raises:
-        ValueError: when there are none, or when some snapshot between 1 and the largest is
-            missing (the message lists which).
+        ValueError: when there are none, when some snapshot between 1 and the largest is missing
+            (the message lists which), or when a column looks like a loss column without its
+            canonical name (``carto_loss_07``, ``carto_loss_0``; the message names it).
 
     Example:
         >>> loss_columns(["text", "carto_loss_2", "carto_loss_1"])
         ['carto_loss_1', 'carto_loss_2']
     """
     column_names = list(column_names)
+    _refuse_non_canonical(column_names)
     found = {int(m[1]): name for name in column_names if (m := LOSS_COLUMN_PATTERN.match(name))}
     if not found:
         raise ValueError(
@@ -93,11 +121,9 @@ def loss_columns(column_names: Iterable[str]) -> list[str]:
     expected = set(range(1, max(found) + 1))
     if set(found) != expected:
         missing = sorted(expected - set(found))
-        extra = sorted(set(found) - expected)
-        detail = f"missing snapshots {missing}" if missing else ""
-        if extra:
-            detail += f"{'; ' if detail else ''}unexpected snapshots {extra} (numbering starts at 1)"
-        raise ValueError(f"loss columns are not contiguous {loss_column(1)}..{loss_column(max(found))}: {detail}")
+        raise ValueError(
+            f"loss columns are not contiguous {loss_column(1)}..{loss_column(max(found))}: missing snapshots {missing}"
+        )
     return [found[t] for t in sorted(found)]
 
 

@@ -9,6 +9,11 @@ them). Scoring is two steps, because the quadrant thresholds depend on every sam
    ``Dataset.map`` (``num_proc`` works), adding ``carto_difficulty``, ``carto_memorization`` and
    ``carto_quadrant``.
 
+Both refuse losses that no cross-entropy produces: NaN or infinite values (a NaN compares false
+with every threshold, so its row would be labelled ``stable_easy``) and negative ones. The error
+names the columns, how many rows and their first ``sample_id``s; ``allow_nonfinite`` and
+``allow_negative`` accept them on purpose.
+
 :func:`apply_interventions` then adds ``carto_loss_weight``, ``carto_sampling_weight`` and
 ``carto_keep``. Rows are only labelled, never dropped: removing them is an explicit
 ``dataset.filter(lambda keep: keep, input_columns="carto_keep")``.
@@ -19,10 +24,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from datasets import ClassLabel, Dataset, Features, Value
 
 # The column names and helpers below moved to `columns`; importing them from here keeps working.
@@ -83,6 +89,85 @@ def _iter_loss_batches(
         yield start, _matrix(tuple(batch[c] for c in columns)), ids
 
 
+def _check_loss_types(dataset: Dataset, columns: list[str]) -> None:
+    """Refuse loss columns that do not hold one number per row (strings, lists, booleans)."""
+    bad = []
+    for name in columns:
+        feature = dataset.features.get(name)
+        pa_type = getattr(feature, "pa_type", None) if isinstance(feature, Value) else None
+        if pa_type is None or not (pa.types.is_floating(pa_type) or pa.types.is_integer(pa_type)):
+            bad.append(f"{name} ({feature})")
+    if bad:
+        raise ValueError(
+            f"loss columns must hold one number per row; {len(bad)} of {len(columns)} do not, in all "
+            f"{len(dataset)} rows: {', '.join(bad[:3])}{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}. "
+            "Cast them to float32 (Dataset.cast_column) if they hold numbers written as text"
+        )
+
+
+@dataclass
+class _Refused:
+    """Rows with losses of one refused kind, counted over every batch, the first few named."""
+
+    kind: str
+    option: str
+    rows: int = 0
+    first: list[int] = field(default_factory=list)
+    columns: set[int] = field(default_factory=set)
+
+    def add(self, bad: np.ndarray, start: int, ids: np.ndarray | None) -> None:
+        """``bad``: the ``(B, T)`` mask of refused values of the batch starting at row ``start``."""
+        rows = np.flatnonzero(bad.any(axis=1))
+        if rows.size == 0:
+            return
+        self.rows += rows.size
+        labels = ids[rows] if ids is not None else rows + start
+        self.first.extend(int(x) for x in labels[: max(0, 5 - len(self.first))])
+        self.columns.update(int(c) for c in np.flatnonzero(bad.any(axis=0)))
+
+    def describe(self, total: int, columns: list[str], label: str) -> str:
+        names = [columns[c] for c in sorted(self.columns)]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return f"{self.rows} of {total} rows have {self.kind} losses (in {shown}); first {label}: {self.first}"
+
+
+def _checked_batches(
+    dataset: Dataset, columns: list[str], batch_size: int, allow_nonfinite: bool, allow_negative: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(losses, finite_rows)`` per batch; after the last batch, raise if any loss was refused.
+
+    Every batch is checked before the error is raised, so the message counts all offending rows.
+    """
+    nonfinite = _Refused("non-finite (NaN or inf)", "allow_nonfinite=True (hf-carto score --allow-nonfinite)")
+    negative = _Refused("negative", "allow_negative=True (hf-carto score --allow-negative)")
+    for start, losses, ids in _iter_loss_batches(dataset, columns, batch_size):
+        finite = np.isfinite(losses)
+        if not allow_nonfinite:
+            nonfinite.add(~finite, start, ids)
+        if not allow_negative:
+            negative.add(finite & (losses < 0), start, ids)
+        yield losses, finite.all(axis=1)
+    refused = [r for r in (nonfinite, negative) if r.rows]
+    if refused:
+        label = "sample_ids" if SAMPLE_ID in dataset.column_names else "rows"
+        problems = "; ".join(r.describe(len(dataset), columns, label) for r in refused)
+        options = " or ".join(r.option for r in refused)
+        raise ValueError(
+            f"{problems}. A cross-entropy loss is a finite number >= 0: were these columns recorded or edited "
+            f"by something else? Pass {options} to score them as they are"
+        )
+
+
+def _refused_in_batch(losses: np.ndarray, allow_nonfinite: bool, allow_negative: bool) -> str | None:
+    finite = np.isfinite(losses)
+    problems = []
+    if not allow_nonfinite and not finite.all():
+        problems.append(f"{int((~finite).any(axis=1).sum())} rows with non-finite (NaN or inf) losses")
+    if not allow_negative and (negative := finite & (losses < 0)).any():
+        problems.append(f"{int(negative.any(axis=1).sum())} rows with negative losses")
+    return " and ".join(problems) or None
+
+
 def _batch_scores(losses: np.ndarray, burn_in: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """d and m for one batch; the same arithmetic in the fit and the map keeps them identical."""
     d = losses[:, :burn_in].mean(axis=1)
@@ -97,6 +182,9 @@ class CartographyFit:
     Apply it to a dataset with :func:`add_cartography`, or directly as a batched ``map`` function::
 
         dataset.map(fit, batched=True, input_columns=list(fit.loss_columns), features=...)
+
+    ``allow_nonfinite`` and ``allow_negative`` say which refused losses the fit was told to accept;
+    applying it accepts the same ones and refuses the others.
     """
 
     loss_columns: tuple[str, ...]
@@ -109,6 +197,8 @@ class CartographyFit:
     tau_m: float
     num_samples: int
     num_with_forget_events: int
+    allow_nonfinite: bool = False
+    allow_negative: bool = False
 
     @property
     def num_snapshots(self) -> int:
@@ -116,6 +206,13 @@ class CartographyFit:
 
     def __call__(self, *columns: Any) -> dict[str, np.ndarray]:
         losses = _matrix(columns)
+        # add_cartography checked every row with its sample_id first; this guards a direct map.
+        refused = _refused_in_batch(losses, self.allow_nonfinite, self.allow_negative)
+        if refused:
+            raise ValueError(
+                f"a batch of {losses.shape[0]} rows has {refused} in {self.loss_columns[0]}..{self.loss_columns[-1]}; "
+                "add_cartography names their sample_ids"
+            )
         d, m = _batch_scores(losses, self.burn_in, self.eps)
         quadrant = (d > self.tau_d).astype(np.int64) + 2 * (m > self.tau_m).astype(np.int64)
         return {DIFFICULTY: d, MEMORIZATION: m, QUADRANT: quadrant}
@@ -128,10 +225,48 @@ class CartographyFit:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CartographyFit:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
+        """The fit :meth:`to_dict` wrote; keys written by later versions are ignored.
+
+        Raises:
+            ValueError: listing the missing keys, or the values of the wrong type.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"a cartography fit is a JSON object; got a {type(data).__name__}")
+        fields = dataclasses.fields(cls)
+        missing = [f.name for f in fields if f.default is dataclasses.MISSING and f.name not in data]
+        if missing:
+            raise ValueError(f"the cartography fit lacks {missing}")
+        values = {f.name: data[f.name] for f in fields if f.name in data}
+        wrong = [name for name, value in values.items() if not _FIT_FIELD_CHECKS[name](value)]
+        if wrong:
+            raise ValueError(f"the cartography fit has values of the wrong type for {wrong}")
         values["loss_columns"] = tuple(values["loss_columns"])
         return cls(**values)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What each field of a fit read back from JSON must be; a fit is also read from files people edit.
+_FIT_FIELD_CHECKS = {
+    "loss_columns": lambda v: isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v),
+    "burn_in": _is_count,
+    "eps": _is_number,
+    "eps_spec": lambda v: isinstance(v, str),
+    "alpha_d": _is_number,
+    "alpha_m": _is_number,
+    "tau_d": _is_number,
+    "tau_m": _is_number,
+    "num_samples": _is_count,
+    "num_with_forget_events": _is_count,
+    "allow_nonfinite": lambda v: isinstance(v, bool),
+    "allow_negative": lambda v: isinstance(v, bool),
+}
 
 
 def fit_cartography(
@@ -142,6 +277,8 @@ def fit_cartography(
     alpha_d: float = 0.75,
     alpha_m: float = 0.75,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    allow_nonfinite: bool = False,
+    allow_negative: bool = False,
 ) -> CartographyFit:
     """Resolve ``eps`` and the quadrant thresholds from the ``carto_loss_{t}`` columns.
 
@@ -155,11 +292,19 @@ def fit_cartography(
         eps (`float` or `str`): forget-event threshold or policy, see :func:`hf_carto.resolve_eps`.
         alpha_d (`float`, *optional*, defaults to `0.75`): percentile of `d` for `tau_d`.
         alpha_m (`float`, *optional*, defaults to `0.75`): percentile of `m` for `tau_m`.
+        allow_nonfinite (`bool`, *optional*, defaults to `False`): accept NaN and infinite losses.
+            Rows holding one are left out of `eps` and the thresholds and are scored as they are:
+            a NaN compares false with every threshold, so a NaN score counts as neither hard nor
+            memorized.
+        allow_negative (`bool`, *optional*, defaults to `False`): accept negative losses, which
+            no cross-entropy produces (a sign flipped in the loss, or another quantity in the
+            columns); they are scored like any other value.
 
     Raises:
-        ValueError: empty dataset, missing or non-contiguous loss columns, `T < 2`, `burn_in`
-            outside `[1, T - 1]`, alphas outside `(0, 1)`, or non-finite losses (with how many
-            rows and the first sample_ids).
+        ValueError: empty dataset, missing, non-contiguous or non-numeric loss columns, `T < 2`,
+            `burn_in` outside `[1, T - 1]`, alphas outside `(0, 1)`, or non-finite or negative
+            losses that were not allowed (with the columns, how many rows and the first
+            sample_ids, counted over every batch).
 
     Example:
         >>> from datasets import Dataset
@@ -175,32 +320,27 @@ def fit_cartography(
     columns = loss_columns(dataset.column_names)
     if len(columns) < 2:
         raise ValueError(f"found {len(columns)} snapshot column ({columns[0]}); memorization needs T >= 2 snapshots")
+    _check_loss_types(dataset, columns)
     burn_in = check_burn_in(burn_in, len(columns))
     alpha_d = check_alpha("alpha_d", alpha_d)
     alpha_m = check_alpha("alpha_m", alpha_m)
     kind, parameter = parse_eps(eps)
 
-    # Pass 1: check every value, and gather what eps needs.
-    bad_rows = 0
-    first_bad: list[int] = []
+    # Pass 1: check every value, and gather what eps needs from the rows that are fitted.
     smallest = math.inf
+    fitted_rows = 0
     kept: list[np.ndarray] = []
-    for start, losses, ids in _iter_loss_batches(dataset, columns, batch_size):
-        finite = np.isfinite(losses).all(axis=1)
-        if not finite.all():
-            rows = np.flatnonzero(~finite)
-            bad_rows += rows.size
-            labels = ids[rows] if ids is not None else rows + start
-            first_bad.extend(int(x) for x in labels[: 5 - len(first_bad)])
-            continue
-        smallest = min(smallest, float(losses.min()))
+    for losses, finite in _checked_batches(dataset, columns, batch_size, allow_nonfinite, allow_negative):
+        rows = losses if finite.all() else losses[finite]
+        fitted_rows += rows.shape[0]
+        if rows.size:
+            smallest = min(smallest, float(rows.min()))
         if kind == "quantile":
-            kept.append(losses.astype(np.float32) if losses.dtype != np.float32 else losses)
-    if bad_rows:
-        label = "sample_ids" if SAMPLE_ID in dataset.column_names else "rows"
+            kept.append(rows.astype(np.float32) if rows.dtype != np.float32 else rows)
+    if fitted_rows == 0:
         raise ValueError(
-            f"{bad_rows} of {len(dataset)} rows have non-finite losses (NaN or inf) in "
-            f"{columns[0]}..{columns[-1]}; first {label}: {first_bad}"
+            f"all {len(dataset)} rows have a non-finite (NaN or inf) loss in {columns[0]}..{columns[-1]}; "
+            "there is nothing to fit eps and the thresholds on"
         )
     if kind == "value":
         eps_value = parameter
@@ -213,6 +353,8 @@ def fit_cartography(
     # Pass 2: scores for the thresholds.
     d_parts, m_parts = [], []
     for _, losses, _ in _iter_loss_batches(dataset, columns, batch_size):
+        if allow_nonfinite:
+            losses = losses[np.isfinite(losses).all(axis=1)]
         d, m = _batch_scores(losses, burn_in, eps_value)
         d_parts.append(d)
         m_parts.append(m)
@@ -229,6 +371,8 @@ def fit_cartography(
         tau_m=assignment.tau_m,
         num_samples=len(dataset),
         num_with_forget_events=int((m_all > 0).sum()),
+        allow_nonfinite=bool(allow_nonfinite),
+        allow_negative=bool(allow_negative),
     )
 
 
@@ -248,11 +392,22 @@ def add_cartography(
     alpha_m: float = 0.75,
     num_proc: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    allow_nonfinite: bool = False,
+    allow_negative: bool = False,
 ) -> Dataset:
     """Add ``carto_difficulty``, ``carto_memorization`` and ``carto_quadrant`` to every row.
 
     Pass a ``fit`` from :func:`fit_cartography` (keep it: it holds the resolved eps and
-    thresholds for your report), or pass ``burn_in`` and ``eps`` to fit here.
+    thresholds for your report), or pass ``burn_in`` and ``eps`` to fit here. The settings after
+    ``fit`` (``alpha_d``, ``allow_nonfinite``, ...) are used only when fitting here: a given fit
+    carries its own.
+
+    Every row's losses are checked before any is labelled: non-finite and negative losses are
+    refused (naming the columns, how many rows and their first sample_ids) unless the fit allows
+    them (see :func:`fit_cartography`).
+
+    Raises:
+        ValueError: as :func:`fit_cartography`, and when the dataset lacks the fit's columns.
 
     Example:
         >>> from datasets import Dataset
@@ -266,11 +421,25 @@ def add_cartography(
         if burn_in is None or eps is None:
             raise ValueError("add_cartography needs either a fit or both burn_in and eps")
         fit = fit_cartography(
-            dataset, burn_in=burn_in, eps=eps, alpha_d=alpha_d, alpha_m=alpha_m, batch_size=batch_size
+            dataset,
+            burn_in=burn_in,
+            eps=eps,
+            alpha_d=alpha_d,
+            alpha_m=alpha_m,
+            batch_size=batch_size,
+            allow_nonfinite=allow_nonfinite,
+            allow_negative=allow_negative,
         )
-    missing = [c for c in fit.loss_columns if c not in dataset.column_names]
-    if missing:
-        raise ValueError(f"the dataset lacks loss columns the fit was made with: {missing}")
+    else:
+        missing = [c for c in fit.loss_columns if c not in dataset.column_names]
+        if missing:
+            raise ValueError(f"the dataset lacks loss columns the fit was made with: {missing}")
+        columns = list(fit.loss_columns)
+        _check_loss_types(dataset, columns)
+        # One streaming pass over the loss columns, so that a refused row is named by its
+        # sample_id (the map function sees only the losses) and nothing is labelled before.
+        for _ in _checked_batches(dataset, columns, batch_size, fit.allow_nonfinite, fit.allow_negative):
+            pass
     features = _with_columns(
         dataset,
         {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()},

@@ -3,7 +3,9 @@
 One snapshot is read at a time: its shards from every rank are concatenated, padding duplicates
 are removed by ``sample_id``, and the result is placed by ``sample_id`` into one column. Problems
 are named exactly: missing or extra ranks, missing snapshots, missing or unknown samples,
-conflicting duplicates, non-finite losses.
+conflicting duplicates, non-finite losses. Each shard is checked against the sha256 the manifest
+recorded when its snapshot was completed (recordings made before checksums were kept are merged
+unverified), so a shard that changed on disk stops the merge instead of changing a loss.
 
 Duplicates: in eval mode every copy of a sample was computed with the same weights, so copies must
 agree (within ``atol + rtol * |loss|``; batch composition changes the last bits) or the merge
@@ -21,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, Value
 
-from .columns import LOSS_COLUMN_PATTERN, SAMPLE_ID, loss_column, read_columns
-from .recording import LossStore, RecordingSettings, read_records
+from .columns import LOSS_COLUMN_PATTERN, SAMPLE_ID, loss_column, non_canonical_loss_columns, read_columns
+from .recording import LossStore, RecordingSettings
 
 __all__ = ["LossMatrix", "load_loss_matrix", "add_loss_columns", "merged_snapshot"]
 
@@ -37,7 +39,12 @@ def _first(ids: np.ndarray, limit: int = 5) -> list[int]:
 
 
 def merged_snapshot(store: LossStore, snapshot: int, settings: RecordingSettings) -> dict[str, np.ndarray]:
-    """All ranks' records of one snapshot, deduplicated by ``sample_id`` and sorted by it."""
+    """All ranks' records of one snapshot, deduplicated by ``sample_id`` and sorted by it.
+
+    Raises:
+        ValueError: missing or extra ranks, a shard that does not match its recorded checksum (named
+            with its file, snapshot and rank), no records, conflicting eval-mode duplicates.
+    """
     shards = store.shards(snapshot)
     expected = set(range(settings.world_size))
     if set(shards) != expected:
@@ -53,8 +60,8 @@ def merged_snapshot(store: LossStore, snapshot: int, settings: RecordingSettings
             )
         raise ValueError(f"{store.snapshot_dir(snapshot)}: {'; '.join(problems)}")
     parts = []
-    for rank, path in shards.items():
-        records = read_records(path)
+    for rank in shards:
+        records = store.read_shard(snapshot, rank)
         records["rank"] = np.full(len(records["sample_id"]), rank, dtype=np.int32)
         parts.append(records)
     records = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -123,6 +130,8 @@ def _iter_columns(output_dir: str | os.PathLike, expected_ids: np.ndarray, allow
     store = LossStore(output_dir)
     settings = store.settings()
     completed = _check_completed(store)
+    if expected_ids.size == 0:
+        raise ValueError("the dataset is empty (0 rows): there are no samples to merge losses into")
     order = np.argsort(expected_ids, kind="stable")
     sorted_ids = expected_ids[order]
     if sorted_ids.size and (sorted_ids[1:] == sorted_ids[:-1]).any():
@@ -198,8 +207,9 @@ def load_loss_matrix(
             raising.
 
     Raises:
-        ValueError: missing snapshots, missing or extra rank shards, samples missing from a
-            snapshot or unknown to `sample_ids`, conflicting duplicates, non-finite losses.
+        ValueError: missing snapshots, missing or extra rank shards, shards that changed since
+            they were recorded, samples missing from a snapshot or unknown to `sample_ids`,
+            conflicting duplicates, non-finite losses.
     """
     store = LossStore(output_dir)
     settings = store.settings()
@@ -222,10 +232,17 @@ def add_loss_columns(
 
     The dataset must carry the ``sample_id`` column the recording used. Existing
     ``carto_loss_{t}`` columns are replaced; other columns with that prefix (``carto_loss_weight``)
-    are kept.
+    are kept. A column that looks like a loss column without its canonical name
+    (``carto_loss_07``) is refused rather than kept beside the new ``carto_loss_7``.
     """
     if SAMPLE_ID not in dataset.column_names:
         raise ValueError(f"the dataset has no '{SAMPLE_ID}' column; merge needs the ids the recording used")
+    odd = non_canonical_loss_columns(dataset.column_names)
+    if odd:
+        raise ValueError(
+            f"the dataset has columns {odd} that look like loss columns but are not named carto_loss_<t> "
+            "(t = 1, 2, ... without leading zeros); rename or remove them before merging"
+        )
     ids = read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID].astype(np.int64)
     old = [c for c in dataset.column_names if LOSS_COLUMN_PATTERN.match(c)]
     if old:

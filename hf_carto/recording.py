@@ -17,10 +17,17 @@ Every file is written to a temporary name and renamed, so a crash never leaves a
 looks whole. A snapshot counts only once the main process has marked it complete in the manifest,
 after every rank wrote its shard. In train mode, the records of the running epoch are also saved
 at each checkpoint (``rank=R.partial-STEP.parquet``) so that a run resumed mid-epoch loses nothing.
+
+Integrity: shards carry parquet page checksums (verified whenever a shard is read), and marking a
+snapshot complete records each shard's sha256 and size in the manifest
+(``"snapshots": {"T": {"step", "epoch", "shards": {"R": {"sha256", "bytes"}}}}``); the merge refuses
+a shard whose bytes no longer hash to it. Manifests written before checksums existed have no
+``"shards"`` entry, and their shards no page checksums: they still merge, unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -50,6 +57,7 @@ FORMAT_VERSION = 1
 SHARD_SCHEMA = pa.schema(
     [("sample_id", pa.int64()), ("loss", pa.float32()), ("n_tokens", pa.int32()), ("step", pa.int64())]
 )
+_SNAPSHOT = re.compile(r"^snapshot=([1-9][0-9]*)$")
 _SHARD = re.compile(r"^rank=(\d+)\.parquet$")
 _PARTIAL = re.compile(r"^rank=(\d+)\.partial-(\d+)\.parquet$")
 
@@ -95,18 +103,34 @@ class LossStore:
     # -- manifest ---------------------------------------------------------------------------
 
     def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest, checked to have the shape this module writes; ``None`` if there is none.
+
+        Raises:
+            ValueError: naming the file, when it is not JSON or lacks what a manifest holds.
+        """
         if not self.manifest_path.exists():
             return None
         try:
-            return json.loads(self.manifest_path.read_text())
-        except json.JSONDecodeError as err:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{self.manifest_path} is not valid JSON: {err}") from None
+        problems = _manifest_problems(manifest)
+        if problems:
+            raise ValueError(
+                f"{self.manifest_path} is not a recording manifest: {'; '.join(problems[:3])}"
+                f"{f' (and {len(problems) - 3} more problems)' if len(problems) > 3 else ''}. Was it edited or "
+                "damaged? Restore it, or record the run again into another folder."
+            )
+        return manifest
 
     def settings(self) -> RecordingSettings:
         manifest = self.read_manifest()
         if manifest is None:
             raise FileNotFoundError(f"no recording manifest at {self.manifest_path}")
-        return RecordingSettings(**manifest["settings"])
+        try:
+            return RecordingSettings(**manifest["settings"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{self.manifest_path}: its settings are not valid recording settings: {err}") from None
 
     def check_settings(self, settings: RecordingSettings) -> dict[str, Any] | None:
         """The existing manifest if its settings equal ``settings``; ``None`` if there is none.
@@ -137,9 +161,24 @@ class LossStore:
         return manifest
 
     def completed(self) -> dict[int, dict[str, Any]]:
-        """Completed snapshots ``{t: {"step": ..., "epoch": ...}}`` in snapshot order."""
+        """Completed snapshots ``{t: {"step": ..., "epoch": ..., "shards": ...}}`` in snapshot order.
+
+        ``"shards"`` (``{rank: {"sha256": ..., "bytes": ...}}``) is absent from snapshots recorded
+        before checksums were kept.
+        """
         manifest = self.read_manifest() or {"snapshots": {}}
         return {int(t): info for t, info in sorted(manifest["snapshots"].items(), key=lambda kv: int(kv[0]))}
+
+    def shard_checksums(self, snapshot: int) -> dict[int, str] | None:
+        """``{rank: sha256}`` recorded when ``snapshot`` was marked complete; ``None`` when none was.
+
+        ``None`` for a snapshot that is not complete, and for one recorded before checksums were
+        kept (such shards are read unverified).
+        """
+        shards = self.completed().get(snapshot, {}).get("shards")
+        if shards is None:
+            return None
+        return {int(rank): entry["sha256"] for rank, entry in shards.items()}
 
     def unmark_after(self, step: int) -> list[int]:
         """Forget completed snapshots taken after optimizer step ``step``; returns their numbers."""
@@ -154,10 +193,19 @@ class LossStore:
         return dropped
 
     def mark_complete(self, snapshot: int, step: int, epoch: float | None) -> None:
+        """Record ``snapshot`` as complete, with the sha256 and size of every rank's shard.
+
+        Called on the main process after every rank wrote its shard (the recorder waits at a
+        barrier first), so the checksums are taken from the files the merge will read.
+        """
         manifest = self.read_manifest()
         if manifest is None:
             raise FileNotFoundError(f"no recording manifest at {self.manifest_path}")
-        manifest["snapshots"][str(snapshot)] = {"step": int(step), "epoch": epoch}
+        shards = {}
+        for rank, path in self.shards(snapshot).items():
+            data = path.read_bytes()
+            shards[str(rank)] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        manifest["snapshots"][str(snapshot)] = {"step": int(step), "epoch": epoch, "shards": shards}
         write_json_atomic(manifest, self.manifest_path)
 
     # -- shards -----------------------------------------------------------------------------
@@ -182,16 +230,62 @@ class LossStore:
         """``{rank: path}`` of the complete shards of one snapshot."""
         return dict(sorted((int(m[1]), path) for m, path in self._files(snapshot, _SHARD)))
 
+    def read_shard(self, snapshot: int, rank: int) -> dict[str, np.ndarray]:
+        """One complete shard's records, checked against the sha256 the manifest recorded for it.
+
+        Raises:
+            ValueError: naming the file, the snapshot and the rank, when its bytes do not hash to
+                the recorded sha256 (the file changed after the snapshot was completed), when the
+                manifest recorded no shard for this rank, or when the file cannot be read as a
+                shard (a page checksum, the footer or the columns).
+        """
+        path = self.shard_path(snapshot, rank)
+        data = path.read_bytes()
+        recorded = self.shard_checksums(snapshot)
+        if recorded is not None:
+            where = f"{path} (snapshot {snapshot}, rank {rank})"
+            if rank not in recorded:
+                raise ValueError(
+                    f"{where}: {self.manifest_path.name} completed snapshot {snapshot} with shards for ranks "
+                    f"{sorted(recorded)} only; this file was written afterwards (another run?). Remove it, or "
+                    "record the snapshot again."
+                )
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != recorded[rank]:
+                raise ValueError(
+                    f"{where} is corrupted: its sha256 is {actual}, but {self.manifest_path} recorded "
+                    f"{recorded[rank]} when the snapshot was completed. The file changed on disk or in a copy; "
+                    "restore it from a good copy, or record this snapshot again."
+                )
+        return _parse_records(data, path)
+
     def partials(self, snapshot: int, rank: int) -> dict[int, Path]:
         """``{step: path}`` of the partial shards one rank saved during a train-mode snapshot."""
         found = ((int(m[2]), path) for m, path in self._files(snapshot, _PARTIAL) if int(m[1]) == rank)
         return dict(sorted(found))
 
     def snapshots_on_disk(self) -> list[int]:
+        """Numbers of the ``snapshot=T`` folders, complete or not.
+
+        Raises:
+            ValueError: naming a ``snapshot=...`` folder whose name is not ``snapshot=`` and a
+                snapshot number (1, 2, ...): a stray folder the merge cannot place.
+        """
         base = self.root / "losses"
         if not base.exists():
             return []
-        return sorted(int(p.name.split("=", 1)[1]) for p in base.iterdir() if p.name.startswith("snapshot="))
+        found = []
+        for path in sorted(base.iterdir()):
+            if not path.name.startswith("snapshot="):
+                continue
+            match = _SNAPSHOT.match(path.name)
+            if match is None:
+                raise ValueError(
+                    f"{path} is not a snapshot folder: the recorder names them snapshot=1, snapshot=2, ... "
+                    f"Move it out of {base}."
+                )
+            found.append(int(match[1]))
+        return sorted(found)
 
 
 def _records_table(records: dict[str, np.ndarray]) -> pa.Table:
@@ -206,13 +300,54 @@ def _records_table(records: dict[str, np.ndarray]) -> pa.Table:
     )
 
 
-def read_records(path: Path) -> dict[str, np.ndarray]:
-    """One shard as numpy arrays (``sample_id``, ``loss``, ``n_tokens``, ``step``)."""
-    table = pq.read_table(path)
+def _manifest_problems(manifest: Any) -> list[str]:
+    """What keeps ``manifest`` from being one this module wrote; empty when nothing does."""
+    if not isinstance(manifest, dict):
+        return [f"it holds a JSON {type(manifest).__name__}, not an object"]
+    problems = [f"it has no '{key}' entry" for key in ("settings", "snapshots") if key not in manifest]
+    if not isinstance(manifest.get("settings", {}), dict):
+        problems.append("'settings' is not an object")
+    snapshots = manifest.get("snapshots", {})
+    if not isinstance(snapshots, dict):
+        return [*problems, "'snapshots' is not an object"]
+    for key, info in snapshots.items():
+        if not re.fullmatch(r"[1-9][0-9]*", key):
+            problems.append(f"snapshot {key!r} is not a snapshot number (1, 2, ...)")
+        elif not isinstance(info, dict) or not isinstance(info.get("step"), int):
+            problems.append(f"snapshot {key} has no integer 'step'")
+        elif "shards" in info and not (
+            isinstance(info["shards"], dict)
+            and all(
+                re.fullmatch(r"[0-9]+", rank) and isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                for rank, entry in info["shards"].items()
+            )
+        ):
+            problems.append(f"snapshot {key} has a 'shards' entry that is not {{rank: {{'sha256': ...}}}}")
+    return problems
+
+
+def _parse_records(data: bytes, path: Path) -> dict[str, np.ndarray]:
+    try:
+        # Page checksums catch a flipped bit inside the data pages of shards that carry them.
+        table = pq.read_table(pa.BufferReader(data), page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"{path} is not a readable loss shard (damaged or truncated?): {err}") from None
     missing = [name for name in SHARD_SCHEMA.names if name not in table.column_names]
     if missing:
         raise ValueError(f"{path} is not a loss shard: it lacks columns {missing}")
     return {name: table.column(name).to_numpy() for name in SHARD_SCHEMA.names}
+
+
+def read_records(path: Path) -> dict[str, np.ndarray]:
+    """One shard as numpy arrays (``sample_id``, ``loss``, ``n_tokens``, ``step``).
+
+    Page checksums are verified; the manifest's sha256 is not (that is :meth:`LossStore.read_shard`,
+    for complete shards). Partial shards are read here.
+
+    Raises:
+        ValueError: naming the file, when it is not a readable loss shard.
+    """
+    return _parse_records(Path(path).read_bytes(), Path(path))
 
 
 class _Buffer:

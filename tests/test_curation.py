@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -177,12 +178,30 @@ def test_loss_columns_are_ordered_numerically():
     [
         (["text"], "no 'carto_loss_"),
         (["carto_loss_1", "carto_loss_3"], r"missing snapshots \[2\]"),
-        (["carto_loss_0", "carto_loss_1"], r"unexpected snapshots \[0\]"),
+        (["carto_loss_0", "carto_loss_1"], r"\['carto_loss_0'\]"),
     ],
 )
 def test_loss_column_problems_are_named(columns, match):
     with pytest.raises(ValueError, match=match):
         loss_columns(columns)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    ["carto_loss_07", "carto_loss_01", "carto_loss_0", "carto_loss_+1", "carto_loss_ 2", "carto_loss_\u0661"],
+)
+def test_non_canonical_loss_columns_are_refused_by_name(odd):
+    # carto_loss_07 was read as snapshot 7, and carto_loss_01 silently replaced carto_loss_1.
+    names = ["carto_loss_1", "carto_loss_2", odd, "carto_loss_weight", "text"]
+    with pytest.raises(ValueError, match=re.escape(repr(odd))):
+        loss_columns(names)
+    ds = Dataset.from_dict({name: [1.0, 2.0] for name in names})
+    with pytest.raises(ValueError, match=re.escape(repr(odd))):
+        fit_cartography(ds, burn_in=1, eps=1.0)
+
+
+def test_carto_loss_weight_is_not_a_loss_column():
+    assert loss_columns(["carto_loss_weight", "carto_loss_2", "carto_loss_1"]) == ["carto_loss_1", "carto_loss_2"]
 
 
 def test_fit_rejects_bad_datasets(losses):
@@ -210,6 +229,83 @@ def test_non_finite_losses_name_sample_ids_across_batches(losses):
     no_ids = ds.remove_columns("sample_id")
     with pytest.raises(ValueError, match=r"first rows: \[3, 50, 60, 99\]"):
         fit_cartography(no_ids, burn_in=2, eps=1.0, batch_size=32)
+
+
+def test_add_cartography_refuses_rows_a_given_fit_cannot_label(losses):
+    # A NaN compares false with every threshold: the row used to be labelled stable_easy.
+    fit = fit_cartography(make_dataset(losses[:300]), burn_in=2, eps=1.0)
+    bad = losses[:300].copy()
+    bad[[10, 250], 3] = np.nan
+    bad[120, 5] = np.inf
+    bad[[40, 290], 1] = -0.5
+    ds = make_dataset(bad, ids_offset=7000)
+    message = (
+        r"3 of 300 rows have non-finite \(NaN or inf\) losses \(in carto_loss_4, carto_loss_6\); first sample_ids: "
+        r"\[7010, 7120, 7250\]; 2 of 300 rows have negative losses \(in carto_loss_2\); first sample_ids: "
+        r"\[7040, 7290\]\..*allow_nonfinite=True .* or allow_negative=True"
+    )
+    # Small batches: the rows are found in every batch (the last one included) and named by id.
+    with pytest.raises(ValueError, match=message):
+        add_cartography(ds, fit, batch_size=64)
+    with pytest.raises(ValueError, match=message):
+        fit_cartography(ds, burn_in=2, eps=1.0, batch_size=64)
+    with pytest.raises(ValueError, match=message):
+        add_cartography(ds, burn_in=2, eps=1.0, batch_size=64)
+    # The fit applied directly as a map function refuses the batch too.
+    with pytest.raises(ValueError, match="non-finite .* and 2 rows with negative losses"):
+        ds.map(fit, batched=True, batch_size=300, input_columns=list(fit.loss_columns))
+
+
+def test_negative_losses_only_when_allowed(losses):
+    shifted = losses[:400] - 1.0  # some values negative, all finite
+    ds = make_dataset(shifted)
+    with pytest.raises(
+        ValueError, match=r"377 of 400 rows have negative losses .* first sample_ids: \[1001, 1002, 1003, 1004, 1006\]"
+    ):
+        fit_cartography(ds, burn_in=2, eps=0.0, batch_size=100)
+    fit = fit_cartography(ds, burn_in=2, eps=0.0, batch_size=100, allow_negative=True)
+    assert fit.allow_negative and not fit.allow_nonfinite
+    as_float = shifted.astype(np.float64)
+    qa = assign_quadrants(difficulty(as_float, 2), memorization(as_float, 0.0), 0.75, 0.75)
+    assert (fit.tau_d, fit.tau_m) == (qa.tau_d, qa.tau_m)
+    scored = add_cartography(ds, fit, batch_size=100)
+    np.testing.assert_array_equal(read_columns(scored, ["carto_quadrant"])["carto_quadrant"], qa.quadrants)
+    assert CartographyFit.from_dict(json.loads(json.dumps(fit.to_dict()))) == fit
+
+
+def test_non_finite_losses_only_when_allowed(losses):
+    bad = losses[:500].copy()
+    bad[[5, 77, 400], 2] = np.nan
+    ds = make_dataset(bad)
+    fit = add_cartography(ds, burn_in=2, eps="quantile:0.2", batch_size=128, allow_nonfinite=True)
+    finite = np.ones(500, dtype=bool)
+    finite[[5, 77, 400]] = False
+    clean = fit_cartography(make_dataset(bad[finite]), burn_in=2, eps="quantile:0.2")
+    settings = json.loads(
+        json.dumps(fit_cartography(ds, burn_in=2, eps="quantile:0.2", allow_nonfinite=True).to_dict())
+    )
+    # eps and the thresholds come from the finite rows only.
+    assert (settings["eps"], settings["tau_d"], settings["tau_m"]) == (clean.eps, clean.tau_d, clean.tau_m)
+    assert settings["allow_nonfinite"] is True
+    assert len(fit) == 500
+
+
+def test_loss_columns_that_are_not_numbers_are_named():
+    ds = Dataset.from_dict({"carto_loss_1": ["1.0", "2"], "carto_loss_2": [[2.0], [3.0]], "sample_id": [0, 1]})
+    with pytest.raises(
+        ValueError, match=r"2 of 2 do not, in all 2 rows: carto_loss_1 \(Value\('string'\)\), carto_loss_2"
+    ):
+        fit_cartography(ds, burn_in=1, eps=1.0)
+
+
+def test_fit_from_a_file_names_missing_keys_and_reads_older_fits(losses):
+    data = fit_cartography(make_dataset(losses[:100]), burn_in=2, eps=1.0).to_dict()
+    older = {k: v for k, v in data.items() if not k.startswith("allow_")}  # written before the options
+    assert CartographyFit.from_dict(older).allow_nonfinite is False
+    with pytest.raises(ValueError, match=r"lacks \['tau_d'\]"):
+        CartographyFit.from_dict({k: v for k, v in data.items() if k != "tau_d"})
+    with pytest.raises(ValueError, match=r"wrong type for \['eps'\]"):
+        CartographyFit.from_dict({**data, "eps": "1.0"})
 
 
 # --- files -----------------------------------------------------------------------------------
