@@ -162,6 +162,12 @@ def _add_push(sub: Any) -> None:
     push.add_argument("--message", default="Upload curated dataset (hf_carto)", help="commit message")
     push.add_argument("--export-dir", default=None, help="where the Hub layout is written (default DATASET_DIR.hub)")
     push.add_argument("--license", default=None, help="license for the card, e.g. cc-by-sa-3.0")
+    push.add_argument(
+        "--allow-private",
+        action="store_true",
+        help="push a folder holding a PRIVATE.md, a canary registry or columns marking canary rows (refused "
+        "otherwise)",
+    )
 
 
 def _add_summary(sub: Any) -> None:
@@ -214,6 +220,13 @@ def _load_rows(path: str | Path) -> Any:
 
 
 def _run_score(args: argparse.Namespace) -> int:
+    from .locking import output_lock
+
+    with output_lock(args.output, "hf-carto score"):  # two scorings into one folder would mix
+        return _score(args)
+
+
+def _score(args: argparse.Namespace) -> int:
     from .curation import (
         add_cartography,
         apply_interventions,
@@ -255,6 +268,7 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
+    from .locking import output_lock
     from .merge import add_loss_columns, load_loss_matrix, write_wide_parquet
 
     run_dir = Path(args.run_dir)
@@ -262,25 +276,34 @@ def _run_merge(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{run_dir / 'carto' / 'manifest.json'}: no recording in {run_dir}")
     if args.dataset is None:
         out = Path(args.out) if args.out else run_dir / "carto" / "losses.parquet"
-        if out.exists() and not args.overwrite:
-            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-        matrix = load_loss_matrix(run_dir, allow_nonfinite=args.allow_nonfinite, progress=True)
-        write_wide_parquet(matrix, out)
+        with output_lock(out, "hf-carto merge"):
+            if out.exists() and not args.overwrite:
+                raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+            matrix = load_loss_matrix(run_dir, allow_nonfinite=args.allow_nonfinite, progress=True)
+            write_wide_parquet(matrix, out)
         n, t = matrix.losses.shape
     else:
         from .io import save_scored
 
         out = Path(args.out) if args.out else run_dir / "carto" / "dataset"
-        if out.exists() and not args.overwrite:
-            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-        merged = add_loss_columns(_load_rows(args.dataset), run_dir, allow_nonfinite=args.allow_nonfinite)
-        save_scored(merged, out, overwrite=args.overwrite)
+        with output_lock(out, "hf-carto merge"):
+            if out.exists() and not args.overwrite:
+                raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+            merged = add_loss_columns(_load_rows(args.dataset), run_dir, allow_nonfinite=args.allow_nonfinite)
+            save_scored(merged, out, overwrite=args.overwrite)
         n, t = len(merged), sum(c.startswith("carto_loss_") for c in merged.column_names)
     print(f"merged {t} snapshots of {n} samples into {out}")
     return 0
 
 
 def _run_arms(args: argparse.Namespace) -> int:
+    from .locking import output_lock
+
+    with output_lock(args.output, "hf-carto arms"):
+        return _arms(args)
+
+
+def _arms(args: argparse.Namespace) -> int:
     from .atomic import atomic_folder, write_json_atomic
     from .continuation import arm_budget, build_arms
     from .io import save_scored
@@ -372,7 +395,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from .hub import check_repo_id, export_hub_layout, push_curated_dataset
+    from .hub import check_export_folder, check_repo_id, export_hub_layout, push_curated_dataset
 
     check_repo_id(args.repo_id)  # before any export work
     source = Path(args.dataset_dir)
@@ -383,22 +406,21 @@ def _run_push(args: argparse.Namespace) -> int:
     else:
         from .io import load_scored
 
-        dataset, fit = load_scored(source)
         folder = Path(args.export_dir) if args.export_dir else source.with_name(source.name + ".hub")
-        data_map = source.parent / "data_map.png"
+        check_export_folder(folder, [source])  # before loading anything
+        dataset, fit = load_scored(source)
         export_hub_layout(
-            dataset,
-            folder,
-            repo_id=args.repo_id,
-            fit=fit,
-            license=args.license,
-            overwrite=True,
-            data_map=data_map if data_map.exists() else None,
+            dataset, folder, repo_id=args.repo_id, fit=fit, license=args.license, overwrite=True, data_map=True
         )
         print(f"exported the Hub layout to {folder}")
     try:
         result = push_curated_dataset(
-            folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.message
+            folder,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.message,
+            allow_private=args.allow_private,
         )
     except Exception as err:  # network and server errors: the export stays for a retry
         if isinstance(err, (ValueError, FileNotFoundError)):
@@ -454,8 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hf-carto``; returns the process exit code (2 on a user error).
 
     A user error is a ``ValueError`` (bad input: the library's messages name the file, the column,
-    how many rows and the first sample_ids) or an ``OSError`` (the file system: a missing or
-    existing path, a full disk, an unreadable file). It is printed as one line, without a
+    how many rows and the first sample_ids), an ``OSError`` (the file system: a missing or
+    existing path, a full disk, an unreadable file) or a ``FolderLocked`` (another live process
+    writes the same output; the message names its PID). It is printed as one line, without a
     traceback. Anything else is a bug and keeps its traceback.
     """
     args = make_parser().parse_args(argv)
@@ -473,9 +496,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _run_demo,
         "generate": _run_generate,
     }
+    from .locking import FolderLocked
+
     try:
         return runners[args.command](args)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, FolderLocked) as err:
         message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
         print(f"hf-carto {args.command}: error: {message or type(err).__name__}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from .batching import right_pad
 from .columns import DIFFICULTY, MEMORIZATION, PLANTED_NAMES, QUADRANT, SAMPLE_ID, TRUTH, read_columns
 from .curation import add_cartography, apply_interventions, cartography_summary, fit_cartography, format_summary
 from .data import CorpusConfig, generate_corpus
+from .hub import mark_private
 from .io import save_scored
 from .locking import STAGING_SUFFIX, folder_lock, remove_stale_staging, replace_outputs
 from .merge import add_loss_columns
@@ -142,6 +143,7 @@ def _train_and_record(config: DemoConfig, model, tokenizer, input_ids, run_dir: 
                 )
         last = read_records(shard)["loss"]
         print(f"epoch {epoch + 1}: mean eval-mode loss over all samples {last.mean():.3f}")
+    recorder.close()
     return train_losses, len(recorder.store.completed())
 
 
@@ -257,6 +259,8 @@ def _run_demo(config: DemoConfig, out_dir: Path) -> dict[str, Any]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_scored(scored, out_dir / "scored", fit=fit, summary=summary)
+    mark_private(out_dir / "scored", "every row of the generated corpus with its secrets and ground truth")
+    mark_private(out_dir, "the generated corpus's canary secrets and ground truth (in scored/)")
     plot_data_map(
         d,
         m,

@@ -11,11 +11,23 @@ training data, not part of it, so the export withholds every row that is marked 
 the ``secrets`` passed in, and drops the columns that would say which rows were canaries
 (``secret``, ``carto_canary_id``, ``is_canary``, and the ``truth``/``group`` ground truth of the
 generated corpus). ``include_private_columns=True`` keeps all of it, for a private repository.
+
+A public export also renumbers ``sample_id`` densely in the published order (gaps would show where
+the withheld rows were; the mapping to the original ids is written beside the export, in
+``EXPORT.private/``, never inside it) and draws its data map from the published rows only.
+
+Nothing the tool did not write is ever deleted: an export replaces its folder as a whole, so it
+refuses a non-empty folder that does not carry the marker of an earlier export
+(``.hf_carto_export``), and a folder that is, holds or lies inside the source dataset's folder.
+Local artefacts that hold canaries carry a ``PRIVATE.md`` (:func:`mark_private`), and
+:func:`push_curated_dataset` refuses a folder holding one, a canary registry or a column that marks
+canary or planted rows, unless ``allow_private=True``.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import json
 import logging
 import math
 import os
@@ -39,16 +51,22 @@ from .columns import (
     LOSS_WEIGHT,
     MEMORIZATION,
     QUADRANT,
+    SAMPLE_ID,
     SAMPLING_WEIGHT,
     TRUTH,
 )
 from .curation import cartography_summary
 
 __all__ = [
+    "EXPORT_MARKER",
     "PRIVATE_COLUMNS",
+    "PRIVATE_NOTE",
     "PushResult",
     "dataset_card",
+    "check_export_folder",
     "export_hub_layout",
+    "mark_private",
+    "private_contents",
     "push_curated_dataset",
     "push_model",
     "render_model_card",
@@ -63,8 +81,15 @@ MODEL_CARD_TEMPLATE = importlib.resources.files(__package__) / "templates" / "cu
 
 logger = logging.getLogger(__name__)
 
-#: Columns left out of an export unless ``include_private_columns=True``.
-PRIVATE_COLUMNS = ("secret", CANARY_ID, IS_CANARY, TRUTH, "group")
+#: Columns left out of an export unless ``include_private_columns=True``: each says which rows were
+#: canaries or otherwise planted (the secrets, the registry ids and flags, the generated corpus's
+#: ground truth, duplicate groups and repetition counts).
+PRIVATE_COLUMNS = ("secret", CANARY_ID, IS_CANARY, TRUTH, "group", "repetitions")
+#: The file an export writes into its folder, so that a later export may replace the folder.
+EXPORT_MARKER = ".hf_carto_export"
+#: The file that marks a local folder as not to be published.
+PRIVATE_NOTE = "PRIVATE.md"
+_REGISTRY_FILE = re.compile(r"(^|_)canaries\.json$")
 _SIZE_CATEGORIES = [(1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"), (1e7, "1M<n<10M")]
 
 
@@ -86,12 +111,14 @@ def dataset_card(
     data_map: str | None = None,
     withheld_rows: int = 0,
     withheld_columns: Sequence[str] = (),
+    renumbered: bool = False,
 ) -> str:
     """The ``README.md`` of a curated dataset: YAML metadata, then the cartography summary and snippets.
 
     ``withheld_rows`` and ``withheld_columns`` are what the export left out (the canary rows and
     the columns that would say which rows were canaries); the card states them, so that a reader
-    comparing row counts with the source knows where the difference went.
+    comparing row counts with the source knows where the difference went. ``renumbered`` says that
+    ``sample_id`` was renumbered for publication.
     """
     metadata: dict[str, Any] = {
         "pretty_name": pretty_name or repo_id.split("/")[-1],
@@ -114,7 +141,7 @@ def dataset_card(
         lines += [
             f"The rows of the source training set, {labelled} **{withheld_rows:,} of {total:,} rows are withheld**: "
             "the canary rows, which hold test sequences with random secrets inserted into the training data to "
-            "measure memorization; publishing them would publish the secrets. No other row is dropped here; "
+            "measure memorization; publishing them would publish the secrets. No other row is left out here; "
             "`carto_keep` says which rows the curated training uses.",
             "",
         ]
@@ -126,7 +153,16 @@ def dataset_card(
         ]
     if withheld_columns:
         names = ", ".join(f"`{c}`" for c in withheld_columns)
-        lines += [f"Columns left out (they would say which rows were canaries, or hold ground truth): {names}.", ""]
+        lines += [
+            f"Columns left out (they would say which rows were canaries or otherwise planted): {names}.",
+            "",
+        ]
+    if renumbered:
+        lines += [
+            "`sample_id` is renumbered 0 to n-1 in the published order, so that its gaps do not show where the "
+            "withheld rows were; the mapping to the original ids stays with the publisher.",
+            "",
+        ]
     settings = summary.get("settings")
     if settings:
         lines += [
@@ -173,6 +209,8 @@ def dataset_card(
         ]
     if data_map:
         lines += ["## Data map", "", f"![data map]({data_map})", ""]
+        if withheld_rows:
+            lines += ["The map shows the published rows only.", ""]
     lines += [
         "## Use",
         "",
@@ -221,6 +259,159 @@ def _withhold_canaries(dataset: Dataset, secrets: Sequence[str]) -> tuple[Datase
     return dataset, withheld
 
 
+def mark_private(folder: str | os.PathLike, holds: str) -> Path:
+    """Write ``folder/PRIVATE.md``: the folder ``holds`` canaries or secrets and must not be
+    published (:func:`push_curated_dataset` refuses it unless told otherwise)."""
+    path = Path(folder) / PRIVATE_NOTE
+    path.write_text(
+        "# Private: do not publish\n\n"
+        f"This folder holds {holds}. Publishing it would publish the secrets that measure memorization, "
+        "or say which rows were planted. `hf-carto push` refuses a folder holding this file unless given "
+        "`--allow-private`.\n\n"
+        "To publish the data, push the scored dataset: the export withholds the canary rows, leaves out the "
+        f"columns that mark planted rows ({', '.join(PRIVATE_COLUMNS)}) and renumbers `sample_id`.\n"
+    )
+    return path
+
+
+def _column_names(path: Path) -> list[str] | None:
+    """The column names of a parquet or Arrow (``save_to_disk``) file; None when unreadable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".parquet":
+            return pq.read_schema(path).names
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_stream(source).schema.names
+    except (OSError, pa.ArrowInvalid):
+        return None
+
+
+def private_contents(folder: str | os.PathLike) -> list[str]:
+    """What in ``folder`` must not be published: a ``PRIVATE.md``, a canary registry
+    (``canaries.json``, ``control_canaries.json``), a data file with a column that marks canary or
+    planted rows (:data:`PRIVATE_COLUMNS`), or a data file that cannot be read to check. Each entry
+    names the file, relative to ``folder``, and why."""
+    folder = Path(folder)
+    found = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.name == PRIVATE_NOTE:
+            found.append(f"{rel} (marks the folder private)")
+        elif _REGISTRY_FILE.search(path.name):
+            found.append(f"{rel} (a canary registry: the secrets)")
+        elif path.suffix in (".parquet", ".arrow") and path.is_file():
+            names = _column_names(path)
+            if names is None:
+                found.append(f"{rel} (unreadable, so it cannot be checked for canary rows)")
+                continue
+            marked = [c for c in PRIVATE_COLUMNS if c in names]
+            if marked:
+                found.append(f"{rel} (its columns {marked} mark canary or planted rows)")
+    return found
+
+
+def _is_legacy_export(folder: Path) -> bool:
+    """An export written before the marker existed: only README.md, data_map.png and data/ shards."""
+    entries = {p.name: p for p in folder.iterdir()}
+    if "README.md" not in entries or not entries.get("data", folder / "-").is_dir():
+        return False
+    if set(entries) - {"README.md", "data_map.png", "data"}:
+        return False
+    return all(
+        p.is_file() and re.fullmatch(r"train-\d{5}-of-\d{5}\.parquet", p.name) for p in entries["data"].iterdir()
+    )
+
+
+def check_export_folder(folder: str | os.PathLike, sources: Sequence[str | os.PathLike] = ()) -> None:
+    """Refuse an export folder whose replacement could delete what the tool did not write.
+
+    Raises:
+        ValueError: ``folder`` is, contains or lies inside one of ``sources``.
+        FileExistsError: ``folder`` is a file, or a non-empty folder that is not an earlier export.
+    """
+    folder = Path(folder)
+    target = folder.resolve()
+    for source in sources:
+        resolved = Path(source).resolve()
+        if target == resolved or target in resolved.parents:
+            relation = "is" if target == resolved else "contains"
+            raise ValueError(
+                f"the export folder {folder} {relation} the source {source}: an export replaces its folder as a "
+                "whole and would delete the source; choose a folder outside it"
+            )
+        if resolved in target.parents:
+            raise ValueError(
+                f"the export folder {folder} lies inside the source folder {source}; choose a folder outside it"
+            )
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file, not an export folder; choose another --export-dir")
+    entries = sorted(p.name for p in folder.iterdir())
+    if not entries or (folder / EXPORT_MARKER).is_file() or _is_legacy_export(folder):
+        return
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    raise FileExistsError(
+        f"{folder} holds {len(entries)} entries that are not an earlier export ({shown}); an export replaces "
+        "its folder as a whole, so it only writes into a new or empty folder or over an earlier export; "
+        "choose another folder"
+    )
+
+
+def _renumber_sample_ids(dataset: Dataset) -> tuple[Dataset, np.ndarray | None]:
+    """``sample_id`` made ``0..n-1`` in row order; returns the original ids (None when unchanged)."""
+    if SAMPLE_ID not in dataset.column_names:
+        return dataset, None
+    original = np.asarray(dataset.with_format("numpy")[SAMPLE_ID])
+    if np.array_equal(original, np.arange(len(dataset))):
+        return dataset, None
+    renumbered = dataset.map(
+        lambda batch, indices: {SAMPLE_ID: indices},
+        with_indices=True,
+        batched=True,
+        input_columns=[SAMPLE_ID],
+        features=dataset.features,
+        desc="renumbering sample_id",
+    )
+    return renumbered, original
+
+
+def _write_id_mapping(output_dir: Path, original: np.ndarray) -> Path:
+    """The published-to-original ``sample_id`` mapping, kept beside the export (never pushed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    private_dir = output_dir.with_name(output_dir.name + ".private")
+    if private_dir.exists() and any(private_dir.iterdir()) and not (private_dir / PRIVATE_NOTE).exists():
+        raise FileExistsError(f"{private_dir} exists and was not written by an export; move it away")
+    with atomic_folder(private_dir, overwrite=True) as staging:
+        table = pa.table({SAMPLE_ID: np.arange(len(original)), f"source_{SAMPLE_ID}": original})
+        pq.write_table(table, staging / "sample_ids.parquet")
+        mark_private(staging, f"the mapping from the published `sample_id`s of {output_dir.name} to the original ones")
+    return private_dir
+
+
+def _draw_data_map(dataset: Dataset, fit, summary: dict[str, Any], path: Path) -> Path:
+    """The data map of the published rows only, with nothing marked."""
+    from .columns import read_columns
+    from .plots import plot_data_map
+
+    settings = summary.get("settings") or {}
+    cols = read_columns(dataset, [DIFFICULTY, MEMORIZATION, QUADRANT])
+    return plot_data_map(
+        cols[DIFFICULTY],
+        cols[MEMORIZATION],
+        cols[QUADRANT],
+        path,
+        tau_d=fit.tau_d if fit is not None else settings.get("tau_d"),
+        tau_m=fit.tau_m if fit is not None else settings.get("tau_m"),
+        num_snapshots=fit.num_snapshots if fit is not None else settings.get("num_snapshots"),
+        title="Data map of the published rows",
+    )
+
+
 def export_hub_layout(
     dataset: Dataset,
     output_dir: str | os.PathLike,
@@ -228,7 +419,7 @@ def export_hub_layout(
     repo_id: str,
     fit=None,
     summary: dict[str, Any] | None = None,
-    data_map: str | os.PathLike | None = None,
+    data_map: bool | str | os.PathLike | None = None,
     license: str | None = None,
     pretty_name: str | None = None,
     max_shard_rows: int = 500_000,
@@ -239,19 +430,43 @@ def export_hub_layout(
 ) -> Path:
     """Write ``data/train-XXXXX-of-YYYYY.parquet`` and ``README.md`` (and the data map) atomically.
 
+    Args:
+        data_map (`bool` or path, *optional*): `True` draws the data map of the published rows
+            (nothing marked, no withheld row). A ready image (a path) is copied only with
+            ``include_private_columns=True``: one drawn from the source shows the withheld rows.
+        include_private_columns (`bool`, *optional*, defaults to `False`): keep the canary rows,
+            the private columns and the original ``sample_id``s, for a private repository; the
+            export then carries a ``PRIVATE.md`` and pushing it needs ``allow_private=True``.
+        overwrite (`bool`, *optional*, defaults to `False`): replace an earlier export in
+            ``output_dir``; never a folder the tool did not write (see :func:`check_export_folder`).
+
     Raises:
-        ValueError: when the dataset lacks the cartography columns.
+        ValueError: when the dataset lacks the cartography columns, or when ``output_dir`` is, holds
+            or lies inside the folder the dataset was loaded from.
+        FileExistsError: when ``output_dir`` exists and ``overwrite`` is false, or holds what is not
+            an earlier export.
     """
     needed = [DIFFICULTY, MEMORIZATION, QUADRANT]
     missing = [c for c in needed if c not in dataset.column_names]
     if missing:
         raise ValueError(f"the dataset lacks the cartography columns {missing}; run add_cartography first")
-    withheld, private = 0, []
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:
+        raise FileExistsError(f"{output_dir} already exists; choose another folder or pass overwrite=True")
+    check_export_folder(output_dir, [Path(f["filename"]).parent for f in dataset.cache_files])
+    copied_map = data_map not in (None, True, False)
+    if copied_map and not include_private_columns:
+        raise ValueError(
+            "a data map drawn before the export shows the rows it withholds; pass data_map=True and the export "
+            "draws one from the published rows"
+        )
+    withheld, private, original_ids = 0, [], None
     if not include_private_columns:
         dataset, withheld = _withhold_canaries(dataset, secrets)
         private = [c for c in PRIVATE_COLUMNS if c in dataset.column_names]
         if private:
             dataset = dataset.remove_columns(private)
+        dataset, original_ids = _renumber_sample_ids(dataset)
     summary = summary or cartography_summary(dataset, fit)
     summary = dict(summary)
     if recording is not None:  # e.g. LossStore(run_dir).settings().__dict__: mode and world size for the card
@@ -260,15 +475,19 @@ def export_hub_layout(
     if not weights_present:
         summary.pop("weights", None)
     num_shards = max(1, math.ceil(len(dataset) / max_shard_rows))
+    if original_ids is not None:
+        _write_id_mapping(output_dir, original_ids)
     with atomic_folder(output_dir, overwrite=overwrite) as staging:
         (staging / "data").mkdir()
         for index in range(num_shards):
             shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
             shard.to_parquet(str(staging / "data" / f"train-{index:05d}-of-{num_shards:05d}.parquet"))
         image = None
-        if data_map is not None:
+        if copied_map:
             image = "data_map.png"
             shutil.copyfile(data_map, staging / image)
+        elif data_map:
+            image = _draw_data_map(dataset, fit, summary, staging / "data_map.png").name
         card = dataset_card(
             dataset,
             repo_id=repo_id,
@@ -278,9 +497,24 @@ def export_hub_layout(
             data_map=image,
             withheld_rows=withheld,
             withheld_columns=private,
+            renumbered=original_ids is not None,
         )
         (staging / "README.md").write_text(card)
-    return Path(output_dir)
+        marker = {
+            "repo_id": repo_id,
+            "rows": len(dataset),
+            "withheld_rows": withheld,
+            "withheld_columns": private,
+            "sample_ids_renumbered": original_ids is not None,
+            "private": include_private_columns,
+        }
+        (staging / EXPORT_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        if include_private_columns:
+            mark_private(
+                staging,
+                "canary rows and the columns that mark planted rows (exported with include_private_columns=True)",
+            )
+    return output_dir
 
 
 @dataclass(frozen=True)
@@ -336,6 +570,7 @@ def push_curated_dataset(
     revision: str | None = None,
     commit_message: str = "Upload curated dataset (hf_carto)",
     export_dir: str | os.PathLike | None = None,
+    allow_private: bool = False,
     **export_kwargs: Any,
 ) -> PushResult:
     """Publish a curated dataset to the Hub through ``huggingface_hub``'s own upload code.
@@ -348,10 +583,17 @@ def push_curated_dataset(
         private (`bool`, *optional*, defaults to `True`): visibility when the repository is created.
         token (`str`, *optional*): Hub token; never printed or logged.
         revision (`str`, *optional*): branch to commit to (default: the main branch).
+        allow_private (`bool`, *optional*, defaults to `False`): push a folder that holds what
+            :func:`private_contents` finds (a ``PRIVATE.md``, a canary registry, columns marking
+            canary rows); refused otherwise.
 
     Returns:
         :class:`PushResult` with the commit id and URLs. Pushing unchanged files again makes no new
         commit and returns the current one.
+
+    Raises:
+        ValueError: an invalid ``repo_id``, a folder that is not an export, or one that holds private
+            contents without ``allow_private``.
     """
     from huggingface_hub import HfApi
 
@@ -363,6 +605,16 @@ def push_curated_dataset(
         folder = Path(dataset)
         if not (folder / "README.md").exists() or not (folder / "data").is_dir():
             raise ValueError(f"{folder} is not a Hub export (it needs README.md and data/); run export_hub_layout")
+    private_files = private_contents(folder)
+    if private_files and not allow_private:
+        shown = "; ".join(private_files[:5]) + ("; ..." if len(private_files) > 5 else "")
+        raise ValueError(
+            f"{folder} holds {len(private_files)} private entries ({shown}); refusing to publish them. Push the "
+            "scored dataset instead (its export withholds the canaries), or pass allow_private=True "
+            "(--allow-private) for a private repository"
+        )
+    if private_files:
+        logger.warning("pushing %d private entries of %s, as allowed", len(private_files), folder)
     api = HfApi(token=token)
     repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     info = api.upload_folder(
@@ -371,6 +623,7 @@ def push_curated_dataset(
         repo_type="dataset",
         revision=revision,
         commit_message=commit_message,
+        ignore_patterns=[EXPORT_MARKER, ".*.lock"],  # the tool's own bookkeeping
     )
     logger.info("pushed %s to %s at commit %s", folder, repo_id, info.oid)
     return PushResult(

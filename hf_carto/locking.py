@@ -32,8 +32,11 @@ __all__ = [
     "LOCK_FILE",
     "STAGING_SUFFIX",
     "FolderLocked",
+    "HeldLock",
     "folder_lock",
+    "hold_folder_lock",
     "lock_holder",
+    "output_lock",
     "remove_stale_staging",
     "replace_outputs",
 ]
@@ -61,10 +64,13 @@ def _describe(holder: dict) -> str:
     return f"PID {holder.get('pid')} on {holder.get('host')} (started {started}, {holder.get('what', 'a run')})"
 
 
-def lock_holder(folder: str | os.PathLike) -> dict | None:
-    """Who holds ``folder``'s lock now (``pid``, ``host``, ``started``, ``what``), or None when
-    nobody does. Takes and releases a shared lock, so it never blocks."""
-    path = Path(folder) / LOCK_FILE
+def _lock_path(target: Path, beside: bool) -> Path:
+    return target.parent / f".{target.name}.lock" if beside else target / LOCK_FILE
+
+
+def _holder_of(path: Path) -> dict | None:
+    if path.resolve() in _HELD:
+        return _read_holder(path)
     if not path.exists():
         return None
     with open(path, "a+") as handle:
@@ -76,40 +82,110 @@ def lock_holder(folder: str | os.PathLike) -> dict | None:
     return None
 
 
-@contextmanager
-def folder_lock(folder: str | os.PathLike, what: str = "a run") -> Iterator[Path]:
-    """Hold an exclusive lock on ``folder`` (created if missing) for the ``with`` block.
+def lock_holder(folder: str | os.PathLike, *, beside: bool = False) -> dict | None:
+    """Who holds ``folder``'s lock now (``pid``, ``host``, ``started``, ``what``), or None when
+    nobody does. Takes and releases a shared lock, so it never blocks. ``beside=True`` asks about
+    the lock of :func:`output_lock`."""
+    return _holder_of(_lock_path(Path(folder), beside))
 
-    Raises:
-        FolderLocked: another live process holds it; the message names its PID, host and start.
+
+class HeldLock:
+    """An exclusive lock this process holds until :meth:`release` (or until it ends).
+
+    Locks are re-entrant within one process: taking a lock this process already holds nests
+    inside it (a second writer in the same process is the same run, not a concurrent one), and
+    the lock is released when the outermost holder releases it.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
-    handle = open(path, "a+")  # noqa: SIM115  (held open for the whole block: closing it releases the lock)
-    try:
+
+    def __init__(self, path: Path, label: str, what: str) -> None:
+        self.path = path
+        self._key = path.resolve()
+        self._released = False
+        held = _HELD.get(self._key)
+        if held is not None:
+            held[1] += 1
+            return
+        handle = open(path, "a+")  # noqa: SIM115  (held open while locked: closing it releases the lock)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.close()
             raise FolderLocked(
-                f"{folder} is in use by {_describe(_read_holder(path))}: two runs in one folder would mix "
+                f"{label} is in use by {_describe(_read_holder(path))}: two runs writing it would mix "
                 "their results; wait for it, stop it, or use another output folder"
             ) from None
         earlier = _read_holder(path)
         if earlier.get("pid") not in (None, os.getpid()):
-            logger.warning("%s: taking over a lock left by %s, which is gone", folder, _describe(earlier))
+            logger.warning("%s: taking over a lock left by %s, which is gone", label, _describe(earlier))
         handle.seek(0)
         handle.truncate()
         handle.write(
             json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "what": what})
         )
         handle.flush()
-        yield path
-        # A clean end leaves the file empty: only a holder that died leaves its details behind.
-        handle.seek(0)
-        handle.truncate()
+        _HELD[self._key] = [handle, 1]
+
+    def release(self) -> None:
+        """Release this hold; the outermost release of the process gives the lock up."""
+        if self._released:
+            return
+        self._released = True
+        held = _HELD[self._key]
+        held[1] -= 1
+        if held[1] == 0:
+            handle = _HELD.pop(self._key)[0]
+            # A clean end leaves the file empty: only a holder that died leaves its details behind.
+            handle.seek(0)
+            handle.truncate()
+            handle.close()  # releases the flock
+
+
+#: Locks this process holds: resolved lock path -> [open handle, nesting depth].
+_HELD: dict[Path, list] = {}
+
+
+def hold_folder_lock(folder: str | os.PathLike, what: str = "a run") -> HeldLock:
+    """Take ``folder``'s lock (creating the folder) and keep it until ``release()`` or exit.
+
+    Raises:
+        FolderLocked: another live process holds it; the message names its PID, host and start.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return HeldLock(_lock_path(folder, beside=False), str(folder), what)
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "a run") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for the ``with`` block; the lock
+    file is ``FOLDER/.hf_carto.lock``.
+
+    Raises:
+        FolderLocked: another live process holds it; the message names its PID, host and start.
+    """
+    lock = hold_folder_lock(folder, what)
+    try:
+        yield lock.path
     finally:
-        handle.close()  # releases the flock
+        lock.release()
+
+
+@contextmanager
+def output_lock(target: str | os.PathLike, what: str = "a run") -> Iterator[Path]:
+    """Hold an exclusive lock on an output ``target`` that is replaced as a whole (a folder written
+    by ``atomic_folder``, a file): the lock file ``.NAME.lock`` sits beside it, so it survives the
+    replacement, and two targets in one folder do not exclude each other.
+
+    Raises:
+        FolderLocked: another live process is writing ``target``; the message names its PID.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = HeldLock(_lock_path(target, beside=True), str(target), what)
+    try:
+        yield lock.path
+    finally:
+        lock.release()
 
 
 STAGING_SUFFIX = ".partial"  # the suffix of staging folders (hf_carto.atomic uses it too)

@@ -440,6 +440,14 @@ class LossRecorder:
         self.overwrite = overwrite
         self._buffer = _Buffer()
         self._started = False
+        self._lock = None
+
+    def close(self) -> None:
+        """Release the run folder's lock (the main process holds it from :meth:`start` on; the end
+        of the process releases it too)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     @property
     def mode(self) -> str:
@@ -464,6 +472,15 @@ class LossRecorder:
         """
         # Every rank reads and judges the folder before anyone writes, so that all ranks raise
         # together instead of leaving the others waiting at a barrier.
+        from .locking import FolderLocked, hold_folder_lock, lock_holder
+
+        holder = lock_holder(self.store.output_dir)
+        if holder is not None and holder.get("pid") != os.getpid():
+            raise FolderLocked(
+                f"{self.store.output_dir} is being recorded into by PID {holder.get('pid')} on "
+                f"{holder.get('host')}: two recordings in one folder would mix their losses; wait for it, stop "
+                "it, or use another output_dir"
+            )
         discard = resume_step == 0 and self.overwrite and self.store.root.exists()
         if not discard:
             self.store.check_settings(self.settings)
@@ -476,6 +493,8 @@ class LossRecorder:
                 )
         self._barrier()
         if self.is_main_process:
+            if self._lock is None:  # held until close() or the end of the process
+                self._lock = hold_folder_lock(self.store.output_dir, "hf_carto loss recording")
             if discard:
                 import shutil
 

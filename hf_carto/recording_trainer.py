@@ -127,6 +127,9 @@ class _RecordingCallback(TrainerCallback):
         if self.open:
             self.trainer.recorder.save_partial(self.snapshot, state.global_step)
 
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer.recorder.close()
+
 
 class _PerSampleLoss:
     """``compute_loss_func`` computing the causal-LM loss from per-sample token sums.

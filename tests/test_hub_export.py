@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-from datasets import Dataset, load_dataset
+from datasets import Dataset, load_dataset, load_from_disk
 from huggingface_hub import DatasetCard
 
 from hf_carto import add_cartography, apply_interventions, cartography_summary, fit_cartography
 from hf_carto.data import CorpusConfig, generate_corpus
-from hf_carto.hub import export_hub_layout
-from hf_carto.plots import plot_data_map
+from hf_carto.hub import PRIVATE_COLUMNS, export_hub_layout
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +30,12 @@ def scored():
 
 def test_export_loads_back_with_the_same_rows_and_features(scored, tmp_path):
     ds, fit = scored
-    image = plot_data_map(
-        ds["carto_difficulty"][:], ds["carto_memorization"][:], ds["carto_quadrant"][:], tmp_path / "map.png"
-    )
     out = export_hub_layout(
         ds,
         tmp_path / "export",
         repo_id="someone/curated",
         fit=fit,
-        data_map=image,
+        data_map=True,
         max_shard_rows=100,
         license="cc-by-4.0",
         recording={"mode": "eval", "world_size": 2},
@@ -45,7 +43,9 @@ def test_export_loads_back_with_the_same_rows_and_features(scored, tmp_path):
     shards = sorted(p.name for p in (out / "data").iterdir())
     assert len(shards) == 4 and shards[0] == "train-00000-of-00004.parquet"
     loaded = load_dataset(str(out), split="train")
-    public = ds.filter(lambda s: s == "", input_columns="secret").remove_columns(["secret", "truth", "group"])
+    public = ds.filter(lambda s: s == "", input_columns="secret").remove_columns(
+        ["secret", "truth", "group", "repetitions"]
+    )
     assert 0 < len(public) < len(ds)  # the canary rows are withheld
     assert loaded.features == public.features
     assert loaded.features["carto_quadrant"].names == [
@@ -54,23 +54,128 @@ def test_export_loads_back_with_the_same_rows_and_features(scored, tmp_path):
         "hotspot_memorized",
         "noisy_outlier",
     ]
-    assert loaded.to_list() == public.to_list()
+    # The same rows in the same order; only sample_id is renumbered (checked in the next test).
+    assert loaded.remove_columns("sample_id").to_list() == public.remove_columns("sample_id").to_list()
 
     card = DatasetCard.load(out / "README.md")
     assert card.data.license == "cc-by-4.0"
     assert card.data["configs"][0]["data_files"][0]["path"] == "data/train-*.parquet"
-    summary = cartography_summary(ds, fit)
+    summary = cartography_summary(public, fit)
     text = (out / "README.md").read_text()
     assert f"| burn-in T_e | {fit.burn_in} |" in text
-    assert f"{summary['quadrants']['hotspot_memorized']['count']:,}" in text
+    assert f"| {summary['quadrants']['hotspot_memorized']['count']:,} |" in text
     assert "![data map](data_map.png)" in text and (out / "data_map.png").exists()
+    assert "The map shows the published rows only." in text
     assert "| recording mode | eval (2 processes) |" in text
     # The card says what the export left out and why, not that every row is there.
     withheld = len(ds) - len(public)
     assert f"**{withheld:,} of {len(ds):,} rows are withheld**: the canary rows" in text
     assert "publishing them would publish the secrets" in text
-    assert "No row is dropped" not in text and "No other row is dropped" in text
-    assert "`secret`, `truth`, `group`" in text
+    assert "No row is dropped" not in text and "No other row is left out" in text
+    assert "`secret`, `truth`, `group`, `repetitions`" in text
+    assert "`sample_id` is renumbered 0 to n-1" in text
+
+
+def test_a_public_export_does_not_show_where_the_canaries_were(scored, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from hf_carto import plots
+
+    ds, fit = scored
+    drawn = []
+    real_plot = plots.plot_data_map
+
+    def recording_plot(difficulty, memorization, quadrants, path, **kwargs):
+        drawn.append((np.asarray(difficulty), kwargs))
+        return real_plot(difficulty, memorization, quadrants, path, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_data_map", recording_plot)
+    out = export_hub_layout(ds, tmp_path / "export", repo_id="x/y", fit=fit, data_map=True)
+    loaded = load_dataset(str(out), split="train")
+    n = len(loaded)
+    # No gaps: the ids are 0..n-1, so they do not show where the withheld rows sat.
+    assert loaded["sample_id"][:] == list(range(n))
+    assert not set(PRIVATE_COLUMNS) & set(loaded.column_names)
+    # The mapping back to the source stays beside the export, marked private, never inside it.
+    private_dir = tmp_path / "export.private"
+    mapping = pq.read_table(private_dir / "sample_ids.parquet").to_pydict()
+    assert mapping["sample_id"] == list(range(n))
+    source_ids = mapping["source_sample_id"]
+    canary_ids = {i for i, s in zip(ds["sample_id"][:], ds["secret"][:], strict=True) if s}
+    assert len(source_ids) == n and not canary_ids & set(source_ids)
+    by_id = {row["sample_id"]: row for row in ds.select_columns(["sample_id", "text"]).to_list()}
+    assert [by_id[i]["text"] for i in source_ids] == loaded["text"][:]
+    assert (private_dir / "PRIVATE.md").exists() and not (out / "sample_ids.parquet").exists()
+    # The published data map is drawn from the published rows, with nothing circled.
+    ((difficulty, kwargs),) = drawn
+    assert difficulty.size == n and kwargs.get("highlight") is None
+    with pytest.raises(ValueError, match="pass data_map=True"):
+        export_hub_layout(ds, tmp_path / "e3", repo_id="x/y", fit=fit, data_map=out / "data_map.png")
+
+
+def test_an_export_never_deletes_what_it_did_not_write(scored, tmp_path):
+    import pyarrow.parquet as pq
+
+    from hf_carto.hub import EXPORT_MARKER
+
+    ds, fit = scored
+    notes = tmp_path / "notes"
+    (notes / "drafts").mkdir(parents=True)
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"holds 2 entries that are not an earlier export \(drafts, todo.txt\)"):
+        export_hub_layout(ds, notes, repo_id="x/y", fit=fit, overwrite=True)
+    assert (notes / "todo.txt").read_text() == "mine" and (notes / "drafts").is_dir()
+    # An earlier export (it carries the marker) is replaced; so is an empty folder.
+    (tmp_path / "empty").mkdir()
+    export_hub_layout(ds, tmp_path / "empty", repo_id="x/y", fit=fit, overwrite=True)
+    first = export_hub_layout(ds, tmp_path / "export", repo_id="x/y", fit=fit)
+    assert json.loads((first / EXPORT_MARKER).read_text())["rows"] == len(load_dataset(str(first), split="train"))
+    export_hub_layout(ds.select(range(20)), first, repo_id="x/y", fit=fit, overwrite=True)
+    assert pq.read_table(first / "data").num_rows < 20  # (load_dataset would answer from its cache)
+    # An export written before the marker existed (README.md, data_map.png, data/ shards only) too.
+    (first / EXPORT_MARKER).unlink()
+    export_hub_layout(ds, first, repo_id="x/y", fit=fit, overwrite=True)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        export_hub_layout(ds, tmp_path / "a_file", repo_id="x/y", fit=fit, overwrite=True)
+    # Never the source folder, a folder holding it, or one inside it.
+    source = tmp_path / "work" / "scored"
+    ds.save_to_disk(str(source))
+    loaded = load_from_disk(str(source))
+    before = sorted(p.name for p in source.iterdir())
+    for target, relation in [
+        (source, "is the source"),
+        (tmp_path / "work", "contains the source"),
+        (source / "hub", "lies inside the source folder"),
+    ]:
+        with pytest.raises(ValueError, match=relation):
+            export_hub_layout(loaded, target, repo_id="x/y", fit=fit, overwrite=True)
+    assert sorted(p.name for p in source.iterdir()) == before
+    assert len(load_from_disk(str(source))) == len(ds)
+
+
+def test_push_refuses_a_folder_holding_private_contents(scored, tmp_path):
+    from hf_carto.hub import mark_private, private_contents, push_curated_dataset
+
+    ds, fit = scored
+    clean = export_hub_layout(ds, tmp_path / "clean", repo_id="x/y", fit=fit)
+    assert private_contents(clean) == []
+    private = export_hub_layout(ds, tmp_path / "private", repo_id="x/y", fit=fit, include_private_columns=True)
+    found = private_contents(private)
+    assert any("PRIVATE.md" in f for f in found)
+    assert any("train-00000-of-00001.parquet" in f and "'is_canary'" not in f and "secret" in f for f in found)
+    with pytest.raises(ValueError, match="holds 2 private entries.*--allow-private"):
+        push_curated_dataset(private, "x/y")
+    registry = export_hub_layout(ds, tmp_path / "with_registry", repo_id="x/y", fit=fit)
+    (registry / "control_canaries.json").write_text("[]")
+    with pytest.raises(ValueError, match="control_canaries.json \\(a canary registry"):
+        push_curated_dataset(registry, "x/y")
+    marked = export_hub_layout(ds, tmp_path / "marked", repo_id="x/y", fit=fit)
+    mark_private(marked, "test secrets")
+    with pytest.raises(ValueError, match="PRIVATE.md \\(marks the folder private\\)"):
+        push_curated_dataset(marked, "x/y")
+    (clean / "data" / "broken.arrow").write_bytes(b"not arrow")
+    assert private_contents(clean) == ["data/broken.arrow (unreadable, so it cannot be checked for canary rows)"]
 
 
 def test_secrets_and_ground_truth_stay_local(scored, tmp_path):
@@ -85,6 +190,7 @@ def test_secrets_and_ground_truth_stay_local(scored, tmp_path):
     assert len(load_dataset(str(kept), split="train")) == len(ds)
     card = (kept / "README.md").read_text()
     assert "No row is dropped here" in card and "withheld" not in card and "Columns left out" not in card
+    assert (kept / "PRIVATE.md").exists()  # pushing it needs allow_private
     # Unlabelled data (e.g. packed blocks): rows are found by the secrets themselves.
     unlabelled = ds.remove_columns(["secret", "truth", "group"])
     out2 = export_hub_layout(unlabelled, tmp_path / "unlabelled", repo_id="x/y", fit=fit, secrets=secrets)

@@ -256,6 +256,13 @@ def test_gpt2_recipe_on_two_processes_writes_a_consistent_report_and_resumes(tmp
     assert not {"is_canary", "truth", "carto_canary_id"} & set(published.column_names)
     secrets = [c["secret"] for c in json.loads((out / "canaries.json").read_text())["canaries"]]
     assert not any(s in text for s in secrets for text in published["text"][:])
+    assert published["sample_id"][:] == list(range(len(published)))  # no gaps where the canaries were
+    # What holds canaries is marked private, and a push of it is refused.
+    from hf_carto.hub import private_contents
+
+    assert (out / "PRIVATE.md").exists() and (out / "curated" / "PRIVATE.md").exists()
+    assert private_contents(out / "hub") == []
+    assert any("canaries.json" in f for f in private_contents(out))
 
     # A rerun with the same settings reads finished stages back and redoes only what is missing;
     # a rerun on another number of processes (another global batch) is refused.

@@ -188,3 +188,176 @@ def test_stale_staging_is_removed_and_finished_outputs_replace_the_earlier_ones(
     assert sorted(p.name for p in (tmp_path / "scored").iterdir()) == ["new.arrow"]
     assert (tmp_path / "report.json").read_text() == "{}" and not staging.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "report.json", "scored"]
+
+
+def _paused_cli(command: list[str], patch: str) -> subprocess.Popen:
+    """A real process running ``hf-carto COMMAND`` that stops inside the command's lock, at the
+    library call ``patch`` (module.function), until killed."""
+    module, function = patch.rsplit(".", 1)
+    code = (
+        "import sys, time, importlib\n"
+        f"mod = importlib.import_module({module!r})\n"
+        "def paused(*args, **kwargs):\n    print('inside', flush=True)\n    time.sleep(600)\n"
+        f"setattr(mod, {function!r}, paused)\n"
+        "from hf_carto.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code, *command], stdout=subprocess.PIPE, text=True, env=env())
+    assert process.stdout.readline().strip() == "inside"
+    return process
+
+
+def test_score_merge_and_the_recorder_refuse_an_output_another_process_writes(tmp_path, capsys):
+    import numpy as np
+    from datasets import Dataset
+
+    from hf_carto.cli import main
+    from hf_carto.recording import LossRecorder
+
+    losses = tmp_path / "losses"
+    Dataset.from_dict(
+        {"sample_id": np.arange(8), **{f"carto_loss_{t}": np.linspace(3, 0.5, 8) + t for t in (1, 2, 3)}}
+    ).save_to_disk(str(losses))
+    scored = tmp_path / "scored"
+    holder = _paused_cli(
+        ["score", str(losses), str(scored), "--burn-in", "1", "--eps", "0.5"], "hf_carto.curation.fit_cartography"
+    )
+    try:
+        assert main(["score", str(losses), str(scored), "--burn-in", "1", "--eps", "0.5", "--overwrite"]) == 2
+        assert f"{scored} is in use by PID {holder.pid}" in capsys.readouterr().err
+        assert not scored.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["score", str(losses), str(scored), "--burn-in", "1", "--eps", "0.5"]) == 0  # the lock died with it
+
+    # The recorder: a second recording into a run folder another live process records into.
+    run = tmp_path / "run"
+    recorder_process = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom hf_carto.recording import LossRecorder\n"
+         "LossRecorder(sys.argv[1], num_samples=4).start()\nprint('inside', flush=True)\ntime.sleep(600)\n",
+         str(run)],
+        stdout=subprocess.PIPE, text=True, env=env(),
+    )  # fmt: skip
+    try:
+        assert recorder_process.stdout.readline().strip() == "inside"
+        with pytest.raises(FolderLocked, match=f"being recorded into by PID {recorder_process.pid}"):
+            LossRecorder(run, num_samples=4, overwrite=True).start()
+        # merge of that run into a dataset, while another process merges into the same output
+        out = tmp_path / "merged"
+        merger = _paused_cli(
+            ["merge", str(run), "--dataset", str(losses), "--out", str(out)], "hf_carto.merge.add_loss_columns"
+        )
+        try:
+            assert main(["merge", str(run), "--dataset", str(losses), "--out", str(out)]) == 2
+            assert f"{out} is in use by PID {merger.pid}" in capsys.readouterr().err
+        finally:
+            merger.kill()
+            merger.wait()
+    finally:
+        recorder_process.kill()
+        recorder_process.wait()
+    # In one process, a lock nests (the same run, not a concurrent one) and is released by the outermost.
+    recorder = LossRecorder(run, num_samples=4, overwrite=True)
+    recorder.start()
+    with folder_lock(run, "the same process"):
+        assert lock_holder(run)["pid"] == os.getpid()
+    assert lock_holder(run)["pid"] == os.getpid()
+    recorder.close()
+    assert lock_holder(run) is None
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Mount a real tmpfs of a chosen size: ``small_disk(num_bytes) -> folder``. Needs the right to
+    mount (root in a container usually has it); skipped, saying why, where there is none."""
+    mounts = []
+
+    def mount(num_bytes: int) -> Path:
+        folder = tmp_path / f"disk{len(mounts)}"
+        folder.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={num_bytes}", "tmpfs", str(folder)], capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here to fill a real disk: {result.stderr.strip() or 'no mount'}")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_loses_nothing_and_names_the_folder(tmp_path, small_disk, capsys):
+    import shutil
+
+    from hf_carto.atomic import is_disk_full
+    from hf_carto.cli import main
+    from hf_carto.demo import run_demo
+
+    reference = tmp_path / "reference"
+    first = run_demo(_small_demo(reference))
+    size = sum(p.stat().st_size for p in reference.rglob("*") if p.is_file())
+    # Room for the earlier run and half of another: the rerun must fail part way.
+    disk = small_disk(size + size // 2)
+    out = disk / "demo"
+    shutil.copytree(reference, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE}
+    with pytest.raises(OSError) as failure:
+        run_demo(_small_demo(out))
+    assert is_disk_full(failure.value), failure.value
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE}
+    assert {p: b for p, b in after.items() if not str(p).startswith(".new-")} == before  # the earlier run is whole
+
+    # The command line on a full disk: exit status 2 and one line naming the folder.
+    shutil.rmtree(out)  # free the disk, then fill it to the last bytes
+    (disk / "filler").write_bytes(b"\0" * (shutil.disk_usage(disk).free - 4096))
+    status = main(
+        ["score", str(reference / "scored"), str(disk / "scored"), "--burn-in", "2", "--eps", "quantile:0.05"]
+    )
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # (not the progress bars)
+    assert status == 2 and len(errors) == 1, errors
+    assert errors[0].startswith("hf-carto score: error:") and f"the device of {disk} " in errors[0], errors
+    assert "no space left" in errors[0] and "needed" in errors[0]
+    assert not (disk / "scored").exists()
+    # With room (a larger disk: this process still maps the files of the failed run), the rerun of the
+    # interrupted folder succeeds and reproduces the reference numbers.
+    out = small_disk(10 * size) / "demo"
+    shutil.copytree(reference, out)
+    again = run_demo(_small_demo(out))
+    assert again["summary"] == first["summary"] and again["planted_vs_quadrant"] == first["planted_vs_quadrant"]
+
+
+@pytest.mark.slow
+def test_a_demo_killed_half_way_leaves_the_earlier_run_whole_and_its_staging_is_removed(tmp_path):
+    from hf_carto.demo import run_demo
+
+    out = tmp_path / "demo"
+    first = run_demo(_small_demo(out))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE}
+    # A real process reruns the demo into the folder and is SIGKILLed after its new recording,
+    # before any result of it is in place.
+    code = (
+        "import sys, time\nimport hf_carto.demo as demo\nfrom hf_carto.data import CorpusConfig\n"
+        "def paused(*args, **kwargs):\n    print('inside', flush=True)\n    time.sleep(600)\n"
+        "demo.fit_cartography = paused\n"
+        "demo.run_demo(demo.DemoConfig(output_dir=sys.argv[1], epochs=2, corpus=CorpusConfig(num_documents=300, "
+        "seed=0)))\n"
+    )
+    killed = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True, env=env())
+    for line in killed.stdout:  # the demo prints its progress first
+        if line.strip() == "inside":
+            break
+    else:
+        pytest.fail("the demo process ended before the pause point")
+    assert lock_holder(out)["pid"] == killed.pid
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE}
+    staged = [p for p in after if str(p).startswith(".new-")]
+    assert any("run/carto/losses" in str(p) for p in staged)  # the killed run's new recording, set aside
+    assert {p: b for p, b in after.items() if p not in staged} == before
+    again = run_demo(_small_demo(out))
+    assert not [p for p in out.iterdir() if p.name.startswith(".new-")]  # removed at the start of the rerun
+    assert again["summary"] == first["summary"] and again["planted_vs_quadrant"] == first["planted_vs_quadrant"]

@@ -377,6 +377,7 @@ def _eval_sets(blocks, rest, planted_out, contaminating, control, data_args: Dat
 def _save_prepared(out: Path, data: PreparedData, control_canaries) -> None:
     """Every file of the stage, ``data/done.json`` last."""
     from hf_carto.canaries import save_registry
+    from hf_carto.hub import mark_private
 
     data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -384,6 +385,11 @@ def _save_prepared(out: Path, data: PreparedData, control_canaries) -> None:
     data.blocks.save_to_disk(str(data_dir / "train_blocks"))
     save_registry(data.canaries, out / "canaries.json")
     save_registry(control_canaries, out / "control_canaries.json")
+    mark_private(
+        out,
+        "the canary registry (canaries.json: the secrets), the training blocks with their canary "
+        "columns, and models trained on them",
+    )
     (data_dir / "eval_sets.json").write_text(json.dumps(data.eval_sets))
     (data_dir / "done.json").write_text(json.dumps({"num_blocks": len(data.blocks)}))
 

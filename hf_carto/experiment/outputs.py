@@ -225,23 +225,24 @@ def _model_card(report: dict, model_args: ModelArguments, data_args, carto: Cart
 def write_outputs(report: dict, seeds_data: dict, canaries, model_args, data_args, carto, training, out: Path) -> None:
     """Figures, the curated dataset (save_to_disk and Hub layout), the model card; push if asked."""
     from hf_carto import apply_interventions, cartography_summary, plot_tradeoffs
-    from hf_carto.hub import export_hub_layout, push_curated_dataset, push_model
+    from hf_carto.hub import export_hub_layout, mark_private, push_curated_dataset, push_model
     from hf_carto.io import save_scored
 
     seed = carto.seeds[0]
     scored, fit = seeds_data[seed]
-    data_map = _data_map(scored, fit, seed, out)
+    _data_map(scored, fit, seed, out)  # the local map, canaries circled; the export draws its own
     plot_tradeoffs(tradeoff_points(report["rows"]), out)
     curated = apply_interventions(scored, gamma=carto.gamma, alpha=carto.alpha, remove_noisy=carto.remove_noisy)
     curated = curated.remove_columns("labels")  # the same tokens as input_ids
     save_scored(curated, out / "curated", fit=fit, summary=cartography_summary(curated, fit), overwrite=True)
+    mark_private(out / "curated", "every training block, the canary blocks and the columns that mark them")
     dataset_id = carto.hub_dataset_id or default_dataset_id(data_args)
     export_hub_layout(
         curated,
         out / "hub",
         repo_id=dataset_id,
         fit=fit,
-        data_map=data_map,
+        data_map=True,
         license=carto.license,
         secrets=[c.secret for c in canaries],
         overwrite=True,
