@@ -96,7 +96,9 @@ def score_column(detector: str) -> str:
     """
     name = f"{SCORE_COLUMN_PREFIX}{detector}"
     if not SCORE_COLUMN_PATTERN.match(name):
-        raise ValueError(f"detector name {detector!r} must be lower-case letters, digits and '_', starting with a letter")
+        raise ValueError(
+            f"detector name {detector!r} must be lower-case letters, digits and '_', starting with a letter"
+        )
     return name
 
 

@@ -86,9 +86,12 @@ def soft_forgetting(losses: np.ndarray, *, eps: float, temperature: float = SOFT
     Source: a smooth relaxation of the paper's forget events (section 3.2), made here. Each
     transition ``t -> t + 1`` counts ``sigmoid((eps - L[t]) / tau) * sigmoid((L[t + 1] - eps) / tau)``
     instead of ``[L[t] < eps and L[t + 1] > eps]``; the score is the log of the sum, computed in
-    log space so that no term underflows to zero. Samples that never cross ``eps`` are still ordered
-    by how close they came to a crossing, so only identical trajectories tie; as ``tau -> 0`` the
-    soft count tends to the event count.
+    log space so that no term underflows to zero. It is continuous in every loss: samples that
+    never cross ``eps``, or cross it equally often, are still ordered by how close they came to
+    (another) crossing, so recorded real-valued losses do not tie; equal scores need the same
+    multiset of transitions, or differences below float64 resolution (a sample with a clear event
+    absorbs terms smaller than about ``1e-16`` of it). As ``tau -> 0`` the soft count tends to the
+    event count.
 
     Args:
         temperature (`float`, *optional*, defaults to `0.1`): ``tau``, in nats (loss units).
@@ -188,7 +191,8 @@ def reference_ratio(
     bad = np.flatnonzero(~(np.isfinite(ref) & (ref > 0)))
     if bad.size:
         raise ValueError(
-            f"reference losses must be finite and positive for a ratio; {bad.size} are not, first rows {bad[:5].tolist()}"
+            f"reference losses must be finite and positive for a ratio; {bad.size} are not, "
+            f"first rows {bad[:5].tolist()}"
         )
     return -arr[:, -1].astype(np.float64) / ref
 
