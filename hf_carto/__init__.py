@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         mark_canary_blocks,
         save_registry,
     )
-    from .continuation import Arms, arm_budget, build_arms, continue_from_checkpoint
+    from .continuation import Arms, arm_budget, build_arms, build_detector_arms, continue_from_checkpoint
     from .curation import (
         CartographyFit,
         add_cartography,
@@ -91,7 +91,7 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "mark_canary_blocks",
         "save_registry",
     ),
-    "continuation": ("Arms", "arm_budget", "build_arms", "continue_from_checkpoint"),
+    "continuation": ("Arms", "arm_budget", "build_arms", "build_detector_arms", "continue_from_checkpoint"),
     "curation": (
         "CartographyFit",
         "add_cartography",
@@ -160,6 +160,7 @@ __all__ = [
     "Arms",
     "arm_budget",
     "build_arms",
+    "build_detector_arms",
     "continue_from_checkpoint",
     "CartographyFit",
     "add_cartography",

@@ -118,11 +118,11 @@ def plot_precision_recall(
                 ax.plot(recall[k - 1], precision[k - 1], marker="o", markersize=4, color=line.get_color())
     if base_rate is not None:
         ax.axhline(base_rate, color="grey", linestyle="--", linewidth=1, label=f"base rate {base_rate:.3f}")
-    ax.set_xlabel("recall")
+    ax.set_xlabel("recall" + (" (dots: budget cuts)" if budgets else ""))
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
-    ax.set_title(title + (" (dots: budget cuts)" if budgets else ""))
+    ax.set_title(title, fontsize=10)
     ax.legend(loc="upper right", fontsize=7)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
