@@ -155,6 +155,42 @@ def test_lstm_canary_recipe_runs_its_accelerate_loop_on_two_processes(tmp_path):
     assert report["paired_differences"]["gendatacarto vs random"]["extraction"]["num_units"] == 2
 
 
+@pytest.mark.slow
+def test_lstm_canary_recipe_detector_arms_prune_as_much_and_report_detection(tmp_path):
+    import numpy as np
+    from transformers import HfArgumentParser
+
+    from hf_carto import detector_scores, load_loss_matrix
+    from hf_carto.columns import PLANTED_NAMES
+
+    recipe = load_recipe("lstm_canary")
+    argv = ["--output_dir", str(tmp_path), "--num_documents", "120", "--num_duplicate_groups", "2"]
+    argv += ["--num_noise_documents", "2", "--num_canaries", "3", "--canary_repetitions", "2", "4"]
+    argv += ["--num_control_canaries", "2", "--epochs", "3", "--burn_in", "1", "--hidden_dim", "16"]
+    argv += ["--vocab_size", "300", "--detectors", "final_loss", "variability"]
+    report = recipe.main(argv)
+    (result,) = report["seeds"]
+    arms = result["arms"]
+    assert set(arms) == {"no_intervention", "gendatacarto", "random", "final_loss", "variability"}
+    pruned = round(0.05 * result["num_samples"])
+    assert [arms[a]["num_pruned"] for a in ("gendatacarto", "random", "final_loss", "variability")] == [pruned] * 4
+    assert {"final_loss vs random", "variability vs no_intervention"} <= set(report["paired_differences"])
+
+    # AP recomputed from the recorded losses and the rebuilt corpus's canary rows.
+    (args,) = HfArgumentParser(recipe.LstmCanaryArguments).parse_args_into_dataclasses(args=argv)
+    corpus, _, _, _ = recipe.build_corpus(args, 0)
+    canary = np.asarray(corpus["truth"][:]) == PLANTED_NAMES.index("canary")
+    losses = load_loss_matrix(tmp_path / "seed0" / "mapping").losses
+    entry = result["detection"]["planted"]
+    assert entry["num_positive"] == canary.sum() == 2 + 4 + 2
+    for name in ("final_loss", "variability"):
+        scores = detector_scores(name, losses)
+        assert entry["detectors"][name]["average_precision"] == pytest.approx(
+            naive_average_precision(scores, canary, np.arange(len(canary)))
+        )
+    assert "## Which documents the detectors find" in (tmp_path / "report.md").read_text()
+
+
 def test_lstm_canary_recipe_rejects_a_bad_burn_in(tmp_path):
     recipe = load_recipe("lstm_canary")
     with pytest.raises(SystemExit, match="burn_in must be in"):
