@@ -278,18 +278,20 @@ def detector_scores(name: str, losses: np.ndarray, **settings: Any) -> np.ndarra
     return detector.function(losses, **used)
 
 
-def _score_batch(names: list[str], columns: list[str], settings: dict, full: dict[str, np.ndarray]):
-    def score(batch: dict[str, list], indices: list[int]) -> dict[str, np.ndarray]:
-        losses = np.column_stack([np.asarray(batch[c], dtype=np.float64) for c in columns])
+def _score_batch(names: list[str], settings: dict, full: dict[str, np.ndarray]):
+    # Called by map with the loss columns (input_columns, in snapshot order), then the row indices.
+    def score(*args) -> dict[str, np.ndarray]:
+        *columns, indices = args
+        losses = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
         rows = np.asarray(indices, dtype=np.int64)
+        row_settings = dict(settings)
+        if row_settings.get("reference") is not None:
+            row_settings["reference"] = row_settings["reference"][rows]
         out = {}
         for name in names:
             if name in full:  # depends on the row's position in the whole dataset
                 out[score_column(name)] = full[name][rows]
             else:
-                row_settings = dict(settings)
-                if row_settings.get("reference") is not None:
-                    row_settings["reference"] = row_settings["reference"][rows]
                 out[score_column(name)] = detector_scores(name, losses, **row_settings)
         return out
 
@@ -350,11 +352,11 @@ def add_detector_scores(
     for name in names:
         features[score_column(name)] = Value("float64")
     return dataset.map(
-        _score_batch(names, columns, settings, full),
+        _score_batch(names, settings, full),
         batched=True,
         batch_size=batch_size,
         with_indices=True,
-        input_columns=None,
+        input_columns=columns,
         features=features,
         keep_in_memory=keep_in_memory,
         desc="Detector scores",
