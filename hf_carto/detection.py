@@ -196,6 +196,8 @@ def memorization_tie_breaks(
     makes, which is also the top of the ``memorization`` detector's ranking)."""
     arr = check_loss_matrix(losses, min_snapshots=2)
     burn_in = check_burn_in(burn_in, arr.shape[1])
+    if not math.isfinite(float(eps)):
+        raise ValueError(f"eps must be a finite number (the resolved forget threshold); got {eps!r}")
     m = count_forget_events(arr, float(eps)) / float(arr.shape[1] - 1)
     d = arr[:, :burn_in].mean(axis=1, dtype=np.float64)
     rows = []

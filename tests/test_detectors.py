@@ -291,6 +291,10 @@ def test_bad_input_is_refused_with_the_reason():
         detector_scores("reference_ratio", losses, reference=np.ones(3))
     with pytest.raises(ValueError, match="non-finite"):
         top_budget(np.array([1.0, np.nan]), 0.5)
+    with pytest.raises(ValueError, match="eps must be a finite number"):
+        memorization_tie_breaks(losses, [0.1], eps=float("nan"), burn_in=BURN_IN)
+    with pytest.raises(ValueError, match="whole number of epochs"):
+        memorization_sensitivity(losses, np.ones(len(losses), dtype=bool), burn_in=2, snapshots_per_epoch=4)
     with pytest.raises(ValueError, match="shape of scores"):
         average_precision(np.ones(3), np.ones(4, dtype=bool))
     dataset = scored_dataset(losses, np.zeros(len(losses), dtype=int), -np.ones(len(losses), dtype=int))
