@@ -457,3 +457,13 @@ def test_gpt2_recipe_detector_arms_share_budget_steps_and_report_detection(tmp_p
     text = (out / "report.md").read_text()
     assert "## Which blocks the detectors find" in text and "| final_loss_prune0.1 |" in text
     assert "| reference_ratio |" in text
+
+
+def test_gpt2_recipe_records_detector_settings_only_when_given(tmp_path):
+    # Runs made before --detectors existed recorded no such setting; they still resume.
+    plain = run_settings(*parse_arguments(tiny_args(tmp_path)))
+    assert "detectors" not in plain and "downweight_fractions" not in plain
+    chosen = run_settings(
+        *parse_arguments(tiny_args(tmp_path, "--detectors", "final_loss", "--downweight_fractions", "0.1"))
+    )
+    assert chosen["detectors"] == ["final_loss"] and chosen["downweight_fractions"] == [0.1]
