@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         mark_canary_blocks,
         save_registry,
     )
-    from .continuation import Arms, arm_budget, build_arms, continue_from_checkpoint
+    from .continuation import Arms, arm_budget, build_arms, build_detector_arms, continue_from_checkpoint
     from .curation import (
         CartographyFit,
         add_cartography,
@@ -33,6 +33,24 @@ if TYPE_CHECKING:
         fit_cartography,
         format_summary,
         loss_columns,
+    )
+    from .detection import (
+        average_precision,
+        dataset_detection_quality,
+        detection_quality,
+        memorization_sensitivity,
+        memorization_tie_breaks,
+        planted_targets,
+        precision_recall_at,
+        precision_recall_curve,
+    )
+    from .detectors import (
+        DETECTORS,
+        Detector,
+        add_detector_scores,
+        decided_by_tie_break,
+        detector_scores,
+        top_budget,
     )
     from .evaluation import canary_extraction, contamination_recall, exposure, perplexity
     from .hub import export_hub_layout, push_curated_dataset, push_model, render_model_card
@@ -73,7 +91,7 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "mark_canary_blocks",
         "save_registry",
     ),
-    "continuation": ("Arms", "arm_budget", "build_arms", "continue_from_checkpoint"),
+    "continuation": ("Arms", "arm_budget", "build_arms", "build_detector_arms", "continue_from_checkpoint"),
     "curation": (
         "CartographyFit",
         "add_cartography",
@@ -82,6 +100,24 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "fit_cartography",
         "format_summary",
         "loss_columns",
+    ),
+    "detection": (
+        "average_precision",
+        "dataset_detection_quality",
+        "detection_quality",
+        "memorization_sensitivity",
+        "memorization_tie_breaks",
+        "planted_targets",
+        "precision_recall_at",
+        "precision_recall_curve",
+    ),
+    "detectors": (
+        "DETECTORS",
+        "Detector",
+        "add_detector_scores",
+        "decided_by_tie_break",
+        "detector_scores",
+        "top_budget",
     ),
     "evaluation": ("canary_extraction", "contamination_recall", "exposure", "perplexity"),
     "hub": ("export_hub_layout", "push_curated_dataset", "push_model", "render_model_card"),
@@ -124,6 +160,7 @@ __all__ = [
     "Arms",
     "arm_budget",
     "build_arms",
+    "build_detector_arms",
     "continue_from_checkpoint",
     "CartographyFit",
     "add_cartography",
@@ -132,6 +169,20 @@ __all__ = [
     "fit_cartography",
     "format_summary",
     "loss_columns",
+    "average_precision",
+    "dataset_detection_quality",
+    "detection_quality",
+    "memorization_sensitivity",
+    "memorization_tie_breaks",
+    "planted_targets",
+    "precision_recall_at",
+    "precision_recall_curve",
+    "DETECTORS",
+    "Detector",
+    "add_detector_scores",
+    "decided_by_tie_break",
+    "detector_scores",
+    "top_budget",
     "canary_extraction",
     "contamination_recall",
     "exposure",

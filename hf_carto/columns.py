@@ -6,6 +6,8 @@ A recorded, scored and labelled dataset carries:
 - ``carto_loss_1 .. carto_loss_T``: one loss per snapshot, written by the merge;
 - ``carto_difficulty``, ``carto_memorization``, ``carto_quadrant``: the scores and their quadrant;
 - ``carto_loss_weight``, ``carto_sampling_weight``, ``carto_keep``: the interventions;
+- ``carto_score_<detector>``: a hotspot detector's score, higher = curate first (see
+  :mod:`hf_carto.detectors`);
 - ``truth``, ``is_canary``, ``carto_canary_id``: what was planted, on data that was built with
   planted material. They hold the ground truth (and point at the secrets), so publishing withholds
   them.
@@ -37,8 +39,12 @@ __all__ = [
     "IS_CANARY",
     "TRUTH",
     "PLANTED_NAMES",
+    "SCORE_COLUMN_PREFIX",
+    "SCORE_COLUMN_PATTERN",
     "loss_column",
     "loss_columns",
+    "score_column",
+    "score_columns",
     "non_canonical_loss_columns",
     "read_columns",
 ]
@@ -52,6 +58,9 @@ LOSS_COLUMN_PATTERN = re.compile(rf"^{re.escape(LOSS_COLUMN_PREFIX)}([1-9][0-9]*
 # carto_loss_+1, carto_loss_ 2, other scripts' digits): int() would read a number out of them.
 # Names such as carto_loss_weight do not start with a digit and are not loss columns at all.
 _NUMBERED = re.compile(rf"^{re.escape(LOSS_COLUMN_PREFIX)}[\s+-]*\d")
+SCORE_COLUMN_PREFIX = "carto_score_"
+#: A detector score column's name; group 1 is the detector's name (lower-case letters, digits, ``_``).
+SCORE_COLUMN_PATTERN = re.compile(rf"^{re.escape(SCORE_COLUMN_PREFIX)}([a-z][a-z0-9_]*)$")
 DIFFICULTY = "carto_difficulty"
 MEMORIZATION = "carto_memorization"
 QUADRANT = "carto_quadrant"
@@ -76,6 +85,31 @@ def loss_column(snapshot: int) -> str:
         'carto_loss_3'
     """
     return f"{LOSS_COLUMN_PREFIX}{snapshot}"
+
+
+def score_column(detector: str) -> str:
+    """The name of a detector's score column.
+
+    Example:
+        >>> score_column("final_loss")
+        'carto_score_final_loss'
+    """
+    name = f"{SCORE_COLUMN_PREFIX}{detector}"
+    if not SCORE_COLUMN_PATTERN.match(name):
+        raise ValueError(
+            f"detector name {detector!r} must be lower-case letters, digits and '_', starting with a letter"
+        )
+    return name
+
+
+def score_columns(column_names: Iterable[str]) -> dict[str, str]:
+    """``{detector: column}`` for every ``carto_score_<detector>`` column, in the given order.
+
+    Example:
+        >>> score_columns(["text", "carto_score_variability", "carto_loss_1"])
+        {'variability': 'carto_score_variability'}
+    """
+    return {m[1]: name for name in column_names if (m := SCORE_COLUMN_PATTERN.match(name))}
 
 
 def non_canonical_loss_columns(column_names: Iterable[str]) -> list[str]:

@@ -14,6 +14,7 @@ continued epochs); :func:`reading` states what the intervals support, negative r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,8 @@ __all__ = [
     "summarize",
     "compare",
     "compare_arms",
+    "control_of",
+    "budget_suffix",
     "format_difference",
     "units_on",
     "reading",
@@ -149,21 +152,50 @@ def compare(
     return out
 
 
+#: The budget at the end of a budget arm's name: ``final_loss_prune0.1`` -> ``_prune0.1``.
+_BUDGET_SUFFIX = re.compile(r"_(?:prune|downweight)[0-9][0-9.e+-]*$")
+
+
+def budget_suffix(arm: str) -> str | None:
+    """The budget a budget arm's name ends with (``_prune0.1``, ``_downweight0.05``), or None."""
+    match = _BUDGET_SUFFIX.search(arm)
+    return match.group(0) if match else None
+
+
+def control_of(arm: str) -> str | None:
+    """The random control of a curated arm, or None for an arm that is no curated arm.
+
+    ``gendatacarto<suffix>`` is controlled by ``random<suffix>``; a detector's budget arm
+    ``<detector>_prune<f>`` or ``<detector>_downweight<f>`` by ``random_prune<f>`` /
+    ``random_downweight<f>``.
+
+    Example:
+        >>> control_of("gendatacarto_prune0.1"), control_of("final_loss_downweight0.05"), control_of("random_prune0.1")
+        ('random_prune0.1', 'random_downweight0.05', None)
+    """
+    if arm.startswith("gendatacarto"):
+        return "random" + arm[len("gendatacarto") :]
+    suffix = budget_suffix(arm)
+    if suffix is not None and not arm.startswith("random"):
+        return "random" + suffix
+    return None
+
+
 def compare_arms(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Every curated arm against ``random`` at the same budget and against ``no_intervention``,
     every random arm against ``no_intervention``, and the noise floor.
 
-    Arm names follow the recipe's convention: a curated arm ``gendatacarto<suffix>`` is controlled by
-    ``random<suffix>``. Returns ``{"<arm> vs <control>": {metric: comparison}}``.
+    Arm names follow the recipe's convention (see :func:`control_of`): a curated arm
+    ``gendatacarto<suffix>`` is controlled by ``random<suffix>``, a detector's budget arm
+    ``<detector>_prune<f>`` by ``random_prune<f>``. Returns ``{"<arm> vs <control>": {metric: comparison}}``.
     """
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     comparisons = {}
     for arm in arms:
-        if arm.startswith("gendatacarto"):
-            control = "random" + arm[len("gendatacarto") :]
-            if control in arms:
-                comparisons[f"{arm} vs {control}"] = compare(rows, arm, control)
-        if arm.startswith(("gendatacarto", "random")) and "no_intervention" in arms:
+        control = control_of(arm)
+        if control is not None and control in arms:
+            comparisons[f"{arm} vs {control}"] = compare(rows, arm, control)
+        if (control is not None or arm.startswith("random")) and "no_intervention" in arms:
             comparisons[f"{arm} vs no_intervention"] = compare(rows, arm, "no_intervention")
     if all(name in arms for name in NOISE_FLOOR):
         comparisons[f"{NOISE_FLOOR[0]} vs {NOISE_FLOOR[1]}"] = compare(rows, *NOISE_FLOOR)
@@ -203,7 +235,7 @@ def reading(summary: dict[str, Any], comparisons: dict[str, dict[str, Any]]) -> 
     labels = {key: (label, fmt) for key, label, _, fmt in COMPARED}
     for name, metrics in comparisons.items():
         arm, control = name.split(" vs ")
-        if not arm.startswith("gendatacarto") or not control.startswith("random"):
+        if control_of(arm) != control:  # only a curated arm against its random control
             continue
         said = []
         for key, result in metrics.items():

@@ -11,6 +11,10 @@ with the same seed:
   as much, so the budget and every weight total are equal by construction; only the choice of rows
   differs.
 
+:func:`build_detector_arms` makes the same comparison across hotspot detectors
+(:mod:`hf_carto.detectors`): at one budget, one arm per detector and the random arm (the ``random``
+detector's top rows), each treating exactly as many rows by exactly as much.
+
 :func:`continue_from_checkpoint` then trains one arm from the burn-in checkpoint with the
 optimizer and learning-rate scheduler restored, for the remaining ``T - T_e`` epochs.
 """
@@ -35,11 +39,13 @@ from .columns import (
     SAMPLE_ID,
     SAMPLING_WEIGHT,
     read_columns,
+    score_column,
 )
 from .curation import apply_interventions
+from .detectors import detector_names, top_budget
 from .scores import BudgetSelection, select_top_memorized
 
-__all__ = ["Arms", "build_arms", "arm_budget", "continue_from_checkpoint"]
+__all__ = ["Arms", "build_arms", "build_detector_arms", "arm_budget", "continue_from_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +61,19 @@ class Arms(dict):
         selection (:class:`hf_carto.BudgetSelection` or `None`): the rows the budget rule chose
             (``n_selected``, the cut and its ties) when :func:`build_arms` was given a ``budget``;
             `None` for the per-quadrant rules, which select by quadrant, not by a cut.
+        selections (`dict[str, BudgetSelection]`): from :func:`build_detector_arms`, each arm's cut
+            by name (the random arm's included); empty otherwise.
     """
 
-    def __init__(self, arms: dict[str, Dataset], selection: BudgetSelection | None = None) -> None:
+    def __init__(
+        self,
+        arms: dict[str, Dataset],
+        selection: BudgetSelection | None = None,
+        selections: dict[str, BudgetSelection] | None = None,
+    ) -> None:
         super().__init__(arms)
         self.selection = selection
+        self.selections = dict(selections or {})
 
 
 def _with_treatment(dataset: Dataset, loss_w: np.ndarray, sample_w: np.ndarray, keep: np.ndarray) -> Dataset:
@@ -76,8 +90,6 @@ def _budget_treatment(dataset: Dataset, budget: float, alpha: float) -> tuple[tu
     selection = select_top_memorized(
         cols[MEMORIZATION], budget, difficulty=cols[DIFFICULTY], sample_ids=cols.get(SAMPLE_ID)
     )
-    n = len(dataset)
-    chosen = selection.mask(n)
     logger.info(
         "budget %.3g: %d samples selected, cut at m=%.4g with %d of %d tied samples chosen by the tie-break",
         budget,
@@ -86,11 +98,16 @@ def _budget_treatment(dataset: Dataset, budget: float, alpha: float) -> tuple[tu
         selection.n_tied_selected,
         selection.n_tied_at_cut,
     )
+    return _treatment(selection.mask(len(dataset)), alpha), selection
+
+
+def _treatment(chosen: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Loss weight ``alpha`` on the chosen rows (``alpha = 0`` removes them), 1 elsewhere."""
     loss_w = np.where(chosen, alpha, 1.0)
-    keep = ~chosen if alpha == 0 else np.ones(n, dtype=bool)
+    keep = ~chosen if alpha == 0 else np.ones(chosen.size, dtype=bool)
     sample_w = np.where(keep, 1.0, 0.0)
     loss_w = np.where(keep, loss_w, 0.0)
-    return (loss_w, sample_w, keep), selection
+    return loss_w, sample_w, keep
 
 
 def build_arms(
@@ -137,6 +154,41 @@ def build_arms(
         "random": _with_treatment(scored, loss_w[order], sample_w[order], keep[order]),
     }
     return Arms(arms, selection)
+
+
+def build_detector_arms(scored: Dataset, detectors: list[str], *, budget: float, alpha: float = 0.0) -> Arms:
+    """At one budget, one arm per detector plus the random arm, each labelled with the intervention columns.
+
+    Every arm treats the top ``budget`` fraction of its detector's ranking (the
+    ``carto_score_<name>`` column written by :func:`hf_carto.add_detector_scores`; ties by ascending
+    sample_id, see :func:`hf_carto.top_budget`) with loss weight ``alpha`` (``alpha = 0`` removes
+    them). The random arm is the ``random`` detector's top rows, so the dataset must carry its
+    column too (its seed is the one given to ``add_detector_scores``). All arms treat
+    ``floor(budget * N + 0.5)`` rows by the same weight: their budgets are equal by construction.
+
+    Args:
+        scored (`datasets.Dataset`): carries ``carto_score_<name>`` for every detector and ``random``.
+        detectors (`list[str]`): detector names; ``random`` among them names the random arm, which
+            is built in any case.
+
+    Returns:
+        :class:`Arms` ``{name: Dataset}`` in the order given, ``"random"`` last, with
+        ``.selections`` holding each arm's :class:`hf_carto.BudgetSelection`.
+    """
+    names = [n for n in detector_names(detectors) if n != "random"] + ["random"]
+    missing = [score_column(n) for n in names if score_column(n) not in scored.column_names]
+    if missing:
+        raise ValueError(f"build_detector_arms needs the detector score columns {missing}; add them first")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
+    ids = [SAMPLE_ID] if SAMPLE_ID in scored.column_names else []
+    cols = read_columns(scored, [score_column(n) for n in names] + ids)
+    arms, selections = {}, {}
+    for name in names:
+        selection = top_budget(cols[score_column(name)], budget, sample_ids=cols.get(SAMPLE_ID))
+        arms[name] = _with_treatment(scored, *_treatment(selection.mask(len(scored)), alpha))
+        selections[name] = selection
+    return Arms(arms, selections=selections)
 
 
 def arm_budget(arm: Dataset) -> dict[str, float]:

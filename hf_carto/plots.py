@@ -8,7 +8,7 @@ import numpy as np
 
 from .scores import Quadrant
 
-__all__ = ["new_figure", "save_figure", "plot_data_map"]
+__all__ = ["new_figure", "save_figure", "plot_data_map", "plot_precision_recall", "plot_sensitivity"]
 
 QUADRANT_COLORS = ["#4c72b0", "#dd8452", "#c44e52", "#8172b3"]
 
@@ -92,4 +92,62 @@ def plot_data_map(
     ax.set_ylabel("memorization m (forget events / (T - 1), jittered)")
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8, markerscale=2)
+    return save_figure(fig, path)
+
+
+def plot_precision_recall(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    path: str | Path,
+    *,
+    base_rate: float | None = None,
+    average_precision: dict[str, float] | None = None,
+    budgets: tuple[float, ...] = (),
+    title: str = "Detection of planted blocks",
+) -> Path:
+    """Precision against recall of each detector's ranking (``{name: (precision, recall)}`` over
+    every cut ``k = 1..N``), the base rate as a dashed line (a random ranking's level) and, for each
+    budget fraction in ``budgets``, a marker where the ranking cuts it."""
+    fig, ax = new_figure((6.5, 5))
+    for name, (precision, recall) in curves.items():
+        precision, recall = np.asarray(precision), np.asarray(recall)
+        label = name if not average_precision else f"{name} (AP {average_precision[name]:.2f})"
+        (line,) = ax.plot(recall, precision, linewidth=1.2, label=label)
+        for fraction in budgets:
+            k = int(np.floor(fraction * precision.size + 0.5))
+            if k:
+                ax.plot(recall[k - 1], precision[k - 1], marker="o", markersize=4, color=line.get_color())
+    if base_rate is not None:
+        ax.axhline(base_rate, color="grey", linestyle="--", linewidth=1, label=f"base rate {base_rate:.3f}")
+    ax.set_xlabel("recall" + (" (dots: budget cuts)" if budgets else ""))
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper right", fontsize=7)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_sensitivity(rows: list[dict], path: str | Path, *, title: str = "Memorization: sensitivity") -> Path:
+    """Rows of :func:`hf_carto.memorization_sensitivity`: samples with a forget event (left) and
+    memorization's average precision (right) against the eps quantile, one line per snapshot
+    density (solid: with the difficulty tie-break; dotted: m alone)."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for density in sorted({r["snapshots_per_epoch"] for r in rows}, reverse=True):
+        chosen = sorted((r for r in rows if r["snapshots_per_epoch"] == density), key=lambda r: r["quantile"])
+        q = [r["quantile"] for r in chosen]
+        label = f"{density} snapshot(s) per epoch"
+        left.plot(q, [r["num_with_forget_events"] for r in chosen], marker="o", label=label)
+        (line,) = right.plot(q, [r["average_precision"] for r in chosen], marker="o", label=label)
+        right.plot(q, [r["average_precision_m_alone"] for r in chosen], linestyle=":", color=line.get_color())
+    left.set_xlabel("eps quantile of all recorded losses")
+    left.set_ylabel("samples with a forget event")
+    right.set_xlabel("eps quantile of all recorded losses")
+    right.set_ylabel("average precision (dotted: m alone)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
     return save_figure(fig, path)

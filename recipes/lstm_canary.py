@@ -45,7 +45,7 @@ MAX_PLANTED_SHARE = 0.05
 BOUNDARY_TOKENS = 2
 # Added to the seed for the control canaries' draw: secrets independent of the inserted ones.
 CONTROL_SEED_OFFSET = 10_000
-# (arm, control) pairs reported as paired differences arm - control.
+# (arm, control) pairs reported as paired differences arm - control; each --detectors arm adds its own two.
 COMPARISONS = (("gendatacarto", "random"), ("gendatacarto", "no_intervention"), ("random", "no_intervention"))
 
 
@@ -72,6 +72,13 @@ class LstmCanaryArguments:
     epochs: int = field(default=12, metadata={"help": "T: epochs of the mapping run (and of every arm in total)."})
     burn_in: int = field(default=6, metadata={"help": "T_e: the arms continue from the checkpoint after this epoch."})
     prune_fraction: float = field(default=0.05, metadata={"help": "Fraction of samples pruned in both arms."})
+    detectors: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Hotspot detectors (hf_carto.detectors): one more arm each, pruning the top prune_fraction of "
+            "its ranking, compared with the random arm."
+        },
+    )
     eps: str = field(default="quantile:0.05", metadata={"help": "Forget threshold policy."})
     snapshots_per_epoch: int = field(
         default=1, metadata={"help": "Eval-mode loss snapshots per epoch; burn-in covers the first burn_in epochs."}
@@ -351,6 +358,29 @@ def continue_arm(accelerator, arm, rows, checkpoint: dict, vocab_size: int, args
     return model, int((~keep).sum())
 
 
+def detector_arms_and_quality(scored, fit, args: LstmCanaryArguments, seed: int) -> tuple[dict, dict]:
+    """How well every detector finds the canary documents (:func:`hf_carto.detection_quality`: AP,
+    precision and recall at the prune fraction), and one pruning arm per ``--detectors`` name (the
+    top ``prune_fraction`` of its ranking, as many rows as the other arms prune; ``random`` names
+    the recipe's random arm, which exists anyway)."""
+    from hf_carto import add_detector_scores, build_detector_arms, dataset_detection_quality
+    from hf_carto.columns import PLANTED_NAMES
+
+    # Every canary document holds a whole copy: its canary id marks both detection targets.
+    canary = np.asarray(scored["truth"][:]) == PLANTED_NAMES.index("canary")
+    canary_ids = np.where(canary, np.asarray(scored["group"][:]), -1)
+    with_scores = add_detector_scores(
+        scored.add_column("carto_canary_id", canary_ids), eps=fit.eps, burn_in=fit.burn_in, seed=seed,
+        keep_in_memory=True,
+    )  # fmt: skip
+    detection = dataset_detection_quality(with_scores, [args.prune_fraction])
+    names = [n for n in args.detectors if n != "random"]
+    if not names:
+        return detection, {}
+    built = build_detector_arms(with_scores, names, budget=args.prune_fraction, alpha=0.0)
+    return detection, {name: built[name] for name in names}
+
+
 def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
     """One seed: corpus, tokenizer, mapping run with recording, scores, the three arms, evaluation."""
     from accelerate import Accelerator
@@ -403,9 +433,11 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
     fit = fit_cartography(data, burn_in=args.burn_in * args.snapshots_per_epoch, eps=args.eps)
     scored = add_cartography(data, fit)
     arms = build_arms(scored, budget=args.prune_fraction, alpha=0.0, seed=seed)
+    cut = arms.selection  # the cut build_arms made, kept for the report: how much memorization decided
+    detection, detector_arms = detector_arms_and_quality(scored, fit, args, seed)
+    arms = {**arms, **detector_arms}
     cols = read_columns(scored, ["truth", "carto_quadrant", "carto_memorization"])
     pruned = ~np.asarray(arms["gendatacarto"]["carto_keep"][:])
-    cut = arms.selection  # the cut build_arms made, kept for the report: how much memorization decided
     result = {
         "seed": seed,
         "num_samples": len(rows),
@@ -421,6 +453,7 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
         },
         "mapping_run": evaluate(mapping_model),
         "planted_recovery": planted_recovery(cols["truth"], cols["carto_quadrant"], pruned),
+        "detection": detection,
         "arms": {},
     }
     for name, arm in arms.items():
@@ -481,7 +514,9 @@ def compare_arms(results: list[dict]) -> dict:
 
     rows = comparison_rows(results)
     out = {}
-    for arm, control in COMPARISONS:
+    detector_arms = [a for a in results[0]["arms"] if a not in ("no_intervention", "gendatacarto", "random")]
+    pairs = [*COMPARISONS, *((a, c) for a in detector_arms for c in ("random", "no_intervention"))]
+    for arm, control in pairs:
         c = compare(rows, arm, control, metrics=COMPARED, name_control=True)
         out[f"{arm} vs {control}"] = {"extraction": c["extraction_success"], "perplexity_relative": c["perplexity"]}
     return out
@@ -543,6 +578,30 @@ def _comparisons_and_cuts(results: list[dict], comparisons: dict) -> list[str]:
     return lines
 
 
+def _detection_lines(results: list[dict]) -> list[str]:
+    """Each detector's AP over its whole ranking and precision/recall of its pruned cut, against the
+    canary documents, means over seeds."""
+    entries = [r["detection"]["planted"] for r in results]
+    fraction = entries[0]["detectors"]["random"]["at_budget"][0]["fraction"]
+    lines = [
+        "",
+        "## Which documents the detectors find",
+        "",
+        f"Each detector ranks every document (higher = prune first, ties by sample_id); AP over the whole "
+        f"ranking, precision and recall of its top {fraction:g} against the {entries[0]['num_positive']} canary "
+        f"documents (base rate {entries[0]['base_rate']:.3f}); means over seeds.",
+        "",
+        f"| detector | AP | P@{fraction:g} | R@{fraction:g} |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in entries[0]["detectors"]:
+        ap = np.mean([e["detectors"][name]["average_precision"] for e in entries])
+        at = [e["detectors"][name]["at_budget"][0] for e in entries]
+        precision, recall = np.mean([a["precision"] for a in at]), np.mean([a["recall"] for a in at])
+        lines.append(f"| {name} | {ap:.3f} | {precision:.2f} | {recall:.2f} |")
+    return lines
+
+
 def format_report(args: LstmCanaryArguments, results: list[dict], table: dict, comparisons: dict) -> str:
     copies = ", ".join(str(r) for r in args.canary_repetitions)
     shares = [r["planted_share"] for r in results]
@@ -601,7 +660,7 @@ def format_report(args: LstmCanaryArguments, results: list[dict], table: dict, c
             "",
             "**The no-intervention arm extracts no canary**, so this run cannot show a reduction in extraction.",
         ]
-    lines += _comparisons_and_cuts(results, comparisons)
+    lines += _comparisons_and_cuts(results, comparisons) + _detection_lines(results)
     return "\n".join(lines) + "\n"
 
 
@@ -611,6 +670,13 @@ def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(LstmCanaryArguments).parse_args_into_dataclasses(args=argv)
     if not 1 <= args.burn_in < args.epochs:
         raise SystemExit(f"burn_in must be in [1, epochs - 1] = [1, {args.epochs - 1}]; got {args.burn_in}")
+    if args.detectors:
+        from hf_carto.detectors import detector_names
+
+        try:
+            detector_names(args.detectors)
+        except ValueError as err:
+            raise SystemExit(f"--detectors: {err}") from None
     out_dir = Path(args.output_dir)
     results = [run_seed(args, seed, out_dir) for seed in args.seeds]
     table = summarize(results)

@@ -155,6 +155,42 @@ def test_lstm_canary_recipe_runs_its_accelerate_loop_on_two_processes(tmp_path):
     assert report["paired_differences"]["gendatacarto vs random"]["extraction"]["num_units"] == 2
 
 
+@pytest.mark.slow
+def test_lstm_canary_recipe_detector_arms_prune_as_much_and_report_detection(tmp_path):
+    import numpy as np
+    from transformers import HfArgumentParser
+
+    from hf_carto import detector_scores, load_loss_matrix
+    from hf_carto.columns import PLANTED_NAMES
+
+    recipe = load_recipe("lstm_canary")
+    argv = ["--output_dir", str(tmp_path), "--num_documents", "120", "--num_duplicate_groups", "2"]
+    argv += ["--num_noise_documents", "2", "--num_canaries", "3", "--canary_repetitions", "2", "4"]
+    argv += ["--num_control_canaries", "2", "--epochs", "3", "--burn_in", "1", "--hidden_dim", "16"]
+    argv += ["--vocab_size", "300", "--detectors", "final_loss", "variability"]
+    report = recipe.main(argv)
+    (result,) = report["seeds"]
+    arms = result["arms"]
+    assert set(arms) == {"no_intervention", "gendatacarto", "random", "final_loss", "variability"}
+    pruned = round(0.05 * result["num_samples"])
+    assert [arms[a]["num_pruned"] for a in ("gendatacarto", "random", "final_loss", "variability")] == [pruned] * 4
+    assert {"final_loss vs random", "variability vs no_intervention"} <= set(report["paired_differences"])
+
+    # AP recomputed from the recorded losses and the rebuilt corpus's canary rows.
+    (args,) = HfArgumentParser(recipe.LstmCanaryArguments).parse_args_into_dataclasses(args=argv)
+    corpus, _, _, _ = recipe.build_corpus(args, 0)
+    canary = np.asarray(corpus["truth"][:]) == PLANTED_NAMES.index("canary")
+    losses = load_loss_matrix(tmp_path / "seed0" / "mapping").losses
+    entry = result["detection"]["planted"]
+    assert entry["num_positive"] == canary.sum() == 2 + 4 + 2
+    for name in ("final_loss", "variability"):
+        scores = detector_scores(name, losses)
+        assert entry["detectors"][name]["average_precision"] == pytest.approx(
+            naive_average_precision(scores, canary, np.arange(len(canary)))
+        )
+    assert "## Which documents the detectors find" in (tmp_path / "report.md").read_text()
+
+
 def test_lstm_canary_recipe_rejects_a_bad_burn_in(tmp_path):
     recipe = load_recipe("lstm_canary")
     with pytest.raises(SystemExit, match="burn_in must be in"):
@@ -290,6 +326,9 @@ def test_gpt2_recipe_refuses_bad_input_before_training(tmp_path):
             "no such folder",
         ),
         (tiny_args(out, "--prune_fractions", "1.5"), r"prune_fractions must lie in \(0, 1\)"),
+        (tiny_args(out, "--detectors", "final_loss", "nope"), r"--detectors: unknown detector\(s\) \['nope'\]"),
+        (tiny_args(out, "--downweight_fractions", "1.5"), r"downweight_fractions must lie in \(0, 1\)"),
+        (tiny_args(out, "--downweight_fractions", "0.1", "--alpha", "0"), r"needs a loss weight --alpha in \(0, 1\)"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit, match=message):
@@ -350,3 +389,88 @@ def test_gpt2_recipe_stage_times_add_up_and_tradeoff_points_share_a_start(tmp_pa
     assert quadrant == [pytest.approx(0.03)] * 2
     starts = [p for p in points if p["arm"] == PRUNED_FAMILY]
     assert [(p["seed"], p["fraction_pruned"]) for p in starts] == [(0, 0.0), (1, 0.0)]
+
+
+def naive_average_precision(scores, positives, ids) -> float:
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], ids[i]))
+    found, precisions = 0, []
+    for rank, i in enumerate(order, start=1):
+        if positives[i]:
+            found += 1
+            precisions.append(found / rank)
+    return sum(precisions) / found if found else float("nan")
+
+
+@pytest.mark.slow
+def test_gpt2_recipe_detector_arms_share_budget_steps_and_report_detection(tmp_path):
+
+    import numpy as np
+
+    from hf_carto import detector_scores, select_top_memorized
+    from hf_carto.columns import PLANTED_NAMES, loss_columns, read_columns
+    from hf_carto.io import load_scored
+
+    out = tmp_path / "run"
+    report = main(tiny_args(out, "--detectors", "final_loss", "memorization", "--downweight_fractions", "0.1"))
+    n, alpha = report["num_blocks"], 0.5
+    k = round(0.1 * n)
+    rows = {r["arm"]: r for r in report["rows"]}
+    mapping = json.loads((out / "seed0" / "mapping" / "done.json").read_text())
+    detectors = ("final_loss", "memorization", "random")
+    for kind in ("prune", "downweight"):
+        names = [f"{d}_{kind}0.1" for d in detectors]
+        budgets = [json.loads((out / "seed0" / "arms" / name / "done.json").read_text())["budget"] for name in names]
+        # Equal budgets: exactly k blocks treated by the same weight in every arm of the budget.
+        counted = "num_removed" if kind == "prune" else "num_down_weighted"
+        assert [b[counted] for b in budgets] == [k] * 3
+        expected = k / n if kind == "prune" else k * (1 - alpha) / n
+        assert [rows[name]["fraction_pruned"] for name in names] == [pytest.approx(expected)] * 3
+        # Identical steps: the same checkpoint, the same kept blocks, the same number of steps.
+        assert len({tuple(rows[name]["steps"]) for name in names}) == 1
+        assert rows[names[0]]["steps"][0] == mapping["burn_in_step"]
+        assert f"final_loss_{kind}0.1 vs random_{kind}0.1" in report["comparisons"]
+        assert f"memorization_{kind}0.1 vs random_{kind}0.1" in report["comparisons"]
+    assert "gendatacarto_prune0.1" not in rows and {"gendatacarto", "random", "no_intervention"} <= set(rows)
+
+    # Detection metrics recomputed from the scored dataset, with a naive ranking.
+    scored, fit = load_scored(out / "seed0" / "scored")
+    columns = loss_columns(scored.column_names)
+    cols = read_columns(
+        scored, [*columns, "sample_id", "truth", "carto_canary_id", "carto_memorization", "carto_difficulty"]
+    )
+    losses = np.column_stack([cols[c].astype(np.float64) for c in columns])
+    ids = cols["sample_id"]
+    planted = np.isin(cols["truth"], [PLANTED_NAMES.index("canary"), PLANTED_NAMES.index("contaminated")])
+    targets = {"planted": planted, "whole_canary": cols["carto_canary_id"] >= 0}
+    detection = report["cartography"]["0"]["detection"]
+    for target, positives in targets.items():
+        entry = detection["targets"][target]
+        assert entry["num_positive"] == positives.sum()
+        for name in ("final_loss", "memorization", "variability", "random"):
+            scores = detector_scores(name, losses, eps=fit.eps, burn_in=fit.burn_in, seed=0)
+            got = entry["detectors"][name]
+            want = naive_average_precision(scores, positives, ids)
+            assert got["average_precision"] == pytest.approx(want, nan_ok=True)
+            top = sorted(range(n), key=lambda i: (-scores[i], ids[i]))[:k]
+            (at,) = got["at_budget"]
+            assert (at["num_selected"], at["num_found"]) == (k, int(positives[top].sum()))
+    (tie,) = detection["memorization_tie_breaks"]
+    paper = select_top_memorized(cols["carto_memorization"], 0.1, difficulty=cols["carto_difficulty"], sample_ids=ids)
+    assert (tie["tied_at_cut"], tie["num_selected"]) == (paper.n_tied_at_cut, k)
+    assert tie["decided_by_tie_break"] == (paper.n_tied_selected if paper.n_tied_selected < paper.n_tied_at_cut else 0)
+    assert {r["snapshots_per_epoch"] for r in detection["sensitivity"]} == {1, 2}
+    for figure in detection["figures"]:
+        assert (out / figure).stat().st_size > 1000
+    text = (out / "report.md").read_text()
+    assert "## Which blocks the detectors find" in text and "| final_loss_prune0.1 |" in text
+    assert "| reference_ratio |" in text
+
+
+def test_gpt2_recipe_records_detector_settings_only_when_given(tmp_path):
+    # Runs made before --detectors existed recorded no such setting; they still resume.
+    plain = run_settings(*parse_arguments(tiny_args(tmp_path)))
+    assert "detectors" not in plain and "downweight_fractions" not in plain
+    chosen = run_settings(
+        *parse_arguments(tiny_args(tmp_path, "--detectors", "final_loss", "--downweight_fractions", "0.1"))
+    )
+    assert chosen["detectors"] == ["final_loss"] and chosen["downweight_fractions"] == [0.1]

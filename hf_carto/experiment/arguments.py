@@ -86,6 +86,18 @@ class CartoArguments:
     prune_fractions: list[float] = field(
         default_factory=lambda: [0.05, 0.1], metadata={"help": "Pruned fractions of the sweep (Figures 1 and 2)."}
     )
+    downweight_fractions: list[float] = field(
+        default_factory=list,
+        metadata={"help": "Fractions of blocks whose loss weight becomes --alpha: one arm each (and per detector)."},
+    )
+    detectors: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Hotspot detectors (hf_carto.detectors: memorization, final_loss, variability, ...): for every "
+            "prune and down-weighting fraction, one arm per detector plus the random arm, in place of the "
+            "memorization sweep."
+        },
+    )
     exposure_max_exact: int = field(default=1_000_000)
     exposure_sample_size: int = field(default=20_000)
     eval_batch_size: int = field(default=32)
@@ -171,6 +183,12 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
         problems.append(f"prune_fractions must lie in (0, 1); got {bad}")
     if not 0.0 <= carto.alpha <= 1.0:
         problems.append(f"alpha must be in [0, 1]; got {carto.alpha}")
+    bad = [f for f in carto.downweight_fractions if not 0.0 < f < 1.0]
+    if bad:
+        problems.append(f"downweight_fractions must lie in (0, 1); got {bad}")
+    if carto.downweight_fractions and not 0.0 < carto.alpha < 1.0:
+        problems.append(f"down-weighting needs a loss weight --alpha in (0, 1); got {carto.alpha}")
+    problems += _detector_problems(carto.detectors)
     for name in ("train_file", "validation_file"):
         path = getattr(data_args, name)
         if path is not None and not Path(path).is_file():
@@ -191,6 +209,18 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
             f"contamination sequences are 2k = {2 * k} tokens, more than block_size {data_args.block_size}"
         )
     return problems
+
+
+def _detector_problems(detectors: list[str]) -> list[str]:
+    from hf_carto.detectors import detector_names
+
+    if not detectors:
+        return []
+    try:
+        detector_names(detectors)
+    except ValueError as err:
+        return [f"--detectors: {err}"]
+    return []
 
 
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, carto: CartoArguments, training) -> None:

@@ -130,11 +130,7 @@ def _cartography(report: dict) -> list[str]:
             f"{c['eps']:.4g}, tau_d = {c['tau_d']:.4g}, tau_m = {c['tau_m']:.4g}; {c['num_with_forget_events']} of "
             f"{c['num_samples']} blocks have a forget event; quadrants {c['quadrant_counts']}"
         )
-        for cut in c["budget_cuts"]:
-            lines.append(
-                f"  - prune {cut['fraction']:g}: {cut['num_selected']} blocks cut at m = {cut['cut_value']:.3g}, "
-                f"{cut['tied_selected']} of {cut['tied_at_cut']} tied blocks chosen by the tie-break"
-            )
+        lines += [_cut_line(cut) for cut in c["budget_cuts"]]
     first = next(iter(report["cartography"].values()))
     names = list(next(iter(first["planted_vs_quadrant"].values())))
     lines += ["", "Where planted blocks landed (first seed):", "", "| planted | " + " | ".join(names) + " |"]
@@ -142,6 +138,91 @@ def _cartography(report: dict) -> list[str]:
     for kind, row in first["planted_vs_quadrant"].items():
         lines.append(f"| {kind} | " + " | ".join(str(row[n]) for n in names) + " |")
     return lines
+
+
+def _cut_line(cut: dict) -> str:
+    kind = "down-weight" if cut.get("kind") == "downweight" else "prune"
+    detector = cut.get("detector", "gendatacarto")
+    if detector == "gendatacarto":  # the paper's cut: top m, ties by difficulty
+        return (
+            f"  - {kind} {cut['fraction']:g}: {cut['num_selected']} blocks cut at m = {cut['cut_value']:.3g}, "
+            f"{cut['tied_selected']} of {cut['tied_at_cut']} tied blocks chosen by the tie-break"
+        )
+    return (
+        f"  - {kind} {cut['fraction']:g} by {detector}: {cut['num_selected']} blocks cut at score "
+        f"{cut['cut_value']:.4g}; the sample_id tie-break decided {cut['decided_by_tie_break']} of them "
+        f"({cut['tied_at_cut']} blocks share the cut score)"
+    )
+
+
+def _detection(report: dict) -> list[str]:
+    sections = {seed: c["detection"] for seed, c in report["cartography"].items() if "detection" in c}
+    if not sections:
+        return []
+    first_seed, first = next(iter(sections.items()))
+    fractions = first["fractions"]
+    lines = [
+        "",
+        "## Which blocks the detectors find",
+        "",
+        "Each detector (hf_carto.detectors) ranks every training block, higher score = curate first, equal scores "
+        "by sample_id; a budget arm treats the top of its ranking. AP is the average precision over the whole "
+        "ranking (a random ranking scores about the base rate); P@f and R@f are the precision and recall of the "
+        "top fraction f, the cut a budget f makes. Means over seeds ± standard deviation.",
+    ]
+    for target, description in first["target_descriptions"].items():
+        entries = [s["targets"][target] for s in sections.values()]
+        positives = [e["num_positive"] for e in entries]
+        base = mean_std([e["base_rate"] for e in entries], ".3f")
+        header = ["AP", *(f"{m}@{f:g}" for f in fractions for m in ("P", "R"))]
+        lines += [
+            "",
+            f"**{description}** ({'/'.join(map(str, positives))} of {entries[0]['num_samples']} blocks per seed; "
+            f"base rate {base}):",
+            "",
+            "| detector | " + " | ".join(header) + " |",
+            "|---|" + "---:|" * len(header),
+        ]
+        for name in first["detectors"]:
+            per_seed = [e["detectors"][name] for e in entries]
+            cells = [_mean_or_blank([d["average_precision"] for d in per_seed], ".3f")]
+            for i in range(len(fractions)):
+                for key in ("precision", "recall"):
+                    cells.append(_mean_or_blank([d["at_budget"][i][key] for d in per_seed], ".2f"))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "How much of each cut by memorization m (the paper's ranking) its difficulty tie-break decided:", ""]
+    for seed, section in sections.items():
+        for cut in section["memorization_tie_breaks"]:
+            lines.append(
+                f"- seed {seed}, top {cut['fraction']:g}: {cut['num_selected']} blocks, cut at m = "
+                f"{cut['cut_value']:.3g} shared by {cut['tied_at_cut']} blocks; the tie-break chose "
+                f"{cut['decided_by_tie_break']} ({cut['tie_break_share']:.0%} of the cut)"
+            )
+    lines += [
+        "",
+        f"Memorization's sensitivity (seed {first_seed}): eps at quantiles of all recorded losses, and the "
+        "snapshots thinned to fewer per epoch (each epoch's last one kept); AP against the blocks holding "
+        "canary or contaminating tokens.",
+        "",
+        "| snapshots per epoch | eps quantile | eps | blocks with a forget event | forget events | AP (m, tie-break) "
+        "| AP (m alone) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in first["sensitivity"]:
+        lines.append(
+            f"| {r['snapshots_per_epoch']} | {r['quantile']:g} | {r['eps']:.4g} | {r['num_with_forget_events']} | "
+            f"{r['num_forget_events']} | {_mean_or_blank([r['average_precision']], '.3f')} | "
+            f"{_mean_or_blank([r['average_precision_m_alone']], '.3f')} |"
+        )
+    figures = [f for s in sections.values() for f in s["figures"]]
+    if figures:
+        lines += ["", "Figures: " + ", ".join(f"`{f}`" for f in figures) + "."]
+    return lines
+
+
+def _mean_or_blank(values: list[float], fmt: str) -> str:
+    finite = [v for v in values if v == v]  # NaN (no positive, empty cut) is left out
+    return mean_std(finite, fmt) if finite else "n/a"
 
 
 def _time_and_memory(report: dict) -> list[str]:
@@ -164,10 +245,10 @@ def _time_and_memory(report: dict) -> list[str]:
 
 def format_markdown(report: dict) -> str:
     """``report.md``: the table over seeds, paired differences, extraction by copies, the reading,
-    the cartography of each seed, time and memory."""
+    the cartography of each seed, which blocks the detectors find, time and memory."""
     lines = _overview(report) + _paired_differences(report) + _by_copies(report)
     lines += ["", f"**Reading:** {report['conclusion']}"]
-    lines += _cartography(report) + _time_and_memory(report)
+    lines += _cartography(report) + _detection(report) + _time_and_memory(report)
     return "\n".join(lines) + "\n"
 
 

@@ -111,16 +111,20 @@ def build_report(rows: list[dict], settings: dict, num_blocks: int, counts: dict
 
 
 def tradeoff_points(rows: list[dict]) -> list[dict]:
-    """Points of Figures 1 and 2, one line per family; both pruning lines start at the
-    no-intervention arm (nothing pruned) of the same seed. The per-quadrant rules prune a slightly
-    different weight in each seed; their point sits at the mean over seeds."""
+    """Points of Figures 1 and 2, one line per family; every budget line (pruning or
+    down-weighting, per detector and random) starts at the no-intervention arm (nothing pruned) of
+    the same seed. The per-quadrant rules prune a slightly different weight in each seed; their
+    point sits at the mean over seeds."""
+    from hf_carto.comparison import budget_suffix
+
+    budget_families = list(dict.fromkeys(r["family"] for r in rows if budget_suffix(r["arm"])))
     points = []
     for row in rows:
         if row["arm"] == MAPPING_RUN:
             continue
         points.append(dict(row, arm=row["family"]))
         if row["arm"] == "no_intervention":
-            points += [dict(row, arm=family) for family in (PRUNED_FAMILY, RANDOM_PRUNED_FAMILY)]
+            points += [dict(row, arm=family) for family in budget_families or (PRUNED_FAMILY, RANDOM_PRUNED_FAMILY)]
     for name in ("gendatacarto", "random"):
         chosen = [p for p in points if p["arm"] == QUADRANT_FAMILIES[name]]
         mean = float(np.mean([p["fraction_pruned"] for p in chosen])) if chosen else 0.0

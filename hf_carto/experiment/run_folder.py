@@ -25,6 +25,8 @@ from .arguments import CartoArguments, DataArguments, ModelArguments, is_local
 # Settings that may change between a run and its resumption; every other field of the experiment's
 # own arguments must match.
 RESUMABLE = {"preset", "overwrite_output_dir", "hub_dataset_id", "license"}
+# Settings recorded only when used, so that runs made before they existed still resume.
+RECORDED_WHEN_SET = {"detectors", "downweight_fractions"}
 # The training arguments that decide the results (the others are logging, saving, devices...).
 TRAINING_SETTINGS = (
     "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "learning_rate",
@@ -56,7 +58,7 @@ def run_settings(model_args, data_args, carto, training, num_processes: int = 1)
         f.name: plain(getattr(args, f.name))
         for args in (model_args, data_args, carto)
         for f in dataclasses.fields(args)
-        if f.name not in RESUMABLE
+        if f.name not in RESUMABLE and not (f.name in RECORDED_WHEN_SET and not getattr(args, f.name))
     }
     settings.update({name: plain(getattr(training, name)) for name in TRAINING_SETTINGS})
     # The global batch is per-device batch x processes: arms trained on another count would not compare.

@@ -14,6 +14,7 @@ from typing import Any
 
 from .arguments import CartoArguments, DataArguments, ModelArguments, check_arguments, parse_arguments
 from .data import PreparedData, check_inputs, prepare_data
+from .detection import detection_section
 from .evaluation import eval_settings, evaluate_saved_model, leakage_probes, trained_by_every_arm
 from .outputs import format_markdown, write_outputs
 from .results import MAPPING_RUN, arm_rows, build_report, cartography_section
@@ -55,7 +56,7 @@ def train_seed(seed: int, model_args, carto: CartoArguments, training, data: Pre
     result = SeedResult(mapping, scored, fit)
     epochs = int(training.num_train_epochs) - carto.burn_in
     with timer("continuation"):
-        arms, result.cuts = make_arms(scored, carto, seed)
+        arms, result.cuts = make_arms(scored, carto, seed, fit=fit)
         result.member_mask = trained_by_every_arm(arms, data.eval_sets["member_ids"])
         for name, (family, arm) in arms.items():
             info = train_arm(name, arm, mapping["checkpoint"], epochs, training, seed_dir / "arms" / name, seed, state)
@@ -123,6 +124,9 @@ def _run(model_args, data_args, carto, training, settings: dict, out: Path, stat
         with timer("evaluation"):
             rows += evaluate_seed(seed, result, data, data_args, carto, training, out)
     cartography = {str(seed): cartography_section(r.scored, r.fit, r.cuts) for seed, r in results.items()}
+    with timer("detection"):
+        for seed, r in results.items():
+            cartography[str(seed)]["detection"] = detection_section(r.scored, r.fit, carto, seed, out)
     report = build_report(rows, settings, len(data.blocks), data.eval_sets["counts"], cartography)
     seeds_data = {seed: (r.scored, r.fit) for seed, r in results.items()}
     with timer("outputs"):

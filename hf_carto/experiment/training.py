@@ -18,6 +18,7 @@ from .run_folder import DONE, cached_stage, write_json
 logger = logging.getLogger(__name__)
 
 PRUNED_FAMILY, RANDOM_PRUNED_FAMILY = "gendatacarto (top m pruned)", "random (pruned)"
+DOWNWEIGHTED_FAMILY, RANDOM_DOWNWEIGHTED_FAMILY = "gendatacarto (top m down-weighted)", "random (down-weighted)"
 QUADRANT_FAMILIES = {"gendatacarto": "gendatacarto (quadrant rules)", "random": "random (quadrant rules)"}
 MAPPING_FAMILY = "mapping run (T epochs, no intervention)"
 ARM_COLUMNS = ["input_ids", "labels", "sample_id", "carto_loss_weight", "carto_sampling_weight", "carto_keep"]
@@ -148,10 +149,51 @@ def score_blocks(blocks, recording_dir: Path, burn_in_step: int, carto: CartoArg
     return scored, fit
 
 
-def make_arms(scored, carto: CartoArguments, seed: int) -> tuple[dict[str, tuple[str, Any]], list[dict]]:
+def budget_family(detector: str, kind: str) -> str:
+    """The family (a line of the trade-off figures) of a detector's budget arms: ``kind`` is
+    ``prune`` or ``downweight``; ``gendatacarto`` is the paper's memorization sweep."""
+    if detector == "random":
+        return RANDOM_PRUNED_FAMILY if kind == "prune" else RANDOM_DOWNWEIGHTED_FAMILY
+    if detector == "gendatacarto":
+        return PRUNED_FAMILY if kind == "prune" else DOWNWEIGHTED_FAMILY
+    return f"{detector} (top {'pruned' if kind == 'prune' else 'down-weighted'})"
+
+
+def _cut(kind: str, fraction: float, detector: str, selection) -> dict:
+    from hf_carto.detectors import decided_by_tie_break
+
+    return {
+        "fraction": fraction,
+        "kind": kind,
+        "detector": detector,
+        "num_selected": selection.n_selected,
+        "cut_value": selection.cut_value,
+        "tied_at_cut": selection.n_tied_at_cut,
+        "tied_selected": selection.n_tied_selected,
+        "decided_by_tie_break": decided_by_tie_break(selection),
+    }
+
+
+def budgets(carto: CartoArguments) -> list[tuple[str, float, float]]:
+    """``(kind, fraction, loss weight)`` of every budget: the prune fractions (weight 0), then the
+    down-weighting fractions (weight ``--alpha``)."""
+    return [("prune", f, 0.0) for f in carto.prune_fractions] + [
+        ("downweight", f, carto.alpha) for f in carto.downweight_fractions
+    ]
+
+
+def make_arms(scored, carto: CartoArguments, seed: int, fit=None) -> tuple[dict[str, tuple[str, Any]], list[dict]]:
     """The arms, ``name -> (family, dataset)``: the paper's intervention, its random control, and
-    the pruning sweep; and for every pruned fraction the cut :func:`~hf_carto.build_arms` made
-    (how many blocks, at which memorization, how many of them the tie-break chose)."""
+    for every budget (prune and down-weighting fraction) the budget arms; and every budget arm's
+    cut (how many blocks, at which score, how many of them the tie-break chose).
+
+    Without ``--detectors`` the budget arms are ``gendatacarto_<kind><fraction>`` (top by
+    memorization, ties by difficulty; :func:`~hf_carto.build_arms`) and its shuffled control
+    ``random_<kind><fraction>``. With ``--detectors``, one arm ``<detector>_<kind><fraction>`` per
+    detector and ``random_<kind><fraction>`` (the ``random`` detector, seeded by ``seed``), all
+    of the same size (:func:`~hf_carto.build_detector_arms`); the detector scores need ``fit``
+    (its resolved eps and burn-in snapshots).
+    """
     from hf_carto import build_arms
 
     main = build_arms(scored, alpha=carto.alpha, gamma=carto.gamma, remove_noisy=carto.remove_noisy, seed=seed)
@@ -161,21 +203,32 @@ def make_arms(scored, carto: CartoArguments, seed: int) -> tuple[dict[str, tuple
         "random": (QUADRANT_FAMILIES["random"], main["random"]),
     }
     cuts = []
-    for fraction in carto.prune_fractions:
-        pruned = build_arms(scored, budget=fraction, alpha=0.0, seed=seed)
-        arms[f"gendatacarto_prune{fraction:g}"] = (PRUNED_FAMILY, pruned["gendatacarto"])
-        arms[f"random_prune{fraction:g}"] = (RANDOM_PRUNED_FAMILY, pruned["random"])
-        cut = pruned.selection
-        cuts.append(
-            {
-                "fraction": fraction,
-                "num_selected": cut.n_selected,
-                "cut_value": cut.cut_value,
-                "tied_at_cut": cut.n_tied_at_cut,
-                "tied_selected": cut.n_tied_selected,
-            }
-        )
+    with_scores = detector_scored(scored, carto, seed, fit) if carto.detectors else None
+    for kind, fraction, alpha in budgets(carto):
+        suffix = f"_{kind}{fraction:g}"
+        if with_scores is None:
+            built = build_arms(scored, budget=fraction, alpha=alpha, seed=seed)
+            for name in ("gendatacarto", "random"):
+                arms[name + suffix] = (budget_family(name, kind), built[name])
+            cuts.append(_cut(kind, fraction, "gendatacarto", built.selection))
+            continue
+        from hf_carto import build_detector_arms
+
+        built = build_detector_arms(with_scores, carto.detectors, budget=fraction, alpha=alpha)
+        for name, arm in built.items():
+            arms[name + suffix] = (budget_family(name, kind), arm)
+            cuts.append(_cut(kind, fraction, name, built.selections[name]))
     return arms, cuts
+
+
+def detector_scored(scored, carto: CartoArguments, seed: int, fit):
+    """``scored`` with a ``carto_score_<name>`` column for each of ``--detectors`` and ``random``."""
+    from hf_carto import add_detector_scores
+
+    if fit is None:
+        raise ValueError("arms by --detectors need the CartographyFit of the scores (its eps and burn-in)")
+    names = list(dict.fromkeys([*carto.detectors, "random"]))
+    return add_detector_scores(scored, names, eps=fit.eps, burn_in=fit.burn_in, seed=seed, keep_in_memory=True)
 
 
 def train_arm(name: str, arm, checkpoint: str, epochs: int, training, arm_dir: Path, seed: int, state) -> dict:
