@@ -77,6 +77,31 @@ _DIFFS: dict[str, dict[str, Any]] = {
         seeds=[0, 1, 2, 3, 4],
         output_dir="outputs/gpt2_wikitext2_cpu",
     ),
+    # The paper's regime at CPU scale: pretraining from scratch on the first 512k tokens of
+    # WikiText-2's training file, 3 epochs with burn-in 1 (as the paper), 4 eval-mode snapshots an
+    # epoch so that forget events can occur; one seed per invocation (--seeds N, its own
+    # --output_dir), combined by `hf-carto combine`. Every detector gets a 10% pruning arm beside
+    # the random one, and the per-quadrant rules (hotspots x0.5) their random control.
+    "cpu-paper": dict(
+        dataset_name=None,
+        train_tokenizer_vocab_size=4096,
+        max_train_samples=16000,
+        num_train_epochs=3,
+        burn_in=1,
+        snapshots_per_epoch=4,
+        detectors=[
+            "memorization",
+            "soft_forgetting",
+            "final_loss",
+            "min_loss",
+            "loss_drop",
+            "variability",
+            "confidence",
+            "reference_ratio",
+        ],
+        prune_fractions=[0.1],
+        output_dir="outputs/gpt2_paper_cpu",
+    ),
     # Seconds, for tests: everything runs, nothing is learned.
     "cpu-tiny": dict(
         dataset_name=GENERATED,
