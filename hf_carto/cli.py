@@ -176,6 +176,19 @@ def _add_summary(sub: Any) -> None:
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def _add_combine(sub: Any) -> None:
+    combine = sub.add_parser(
+        "combine",
+        help="combine seeds run as separate experiment runs into one report",
+        description="SOURCES are run folders (or their report.json) of one protocol, one seed each, including "
+        "earlier collected OUT/seed_*/report.json. Writes OUT/seed_<N>/report.json (inputs named by relative "
+        "paths) and the combined OUT/report.json and OUT/report.md: the table over seeds, paired differences "
+        "against the controls, detection quality, time per seed.",
+    )
+    combine.add_argument("sources", nargs="+")
+    combine.add_argument("--out", required=True, help="results folder, e.g. results/gpt2_paper_cpu")
+
+
 def _add_generate(sub: Any) -> None:
     gen = sub.add_parser("generate", help="write the generated default corpus (save_to_disk folder)")
     gen.add_argument("output")
@@ -189,7 +202,10 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_score, _add_merge, _add_arms, _add_evaluate, _add_push, _add_summary, _add_generate):
+    for add in (
+        _add_demo, _add_score, _add_merge, _add_arms, _add_evaluate, _add_push, _add_summary, _add_combine,
+        _add_generate,
+    ):
         add(sub)
     return parser
 
@@ -457,6 +473,15 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_combine(args: argparse.Namespace) -> int:
+    from .experiment.combine import collect
+
+    report = collect(args.sources, args.out)
+    seeds = report["settings"]["seeds"]
+    print(f"combined seeds {seeds} into {Path(args.out) / 'report.md'} (and report.json)")
+    return 0
+
+
 def _run_generate(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -493,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "merge": _run_merge,
         "score": _run_score,
         "summary": _run_summary,
+        "combine": _run_combine,
         "demo": _run_demo,
         "generate": _run_generate,
     }
