@@ -203,7 +203,14 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
-        _add_demo, _add_score, _add_merge, _add_arms, _add_evaluate, _add_push, _add_summary, _add_combine,
+        _add_demo,
+        _add_score,
+        _add_merge,
+        _add_arms,
+        _add_evaluate,
+        _add_push,
+        _add_summary,
+        _add_combine,
         _add_generate,
     ):
         add(sub)

@@ -135,7 +135,8 @@ def collect(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dic
     reports = [load_seed_report(source) for source in sources]
     several = [r for r in reports if len(r["settings"]["seeds"]) != 1]
     if several:
-        raise ValueError(f"{several[0]['_path']} holds seeds {several[0]['settings']['seeds']}; collect one seed per run")
+        first = several[0]
+        raise ValueError(f"{first['_path']} holds seeds {first['settings']['seeds']}; collect one seed per run")
     combined = combine(reports)
     start = Path.cwd()
     for report in reports:

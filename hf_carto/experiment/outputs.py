@@ -9,7 +9,7 @@ import numpy as np
 
 from .arguments import CartoArguments, DataArguments, ModelArguments
 from .presets import GENERATED
-from .results import tradeoff_points
+from .results import MAPPING_RUN, tradeoff_points
 
 
 def default_dataset_id(data_args: DataArguments) -> str:
@@ -131,12 +131,29 @@ def _cartography(report: dict) -> list[str]:
             f"{c['num_samples']} blocks have a forget event; quadrants {c['quadrant_counts']}"
         )
         lines += [_cut_line(cut) for cut in c["budget_cuts"]]
+    lines += _regime(report)
     first = next(iter(report["cartography"].values()))
     names = list(next(iter(first["planted_vs_quadrant"].values())))
     lines += ["", "Where planted blocks landed (first seed):", "", "| planted | " + " | ".join(names) + " |"]
     lines.append("|---|" + "---:|" * len(names))
     for kind, row in first["planted_vs_quadrant"].items():
         lines.append(f"| {kind} | " + " | ".join(str(row[n]) for n in names) + " |")
+    return lines
+
+
+def _regime(report: dict) -> list[str]:
+    """Training against validation perplexity of each mapping run: how far the run overfits."""
+    lines = []
+    for seed, c in report["cartography"].items():
+        by_snapshot = c.get("train_perplexity_by_snapshot")
+        mapping = [r for r in report["rows"] if r["arm"] == MAPPING_RUN and str(r["seed"]) == str(seed)]
+        if not by_snapshot or not mapping:
+            continue
+        train, validation = by_snapshot[-1], mapping[0]["perplexity"]
+        lines.append(
+            f"- seed {seed} regime: training perplexity {train:.1f} at the last snapshot (eval mode, every block), "
+            f"validation perplexity {validation:.1f} of the same model: ratio {validation / train:.2f}"
+        )
     return lines
 
 

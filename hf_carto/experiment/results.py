@@ -68,10 +68,14 @@ def cartography_section(scored, fit, cuts: list[dict]) -> dict:
     it the tie-break decided (``cuts``, from :func:`~.training.make_arms`), where the planted blocks
     landed."""
     from hf_carto import Quadrant
-    from hf_carto.columns import QUADRANT, read_columns
+    from hf_carto.columns import QUADRANT, loss_columns, read_columns
 
     quadrants = read_columns(scored, [QUADRANT])[QUADRANT]
+    losses = read_columns(scored, loss_columns(scored.column_names))
     return {
+        # The regime: training-set perplexity at every snapshot (eval mode, every block), to set
+        # beside the validation perplexity of the mapping run's final model.
+        "train_perplexity_by_snapshot": [float(np.exp(np.mean(v, dtype=np.float64))) for v in losses.values()],
         "num_samples": fit.num_samples,
         "num_snapshots": fit.num_snapshots,
         "burn_in_snapshots": fit.burn_in,
