@@ -243,9 +243,10 @@ def _load_rows(path: str | Path) -> Any:
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    from .locking import output_lock
+    from .locking import output_lock, remove_stale_staging_of
 
     with output_lock(args.output, "hf-carto score"):  # two scorings into one folder would mix
+        remove_stale_staging_of(args.output)
         return _score(args)
 
 
@@ -291,7 +292,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    from .locking import output_lock
+    from .locking import output_lock, remove_stale_staging_of
     from .merge import add_loss_columns, load_loss_matrix, write_wide_parquet
 
     run_dir = Path(args.run_dir)
@@ -300,6 +301,7 @@ def _run_merge(args: argparse.Namespace) -> int:
     if args.dataset is None:
         out = Path(args.out) if args.out else run_dir / "carto" / "losses.parquet"
         with output_lock(out, "hf-carto merge"):
+            remove_stale_staging_of(out)
             if out.exists() and not args.overwrite:
                 raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
             matrix = load_loss_matrix(run_dir, allow_nonfinite=args.allow_nonfinite, progress=True)
@@ -310,6 +312,7 @@ def _run_merge(args: argparse.Namespace) -> int:
 
         out = Path(args.out) if args.out else run_dir / "carto" / "dataset"
         with output_lock(out, "hf-carto merge"):
+            remove_stale_staging_of(out)
             if out.exists() and not args.overwrite:
                 raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
             merged = add_loss_columns(_load_rows(args.dataset), run_dir, allow_nonfinite=args.allow_nonfinite)
@@ -320,9 +323,10 @@ def _run_merge(args: argparse.Namespace) -> int:
 
 
 def _run_arms(args: argparse.Namespace) -> int:
-    from .locking import output_lock
+    from .locking import output_lock, remove_stale_staging_of
 
     with output_lock(args.output, "hf-carto arms"):
+        remove_stale_staging_of(args.output)
         return _arms(args)
 
 

@@ -17,6 +17,7 @@ an earlier result only once its replacement is in place.
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ __all__ = [
     "lock_holder",
     "output_lock",
     "remove_stale_staging",
+    "remove_stale_staging_of",
     "replace_outputs",
 ]
 
@@ -208,6 +210,36 @@ def remove_stale_staging(folder: str | os.PathLike) -> list[Path]:
         else:
             path.unlink()
         logger.warning("removed %s, left by a run that was stopped while writing it", path)
+        removed.append(path)
+    return removed
+
+
+def remove_stale_staging_of(target: str | os.PathLike) -> list[Path]:
+    """Remove what killed writers of ``target`` left beside it (``.NAME.*.partial`` staging folders,
+    ``.NAME.*.tmp`` files, ``.NAME.old-*`` set-aside copies); call it while holding
+    :func:`output_lock` on ``target``, so that no live writer owns them. A set-aside copy whose
+    replacement never arrived (``target`` is missing) is the earlier result: it is put back, not
+    removed. Returns what was removed."""
+    target = Path(target)
+    if not target.parent.exists():
+        return []
+    removed = []
+    # The random part tempfile adds has no dot, which tells ".a.x1.tmp" (of "a") from ".a.b.x2.tmp" (of "a.b").
+    staged = re.compile(rf"^\.{re.escape(target.name)}\.[^.]+(\.partial|\.tmp)$")
+    set_aside_name = re.compile(rf"^\.{re.escape(target.name)}\.old-\d+$")
+    for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.*")):
+        set_aside = bool(set_aside_name.match(path.name))
+        if not (staged.match(path.name) or set_aside):
+            continue
+        if set_aside and not target.exists():
+            os.replace(path, target)
+            logger.warning("put back %s as %s: a run was stopped while replacing it", path, target)
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        logger.warning("removed %s, left by a run that was stopped while writing %s", path, target)
         removed.append(path)
     return removed
 

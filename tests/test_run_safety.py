@@ -361,3 +361,26 @@ def test_a_demo_killed_half_way_leaves_the_earlier_run_whole_and_its_staging_is_
     again = run_demo(_small_demo(out))
     assert not [p for p in out.iterdir() if p.name.startswith(".new-")]  # removed at the start of the rerun
     assert again["summary"] == first["summary"] and again["planted_vs_quadrant"] == first["planted_vs_quadrant"]
+
+
+def test_what_killed_writers_left_beside_an_output_is_cleared_or_put_back(tmp_path, capsys):
+    import numpy as np
+    from datasets import Dataset
+
+    from hf_carto.cli import main
+    from hf_carto.locking import remove_stale_staging_of
+
+    losses = tmp_path / "losses"
+    columns = {f"carto_loss_{t}": np.linspace(3, 0.5, 8) + t for t in (1, 2, 3)}
+    Dataset.from_dict({"sample_id": np.arange(8), **columns}).save_to_disk(str(losses))
+    scored = tmp_path / "scored"
+    (tmp_path / ".scored.x1.partial").mkdir()
+    (tmp_path / ".scored.x1.partial" / "half.arrow").write_text("half")
+    (tmp_path / ".scored.json.x2.tmp").write_text("{")  # another output's name: kept
+    assert main(["score", str(losses), str(scored), "--burn-in", "1", "--eps", "0.5"]) == 0
+    assert not (tmp_path / ".scored.x1.partial").exists() and (tmp_path / ".scored.json.x2.tmp").exists()
+    # Killed between setting the earlier result aside and moving the new one in: the earlier one is put back.
+    (tmp_path / "keep").write_text("mine")
+    scored.rename(tmp_path / ".scored.old-12345")
+    assert remove_stale_staging_of(scored) == [] and (scored / "cartography.json").exists()
+    assert (tmp_path / "keep").read_text() == "mine"
