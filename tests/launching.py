@@ -57,3 +57,33 @@ def accelerate_launch(
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+def accelerate_launch_nodes(script: Path, *args: str, num_machines: int = 2, timeout: int = 600) -> list[str]:
+    """``num_machines`` "nodes" on this machine: one ``accelerate launch --num_machines N
+    --machine_rank R --main_process_ip 127.0.0.1`` per rank, one process each, meeting over
+    loopback, as separate machines meet over the network. Fails the test unless every node exits
+    with 0; returns their standard errors."""
+    accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
+    port = str(free_port())
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    nodes = []
+    for rank in range(num_machines):
+        cmd = [
+            accelerate, "launch", "--multi_gpu", "--num_machines", str(num_machines), "--num_processes",
+            str(num_machines), "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port",
+            port, "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
+            str(script), *args,
+        ]  # fmt: skip
+        nodes.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    errors = []
+    for rank, node in enumerate(nodes):
+        try:
+            _, err = node.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for other in nodes:
+                other.kill()
+            raise AssertionError(f"node {rank} did not finish in {timeout} s") from None
+        errors.append(err)
+        assert node.returncode == 0, f"node {rank}: {err[-4000:]}"
+    return errors

@@ -19,7 +19,7 @@ from hf_carto.recording import LossStore
 SCRIPT = Path(__file__).parent / "launch" / "record_tiny.py"
 sys.path.insert(0, str(SCRIPT.parent))
 import record_tiny  # noqa: E402
-from launching import accelerate_launch  # noqa: E402
+from launching import accelerate_launch, accelerate_launch_nodes  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +47,19 @@ def test_training_on_two_processes_records_the_one_process_matrix(tmp_path, mode
     np.testing.assert_allclose(two.losses, one.losses, rtol=1e-5, atol=1e-5)
 
 
+def test_two_nodes_over_loopback_record_the_one_process_matrix(tmp_path):
+    """Two "machines" (one accelerate launch each, --num_machines 2, meeting at 127.0.0.1) write one
+    recording into a shared folder, as nodes of a cluster do on a shared filesystem."""
+    common = ["--mode", "eval", "--num-samples", "40", "--lr", "0.01", "--epochs", "2"]
+    run_one(tmp_path / "one", *common, "--batch-size", "8")
+    accelerate_launch_nodes(SCRIPT, str(tmp_path / "nodes"), *common, "--batch-size", "4", timeout=300)
+    assert LossStore(tmp_path / "nodes").settings().world_size == 2
+    ids = np.arange(100, 140)
+    one, nodes = load_loss_matrix(tmp_path / "one", ids), load_loss_matrix(tmp_path / "nodes", ids)
+    assert one.losses.shape == (40, 2)
+    np.testing.assert_allclose(nodes.losses, one.losses, rtol=1e-5, atol=1e-5)
+
+
 def test_uneven_n_padding_duplicates_loops_and_streams(tmp_path):
     """N = 37 is not divisible by 2 x 4: the last batches carry padding duplicates.
 
@@ -56,7 +69,7 @@ def test_uneven_n_padding_duplicates_loops_and_streams(tmp_path):
     """
     common = ["--num-samples", "37", "--lr", "0", "--batch-size", "4"]
     run_one(tmp_path / "reference", "--mode", "eval", *common)
-    ids = np.arange(100, 137)
+    ids = np.arange(100, 140)
     reference = load_loss_matrix(tmp_path / "reference", ids).losses
     variants = {
         "trainer-eval": ["--mode", "eval"],
