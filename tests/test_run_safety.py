@@ -384,3 +384,18 @@ def test_what_killed_writers_left_beside_an_output_is_cleared_or_put_back(tmp_pa
     scored.rename(tmp_path / ".scored.old-12345")
     assert remove_stale_staging_of(scored) == [] and (scored / "cartography.json").exists()
     assert (tmp_path / "keep").read_text() == "mine"
+
+
+def test_atomic_writes_get_the_mode_of_any_new_file(tmp_path):
+    import pyarrow as pa
+
+    from hf_carto.atomic import write_json_atomic, write_parquet_atomic
+
+    previous = os.umask(0o022)
+    try:
+        write_json_atomic({"a": 1}, tmp_path / "report.json")
+        write_parquet_atomic(pa.table({"x": [1]}), tmp_path / "t.parquet")
+    finally:
+        os.umask(previous)
+    for name in ("report.json", "t.parquet"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name  # not mkstemp's 0o600
