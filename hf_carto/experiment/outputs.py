@@ -55,9 +55,9 @@ def _overview(report: dict) -> list[str]:
         f"{counts['control']} never inserted (2k = {2 * s['contamination_k']} tokens from inside one document "
         f"each; {counts['heldout_documents_long_enough']} of {counts['heldout_documents']} held-out documents "
         f"were long enough). Planted blocks: {counts['planted_blocks']} ({counts['planted_share']:.1%} of the "
-        "training blocks). Values are means over seeds ± standard deviation; membership columns use the "
-        "loss signal, on the members every arm of the seed trained on and, separately, on the planted "
-        "blocks against blocks built the same way from never-trained material.",
+        "training blocks). Values are means over seeds ± their standard deviation (population, ddof = 0); "
+        "membership columns use the loss signal, on the members every arm of the seed trained on and, "
+        "separately, on the planted blocks against blocks built the same way from never-trained material.",
         "",
         "| arm | pruned weight | " + " | ".join(label for _, label, _ in METRICS) + " |",
         "|---|---:|" + "---:|" * len(METRICS),
@@ -185,7 +185,7 @@ def _detection(report: dict) -> list[str]:
         "Each detector (hf_carto.detectors) ranks every training block, higher score = curate first, equal scores "
         "by sample_id; a budget arm treats the top of its ranking. AP is the average precision over the whole "
         "ranking (a random ranking scores about the base rate); P@f and R@f are the precision and recall of the "
-        "top fraction f, the cut a budget f makes. Means over seeds ± standard deviation.",
+        "top fraction f, the cut a budget f makes. Means over seeds ± their standard deviation (ddof = 0).",
     ]
     for target, description in first["target_descriptions"].items():
         entries = [s["targets"][target] for s in sections.values()]
