@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -422,18 +423,28 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from .hub import check_export_folder, check_repo_id, export_hub_layout, push_curated_dataset
+    from .hub import check_repo_id
+    from .locking import output_lock
 
     check_repo_id(args.repo_id)  # before any export work
     source = Path(args.dataset_dir)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such folder")
-    if (source / "README.md").exists() and (source / "data").is_dir():
-        folder = source
-    else:
+    exported = (source / "README.md").exists() and (source / "data").is_dir()
+    folder = (
+        source if exported else Path(args.export_dir) if args.export_dir else source.with_name(source.name + ".hub")
+    )
+    # From the export to the end of the upload: another push would replace the folder being read.
+    with output_lock(Path(os.path.abspath(folder)), "hf-carto push"):
+        return _push(args, source, folder, exported)
+
+
+def _push(args: argparse.Namespace, source: Path, folder: Path, exported: bool) -> int:
+    from .hub import check_export_folder, export_hub_layout, push_curated_dataset
+
+    if not exported:
         from .io import load_scored
 
-        folder = Path(args.export_dir) if args.export_dir else source.with_name(source.name + ".hub")
         check_export_folder(folder, [source])  # before loading anything
         dataset, fit = load_scored(source)
         export_hub_layout(

@@ -66,6 +66,7 @@ __all__ = [
     "check_export_folder",
     "export_hub_layout",
     "mark_private",
+    "private_columns_of",
     "private_contents",
     "push_curated_dataset",
     "push_model",
@@ -85,11 +86,16 @@ logger = logging.getLogger(__name__)
 #: canaries or otherwise planted (the secrets, the registry ids and flags, the generated corpus's
 #: ground truth, duplicate groups and repetition counts).
 PRIVATE_COLUMNS = ("secret", CANARY_ID, IS_CANARY, TRUTH, "group", "repetitions")
+#: Of those, the ones private only beside ``truth`` (the generated corpus's own columns): elsewhere
+#: ``group`` or ``repetitions`` is an ordinary column of the user's and is published.
+GENERATED_ONLY_COLUMNS = ("group", "repetitions")
 #: The file an export writes into its folder, so that a later export may replace the folder.
 EXPORT_MARKER = ".hf_carto_export"
 #: The file that marks a local folder as not to be published.
 PRIVATE_NOTE = "PRIVATE.md"
-_REGISTRY_FILE = re.compile(r"(^|_)canaries\.json$")
+_REGISTRY_FILE = re.compile(r"canar", re.IGNORECASE)
+# Files the Hub's loaders read as data; only these can hold rows.
+_DATA_SUFFIXES = (".parquet", ".arrow", ".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".txt")
 _SIZE_CATEGORIES = [(1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"), (1e7, "1M<n<10M")]
 
 
@@ -274,18 +280,34 @@ def mark_private(folder: str | os.PathLike, holds: str) -> Path:
     return path
 
 
+def private_columns_of(names: Sequence[str]) -> list[str]:
+    """Which of ``names`` are private: :data:`PRIVATE_COLUMNS`, the generated corpus's own ones only
+    beside its ``truth`` column."""
+    generated = TRUTH in names
+    return [c for c in PRIVATE_COLUMNS if c in names and (generated or c not in GENERATED_ONLY_COLUMNS)]
+
+
 def _column_names(path: Path) -> list[str] | None:
-    """The column names of a parquet or Arrow (``save_to_disk``) file; None when unreadable."""
+    """The column names of a data file (parquet, Arrow, or the header / keys of a text format);
+    None when unreadable. Text formats are read in their first megabyte only."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    suffix = path.suffix.lower()
     try:
-        if path.suffix == ".parquet":
+        if suffix == ".parquet":
             return pq.read_schema(path).names
-        with pa.memory_map(str(path)) as source:
-            return pa.ipc.open_stream(source).schema.names
+        if suffix == ".arrow":
+            with pa.memory_map(str(path)) as source:
+                return pa.ipc.open_stream(source).schema.names
+        head = path.read_bytes()[: 1 << 20].decode("utf-8", errors="replace")
     except (OSError, pa.ArrowInvalid):
         return None
+    if suffix in (".csv", ".tsv"):
+        first = head.splitlines()[0] if head else ""
+        return [c.strip().strip('"') for c in re.split(r"[,\t]", first)]
+    # JSON and JSON lines: every quoted key; plain text: every word.
+    return re.findall(r'"([^"\\]{1,64})"\s*:', head) + (head.split() if suffix == ".txt" else [])
 
 
 def private_contents(folder: str | os.PathLike) -> list[str]:
@@ -297,16 +319,16 @@ def private_contents(folder: str | os.PathLike) -> list[str]:
     found = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
-        if path.name == PRIVATE_NOTE:
+        if path.name.lower() == PRIVATE_NOTE.lower():
             found.append(f"{rel} (marks the folder private)")
-        elif _REGISTRY_FILE.search(path.name):
-            found.append(f"{rel} (a canary registry: the secrets)")
-        elif path.suffix in (".parquet", ".arrow") and path.is_file():
+        elif _REGISTRY_FILE.search(path.name) and path.is_file():
+            found.append(f"{rel} (a canary registry, by its name)")
+        elif path.suffix.lower() in _DATA_SUFFIXES and path.is_file():
             names = _column_names(path)
             if names is None:
                 found.append(f"{rel} (unreadable, so it cannot be checked for canary rows)")
                 continue
-            marked = [c for c in PRIVATE_COLUMNS if c in names]
+            marked = private_columns_of(names)
             if marked:
                 found.append(f"{rel} (its columns {marked} mark canary or planted rows)")
     return found
@@ -319,6 +341,8 @@ def _is_legacy_export(folder: Path) -> bool:
         return False
     if set(entries) - {"README.md", "data_map.png", "data"}:
         return False
+    if "- hf-carto" not in entries["README.md"].read_text(errors="replace"):
+        return False  # a Hub layout of the user's own, not a card this tool wrote
     return all(
         p.is_file() and re.fullmatch(r"train-\d{5}-of-\d{5}\.parquet", p.name) for p in entries["data"].iterdir()
     )
@@ -333,6 +357,8 @@ def check_export_folder(folder: str | os.PathLike, sources: Sequence[str | os.Pa
     """
     folder = Path(folder)
     target = folder.resolve()
+    if target == target.parent or folder.name in ("", ".", ".."):
+        raise ValueError(f"the export folder {str(folder)!r} names no folder of its own; give a new folder's path")
     for source in sources:
         resolved = Path(source).resolve()
         if target == resolved or target in resolved.parents:
@@ -378,14 +404,26 @@ def _renumber_sample_ids(dataset: Dataset) -> tuple[Dataset, np.ndarray | None]:
     return renumbered, original
 
 
+def _mapping_dir(output_dir: Path) -> Path:
+    return output_dir.with_name(output_dir.name + ".private")
+
+
+def _remove_id_mapping(output_dir: Path) -> None:
+    """Remove the id mapping an earlier export left beside ``output_dir`` (recognised by its PRIVATE.md)."""
+    private_dir = _mapping_dir(output_dir)
+    if not private_dir.exists():
+        return
+    if any(private_dir.iterdir()) and not (private_dir / PRIVATE_NOTE).exists():
+        raise FileExistsError(f"{private_dir} exists and was not written by an export; move it away")
+    shutil.rmtree(private_dir)
+
+
 def _write_id_mapping(output_dir: Path, original: np.ndarray) -> Path:
     """The published-to-original ``sample_id`` mapping, kept beside the export (never pushed)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    private_dir = output_dir.with_name(output_dir.name + ".private")
-    if private_dir.exists() and any(private_dir.iterdir()) and not (private_dir / PRIVATE_NOTE).exists():
-        raise FileExistsError(f"{private_dir} exists and was not written by an export; move it away")
+    private_dir = _mapping_dir(output_dir)
     with atomic_folder(private_dir, overwrite=True) as staging:
         table = pa.table({SAMPLE_ID: np.arange(len(original)), f"source_{SAMPLE_ID}": original})
         pq.write_table(table, staging / "sample_ids.parquet")
@@ -450,7 +488,9 @@ def export_hub_layout(
     missing = [c for c in needed if c not in dataset.column_names]
     if missing:
         raise ValueError(f"the dataset lacks the cartography columns {missing}; run add_cartography first")
-    output_dir = Path(output_dir)
+    if Path(output_dir).name in ("", ".", ".."):
+        check_export_folder(output_dir)  # refuses it, naming it as given
+    output_dir = Path(os.path.abspath(output_dir))
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} already exists; choose another folder or pass overwrite=True")
     check_export_folder(output_dir, [Path(f["filename"]).parent for f in dataset.cache_files])
@@ -463,7 +503,7 @@ def export_hub_layout(
     withheld, private, original_ids = 0, [], None
     if not include_private_columns:
         dataset, withheld = _withhold_canaries(dataset, secrets)
-        private = [c for c in PRIVATE_COLUMNS if c in dataset.column_names]
+        private = private_columns_of(dataset.column_names)
         if private:
             dataset = dataset.remove_columns(private)
         dataset, original_ids = _renumber_sample_ids(dataset)
@@ -475,8 +515,9 @@ def export_hub_layout(
     if not weights_present:
         summary.pop("weights", None)
     num_shards = max(1, math.ceil(len(dataset) / max_shard_rows))
-    if original_ids is not None:
-        _write_id_mapping(output_dir, original_ids)
+    # An earlier export's id mapping goes first, so that it never sits beside another export's rows;
+    # the new one is written once the export is in place.
+    _remove_id_mapping(output_dir)
     with atomic_folder(output_dir, overwrite=overwrite) as staging:
         (staging / "data").mkdir()
         for index in range(num_shards):
@@ -514,6 +555,8 @@ def export_hub_layout(
                 staging,
                 "canary rows and the columns that mark planted rows (exported with include_private_columns=True)",
             )
+    if original_ids is not None:
+        _write_id_mapping(output_dir, original_ids)
     return output_dir
 
 

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,19 +95,28 @@ def lock_holder(folder: str | os.PathLike, *, beside: bool = False) -> dict | No
 class HeldLock:
     """An exclusive lock this process holds until :meth:`release` (or until it ends).
 
-    Locks are re-entrant within one process: taking a lock this process already holds nests
-    inside it (a second writer in the same process is the same run, not a concurrent one), and
-    the lock is released when the outermost holder releases it.
+    Locks are re-entrant within one thread: taking a lock the same thread already holds nests inside
+    it (the same run, not a concurrent one), and the lock is released when the outermost holder
+    releases it. Another thread of the process is refused like another process.
     """
 
     def __init__(self, path: Path, label: str, what: str) -> None:
         self.path = path
         self._key = path.resolve()
         self._released = False
-        held = _HELD.get(self._key)
-        if held is not None:
-            held[1] += 1
-            return
+        with _HELD_GUARD:
+            held = _HELD.get(self._key)
+            if held is not None:
+                if held[2] != threading.get_ident():  # another thread of this process: a concurrent writer
+                    raise FolderLocked(
+                        f"{label} is in use by another thread of this process (PID {os.getpid()}); two writers "
+                        "would mix their results"
+                    )
+                held[1] += 1
+                return
+            self._acquire(path, label, what)
+
+    def _acquire(self, path: Path, label: str, what: str) -> None:
         handle = open(path, "a+")  # noqa: SIM115  (held open while locked: closing it releases the lock)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -125,25 +135,27 @@ class HeldLock:
             json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "what": what})
         )
         handle.flush()
-        _HELD[self._key] = [handle, 1]
+        _HELD[self._key] = [handle, 1, threading.get_ident()]
 
     def release(self) -> None:
         """Release this hold; the outermost release of the process gives the lock up."""
         if self._released:
             return
         self._released = True
-        held = _HELD[self._key]
-        held[1] -= 1
-        if held[1] == 0:
-            handle = _HELD.pop(self._key)[0]
-            # A clean end leaves the file empty: only a holder that died leaves its details behind.
-            handle.seek(0)
-            handle.truncate()
-            handle.close()  # releases the flock
+        with _HELD_GUARD:
+            held = _HELD[self._key]
+            held[1] -= 1
+            if held[1] == 0:
+                handle = _HELD.pop(self._key)[0]
+                # A clean end leaves the file empty: only a holder that died leaves its details behind.
+                handle.seek(0)
+                handle.truncate()
+                handle.close()  # releases the flock
 
 
-#: Locks this process holds: resolved lock path -> [open handle, nesting depth].
+#: Locks this process holds: resolved lock path -> [open handle, nesting depth, owning thread].
 _HELD: dict[Path, list] = {}
+_HELD_GUARD = threading.RLock()
 
 
 def hold_folder_lock(folder: str | os.PathLike, what: str = "a run") -> HeldLock:

@@ -442,6 +442,24 @@ class LossRecorder:
         self._started = False
         self._lock = None
 
+    def _take_lock(self) -> None:
+        """The main process takes the run folder's lock (held until :meth:`close` or the end of the
+        process) and tells every rank whether it could, so that all of them raise together."""
+        from .locking import FolderLocked, hold_folder_lock
+
+        refusal = None
+        if self.is_main_process and self._lock is None:
+            try:
+                self._lock = hold_folder_lock(self.store.output_dir, "hf_carto loss recording")
+            except FolderLocked as err:
+                refusal = str(err)
+        if self.accelerator is not None and self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            refusal = broadcast_object_list([refusal], from_process=0)[0]
+        if refusal is not None:
+            raise FolderLocked(f"{refusal} (recording into it)")
+
     def close(self) -> None:
         """Release the run folder's lock (the main process holds it from :meth:`start` on; the end
         of the process releases it too)."""
@@ -472,15 +490,7 @@ class LossRecorder:
         """
         # Every rank reads and judges the folder before anyone writes, so that all ranks raise
         # together instead of leaving the others waiting at a barrier.
-        from .locking import FolderLocked, hold_folder_lock, lock_holder
-
-        holder = lock_holder(self.store.output_dir)
-        if holder is not None and holder.get("pid") != os.getpid():
-            raise FolderLocked(
-                f"{self.store.output_dir} is being recorded into by PID {holder.get('pid')} on "
-                f"{holder.get('host')}: two recordings in one folder would mix their losses; wait for it, stop "
-                "it, or use another output_dir"
-            )
+        self._take_lock()
         discard = resume_step == 0 and self.overwrite and self.store.root.exists()
         if not discard:
             self.store.check_settings(self.settings)
@@ -493,8 +503,6 @@ class LossRecorder:
                 )
         self._barrier()
         if self.is_main_process:
-            if self._lock is None:  # held until close() or the end of the process
-                self._lock = hold_folder_lock(self.store.output_dir, "hf_carto loss recording")
             if discard:
                 import shutil
 

@@ -231,3 +231,49 @@ def test_bad_exports(scored, tmp_path):
         export_hub_layout(ds, tmp_path / "e2", repo_id="x/y", fit=fit)
     export_hub_layout(ds.select(range(10)), tmp_path / "e2", repo_id="x/y", fit=fit, overwrite=True)
     assert len(load_dataset(str(tmp_path / "e2"), split="train")) == 10
+
+
+def test_the_id_mapping_never_sits_beside_another_exports_rows(scored, tmp_path):
+    ds, fit = scored
+    out = tmp_path / "export"
+    export_hub_layout(ds, out, repo_id="x/y", fit=fit)
+    assert (tmp_path / "export.private" / "sample_ids.parquet").exists()
+    export_hub_layout(ds, out, repo_id="x/y", fit=fit, include_private_columns=True, overwrite=True)
+    assert not (tmp_path / "export.private").exists()  # these rows keep their own ids: no mapping
+    (tmp_path / "mine.private").mkdir()
+    (tmp_path / "mine.private" / "notes.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="was not written by an export"):
+        export_hub_layout(ds, tmp_path / "mine", repo_id="x/y", fit=fit)
+    assert (tmp_path / "mine.private" / "notes.txt").read_text() == "x"
+
+
+def test_private_contents_reads_every_data_format_and_only_marks_generated_columns(tmp_path):
+    from hf_carto.hub import private_columns_of, private_contents
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text('{"text": "a", "secret": "1234"}\n')
+    (tmp_path / "data" / "train.CSV").write_text("text,carto_canary_id\na,3\n")
+    (tmp_path / "Private.MD").write_text("x")
+    (tmp_path / "My_Canaries.json.bak").write_text("[]")
+    (tmp_path / "data" / "ok.csv").write_text("text,group\na,1\n")  # a user's own group column
+    found = private_contents(tmp_path)
+    assert len(found) == 4, found
+    assert any("train.jsonl" in f and "'secret'" in f for f in found)
+    assert any("train.CSV" in f and "carto_canary_id" in f for f in found)
+    assert not any("ok.csv" in f for f in found)
+    assert private_columns_of(["text", "group", "repetitions"]) == []
+    assert private_columns_of(["text", "truth", "group", "repetitions"]) == ["truth", "group", "repetitions"]
+
+
+def test_a_users_own_hub_layout_is_not_taken_for_an_earlier_export(scored, tmp_path):
+    ds, fit = scored
+    own = tmp_path / "own"
+    (own / "data").mkdir(parents=True)
+    (own / "README.md").write_text("---\nlicense: mit\n---\n# my dataset\n")
+    (own / "data" / "train-00000-of-00001.parquet").write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="not an earlier export"):
+        export_hub_layout(ds, own, repo_id="x/y", fit=fit, overwrite=True)
+    assert (own / "data" / "train-00000-of-00001.parquet").read_bytes() == b"mine"
+    for name in (".", ".."):
+        with pytest.raises(ValueError, match="names no folder of its own"):
+            export_hub_layout(ds, name, repo_id="x/y", fit=fit, overwrite=True)

@@ -229,6 +229,14 @@ def test_score_merge_and_the_recorder_refuse_an_output_another_process_writes(tm
         holder.kill()
         holder.wait()
     assert main(["score", str(losses), str(scored), "--burn-in", "1", "--eps", "0.5"]) == 0  # the lock died with it
+    arms = tmp_path / "arms"
+    arms_holder = _paused_cli(["arms", str(scored), str(arms)], "hf_carto.continuation.build_arms")
+    try:
+        assert main(["arms", str(scored), str(arms), "--overwrite"]) == 2
+        assert f"{arms} is in use by PID {arms_holder.pid}" in capsys.readouterr().err
+    finally:
+        arms_holder.kill()
+        arms_holder.wait()
 
     # The recorder: a second recording into a run folder another live process records into.
     run = tmp_path / "run"
@@ -240,7 +248,7 @@ def test_score_merge_and_the_recorder_refuse_an_output_another_process_writes(tm
     )  # fmt: skip
     try:
         assert recorder_process.stdout.readline().strip() == "inside"
-        with pytest.raises(FolderLocked, match=f"being recorded into by PID {recorder_process.pid}"):
+        with pytest.raises(FolderLocked, match=f"in use by PID {recorder_process.pid}.*recording into it"):
             LossRecorder(run, num_samples=4, overwrite=True).start()
         # merge of that run into a dataset, while another process merges into the same output
         out = tmp_path / "merged"
@@ -379,6 +387,10 @@ def test_what_killed_writers_left_beside_an_output_is_cleared_or_put_back(tmp_pa
     (tmp_path / ".scored.json.x2.tmp").write_text("{")  # another output's name: kept
     assert main(["score", str(losses), str(scored), "--burn-in", "1", "--eps", "0.5"]) == 0
     assert not (tmp_path / ".scored.x1.partial").exists() and (tmp_path / ".scored.json.x2.tmp").exists()
+    # The same for arms (and merge, which shares the code): a stale staging folder of its output goes.
+    (tmp_path / ".arms.x3.partial").mkdir()
+    assert main(["arms", str(scored), str(tmp_path / "arms"), "--budget", "0.25"]) == 0
+    assert not (tmp_path / ".arms.x3.partial").exists() and (tmp_path / "arms" / "budgets.json").exists()
     # Killed between setting the earlier result aside and moving the new one in: the earlier one is put back.
     (tmp_path / "keep").write_text("mine")
     scored.rename(tmp_path / ".scored.old-12345")
@@ -399,3 +411,32 @@ def test_atomic_writes_get_the_mode_of_any_new_file(tmp_path):
         os.umask(previous)
     for name in ("report.json", "t.parquet"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name  # not mkstemp's 0o600
+
+
+def test_another_thread_of_the_process_is_refused_like_another_process(tmp_path):
+    import threading
+
+    from hf_carto.locking import output_lock
+
+    results = []
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def writer():
+        with output_lock(tmp_path / "scored", "thread one"):
+            inside.set()
+            leave.wait(10)
+
+    first = threading.Thread(target=writer)
+    first.start()
+    inside.wait(10)
+    try:
+        with output_lock(tmp_path / "scored", "thread two"):
+            results.append("entered")
+    except FolderLocked as err:
+        results.append(str(err))
+    leave.set()
+    first.join()
+    assert len(results) == 1 and "another thread of this process" in results[0]
+    with output_lock(tmp_path / "scored"), output_lock(tmp_path / "scored"):  # one thread nests
+        pass
