@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .callback import CartographyCallback
     from .canaries import (
         Canary,
         canary_id_column,
@@ -76,12 +77,14 @@ if TYPE_CHECKING:
         training_dynamics,
     )
     from .tokenization import train_bpe_tokenizer
+    from .trackers import log_cartography
     from .trainer import CartoTrainer, WeightedEpochSampler, prepare_curated_dataset
 
 __version__ = "0.1.0"
 
 #: Submodule -> the public names it defines.
 _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
+    "callback": ("CartographyCallback",),
     "canaries": (
         "Canary",
         "canary_id_column",
@@ -142,6 +145,7 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "training_dynamics",
     ),
     "tokenization": ("train_bpe_tokenizer",),
+    "trackers": ("log_cartography",),
     "models": ("tiny_gpt2",),
     "trainer": ("CartoTrainer", "WeightedEpochSampler", "prepare_curated_dataset"),
 }
@@ -150,6 +154,7 @@ _NAME_TO_SUBMODULE = {name: module for module, names in _SUBMODULE_NAMES.items()
 # Spelled out (not derived from the table above) so that linters and readers see the public names;
 # tests/test_packaging.py checks that the two agree.
 __all__ = [
+    "CartographyCallback",
     "Canary",
     "canary_id_column",
     "insert_canaries_dataset",
@@ -224,6 +229,7 @@ __all__ = [
     "select_top_memorized",
     "training_dynamics",
     "train_bpe_tokenizer",
+    "log_cartography",
     "tiny_gpt2",
     "CartoTrainer",
     "WeightedEpochSampler",
