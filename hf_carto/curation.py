@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ from .columns import (
     loss_columns,
     read_columns,
 )
+from .combined_runs import add_runs, fit_runs
 from .scores import (
     Quadrant,
     assign_quadrants,
@@ -199,12 +200,19 @@ class CartographyFit:
     num_with_forget_events: int
     allow_nonfinite: bool = False
     allow_negative: bool = False
+    #: Mapping runs (seeds) combined by the fit; see :mod:`hf_carto.combined_runs`.
+    num_runs: int = 1
 
     @property
     def num_snapshots(self) -> int:
         return len(self.loss_columns)
 
     def __call__(self, *columns: Any) -> dict[str, np.ndarray]:
+        if self.num_runs > 1:
+            raise ValueError(
+                f"this fit combines {self.num_runs} runs: score with add_cartography(list_of_runs, fit), "
+                "not one run's losses"
+            )
         losses = _matrix(columns)
         # add_cartography checked every row with its sample_id first; this guards a direct map.
         refused = _refused_in_batch(losses, self.allow_nonfinite, self.allow_negative)
@@ -266,11 +274,12 @@ _FIT_FIELD_CHECKS = {
     "num_with_forget_events": _is_count,
     "allow_nonfinite": lambda v: isinstance(v, bool),
     "allow_negative": lambda v: isinstance(v, bool),
+    "num_runs": lambda v: _is_count(v) and v >= 1,
 }
 
 
 def fit_cartography(
-    dataset: Dataset,
+    dataset: Dataset | Sequence[Dataset],
     *,
     burn_in: int,
     eps: float | str,
@@ -286,8 +295,14 @@ def fit_cartography(
     time. A ``"quantile:q"`` eps needs every loss at once: that one policy holds the ``N x T``
     matrix in memory; numbers and ``min`` policies stream.
 
+    Several mapping runs (seeds) of the same data: pass a list of datasets, one a run, each with
+    its own `carto_loss_*` columns (e.g. from :func:`hf_carto.add_loss_columns` of each run folder).
+    Their scores are combined: forget events summed over runs (``m = sum F / sum (T_r - 1)``),
+    difficulty averaged over runs, eps resolved on every run's losses pooled; rows are matched by
+    ``sample_id`` (see :mod:`hf_carto.combined_runs`). ``allow_nonfinite`` is not available there.
+
     Args:
-        dataset (`datasets.Dataset`): rows with `carto_loss_1 .. carto_loss_T`.
+        dataset (`datasets.Dataset`, or a list of them): rows with `carto_loss_1 .. carto_loss_T`.
         burn_in (`int`): `T_e` in `[1, T - 1]`; difficulty is the mean of the first `T_e` losses.
         eps (`float` or `str`): forget-event threshold or policy, see :func:`hf_carto.resolve_eps`.
         alpha_d (`float`, *optional*, defaults to `0.75`): percentile of `d` for `tau_d`.
@@ -315,6 +330,18 @@ def fit_cartography(
         >>> fit.eps, fit.num_with_forget_events
         (1.0, 1)
     """
+    if not isinstance(dataset, Dataset):
+        if allow_nonfinite:
+            raise ValueError("allow_nonfinite is not available when combining runs; score each run alone")
+        return fit_runs(
+            list(dataset),
+            burn_in=burn_in,
+            eps=eps,
+            alpha_d=alpha_d,
+            alpha_m=alpha_m,
+            batch_size=batch_size,
+            allow_negative=allow_negative,
+        )
     if len(dataset) == 0:
         raise ValueError("the dataset is empty (0 rows); there is nothing to score")
     columns = loss_columns(dataset.column_names)
@@ -383,7 +410,7 @@ def _with_columns(dataset: Dataset, new: dict[str, Any]) -> Features:
 
 
 def add_cartography(
-    dataset: Dataset,
+    dataset: Dataset | Sequence[Dataset],
     fit: CartographyFit | None = None,
     *,
     burn_in: int | None = None,
@@ -406,6 +433,9 @@ def add_cartography(
     refused (naming the columns, how many rows and their first sample_ids) unless the fit allows
     them (see :func:`fit_cartography`).
 
+    A list of runs (see :func:`fit_cartography`) gives the first run's rows with the scores
+    combined over every run.
+
     Raises:
         ValueError: as :func:`fit_cartography`, and when the dataset lacks the fit's columns.
 
@@ -417,7 +447,8 @@ def add_cartography(
         >>> list(add_cartography(ds, burn_in=1, eps=1.0, alpha_d=0.5, alpha_m=0.5)["carto_quadrant"])
         [3, 0]
     """
-    if fit is None:
+    fitted_here = fit is None
+    if fitted_here:
         if burn_in is None or eps is None:
             raise ValueError("add_cartography needs either a fit or both burn_in and eps")
         fit = fit_cartography(
@@ -430,7 +461,11 @@ def add_cartography(
             allow_nonfinite=allow_nonfinite,
             allow_negative=allow_negative,
         )
-    else:
+    if not isinstance(dataset, Dataset):
+        return add_runs(list(dataset), fit, batch_size=batch_size)
+    if fit.num_runs > 1:
+        raise ValueError(f"the fit combines {fit.num_runs} runs; pass the list of runs, not one dataset")
+    if not fitted_here:
         missing = [c for c in fit.loss_columns if c not in dataset.column_names]
         if missing:
             raise ValueError(f"the dataset lacks loss columns the fit was made with: {missing}")
