@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         detector_scores,
         top_budget,
     )
+    from .duplicates import add_duplicate_columns, duplicate_clusters, hotspot_duplication
     from .evaluation import canary_extraction, contamination_recall, exposure, perplexity
     from .hub import export_hub_layout, push_curated_dataset, push_model, render_model_card
     from .losses import per_sample_loss, token_nll
@@ -122,6 +123,7 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "detector_scores",
         "top_budget",
     ),
+    "duplicates": ("add_duplicate_columns", "duplicate_clusters", "hotspot_duplication"),
     "evaluation": ("canary_extraction", "contamination_recall", "exposure", "perplexity"),
     "hub": ("export_hub_layout", "push_curated_dataset", "push_model", "render_model_card"),
     "losses": ("per_sample_loss", "token_nll"),
@@ -188,6 +190,9 @@ __all__ = [
     "decided_by_tie_break",
     "detector_scores",
     "top_budget",
+    "add_duplicate_columns",
+    "duplicate_clusters",
+    "hotspot_duplication",
     "canary_extraction",
     "contamination_recall",
     "exposure",

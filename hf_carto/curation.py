@@ -34,6 +34,8 @@ from datasets import ClassLabel, Dataset, Features, Value
 # The column names and helpers below moved to `columns`; importing them from here keeps working.
 from .columns import (
     DIFFICULTY,
+    DUP_EXACT_SIZE,
+    DUP_NEAR_SIZE,
     KEEP,
     LOSS_COLUMN_PREFIX,
     LOSS_WEIGHT,
@@ -521,6 +523,7 @@ def apply_interventions(
     alpha: float = 0.5,
     remove_noisy: bool = True,
     stable_easy_gamma: float = 1.0,
+    by_cluster: str | None = None,
     num_proc: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Dataset:
@@ -543,9 +546,16 @@ def apply_interventions(
         remove_noisy (`bool`, *optional*, defaults to `True`): drop noisy outliers.
         stable_easy_gamma (`float`, *optional*, defaults to `1.0`): light up-sampling of
             stable-easy rows, >= 1.
+        by_cluster (`str`, *optional*): a cluster-id column (``carto_dup_near_id`` or
+            ``carto_dup_exact_id`` from :func:`hf_carto.add_duplicate_columns`) to treat every
+            cluster at once: each member takes the strongest treatment any member got (the
+            lowest loss weight, the lowest sampling weight, removed when any member is), so a
+            memorized text is not left in training through its copies.
     """
     if QUADRANT not in dataset.column_names:
         raise ValueError(f"the dataset has no '{QUADRANT}' column; run add_cartography first")
+    if by_cluster is not None and by_cluster not in dataset.column_names:
+        raise ValueError(f"the dataset has no cluster column {by_cluster!r}; run hf_carto.add_duplicate_columns first")
     gamma = _check_weight("gamma", gamma, 1.0)
     alpha = _check_weight("alpha", alpha, 0.0, 1.0)
     stable_easy_gamma = _check_weight("stable_easy_gamma", stable_easy_gamma, 1.0)
@@ -559,7 +569,7 @@ def apply_interventions(
     features = _with_columns(
         dataset, {LOSS_WEIGHT: Value("float32"), SAMPLING_WEIGHT: Value("float32"), KEEP: Value("bool")}
     )
-    return dataset.map(
+    labelled = dataset.map(
         rule,
         batched=True,
         batch_size=batch_size,
@@ -568,13 +578,42 @@ def apply_interventions(
         num_proc=num_proc,
         desc="Applying interventions",
     )
+    return labelled if by_cluster is None else _treat_clusters(labelled, by_cluster, batch_size)
+
+
+def _treat_clusters(dataset: Dataset, column: str, batch_size: int) -> Dataset:
+    """Give every member of a cluster the strongest treatment among its members."""
+    values = read_columns(dataset, [column, LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP])
+    _, group = np.unique(values[column], return_inverse=True)
+    count = int(group.max()) + 1
+    loss_weight = np.full(count, np.inf, dtype=np.float32)
+    sampling_weight = np.full(count, np.inf, dtype=np.float32)
+    keep = np.ones(count, dtype=bool)
+    np.minimum.at(loss_weight, group, values[LOSS_WEIGHT].astype(np.float32))
+    np.minimum.at(sampling_weight, group, values[SAMPLING_WEIGHT].astype(np.float32))
+    np.logical_and.at(keep, group, values[KEEP].astype(bool))
+
+    def treat(batch, indices):
+        rows = group[indices]
+        return {LOSS_WEIGHT: loss_weight[rows], SAMPLING_WEIGHT: sampling_weight[rows], KEEP: keep[rows]}
+
+    return dataset.map(
+        treat,
+        batched=True,
+        with_indices=True,
+        batch_size=batch_size,
+        desc=f"Treating clusters ({column})",
+        features=dataset.features,
+    )
 
 
 def cartography_summary(dataset: Dataset, fit: CartographyFit | None = None) -> dict[str, Any]:
     """Dataset-level summary: quadrant counts and means, thresholds, eps, weight totals.
 
     Reads only the ``carto_*`` score and weight columns. ``fit`` adds the settings (eps, burn-in,
-    thresholds); without it only what the columns say is reported.
+    thresholds); without it only what the columns say is reported. With the duplicate columns
+    (:func:`hf_carto.add_duplicate_columns`), ``"hotspot_duplication"`` says how many hotspots are
+    duplicated text and how many unique.
     """
     if QUADRANT not in dataset.column_names:
         raise ValueError(f"the dataset has no '{QUADRANT}' column; run add_cartography first")
@@ -611,6 +650,10 @@ def cartography_summary(dataset: Dataset, fit: CartographyFit | None = None) -> 
             "num_down_weighted": int(((lw > 0) & (lw < 1)).sum()),
             "num_up_sampled": int((sw > 1).sum()),
         }
+    if all(c in dataset.column_names for c in (DUP_EXACT_SIZE, DUP_NEAR_SIZE)):
+        from .duplicates import hotspot_duplication
+
+        summary["hotspot_duplication"] = hotspot_duplication(dataset)
     return summary
 
 
@@ -645,5 +688,11 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"down-weighted={weights['num_down_weighted']} up-sampled={weights['num_up_sampled']}  "
             f"loss-weight total={weights['loss_weight_total']:.6g}  "
             f"sampling-weight total={weights['sampling_weight_total']:.6g}"
+        )
+    duplication = summary.get("hotspot_duplication")
+    if duplication:
+        lines.append(
+            f"hotspots={duplication['hotspots']}: exact duplicates={duplication['exact_duplicates']} "
+            f"near duplicates={duplication['near_duplicates_only']} unique={duplication['unique']}"
         )
     return "\n".join(lines)
