@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .duplicates import add_duplicate_columns, duplicate_clusters, hotspot_duplication
     from .evaluation import canary_extraction, contamination_recall, exposure, perplexity
     from .hub import export_hub_layout, push_curated_dataset, push_model, render_model_card
+    from .interactive_map import write_interactive_map
     from .losses import per_sample_loss, token_nll
     from .membership import membership_metrics, membership_signals, roc_auc, tpr_at_fpr
     from .merge import LossMatrix, add_loss_columns, load_loss_matrix
@@ -126,6 +127,7 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
     "duplicates": ("add_duplicate_columns", "duplicate_clusters", "hotspot_duplication"),
     "evaluation": ("canary_extraction", "contamination_recall", "exposure", "perplexity"),
     "hub": ("export_hub_layout", "push_curated_dataset", "push_model", "render_model_card"),
+    "interactive_map": ("write_interactive_map",),
     "losses": ("per_sample_loss", "token_nll"),
     "membership": ("membership_metrics", "membership_signals", "roc_auc", "tpr_at_fpr"),
     "merge": ("LossMatrix", "add_loss_columns", "load_loss_matrix"),
@@ -201,6 +203,7 @@ __all__ = [
     "push_curated_dataset",
     "push_model",
     "render_model_card",
+    "write_interactive_map",
     "per_sample_loss",
     "token_nll",
     "membership_metrics",
