@@ -15,29 +15,15 @@ from hf_carto.recording_trainer import RecordingConfig, RecordingTrainer
 
 sys.path.insert(0, str(Path(__file__).parent / "launch"))
 from record_tiny import collate, make_dataset, make_model  # noqa: E402
+from test_recording import training_args as recording_args  # noqa: E402
 
 N, BLOCK, VOCAB, BATCH, EPOCHS = 37, 12, 50, 4, 3
 IDS = np.arange(100, 100 + N)
 
 
 def training_args(out, **overrides) -> TrainingArguments:
-    values = dict(
-        output_dir=str(out),
-        per_device_train_batch_size=BATCH,
-        per_device_eval_batch_size=BATCH,
-        num_train_epochs=EPOCHS,
-        learning_rate=5e-3,
-        lr_scheduler_type="constant",
-        report_to="none",
-        save_strategy="no",
-        logging_strategy="no",
-        seed=0,
-        use_cpu=True,
-        disable_tqdm=True,
-        remove_unused_columns=False,
-    )
-    values.update(overrides)
-    return TrainingArguments(**values)
+    """test_recording's arguments, keeping sample_id: the stock Trainer removes unused columns first."""
+    return recording_args(out, **{"remove_unused_columns": False, **overrides})
 
 
 def stock_trainer(out, callback, *, with_loss_func=True, **overrides) -> Trainer:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from datasets import Dataset
-from transformers import Trainer, TrainingArguments
+from test_callback import IDS, N, stock_trainer  # the stock Trainer on tiny random blocks
 
 from hf_carto.callback import CartographyCallback
 from hf_carto.curation import add_cartography, fit_cartography
@@ -16,14 +15,9 @@ from hf_carto.merge import load_loss_matrix
 from hf_carto.scores import Quadrant, count_forget_events, resolve_eps
 from hf_carto.trackers import log_cartography, tracker_log_dir
 
-sys.path.insert(0, str(Path(__file__).parent / "launch"))
-from record_tiny import collate, make_dataset, make_model  # noqa: E402
-
 pytest.importorskip("tensorboard", reason="tensorboard is a test dependency: pip install -e '.[test]'")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-N, BLOCK, VOCAB = 37, 12, 50
-IDS = np.arange(100, 100 + N)
 EPS = "quantile:0.3"
 
 
@@ -36,26 +30,8 @@ def read_events(folder: Path) -> EventAccumulator:
 def test_each_snapshot_logs_the_forget_fraction_and_the_loss_histogram(tmp_path, monkeypatch):
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     callback = CartographyCallback("eval", snapshot_every=3, progress=False, eps=EPS)
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=4,
-        num_train_epochs=2,
-        learning_rate=2e-2,
-        report_to=["tensorboard"],
-        save_strategy="no",
-        logging_strategy="no",
-        seed=0,
-        use_cpu=True,
-        disable_tqdm=True,
-        remove_unused_columns=False,
-    )
-    Trainer(
-        model=make_model(VOCAB, BLOCK, seed=0),
-        args=args,
-        train_dataset=make_dataset(N, BLOCK, VOCAB, seed=0),
-        data_collator=collate,
-        callbacks=[callback],
+    stock_trainer(
+        tmp_path, callback, with_loss_func=False, num_train_epochs=2, learning_rate=2e-2, report_to=["tensorboard"]
     ).train()
 
     matrix = load_loss_matrix(tmp_path, IDS)
@@ -80,23 +56,7 @@ def test_each_snapshot_logs_the_forget_fraction_and_the_loss_histogram(tmp_path,
 def test_no_events_without_report_to(tmp_path, monkeypatch):
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     callback = CartographyCallback("eval", progress=False)
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        num_train_epochs=1,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        remove_unused_columns=False,
-    )
-    Trainer(
-        model=make_model(VOCAB, BLOCK, seed=0),
-        args=args,
-        train_dataset=make_dataset(N, BLOCK, VOCAB, seed=0),
-        data_collator=collate,
-        callbacks=[callback],
-    ).train()
+    stock_trainer(tmp_path, callback, with_loss_func=False, num_train_epochs=1).train()
     assert not tracker_log_dir(tmp_path).exists()
 
 
