@@ -18,16 +18,15 @@ position (then every run must have the same length). Every run's ``N x T`` matri
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from datasets import Dataset
 
-from .columns import DIFFICULTY, MEMORIZATION, QUADRANT, SAMPLE_ID, loss_columns, read_columns
-from .scores import assign_quadrants, check_alpha, check_burn_in, count_forget_events, eps_from_min, parse_eps
+from .columns import SAMPLE_ID, loss_columns, read_columns
+from .scores import count_forget_events, eps_from_min, parse_eps
 
-__all__ = ["run_matrices", "combined_scores", "fit_runs", "add_runs"]
+__all__ = ["run_matrices", "pooled_eps", "combined_scores"]
 
 
 def _ids(dataset: Dataset) -> np.ndarray | None:
@@ -37,16 +36,17 @@ def _ids(dataset: Dataset) -> np.ndarray | None:
 
 
 def run_matrices(
-    runs: Sequence[Dataset], batch_size: int, allow_negative: bool
+    runs: Sequence[Dataset], read_checked: Callable[[Dataset, list[str]], np.ndarray]
 ) -> tuple[list[np.ndarray], list[list[str]]]:
-    """Each run's checked ``(N, T_r)`` loss matrix, rows in the order of the first run.
+    """Each run's ``(N, T_r)`` loss matrix, rows in the order of the first run.
+
+    ``read_checked(run, loss_columns)`` reads one run's matrix and refuses bad losses (curation
+    passes its checks, so one run and several are refused alike).
 
     Raises:
         ValueError: fewer than two runs, a run with under two loss columns, runs of other rows
-            (ids or lengths), and refused losses (as :func:`hf_carto.fit_cartography`).
+            (ids or lengths), and what ``read_checked`` refuses.
     """
-    from .curation import _check_loss_types, _checked_batches
-
     if len(runs) < 2:
         raise ValueError(f"combining runs needs at least two; got {len(runs)} (pass one Dataset to score one run)")
     first_ids = _ids(runs[0])
@@ -59,8 +59,7 @@ def run_matrices(
             raise ValueError(
                 f"run {number} has {len(run)} rows and run 1 has {len(runs[0])}; runs must score the same data"
             )
-        _check_loss_types(run, columns)
-        matrix = np.concatenate([b for b, _ in _checked_batches(run, columns, batch_size, False, allow_negative)])
+        matrix = read_checked(run, columns)
         ids = _ids(run)
         if (first_ids is None) != (ids is None):
             raise ValueError(f"run {number} and run 1 differ in having a '{SAMPLE_ID}' column; give every run one")
@@ -80,7 +79,8 @@ def run_matrices(
     return matrices, names
 
 
-def _pooled_eps(matrices: list[np.ndarray], eps: float | str) -> float:
+def pooled_eps(matrices: list[np.ndarray], eps: float | str) -> float:
+    """``eps`` resolved on the losses of every run together."""
     kind, parameter = parse_eps(eps)
     if kind == "value":
         return parameter
@@ -95,68 +95,3 @@ def combined_scores(matrices: list[np.ndarray], burn_in: int, eps: float) -> tup
     forgets = np.sum([count_forget_events(m, eps) for m in matrices], axis=0)
     pairs = sum(m.shape[1] - 1 for m in matrices)
     return d, forgets / float(pairs)
-
-
-def fit_runs(
-    runs: Sequence[Dataset],
-    *,
-    burn_in: int,
-    eps: float | str,
-    alpha_d: float,
-    alpha_m: float,
-    batch_size: int,
-    allow_negative: bool,
-):
-    """The :class:`hf_carto.CartographyFit` of several runs; :func:`hf_carto.fit_cartography` calls it."""
-    from .curation import CartographyFit
-
-    matrices, names = run_matrices(runs, batch_size, allow_negative)
-    for number, columns in enumerate(names, start=1):
-        try:
-            check_burn_in(burn_in, len(columns))
-        except ValueError as err:
-            raise ValueError(f"run {number}: {err}") from None
-    alpha_d = check_alpha("alpha_d", alpha_d)
-    alpha_m = check_alpha("alpha_m", alpha_m)
-    eps_value = _pooled_eps(matrices, eps)
-    if not math.isfinite(eps_value):
-        raise ValueError(f"eps resolved to {eps_value}; it must be a finite number")
-    d, m = combined_scores(matrices, burn_in, eps_value)
-    assignment = assign_quadrants(d, m, alpha_d, alpha_m)
-    return CartographyFit(
-        loss_columns=tuple(names[0]),
-        burn_in=burn_in,
-        eps=eps_value,
-        eps_spec=str(eps),
-        alpha_d=alpha_d,
-        alpha_m=alpha_m,
-        tau_d=assignment.tau_d,
-        tau_m=assignment.tau_m,
-        num_samples=len(runs[0]),
-        num_with_forget_events=int((m > 0).sum()),
-        allow_negative=bool(allow_negative),
-        num_runs=len(runs),
-    )
-
-
-def add_runs(runs: Sequence[Dataset], fit, *, batch_size: int) -> Dataset:
-    """The first run's rows with the scores and quadrants combined over ``runs`` by ``fit``."""
-    from .curation import _with_columns, quadrant_feature
-
-    if fit.num_runs != len(runs):
-        raise ValueError(f"the fit combines {fit.num_runs} runs; got {len(runs)}")
-    matrices, _ = run_matrices(runs, batch_size, fit.allow_negative)
-    d, m = combined_scores(matrices, fit.burn_in, fit.eps)
-    quadrant = (d > fit.tau_d).astype(np.int64) + 2 * (m > fit.tau_m).astype(np.int64)
-    from datasets import Value
-
-    features = _with_columns(
-        runs[0], {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()}
-    )
-
-    def label(batch, indices):
-        return {DIFFICULTY: d[indices], MEMORIZATION: m[indices], QUADRANT: quadrant[indices]}
-
-    return runs[0].map(
-        label, batched=True, with_indices=True, batch_size=batch_size, features=features, desc="Scoring (runs)"
-    )

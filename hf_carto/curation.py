@@ -46,7 +46,7 @@ from .columns import (
     loss_columns,
     read_columns,
 )
-from .combined_runs import add_runs, fit_runs
+from .combined_runs import combined_scores, pooled_eps, run_matrices
 from .scores import (
     Quadrant,
     assign_quadrants,
@@ -335,7 +335,7 @@ def fit_cartography(
     if not isinstance(dataset, Dataset):
         if allow_nonfinite:
             raise ValueError("allow_nonfinite is not available when combining runs; score each run alone")
-        return fit_runs(
+        return _fit_runs(
             list(dataset),
             burn_in=burn_in,
             eps=eps,
@@ -405,6 +405,73 @@ def fit_cartography(
     )
 
 
+def _run_reader(batch_size: int, allow_negative: bool):
+    """Reads one run's loss matrix with the same checks a single run gets."""
+
+    def read(run: Dataset, columns: list[str]) -> np.ndarray:
+        _check_loss_types(run, columns)
+        return np.concatenate([b for b, _ in _checked_batches(run, columns, batch_size, False, allow_negative)])
+
+    return read
+
+
+def _fit_runs(
+    runs: list[Dataset],
+    *,
+    burn_in: int,
+    eps: float | str,
+    alpha_d: float,
+    alpha_m: float,
+    batch_size: int,
+    allow_negative: bool,
+) -> CartographyFit:
+    """The fit of several runs (see :mod:`hf_carto.combined_runs`)."""
+    matrices, names = run_matrices(runs, _run_reader(batch_size, allow_negative))
+    for number, columns in enumerate(names, start=1):
+        try:
+            check_burn_in(burn_in, len(columns))
+        except ValueError as err:
+            raise ValueError(f"run {number}: {err}") from None
+    alpha_d = check_alpha("alpha_d", alpha_d)
+    alpha_m = check_alpha("alpha_m", alpha_m)
+    eps_value = pooled_eps(matrices, eps)
+    d, m = combined_scores(matrices, burn_in, eps_value)
+    assignment = assign_quadrants(d, m, alpha_d, alpha_m)
+    return CartographyFit(
+        loss_columns=tuple(names[0]),
+        burn_in=burn_in,
+        eps=eps_value,
+        eps_spec=str(eps),
+        alpha_d=alpha_d,
+        alpha_m=alpha_m,
+        tau_d=assignment.tau_d,
+        tau_m=assignment.tau_m,
+        num_samples=len(runs[0]),
+        num_with_forget_events=int((m > 0).sum()),
+        allow_negative=bool(allow_negative),
+        num_runs=len(runs),
+    )
+
+
+def _add_runs(runs: list[Dataset], fit: CartographyFit, *, batch_size: int) -> Dataset:
+    """The first run's rows with the scores and quadrants combined over ``runs`` by ``fit``."""
+    if fit.num_runs != len(runs):
+        raise ValueError(f"the fit combines {fit.num_runs} runs; got {len(runs)}")
+    matrices, _ = run_matrices(runs, _run_reader(batch_size, fit.allow_negative))
+    d, m = combined_scores(matrices, fit.burn_in, fit.eps)
+    quadrant = (d > fit.tau_d).astype(np.int64) + 2 * (m > fit.tau_m).astype(np.int64)
+    features = _with_columns(
+        runs[0], {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()}
+    )
+
+    def label(batch, indices):
+        return {DIFFICULTY: d[indices], MEMORIZATION: m[indices], QUADRANT: quadrant[indices]}
+
+    return runs[0].map(
+        label, batched=True, with_indices=True, batch_size=batch_size, features=features, desc="Scoring (runs)"
+    )
+
+
 def _with_columns(dataset: Dataset, new: dict[str, Any]) -> Features:
     features = Features({k: v for k, v in dataset.features.items() if k not in new})
     features.update(new)
@@ -464,7 +531,7 @@ def add_cartography(
             allow_negative=allow_negative,
         )
     if not isinstance(dataset, Dataset):
-        return add_runs(list(dataset), fit, batch_size=batch_size)
+        return _add_runs(list(dataset), fit, batch_size=batch_size)
     if fit.num_runs > 1:
         raise ValueError(f"the fit combines {fit.num_runs} runs; pass the list of runs, not one dataset")
     if not fitted_here:
