@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch: an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint bench wheel-check clean
+.PHONY: install browser demo test lint bench wheel-check clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check hf_carto tests benchmarks recipes
 	$(VENV)/bin/ruff format --check hf_carto tests benchmarks recipes
 
+## A real headless browser for the interactive data map's test: Debian's chromium and its
+## chromedriver (root). Without them that test tries the same install, then skips, saying so loudly.
+browser:
+	@command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
+	apt-get install -y --no-install-recommends chromium chromium-driver || \
+	echo "make browser: could not install chromium; the data map's browser test will be skipped" >&2
+
 ## Lint, then every test (slow ones included) and the docstring examples.
 ## pytest's exit status 5 (no test collected) is a failure here, with its own message.
-test: lint
+test: lint browser
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 

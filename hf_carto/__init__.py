@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .callback import CartographyCallback
     from .canaries import (
         Canary,
         canary_id_column,
@@ -52,8 +53,10 @@ if TYPE_CHECKING:
         detector_scores,
         top_budget,
     )
+    from .duplicates import add_duplicate_columns, duplicate_clusters, hotspot_duplication
     from .evaluation import canary_extraction, contamination_recall, exposure, perplexity
     from .hub import export_hub_layout, push_curated_dataset, push_model, render_model_card
+    from .interactive_map import write_interactive_map
     from .losses import per_sample_loss, token_nll
     from .membership import membership_metrics, membership_signals, roc_auc, tpr_at_fpr
     from .merge import LossMatrix, add_loss_columns, load_loss_matrix
@@ -76,12 +79,14 @@ if TYPE_CHECKING:
         training_dynamics,
     )
     from .tokenization import train_bpe_tokenizer
+    from .trackers import log_cartography
     from .trainer import CartoTrainer, WeightedEpochSampler, prepare_curated_dataset
 
 __version__ = "0.1.0"
 
 #: Submodule -> the public names it defines.
 _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
+    "callback": ("CartographyCallback",),
     "canaries": (
         "Canary",
         "canary_id_column",
@@ -119,8 +124,10 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "detector_scores",
         "top_budget",
     ),
+    "duplicates": ("add_duplicate_columns", "duplicate_clusters", "hotspot_duplication"),
     "evaluation": ("canary_extraction", "contamination_recall", "exposure", "perplexity"),
     "hub": ("export_hub_layout", "push_curated_dataset", "push_model", "render_model_card"),
+    "interactive_map": ("write_interactive_map",),
     "losses": ("per_sample_loss", "token_nll"),
     "membership": ("membership_metrics", "membership_signals", "roc_auc", "tpr_at_fpr"),
     "merge": ("LossMatrix", "add_loss_columns", "load_loss_matrix"),
@@ -142,6 +149,7 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "training_dynamics",
     ),
     "tokenization": ("train_bpe_tokenizer",),
+    "trackers": ("log_cartography",),
     "models": ("tiny_gpt2",),
     "trainer": ("CartoTrainer", "WeightedEpochSampler", "prepare_curated_dataset"),
 }
@@ -150,6 +158,7 @@ _NAME_TO_SUBMODULE = {name: module for module, names in _SUBMODULE_NAMES.items()
 # Spelled out (not derived from the table above) so that linters and readers see the public names;
 # tests/test_packaging.py checks that the two agree.
 __all__ = [
+    "CartographyCallback",
     "Canary",
     "canary_id_column",
     "insert_canaries_dataset",
@@ -183,6 +192,9 @@ __all__ = [
     "decided_by_tie_break",
     "detector_scores",
     "top_budget",
+    "add_duplicate_columns",
+    "duplicate_clusters",
+    "hotspot_duplication",
     "canary_extraction",
     "contamination_recall",
     "exposure",
@@ -191,6 +203,7 @@ __all__ = [
     "push_curated_dataset",
     "push_model",
     "render_model_card",
+    "write_interactive_map",
     "per_sample_loss",
     "token_nll",
     "membership_metrics",
@@ -224,6 +237,7 @@ __all__ = [
     "select_top_memorized",
     "training_dynamics",
     "train_bpe_tokenizer",
+    "log_cartography",
     "tiny_gpt2",
     "CartoTrainer",
     "WeightedEpochSampler",

@@ -18,7 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_folder", "is_disk_full", "disk_full_error", "write_json_atomic", "write_parquet_atomic"]
+__all__ = [
+    "atomic_folder",
+    "is_disk_full",
+    "disk_full_error",
+    "write_json_atomic",
+    "write_parquet_atomic",
+    "write_text_atomic",
+]
 
 
 def is_disk_full(err: BaseException) -> bool:
@@ -78,6 +85,14 @@ def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
     with _temporary_file(Path(path)) as tmp, open(tmp, "w") as handle:
         json.dump(data, handle, indent=2)
         handle.write("\n")
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` (UTF-8) to ``path``; returns the path."""
+    path = Path(path)
+    with _temporary_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
 
 
 def write_parquet_atomic(table: Any, path: str | os.PathLike) -> None:

@@ -3,6 +3,7 @@
 hf-carto demo                       # cartography alone on the generated corpus (make demo: the experiment)
 hf-carto score LOSSES OUT --burn-in 2 --eps quantile:0.05
 hf-carto summary OUT [--json]
+hf-carto map OUT map.html           # the interactive data map: one self-contained HTML file
 hf-carto generate OUT [--seed 0]    # write the generated corpus with its ground truth
 """
 
@@ -190,6 +191,24 @@ def _add_combine(sub: Any) -> None:
     combine.add_argument("--out", required=True, help="results folder, e.g. results/gpt2_paper_cpu")
 
 
+def _add_map(sub: Any) -> None:
+    p = sub.add_parser(
+        "map",
+        help="write the interactive data map of a scored dataset (one self-contained HTML file)",
+        description="Difficulty against memorization (or a detector column), coloured by quadrant or planted "
+        "label; hovering a point shows its sample_id, scores and text; buttons filter by quadrant. Canary rows "
+        "are left out unless --include-canaries.",
+    )
+    p.add_argument("scored", help="folder written by `hf-carto score` (its cartography.json draws the thresholds)")
+    p.add_argument("output", help="the .html file to write")
+    p.add_argument("--y", default="carto_memorization", help="carto_memorization or a carto_score_<detector> column")
+    p.add_argument("--color-by", default="quadrant", choices=["quadrant", "planted"])
+    p.add_argument("--text-column", default="text", help="hover snippets come from this column when present")
+    p.add_argument("--tokenizer", default=None, help="decode input_ids for the snippets (a tokenizer folder or id)")
+    p.add_argument("--include-canaries", action="store_true", help="also draw canary rows (their text holds secrets)")
+    p.add_argument("--title", default="Data map")
+
+
 def _add_generate(sub: Any) -> None:
     gen = sub.add_parser("generate", help="write the generated default corpus (save_to_disk folder)")
     gen.add_argument("output")
@@ -211,6 +230,7 @@ def make_parser() -> argparse.ArgumentParser:
         _add_evaluate,
         _add_push,
         _add_summary,
+        _add_map,
         _add_combine,
         _add_generate,
     ):
@@ -484,6 +504,32 @@ def _run_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_map(args: argparse.Namespace) -> int:
+    from .interactive_map import write_interactive_map
+    from .io import load_scored
+
+    dataset, fit = load_scored(args.scored)
+    tokenizer = None
+    if args.tokenizer is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    with _about(args.scored):
+        path = write_interactive_map(
+            dataset,
+            args.output,
+            y=args.y,
+            color_by=args.color_by,
+            fit=fit,
+            text_column=args.text_column,
+            tokenizer=tokenizer,
+            include_canaries=args.include_canaries,
+            title=args.title,
+        )
+    print(f"wrote the interactive data map to {path}")
+    return 0
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
@@ -540,6 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "merge": _run_merge,
         "score": _run_score,
         "summary": _run_summary,
+        "map": _run_map,
         "combine": _run_combine,
         "demo": _run_demo,
         "generate": _run_generate,

@@ -8,6 +8,8 @@ A recorded, scored and labelled dataset carries:
 - ``carto_loss_weight``, ``carto_sampling_weight``, ``carto_keep``: the interventions;
 - ``carto_score_<detector>``: a hotspot detector's score, higher = curate first (see
   :mod:`hf_carto.detectors`);
+- ``carto_dup_exact_id``, ``carto_dup_exact_size``, ``carto_dup_near_id``, ``carto_dup_near_size``:
+  the exact- and near-duplicate cluster of the row (see :mod:`hf_carto.duplicates`);
 - ``truth``, ``is_canary``, ``carto_canary_id``: what was planted, on data that was built with
   planted material. They hold the ground truth (and point at the secrets), so publishing withholds
   them.
@@ -38,6 +40,11 @@ __all__ = [
     "CANARY_ID",
     "IS_CANARY",
     "TRUTH",
+    "DUP_EXACT_ID",
+    "DUP_EXACT_SIZE",
+    "DUP_NEAR_ID",
+    "DUP_NEAR_SIZE",
+    "DUP_COLUMNS",
     "PLANTED_NAMES",
     "SCORE_COLUMN_PREFIX",
     "SCORE_COLUMN_PATTERN",
@@ -70,6 +77,13 @@ KEEP = "carto_keep"
 CANARY_ID = "carto_canary_id"
 IS_CANARY = "is_canary"
 TRUTH = "truth"
+#: Duplicate clusters (:mod:`hf_carto.duplicates`): a cluster's id is the smallest ``sample_id`` in
+#: it; its size counts its rows (1 = unique). Exact: identical content; near: MinHash Jaccard.
+DUP_EXACT_ID = "carto_dup_exact_id"
+DUP_EXACT_SIZE = "carto_dup_exact_size"
+DUP_NEAR_ID = "carto_dup_near_id"
+DUP_NEAR_SIZE = "carto_dup_near_size"
+DUP_COLUMNS = (DUP_EXACT_ID, DUP_EXACT_SIZE, DUP_NEAR_ID, DUP_NEAR_SIZE)
 
 #: Kinds of planted material, in ``truth`` id order. The generated corpus plants the first four;
 #: contamination (held-out text inserted into the training data) exists only in packed blocks.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,8 @@ from datasets import ClassLabel, Dataset, Features, Value
 # The column names and helpers below moved to `columns`; importing them from here keeps working.
 from .columns import (
     DIFFICULTY,
+    DUP_EXACT_SIZE,
+    DUP_NEAR_SIZE,
     KEEP,
     LOSS_COLUMN_PREFIX,
     LOSS_WEIGHT,
@@ -44,6 +46,7 @@ from .columns import (
     loss_columns,
     read_columns,
 )
+from .combined_runs import combined_scores, pooled_eps, run_matrices
 from .scores import (
     Quadrant,
     assign_quadrants,
@@ -199,12 +202,19 @@ class CartographyFit:
     num_with_forget_events: int
     allow_nonfinite: bool = False
     allow_negative: bool = False
+    #: Mapping runs (seeds) combined by the fit; see :mod:`hf_carto.combined_runs`.
+    num_runs: int = 1
 
     @property
     def num_snapshots(self) -> int:
         return len(self.loss_columns)
 
     def __call__(self, *columns: Any) -> dict[str, np.ndarray]:
+        if self.num_runs > 1:
+            raise ValueError(
+                f"this fit combines {self.num_runs} runs: score with add_cartography(list_of_runs, fit), "
+                "not one run's losses"
+            )
         losses = _matrix(columns)
         # add_cartography checked every row with its sample_id first; this guards a direct map.
         refused = _refused_in_batch(losses, self.allow_nonfinite, self.allow_negative)
@@ -266,11 +276,12 @@ _FIT_FIELD_CHECKS = {
     "num_with_forget_events": _is_count,
     "allow_nonfinite": lambda v: isinstance(v, bool),
     "allow_negative": lambda v: isinstance(v, bool),
+    "num_runs": lambda v: _is_count(v) and v >= 1,
 }
 
 
 def fit_cartography(
-    dataset: Dataset,
+    dataset: Dataset | Sequence[Dataset],
     *,
     burn_in: int,
     eps: float | str,
@@ -286,8 +297,14 @@ def fit_cartography(
     time. A ``"quantile:q"`` eps needs every loss at once: that one policy holds the ``N x T``
     matrix in memory; numbers and ``min`` policies stream.
 
+    Several mapping runs (seeds) of the same data: pass a list of datasets, one a run, each with
+    its own `carto_loss_*` columns (e.g. from :func:`hf_carto.add_loss_columns` of each run folder).
+    Their scores are combined: forget events summed over runs (``m = sum F / sum (T_r - 1)``),
+    difficulty averaged over runs, eps resolved on every run's losses pooled; rows are matched by
+    ``sample_id`` (see :mod:`hf_carto.combined_runs`). ``allow_nonfinite`` is not available there.
+
     Args:
-        dataset (`datasets.Dataset`): rows with `carto_loss_1 .. carto_loss_T`.
+        dataset (`datasets.Dataset`, or a list of them): rows with `carto_loss_1 .. carto_loss_T`.
         burn_in (`int`): `T_e` in `[1, T - 1]`; difficulty is the mean of the first `T_e` losses.
         eps (`float` or `str`): forget-event threshold or policy, see :func:`hf_carto.resolve_eps`.
         alpha_d (`float`, *optional*, defaults to `0.75`): percentile of `d` for `tau_d`.
@@ -315,6 +332,18 @@ def fit_cartography(
         >>> fit.eps, fit.num_with_forget_events
         (1.0, 1)
     """
+    if not isinstance(dataset, Dataset):
+        if allow_nonfinite:
+            raise ValueError("allow_nonfinite is not available when combining runs; score each run alone")
+        return _fit_runs(
+            list(dataset),
+            burn_in=burn_in,
+            eps=eps,
+            alpha_d=alpha_d,
+            alpha_m=alpha_m,
+            batch_size=batch_size,
+            allow_negative=allow_negative,
+        )
     if len(dataset) == 0:
         raise ValueError("the dataset is empty (0 rows); there is nothing to score")
     columns = loss_columns(dataset.column_names)
@@ -376,6 +405,73 @@ def fit_cartography(
     )
 
 
+def _run_reader(batch_size: int, allow_negative: bool):
+    """Reads one run's loss matrix with the same checks a single run gets."""
+
+    def read(run: Dataset, columns: list[str]) -> np.ndarray:
+        _check_loss_types(run, columns)
+        return np.concatenate([b for b, _ in _checked_batches(run, columns, batch_size, False, allow_negative)])
+
+    return read
+
+
+def _fit_runs(
+    runs: list[Dataset],
+    *,
+    burn_in: int,
+    eps: float | str,
+    alpha_d: float,
+    alpha_m: float,
+    batch_size: int,
+    allow_negative: bool,
+) -> CartographyFit:
+    """The fit of several runs (see :mod:`hf_carto.combined_runs`)."""
+    matrices, names = run_matrices(runs, _run_reader(batch_size, allow_negative))
+    for number, columns in enumerate(names, start=1):
+        try:
+            check_burn_in(burn_in, len(columns))
+        except ValueError as err:
+            raise ValueError(f"run {number}: {err}") from None
+    alpha_d = check_alpha("alpha_d", alpha_d)
+    alpha_m = check_alpha("alpha_m", alpha_m)
+    eps_value = pooled_eps(matrices, eps)
+    d, m = combined_scores(matrices, burn_in, eps_value)
+    assignment = assign_quadrants(d, m, alpha_d, alpha_m)
+    return CartographyFit(
+        loss_columns=tuple(names[0]),
+        burn_in=burn_in,
+        eps=eps_value,
+        eps_spec=str(eps),
+        alpha_d=alpha_d,
+        alpha_m=alpha_m,
+        tau_d=assignment.tau_d,
+        tau_m=assignment.tau_m,
+        num_samples=len(runs[0]),
+        num_with_forget_events=int((m > 0).sum()),
+        allow_negative=bool(allow_negative),
+        num_runs=len(runs),
+    )
+
+
+def _add_runs(runs: list[Dataset], fit: CartographyFit, *, batch_size: int) -> Dataset:
+    """The first run's rows with the scores and quadrants combined over ``runs`` by ``fit``."""
+    if fit.num_runs != len(runs):
+        raise ValueError(f"the fit combines {fit.num_runs} runs; got {len(runs)}")
+    matrices, _ = run_matrices(runs, _run_reader(batch_size, fit.allow_negative))
+    d, m = combined_scores(matrices, fit.burn_in, fit.eps)
+    quadrant = (d > fit.tau_d).astype(np.int64) + 2 * (m > fit.tau_m).astype(np.int64)
+    features = _with_columns(
+        runs[0], {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()}
+    )
+
+    def label(batch, indices):
+        return {DIFFICULTY: d[indices], MEMORIZATION: m[indices], QUADRANT: quadrant[indices]}
+
+    return runs[0].map(
+        label, batched=True, with_indices=True, batch_size=batch_size, features=features, desc="Scoring (runs)"
+    )
+
+
 def _with_columns(dataset: Dataset, new: dict[str, Any]) -> Features:
     features = Features({k: v for k, v in dataset.features.items() if k not in new})
     features.update(new)
@@ -383,7 +479,7 @@ def _with_columns(dataset: Dataset, new: dict[str, Any]) -> Features:
 
 
 def add_cartography(
-    dataset: Dataset,
+    dataset: Dataset | Sequence[Dataset],
     fit: CartographyFit | None = None,
     *,
     burn_in: int | None = None,
@@ -406,6 +502,9 @@ def add_cartography(
     refused (naming the columns, how many rows and their first sample_ids) unless the fit allows
     them (see :func:`fit_cartography`).
 
+    A list of runs (see :func:`fit_cartography`) gives the first run's rows with the scores
+    combined over every run.
+
     Raises:
         ValueError: as :func:`fit_cartography`, and when the dataset lacks the fit's columns.
 
@@ -417,7 +516,8 @@ def add_cartography(
         >>> list(add_cartography(ds, burn_in=1, eps=1.0, alpha_d=0.5, alpha_m=0.5)["carto_quadrant"])
         [3, 0]
     """
-    if fit is None:
+    fitted_here = fit is None
+    if fitted_here:
         if burn_in is None or eps is None:
             raise ValueError("add_cartography needs either a fit or both burn_in and eps")
         fit = fit_cartography(
@@ -430,7 +530,11 @@ def add_cartography(
             allow_nonfinite=allow_nonfinite,
             allow_negative=allow_negative,
         )
-    else:
+    if not isinstance(dataset, Dataset):
+        return _add_runs(list(dataset), fit, batch_size=batch_size)
+    if fit.num_runs > 1:
+        raise ValueError(f"the fit combines {fit.num_runs} runs; pass the list of runs, not one dataset")
+    if not fitted_here:
         missing = [c for c in fit.loss_columns if c not in dataset.column_names]
         if missing:
             raise ValueError(f"the dataset lacks loss columns the fit was made with: {missing}")
@@ -486,6 +590,7 @@ def apply_interventions(
     alpha: float = 0.5,
     remove_noisy: bool = True,
     stable_easy_gamma: float = 1.0,
+    by_cluster: str | None = None,
     num_proc: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Dataset:
@@ -508,9 +613,16 @@ def apply_interventions(
         remove_noisy (`bool`, *optional*, defaults to `True`): drop noisy outliers.
         stable_easy_gamma (`float`, *optional*, defaults to `1.0`): light up-sampling of
             stable-easy rows, >= 1.
+        by_cluster (`str`, *optional*): a cluster-id column (``carto_dup_near_id`` or
+            ``carto_dup_exact_id`` from :func:`hf_carto.add_duplicate_columns`) to treat every
+            cluster at once: each member takes the strongest treatment any member got (the
+            lowest loss weight, the lowest sampling weight, removed when any member is), so a
+            memorized text is not left in training through its copies.
     """
     if QUADRANT not in dataset.column_names:
         raise ValueError(f"the dataset has no '{QUADRANT}' column; run add_cartography first")
+    if by_cluster is not None and by_cluster not in dataset.column_names:
+        raise ValueError(f"the dataset has no cluster column {by_cluster!r}; run hf_carto.add_duplicate_columns first")
     gamma = _check_weight("gamma", gamma, 1.0)
     alpha = _check_weight("alpha", alpha, 0.0, 1.0)
     stable_easy_gamma = _check_weight("stable_easy_gamma", stable_easy_gamma, 1.0)
@@ -524,7 +636,7 @@ def apply_interventions(
     features = _with_columns(
         dataset, {LOSS_WEIGHT: Value("float32"), SAMPLING_WEIGHT: Value("float32"), KEEP: Value("bool")}
     )
-    return dataset.map(
+    labelled = dataset.map(
         rule,
         batched=True,
         batch_size=batch_size,
@@ -533,13 +645,42 @@ def apply_interventions(
         num_proc=num_proc,
         desc="Applying interventions",
     )
+    return labelled if by_cluster is None else _treat_clusters(labelled, by_cluster, batch_size)
+
+
+def _treat_clusters(dataset: Dataset, column: str, batch_size: int) -> Dataset:
+    """Give every member of a cluster the strongest treatment among its members."""
+    values = read_columns(dataset, [column, LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP])
+    _, group = np.unique(values[column], return_inverse=True)
+    count = int(group.max()) + 1
+    loss_weight = np.full(count, np.inf, dtype=np.float32)
+    sampling_weight = np.full(count, np.inf, dtype=np.float32)
+    keep = np.ones(count, dtype=bool)
+    np.minimum.at(loss_weight, group, values[LOSS_WEIGHT].astype(np.float32))
+    np.minimum.at(sampling_weight, group, values[SAMPLING_WEIGHT].astype(np.float32))
+    np.logical_and.at(keep, group, values[KEEP].astype(bool))
+
+    def treat(batch, indices):
+        rows = group[indices]
+        return {LOSS_WEIGHT: loss_weight[rows], SAMPLING_WEIGHT: sampling_weight[rows], KEEP: keep[rows]}
+
+    return dataset.map(
+        treat,
+        batched=True,
+        with_indices=True,
+        batch_size=batch_size,
+        desc=f"Treating clusters ({column})",
+        features=dataset.features,
+    )
 
 
 def cartography_summary(dataset: Dataset, fit: CartographyFit | None = None) -> dict[str, Any]:
     """Dataset-level summary: quadrant counts and means, thresholds, eps, weight totals.
 
     Reads only the ``carto_*`` score and weight columns. ``fit`` adds the settings (eps, burn-in,
-    thresholds); without it only what the columns say is reported.
+    thresholds); without it only what the columns say is reported. With the duplicate columns
+    (:func:`hf_carto.add_duplicate_columns`), ``"hotspot_duplication"`` says how many hotspots are
+    duplicated text and how many unique.
     """
     if QUADRANT not in dataset.column_names:
         raise ValueError(f"the dataset has no '{QUADRANT}' column; run add_cartography first")
@@ -576,6 +717,10 @@ def cartography_summary(dataset: Dataset, fit: CartographyFit | None = None) -> 
             "num_down_weighted": int(((lw > 0) & (lw < 1)).sum()),
             "num_up_sampled": int((sw > 1).sum()),
         }
+    if all(c in dataset.column_names for c in (DUP_EXACT_SIZE, DUP_NEAR_SIZE)):
+        from .duplicates import hotspot_duplication
+
+        summary["hotspot_duplication"] = hotspot_duplication(dataset)
     return summary
 
 
@@ -610,5 +755,11 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"down-weighted={weights['num_down_weighted']} up-sampled={weights['num_up_sampled']}  "
             f"loss-weight total={weights['loss_weight_total']:.6g}  "
             f"sampling-weight total={weights['sampling_weight_total']:.6g}"
+        )
+    duplication = summary.get("hotspot_duplication")
+    if duplication:
+        lines.append(
+            f"hotspots={duplication['hotspots']}: exact duplicates={duplication['exact_duplicates']} "
+            f"near duplicates={duplication['near_duplicates_only']} unique={duplication['unique']}"
         )
     return "\n".join(lines)

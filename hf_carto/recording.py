@@ -472,6 +472,11 @@ class LossRecorder:
         return self.settings.mode
 
     @property
+    def num_buffered(self) -> int:
+        """Records of the running snapshot held by this rank, not yet written."""
+        return len(self._buffer)
+
+    @property
     def is_main_process(self) -> bool:
         return self.rank == 0
 

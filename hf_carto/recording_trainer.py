@@ -13,176 +13,60 @@ adds no forward pass and no second cross-entropy.
 
 from __future__ import annotations
 
-import logging
-import math
-import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 
-from .columns import LOSS_WEIGHT, SAMPLE_ID, read_columns
-from .losses import per_sample_loss, token_nll
+# RecordingConfig and ensure_sample_ids live with the callback; importing them from here keeps working.
+from .callback import CartographyCallback, PerSampleLoss, RecordingConfig, ensure_sample_ids
+from .columns import LOSS_WEIGHT, SAMPLE_ID
 from .recording import LossRecorder, hf_causal_lm_losses
 
 __all__ = ["RecordingConfig", "LossRecordingMixin", "RecordingTrainer", "ensure_sample_ids"]
 
-logger = logging.getLogger(__name__)
 
+class _TrainerBatch:
+    """The running batch as :class:`PerSampleLoss` reads it, from a recording Trainer."""
 
-@dataclass
-class RecordingConfig:
-    """How a Trainer records per-sample losses."""
-
-    mode: str = field(default="eval", metadata={"help": "'eval' (exact L[t,i], one extra pass) or 'train' (free)."})
-    snapshot_every: int | None = field(
-        default=None,
-        metadata={"help": "Eval mode: snapshot every N optimizer steps instead of once per epoch."},
-    )
-    output_dir: str | None = field(
-        default=None, metadata={"help": "Where `carto/` goes; defaults to TrainingArguments.output_dir."}
-    )
-    progress: bool = field(default=True, metadata={"help": "Progress bar on eval-mode passes."})
-    overwrite: bool = field(
-        default=False,
-        metadata={"help": "Discard an earlier recording in output_dir when a fresh run starts."},
-    )
-
-
-def ensure_sample_ids(dataset: Any) -> Any:
-    """Return ``dataset`` with a unique int64 ``sample_id`` column.
-
-    A map-style ``datasets.Dataset`` without one gets ``sample_id = row index`` with a warning:
-    the Trainer shuffles through its sampler, never the dataset, so the row index is stable. An
-    iterable dataset has no stable row index, so it must bring its own (raises ``ValueError``).
-    Duplicated ids raise ``ValueError`` naming how many and the first ones.
-    """
-    import datasets
-
-    if isinstance(dataset, datasets.Dataset):
-        if SAMPLE_ID not in dataset.column_names:
-            warnings.warn(
-                "the training dataset has no 'sample_id' column; using the row index. Add it yourself "
-                "before any shuffle or filter if you need ids that survive such steps.",
-                stacklevel=3,
-            )
-            return dataset.add_column(SAMPLE_ID, np.arange(len(dataset), dtype=np.int64))
-        ids = read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID]
-        uniq, counts = np.unique(ids, return_counts=True)
-        if uniq.size != ids.size:
-            dupes = uniq[counts > 1]
-            raise ValueError(
-                f"the training dataset has {dupes.size} duplicated sample_ids ({ids.size - uniq.size} extra "
-                f"rows); first: {dupes[:5].tolist()}"
-            )
-        return dataset
-    if isinstance(dataset, datasets.IterableDataset):
-        names = dataset.column_names
-        if names is not None and SAMPLE_ID not in names:
-            raise ValueError(
-                "the iterable training dataset has no 'sample_id' column; add one before streaming "
-                "(e.g. from the source row index) so that losses can be keyed by sample"
-            )
-        return dataset
-    return dataset
-
-
-class _RecordingCallback(TrainerCallback):
     def __init__(self, trainer: LossRecordingMixin) -> None:
         self.trainer = trainer
-        self.snapshot = 1
-        self.open = False  # a train-mode snapshot is collecting records
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        recorder = self.trainer.recorder
-        recorder.start(resume_step=state.global_step)
-        # Epochs are counted here rather than read from state.epoch, which is a fraction of
-        # max_steps for datasets without a length. A resumed run restarts the count from the
-        # epoch its checkpoint was in.
-        self.snapshot = int(math.floor((state.epoch or 0.0) + 1e-9)) + 1
-        if recorder.mode == "train" and state.global_step > 0:
-            restored = recorder.resume(self.snapshot, state.global_step)
-            logger.info("resumed train-mode snapshot %d with %d records", self.snapshot, restored)
+    @property
+    def recorder(self) -> LossRecorder | None:
+        return self.trainer.recorder
 
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.open = True
+    @property
+    def sample_ids(self) -> torch.Tensor | None:
+        return self.trainer._pending_sample_ids
 
-    def on_step_end(self, args, state, control, **kwargs):
-        every = self.trainer.recorder.settings.snapshot_every
-        if every is not None and state.global_step % every == 0:
-            self.trainer.record_eval_snapshot(state.global_step // every, state)
+    @property
+    def loss_weights(self) -> torch.Tensor | None:
+        return self.trainer._pending_loss_weights
 
-    def on_epoch_end(self, args, state, control, **kwargs):
-        recorder = self.trainer.recorder
-        if recorder.mode == "train":
-            recorder.end_snapshot(self.snapshot, state.global_step, state.epoch)
-        elif recorder.settings.snapshot_every is None:
-            self.trainer.record_eval_snapshot(self.snapshot, state)
-        self.open = False
-        self.snapshot += 1
+    @property
+    def training(self) -> bool:
+        return self.trainer.model.training
 
-    def on_save(self, args, state, control, **kwargs):
-        if self.open:
-            self.trainer.recorder.save_partial(self.snapshot, state.global_step)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.trainer.recorder.close()
+    @property
+    def step(self) -> int:
+        return self.trainer.state.global_step
 
 
-class _PerSampleLoss:
-    """``compute_loss_func`` computing the causal-LM loss from per-sample token sums.
+class _RecordingCallback(CartographyCallback):
+    """The callback driven by the Trainer it belongs to: its recorder, its eval loader, and the
+    batch columns its ``compute_loss`` takes out (no collate wrapper or forward hook needed)."""
 
-    The batch loss is ``sum_i w_i * (sum of sample i's token NLL) / num_items_in_batch`` (or the
-    token mean when the Trainer passes no count), with ``w_i = 1`` unless the batch carries loss
-    weights: exactly what Hugging Face causal LMs return for unit weights. The same token losses
-    give each sample's loss for train-mode recording, so neither needs a second cross-entropy.
-    A user-supplied ``compute_loss_func`` is kept and called instead (unweighted only), with
-    per-sample losses computed beside it.
-    """
-
-    def __init__(self, trainer: LossRecordingMixin, inner: Any = None) -> None:
+    def __init__(self, trainer: LossRecordingMixin) -> None:
+        super().__init__(trainer.recording.mode, snapshot_every=trainer.recording.snapshot_every)
         self.trainer = trainer
-        self.inner = inner
+        self.recorder = trainer.recorder
 
-    def _recording(self) -> bool:
-        trainer = self.trainer
-        return (
-            trainer.recorder is not None
-            and trainer.recorder.mode == "train"
-            and trainer._pending_sample_ids is not None
-            and trainer.model.training
-        )
+    def _begin(self, args, state, kwargs: dict[str, Any]) -> None:
+        pass
 
-    def __call__(self, outputs, labels, num_items_in_batch=None):
-        trainer = self.trainer
-        weights = trainer._pending_loss_weights
-        recording = self._recording()
-        if self.inner is not None:
-            if weights is not None:
-                raise ValueError("loss weights cannot be combined with a custom compute_loss_func")
-            loss = self.inner(outputs, labels, num_items_in_batch=num_items_in_batch)
-            if recording:
-                with torch.no_grad():
-                    losses, counts = per_sample_loss(outputs.logits.detach(), labels, return_counts=True)
-                trainer.recorder.record(trainer._pending_sample_ids, losses, counts, trainer.state.global_step)
-            return loss
-        nll, mask = token_nll(outputs.logits, labels)
-        row_sums = nll.sum(dim=1)
-        if recording:
-            counts = mask.sum(dim=1)
-            trainer.recorder.record(
-                trainer._pending_sample_ids, row_sums.detach() / counts, counts, trainer.state.global_step
-            )
-        if weights is not None:
-            row_sums = row_sums * weights.to(device=row_sums.device, dtype=row_sums.dtype)
-        total = row_sums.sum()
-        if num_items_in_batch is None:
-            return total / mask.sum()
-        if torch.is_tensor(num_items_in_batch):
-            num_items_in_batch = num_items_in_batch.to(total.device)
-        return total / num_items_in_batch
+    def _eval_snapshot(self, snapshot: int, args, state, kwargs: dict[str, Any]) -> None:
+        self.trainer.record_eval_snapshot(snapshot, state)
 
 
 class LossRecordingMixin:
@@ -222,7 +106,7 @@ class LossRecordingMixin:
             )
             self.add_callback(_RecordingCallback(self))
         if self._needs_per_sample_loss():
-            self.compute_loss_func = _PerSampleLoss(self, self.compute_loss_func)
+            self.compute_loss_func = PerSampleLoss(_TrainerBatch(self), self.compute_loss_func)
 
     def _needs_per_sample_loss(self) -> bool:
         return self.recorder is not None and self.recorder.mode == "train"
