@@ -30,7 +30,7 @@ lint: $(STAMP)
 ## chromedriver (root). Without them that test tries the same install, then skips, saying so loudly.
 browser:
 	@command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
-	apt-get install -y --no-install-recommends chromium chromium-driver || \
+	{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver; } || \
 	echo "make browser: could not install chromium; the data map's browser test will be skipped" >&2
 
 ## Lint, then every test (slow ones included) and the docstring examples.
