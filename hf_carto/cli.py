@@ -454,6 +454,10 @@ def _run_push(args: argparse.Namespace) -> int:
     folder = (
         source if exported else Path(args.export_dir) if args.export_dir else source.with_name(source.name + ".hub")
     )
+    if not exported:
+        from .hub import check_export_folder
+
+        check_export_folder(folder, [source])  # before anything is written, the lock file included
     # From the export to the end of the upload: another push would replace the folder being read.
     with output_lock(Path(os.path.abspath(folder)), "hf-carto push"):
         return _push(args, source, folder, exported)
@@ -465,7 +469,7 @@ def _push(args: argparse.Namespace, source: Path, folder: Path, exported: bool) 
     if not exported:
         from .io import load_scored
 
-        check_export_folder(folder, [source])  # before loading anything
+        check_export_folder(folder, [source])  # again under the lock: another push may have written it
         dataset, fit = load_scored(source)
         export_hub_layout(
             dataset, folder, repo_id=args.repo_id, fit=fit, license=args.license, overwrite=True, data_map=True
