@@ -47,6 +47,20 @@ def test_training_on_two_processes_records_the_one_process_matrix(tmp_path, mode
     np.testing.assert_allclose(two.losses, one.losses, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_the_callback_on_the_stock_trainer_on_two_processes_records_the_one_process_matrix(tmp_path, mode):
+    """CartographyCallback + compute_loss_func on the stock Trainer under `accelerate launch` with 2
+    processes: the matrix RecordingTrainer records in one process, with real updates."""
+    common = ["--mode", mode, "--num-samples", "40", "--lr", "0.01", "--epochs", "3"]
+    run_one(tmp_path / "one", *common, "--batch-size", "8")
+    launch_two(tmp_path / "two", *common, "--batch-size", "4", "--loop", "callback")
+    ids = np.arange(100, 140)
+    one, two = load_loss_matrix(tmp_path / "one", ids), load_loss_matrix(tmp_path / "two", ids)
+    assert one.losses.shape == two.losses.shape == (40, 3)
+    assert one.losses[:, -1].mean() < one.losses[:, 0].mean()  # the weights did move
+    np.testing.assert_allclose(two.losses, one.losses, rtol=1e-5, atol=1e-5)
+
+
 def test_two_nodes_over_loopback_record_the_one_process_matrix(tmp_path):
     """Two "machines" (one accelerate launch each, --num_machines 2, meeting at 127.0.0.1) write one
     recording into a shared folder, as nodes of a cluster do on a shared filesystem."""

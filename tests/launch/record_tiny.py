@@ -2,8 +2,9 @@
 
     accelerate launch --cpu --num_processes 2 tests/launch/record_tiny.py OUT --mode eval --loop trainer
 
-`--loop trainer` uses RecordingTrainer; `--loop accelerate` a hand-written accelerate loop with
-LossRecorder. The data and the initial weights depend only on --seed, never on the world size.
+`--loop trainer` uses RecordingTrainer; `--loop callback` the stock ``transformers.Trainer`` with
+CartographyCallback and its compute_loss_func; `--loop accelerate` a hand-written accelerate loop
+with LossRecorder. The data and the initial weights depend only on --seed, never on the world size.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def add_interventions(dataset: Dataset, seed: int) -> Dataset:
 
 
 def run_trainer(args, dataset, model) -> None:
-    from transformers import TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
+    from hf_carto.callback import CartographyCallback
     from hf_carto.recording_trainer import RecordingConfig, RecordingTrainer
     from hf_carto.trainer import CartoTrainer
 
@@ -78,6 +80,7 @@ def run_trainer(args, dataset, model) -> None:
         dataloader_drop_last=False,
         ddp_find_unused_parameters=False,
         optim=args.optim,
+        remove_unused_columns=args.loop != "callback",  # the stock Trainer would drop sample_id
     )
     recording = RecordingConfig(mode=args.mode, snapshot_every=args.snapshot_every, progress=False)
     if args.curated:
@@ -88,6 +91,16 @@ def run_trainer(args, dataset, model) -> None:
             data_collator=collate,
             recording=recording,
             epoch_samples=args.epoch_samples,
+        )
+    elif args.loop == "callback":
+        callback = CartographyCallback(args.mode, snapshot_every=args.snapshot_every, progress=False)
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=dataset,
+            data_collator=collate,
+            callbacks=[callback],
+            compute_loss_func=callback.compute_loss_func,
         )
     else:
         trainer = RecordingTrainer(
@@ -150,7 +163,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("output_dir")
     parser.add_argument("--mode", default="eval")
-    parser.add_argument("--loop", choices=["trainer", "accelerate"], default="trainer")
+    parser.add_argument("--loop", choices=["trainer", "callback", "accelerate"], default="trainer")
     parser.add_argument("--num-samples", type=int, default=37)
     parser.add_argument("--block-size", type=int, default=12)
     parser.add_argument("--vocab-size", type=int, default=50)
@@ -167,7 +180,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     dataset = make_dataset(args.num_samples, args.block_size, args.vocab_size, args.seed)
     model = make_model(args.vocab_size, args.block_size, args.seed)
-    (run_trainer if args.loop == "trainer" else run_accelerate_loop)(args, dataset, model)
+    (run_accelerate_loop if args.loop == "accelerate" else run_trainer)(args, dataset, model)
     # Leaving the process group to interpreter shutdown can abort gloo's worker threads.
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
