@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from .evaluation import canary_extraction, contamination_recall, exposure, perplexity
     from .hub import export_hub_layout, push_curated_dataset, push_model, render_model_card
     from .interactive_map import write_interactive_map
+    from .leakage_columns import add_leakage_columns, leakage_evidence, leakage_summary
     from .losses import per_sample_loss, token_nll
     from .membership import membership_metrics, membership_signals, roc_auc, tpr_at_fpr
     from .merge import LossMatrix, add_loss_columns, load_loss_matrix
@@ -128,6 +129,7 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
     "evaluation": ("canary_extraction", "contamination_recall", "exposure", "perplexity"),
     "hub": ("export_hub_layout", "push_curated_dataset", "push_model", "render_model_card"),
     "interactive_map": ("write_interactive_map",),
+    "leakage_columns": ("add_leakage_columns", "leakage_evidence", "leakage_summary"),
     "losses": ("per_sample_loss", "token_nll"),
     "membership": ("membership_metrics", "membership_signals", "roc_auc", "tpr_at_fpr"),
     "merge": ("LossMatrix", "add_loss_columns", "load_loss_matrix"),
@@ -195,6 +197,9 @@ __all__ = [
     "add_duplicate_columns",
     "duplicate_clusters",
     "hotspot_duplication",
+    "add_leakage_columns",
+    "leakage_evidence",
+    "leakage_summary",
     "canary_extraction",
     "contamination_recall",
     "exposure",

@@ -10,6 +10,9 @@ A recorded, scored and labelled dataset carries:
   :mod:`hf_carto.detectors`);
 - ``carto_dup_exact_id``, ``carto_dup_exact_size``, ``carto_dup_near_id``, ``carto_dup_near_size``:
   the exact- and near-duplicate cluster of the row (see :mod:`hf_carto.duplicates`);
+- ``carto_leak_k``, ``carto_leak_extractable``, ``carto_leak_matched_tokens``, ``carto_leak_loss``,
+  ``carto_leak_min_k_plus_plus``: the row's own leakage evidence under one model (see
+  :mod:`hf_carto.leakage_columns`);
 - ``truth``, ``is_canary``, ``carto_canary_id``: what was planted, on data that was built with
   planted material. They hold the ground truth (and point at the secrets), so publishing withholds
   them.
@@ -45,6 +48,12 @@ __all__ = [
     "DUP_NEAR_ID",
     "DUP_NEAR_SIZE",
     "DUP_COLUMNS",
+    "LEAK_K",
+    "LEAK_EXTRACTABLE",
+    "LEAK_MATCHED",
+    "LEAK_LOSS",
+    "LEAK_MIN_K_PLUS_PLUS",
+    "LEAK_COLUMNS",
     "PLANTED_NAMES",
     "SCORE_COLUMN_PREFIX",
     "SCORE_COLUMN_PATTERN",
@@ -84,6 +93,15 @@ DUP_EXACT_SIZE = "carto_dup_exact_size"
 DUP_NEAR_ID = "carto_dup_near_id"
 DUP_NEAR_SIZE = "carto_dup_near_size"
 DUP_COLUMNS = (DUP_EXACT_ID, DUP_EXACT_SIZE, DUP_NEAR_ID, DUP_NEAR_SIZE)
+#: Per-row leakage evidence under one model (:mod:`hf_carto.leakage_columns`): ``k`` (0 = the row
+#: was too short to test), whether the first ``k`` tokens reproduce the next ``k`` under greedy
+#: decoding, how many of them do (from the first), the row's mean token loss and its min-k%++.
+LEAK_K = "carto_leak_k"
+LEAK_EXTRACTABLE = "carto_leak_extractable"
+LEAK_MATCHED = "carto_leak_matched_tokens"
+LEAK_LOSS = "carto_leak_loss"
+LEAK_MIN_K_PLUS_PLUS = "carto_leak_min_k_plus_plus"
+LEAK_COLUMNS = (LEAK_K, LEAK_EXTRACTABLE, LEAK_MATCHED, LEAK_LOSS, LEAK_MIN_K_PLUS_PLUS)
 
 #: Kinds of planted material, in ``truth`` id order. The generated corpus plants the first four;
 #: contamination (held-out text inserted into the training data) exists only in packed blocks.

@@ -37,6 +37,7 @@ from .columns import (
     DUP_EXACT_SIZE,
     DUP_NEAR_SIZE,
     KEEP,
+    LEAK_COLUMNS,
     LOSS_COLUMN_PREFIX,
     LOSS_WEIGHT,
     MEMORIZATION,
@@ -680,7 +681,9 @@ def cartography_summary(dataset: Dataset, fit: CartographyFit | None = None) -> 
     Reads only the ``carto_*`` score and weight columns. ``fit`` adds the settings (eps, burn-in,
     thresholds); without it only what the columns say is reported. With the duplicate columns
     (:func:`hf_carto.add_duplicate_columns`), ``"hotspot_duplication"`` says how many hotspots are
-    duplicated text and how many unique.
+    duplicated text and how many unique; with the leakage columns
+    (:func:`hf_carto.add_leakage_columns`), ``"leakage"`` counts extractable rows and averages the
+    evidence, overall and per quadrant.
     """
     if QUADRANT not in dataset.column_names:
         raise ValueError(f"the dataset has no '{QUADRANT}' column; run add_cartography first")
@@ -721,6 +724,13 @@ def cartography_summary(dataset: Dataset, fit: CartographyFit | None = None) -> 
         from .duplicates import hotspot_duplication
 
         summary["hotspot_duplication"] = hotspot_duplication(dataset)
+    if all(c in dataset.column_names for c in LEAK_COLUMNS):
+        from .leakage_columns import leakage_summary
+
+        leakage = leakage_summary(dataset, by=QUADRANT)
+        names = {str(int(quad)): quad.name.lower() for quad in Quadrant}
+        leakage["by_quadrant"] = {names[key]: value for key, value in leakage.pop("by").items()}
+        summary["leakage"] = leakage
     return summary
 
 
@@ -761,5 +771,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(
             f"hotspots={duplication['hotspots']}: exact duplicates={duplication['exact_duplicates']} "
             f"near duplicates={duplication['near_duplicates_only']} unique={duplication['unique']}"
+        )
+    leakage = summary.get("leakage")
+    if leakage:
+        every = leakage["all"]
+        lines.append(
+            f"k-extractable rows (k={leakage['k']}): {every['extractable']} of {every['tested']} tested; "
+            f"mean loss under the model {every['mean_loss']:.4g}"
         )
     return "\n".join(lines)

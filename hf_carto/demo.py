@@ -28,8 +28,11 @@ from .batching import right_pad
 from .columns import DIFFICULTY, MEMORIZATION, PLANTED_NAMES, QUADRANT, SAMPLE_ID, TRUTH, read_columns
 from .curation import add_cartography, apply_interventions, cartography_summary, fit_cartography, format_summary
 from .data import CorpusConfig, generate_corpus
+from .duplicates import add_duplicate_columns
 from .hub import mark_private
+from .interactive_map import write_interactive_map
 from .io import save_scored
+from .leakage_columns import add_leakage_columns
 from .locking import STAGING_SUFFIX, folder_lock, remove_stale_staging, replace_outputs
 from .merge import add_loss_columns
 from .models import tiny_gpt2
@@ -185,7 +188,8 @@ def _print_report(report: dict[str, Any], config: DemoConfig, out_dir: Path) -> 
         f"{cut['tied_at_cut']} samples tied there were chosen by the tie-break (lower difficulty first)"
     )
     print(
-        f"\nWrote {out_dir / 'scored'}, {out_dir / 'data_map.png'} and {out_dir / 'report.json'} "
+        f"\nWrote {out_dir / 'scored'}, {out_dir / 'data_map.png'}, {out_dir / 'data_map.html'} (interactive) "
+        f"and {out_dir / 'report.json'} "
         f"in {report['seconds']} s"
     )
 
@@ -240,6 +244,11 @@ def _run_demo(config: DemoConfig, out_dir: Path) -> dict[str, Any]:
     fit = fit_cartography(data, burn_in=burn_in, eps=config.eps, alpha_d=config.alpha_d, alpha_m=config.alpha_m)
     scored = add_cartography(data, fit)
     scored = apply_interventions(scored, gamma=config.gamma, alpha=config.alpha)
+    # Each sample's own leakage evidence under the trained model, and its duplicate clusters.
+    scored = add_leakage_columns(
+        scored, model, pad_token_id=tokenizer.pad_token_id or 0, batch_size=64, progress=False
+    )
+    scored = add_duplicate_columns(scored, "input_ids")
     summary = cartography_summary(scored, fit)
 
     cols = read_columns(scored, [TRUTH, MEMORIZATION, DIFFICULTY, QUADRANT])
@@ -272,6 +281,9 @@ def _run_demo(config: DemoConfig, out_dir: Path) -> dict[str, Any]:
         highlight=truth == PLANTED_NAMES.index("canary"),
         highlight_label="planted canaries",
         title="Data map of the generated corpus (tiny GPT-2)",
+    )
+    write_interactive_map(
+        scored, out_dir / "data_map.html", fit=fit, tokenizer=tokenizer, title="Data map of the generated corpus"
     )
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

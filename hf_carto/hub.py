@@ -106,6 +106,65 @@ def _size_category(n: int) -> str:
     return "10M<n<100M" if n < 1e8 else "n>100M"
 
 
+def _duplication_lines(duplication: dict[str, int] | None) -> list[str]:
+    if not duplication:
+        return []
+    n = duplication["hotspots"]
+
+    def share(count: int) -> str:
+        return f"{count:,} ({count / n:.1%})" if n else f"{count:,}"
+
+    return [
+        "## Duplicated or unique",
+        "",
+        "Memorization hotspots made of text that occurs several times are a deduplication problem; unique ones "
+        "are memorization proper. Cluster columns: `carto_dup_exact_*` (identical content) and "
+        "`carto_dup_near_*` (MinHash near-duplicates).",
+        "",
+        "| hotspot rows | exact duplicates | near duplicates only | unique |",
+        "|---:|---:|---:|---:|",
+        f"| {n:,} | {share(duplication['exact_duplicates'])} | {share(duplication['near_duplicates_only'])} | "
+        f"{share(duplication['unique'])} |",
+        "",
+    ]
+
+
+def _leakage_lines(leakage: dict[str, Any] | None) -> list[str]:
+    if not leakage:
+        return []
+
+    def cell(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    k = ", ".join(str(v) for v in leakage["k"]) or "-"
+    lines = [
+        "## Leakage evidence",
+        "",
+        f"Each row's own evidence under the model trained on these rows (`carto_leak_*`): whether greedy "
+        f"decoding from its first k tokens reproduces its next k exactly (k = {k}; `carto_leak_k` is 0 where a "
+        "row was too short to test), how many of them it reproduces from the first, the row's mean token loss "
+        "and its min-k%++ (higher = more member-like).",
+        "",
+        "| quadrant | rows | k-extractable | mean matched tokens | mean loss | mean min-k%++ |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    rows = {**leakage.get("by_quadrant", {}), "all rows": leakage["all"]}
+    for name, row in rows.items():
+        lines.append(
+            f"| {name} | {row['rows']:,} | {row['extractable']:,} of {row['tested']:,} | "
+            f"{cell(row['mean_matched_tokens'], '.2f')} | {cell(row['mean_loss'], '.4g')} | "
+            f"{cell(row['mean_min_k_plus_plus'], '.3g')} |"
+        )
+    lines += [
+        "",
+        "```python",
+        'leaked = ds.filter(lambda e: e, input_columns="carto_leak_extractable")',
+        "```",
+        "",
+    ]
+    return lines
+
+
 def dataset_card(
     dataset: Dataset,
     *,
@@ -213,6 +272,8 @@ def dataset_card(
             f"{weights['sampling_weight_total']:.6g}",
             "",
         ]
+    lines += _duplication_lines(summary.get("hotspot_duplication"))
+    lines += _leakage_lines(summary.get("leakage"))
     if data_map:
         lines += ["## Data map", "", f"![data map]({data_map})", ""]
         if withheld_rows:

@@ -22,6 +22,9 @@ import numpy as np
 from .columns import (
     DIFFICULTY,
     IS_CANARY,
+    LEAK_EXTRACTABLE,
+    LEAK_LOSS,
+    LEAK_MATCHED,
     MEMORIZATION,
     PLANTED_NAMES,
     QUADRANT,
@@ -131,6 +134,8 @@ def write_interactive_map(
     wanted = [DIFFICULTY, MEMORIZATION, QUADRANT, *([y] if y != MEMORIZATION else [])]
     wanted += [SAMPLE_ID] if SAMPLE_ID in dataset.column_names else []
     wanted += [TRUTH] if truth_names is not None else []
+    leak = [c for c in (LEAK_EXTRACTABLE, LEAK_MATCHED, LEAK_LOSS) if c in dataset.column_names]
+    wanted += leak
     cols = {k: v[rows] for k, v in read_columns(dataset, wanted).items()}
     ids = cols[SAMPLE_ID] if SAMPLE_ID in cols else rows
     quadrant = cols[QUADRANT].astype(np.int64)
@@ -155,6 +160,8 @@ def write_interactive_map(
     scores = {"difficulty": _finite_or_none(cols[DIFFICULTY]), "memorization": _finite_or_none(cols[MEMORIZATION])}
     if y != MEMORIZATION:
         scores[y] = _finite_or_none(yv)
+    for name in leak:  # the row's own leakage evidence, when the dataset carries it
+        scores[name] = _finite_or_none(cols[name].astype(np.float64))
     left_out = int(canaries.sum()) if not include_canaries else 0
     note = f"{rows.size} samples"
     note += f"; {left_out} canary rows left out" if left_out else ""

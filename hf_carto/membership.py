@@ -179,7 +179,14 @@ def token_statistics(model: torch.nn.Module, input_ids: torch.Tensor, attention_
     standard deviation of the log-probability under the model's next-token distribution) and
     ``mask``, each of shape ``(B, L - 1)``.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return statistics_from_logits(logits, input_ids, attention_mask)
+
+
+def statistics_from_logits(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+    """:func:`token_statistics` from a forward pass's ``(B, L, V)`` logits, for callers that need the
+    logits for something else too."""
+    logits = logits[:, :-1]
     targets = input_ids[:, 1:]
     logp, mu, sigma = (torch.empty(targets.shape, dtype=torch.float32, device=logits.device) for _ in range(3))
     # A few rows at a time: the (rows, L, V) temporaries then stay small enough for the cache,
@@ -196,7 +203,7 @@ def token_statistics(model: torch.nn.Module, input_ids: torch.Tensor, attention_
     return {"logp": logp, "mu": mu, "sigma": sigma, "mask": mask}
 
 
-def _lowest_fraction_mean(values: torch.Tensor, mask: torch.Tensor, fraction: float) -> torch.Tensor:
+def lowest_fraction_mean(values: torch.Tensor, mask: torch.Tensor, fraction: float) -> torch.Tensor:
     """Per row: mean of the ``ceil(fraction * n)`` smallest masked values."""
     filled = values.masked_fill(~mask, float("inf"))
     ordered = filled.sort(dim=1).values
@@ -217,8 +224,8 @@ def _row_signals(model, batch_ids: Sequence[Sequence[int]], pad_id: int, k: floa
     return {
         "nll_mean": (nll_sum / n).cpu().numpy(),
         "nll_sum": nll_sum.cpu().numpy(),
-        "min_k": _lowest_fraction_mean(stats["logp"], m, k).cpu().numpy(),
-        "min_k_plus_plus": _lowest_fraction_mean(z, m, k).cpu().numpy(),
+        "min_k": lowest_fraction_mean(stats["logp"], m, k).cpu().numpy(),
+        "min_k_plus_plus": lowest_fraction_mean(z, m, k).cpu().numpy(),
     }
 
 

@@ -37,3 +37,14 @@ def test_small_demo_end_to_end(tmp_path):
     table = report["planted_vs_quadrant"]
     assert sum(sum(row.values()) for row in table.values()) == len(scored) == report["num_samples"]
     assert sorted(scored["sample_id"][:]) == list(range(len(scored)))
+    # Every sample's own leakage evidence and duplicate cluster; the planted duplicates are found.
+    from hf_carto.columns import DUP_COLUMNS, LEAK_COLUMNS, PLANTED_NAMES
+
+    assert set(LEAK_COLUMNS + DUP_COLUMNS) <= set(scored.column_names)
+    cols = read_columns(scored, ["truth", "carto_dup_exact_size", "carto_leak_k", "carto_leak_loss"])
+    duplicated = cols["carto_dup_exact_size"] > 1
+    assert duplicated[cols["truth"] == PLANTED_NAMES.index("duplicate")].all()
+    assert (cols["carto_leak_k"] > 0).all() and np.isfinite(cols["carto_leak_loss"]).all()
+    assert report["summary"]["leakage"]["all"]["rows"] == len(scored)
+    assert "hotspot_duplication" in report["summary"]
+    assert "carto_leak_extractable" in (out / "data_map.html").read_text()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from hf_carto.merge import load_loss_matrix
@@ -146,3 +147,18 @@ def test_weighted_training_on_two_processes_equals_one_process(tmp_path):
             for path in LossStore(tmp_path / run).shards(snapshot).values():
                 drawn[i].update(pq.read_table(path).column("sample_id").to_pylist())
         assert drawn[0] == drawn[1] and sum(drawn[0].values()) == 40
+
+
+def test_leakage_columns_on_two_processes_equal_one_process(tmp_path):
+    """Each process computes a share of the batches; both return every row, equal to one process."""
+    script = SCRIPT.parent / "leak_tiny.py"
+    sys.path.insert(0, str(script.parent))
+    import leak_tiny
+
+    leak_tiny.main([str(tmp_path / "one.parquet")])
+    accelerate_launch(script, str(tmp_path / "two.parquet"), timeout=300)
+    one = pd.read_parquet(tmp_path / "one.rank0.parquet")
+    assert one["carto_leak_extractable"].any() and not one["carto_leak_extractable"].all()
+    for rank in (0, 1):
+        two = pd.read_parquet(tmp_path / f"two.rank{rank}.parquet")
+        pd.testing.assert_frame_equal(two, one)

@@ -277,3 +277,52 @@ def test_a_users_own_hub_layout_is_not_taken_for_an_earlier_export(scored, tmp_p
     for name in (".", ".."):
         with pytest.raises(ValueError, match="names no folder of its own"):
             export_hub_layout(ds, name, repo_id="x/y", fit=fit, overwrite=True)
+
+
+def test_the_card_shows_duplicated_vs_unique_hotspots_and_the_leakage_evidence(scored, tmp_path):
+    """The counts on the card are those of the published rows, recomputed here by hand."""
+    from hf_carto import add_duplicate_columns
+
+    ds, fit = scored
+    rng = np.random.default_rng(5)
+    n = len(ds)
+    ds = add_duplicate_columns(ds, "text")
+    ks = np.where(rng.random(n) < 0.1, 0, 8).astype(np.int32)
+    matched = np.where(ks > 0, rng.integers(0, 9, size=n), 0).astype(np.int32)
+    leak = {
+        "carto_leak_k": ks,
+        "carto_leak_extractable": (matched == 8) & (ks > 0),
+        "carto_leak_matched_tokens": matched,
+        "carto_leak_loss": rng.random(n).astype(np.float32) * 5,
+        "carto_leak_min_k_plus_plus": rng.normal(size=n).astype(np.float32),
+    }
+    for name, values in leak.items():
+        ds = ds.add_column(name, values)
+    out = export_hub_layout(ds, tmp_path / "export", repo_id="x/y", fit=fit)
+    text = (out / "README.md").read_text()
+
+    public = ds.filter(lambda s: s == "", input_columns="secret")
+    q = np.asarray(public["carto_quadrant"])
+    hot = q == 2
+    exact = hot & (np.asarray(public["carto_dup_exact_size"]) > 1)
+    near = hot & ~exact & (np.asarray(public["carto_dup_near_size"]) > 1)
+    assert exact.sum() > 0  # the generated corpus plants duplicate groups
+    h = int(hot.sum())
+    row = (
+        f"| {h:,} | {exact.sum():,} ({exact.sum() / h:.1%}) | {near.sum():,} ({near.sum() / h:.1%}) | "
+        f"{(hot & ~exact & ~near).sum():,} ({(hot & ~exact & ~near).sum() / h:.1%}) |"
+    )
+    assert "## Duplicated or unique" in text and row in text
+
+    assert "## Leakage evidence" in text and "k = 8;" in text
+    e = np.asarray(public["carto_leak_extractable"])
+    tested = np.asarray(public["carto_leak_k"]) > 0
+    loss = np.asarray(public["carto_leak_loss"], dtype=np.float64)
+    assert f"| all rows | {len(public):,} | {e.sum():,} of {tested.sum():,} | " in text
+    sel = q == 2
+    m = np.asarray(public["carto_leak_matched_tokens"])[sel & tested].mean()
+    assert (
+        f"| hotspot_memorized | {sel.sum():,} | {(e & sel).sum():,} of {(tested & sel).sum():,} | {m:.2f} | "
+        f"{loss[sel].mean():.4g} |"
+    ) in text
+    assert 'ds.filter(lambda e: e, input_columns="carto_leak_extractable")' in text

@@ -74,6 +74,19 @@ def test_a_detector_on_the_y_axis_and_planted_colours(scored, tmp_path):
     assert data["group"] == np.asarray(dataset["truth"])[drawn].tolist()
 
 
+def test_hovering_shows_the_rows_leakage_columns_when_it_has_them(scored, tmp_path):
+    dataset, _ = scored
+    assert "carto_leak_loss" not in embedded(write_interactive_map(dataset, tmp_path / "a.html"))["scores"]
+    rng = np.random.default_rng(1)
+    extractable = rng.random(N) < 0.3
+    loss = rng.random(N).astype(np.float32)
+    leaked = dataset.add_column("carto_leak_extractable", extractable).add_column("carto_leak_loss", loss)
+    data = embedded(write_interactive_map(leaked, tmp_path / "b.html"))
+    drawn = ~np.asarray(dataset["is_canary"])
+    assert data["scores"]["carto_leak_extractable"] == extractable[drawn].astype(float).tolist()
+    np.testing.assert_allclose(data["scores"]["carto_leak_loss"], loss[drawn], rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

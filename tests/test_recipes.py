@@ -300,6 +300,29 @@ def test_gpt2_recipe_on_two_processes_writes_a_consistent_report_and_resumes(tmp
     assert private_contents(out / "hub") == []
     assert any("canaries.json" in f for f in private_contents(out))
 
+    # Row evidence, computed by both processes: the leakage columns equal one process's under the
+    # mapping run's final model; the duplicate columns, the report, the card and the HTML map carry it.
+    from transformers import AutoModelForCausalLM
+
+    from hf_carto import add_leakage_columns
+    from hf_carto.columns import DUP_COLUMNS, LEAK_COLUMNS
+
+    assert set(LEAK_COLUMNS + DUP_COLUMNS) <= set(curated.column_names) & set(published.column_names)
+    final = AutoModelForCausalLM.from_pretrained(out / "seed0" / "mapping" / "final")
+    alone = add_leakage_columns(curated.select_columns(["input_ids"]), final, batch_size=16, progress=False)
+    for name in LEAK_COLUMNS:
+        np.testing.assert_array_equal(np.asarray(alone[name]), np.asarray(curated[name]), err_msg=name)
+    evidence = report["cartography"]["0"]["row_evidence"]
+    assert evidence["leakage_all"]["extractable"] == sum(curated["carto_leak_extractable"][:])
+    assert evidence["leak_k"] == [report["settings"]["block_size"] // 2]  # half a block
+    hot = [q == 2 for q in curated["carto_quadrant"][:]]
+    assert evidence["hotspot_duplication"]["hotspots"] == sum(hot)
+    card = (out / "hub" / "README.md").read_text()
+    assert "## Leakage evidence" in card and "## Duplicated or unique" in card
+    assert "## Row evidence" in (out / "report.md").read_text()
+    page = (out / "data_map.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and '"carto_leak_extractable"' in page
+
     # A rerun with the same settings reads finished stages back and redoes only what is missing;
     # a rerun on another number of processes (another global batch) is refused.
     with pytest.raises(SystemExit, match="num_processes: earlier 2, now 1"):

@@ -98,6 +98,18 @@ class CartoArguments:
             "memorization sweep."
         },
     )
+    row_evidence: bool = field(
+        default=True,
+        metadata={
+            "help": "Leakage (carto_leak_*: k-extractability of each block's own continuation, loss, min-k%++ under "
+            "the mapping run's final model, every process computing a share) and duplicate-cluster (carto_dup_*) "
+            "columns on every training block, in the curated dataset, its card and the report."
+        },
+    )
+    leak_k: int | None = field(
+        default=None,
+        metadata={"help": "Prefix and continuation length of carto_leak_extractable (default: half a block)."},
+    )
     exposure_max_exact: int = field(default=1_000_000)
     exposure_sample_size: int = field(default=20_000)
     eval_batch_size: int = field(default=32)
@@ -174,6 +186,10 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
         problems.append("max_steps is not supported: the burn-in checkpoint and the arms are counted in epochs")
     if carto.snapshots_per_epoch < 1:
         problems.append(f"snapshots_per_epoch must be >= 1; got {carto.snapshots_per_epoch}")
+    if carto.leak_k is not None and not 1 <= carto.leak_k <= data_args.block_size // 2:
+        problems.append(
+            f"leak_k must be in [1, block_size / 2] = [1, {data_args.block_size // 2}]; got {carto.leak_k}"
+        )
     if not carto.seeds:
         problems.append("--seeds needs at least one seed")
     if len(set(carto.seeds)) != len(carto.seeds):

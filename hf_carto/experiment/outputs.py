@@ -138,6 +138,41 @@ def _cartography(report: dict) -> list[str]:
     lines.append("|---|" + "---:|" * len(names))
     for kind, row in first["planted_vs_quadrant"].items():
         lines.append(f"| {kind} | " + " | ".join(str(row[n]) for n in names) + " |")
+    return lines + _row_evidence(report)
+
+
+def _row_evidence(report: dict) -> list[str]:
+    """Duplicated vs unique hotspots per seed, and the leakage columns by quadrant and planted kind."""
+    seeds = {seed: c["row_evidence"] for seed, c in report["cartography"].items() if c.get("row_evidence")}
+    if not seeds:
+        return []
+    lines = ["", "## Row evidence", ""]
+    for seed, e in seeds.items():
+        d = e["hotspot_duplication"]
+        lines.append(
+            f"- seed {seed}: {d['hotspots']} hotspot blocks: {d['exact_duplicates']} exact duplicates, "
+            f"{d['near_duplicates_only']} near duplicates only, {d['unique']} unique text"
+        )
+    seed, first = next(iter(seeds.items()))
+    k = ", ".join(str(v) for v in first["leak_k"])
+    lines += [
+        "",
+        f"Leakage columns under the mapping run's final model (seed {seed}; k = {k}: greedy decoding from a "
+        "block's first k tokens reproduces its next k):",
+        "",
+        "| rows | blocks | k-extractable | mean matched tokens | mean loss | mean min-k%++ |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    groups = {
+        **first["leakage_by_quadrant"],
+        **first.get("leakage_by_planted", {}),
+        "all blocks": first["leakage_all"],
+    }
+    for name, g in groups.items():
+        matched = "-" if g["mean_matched_tokens"] is None else f"{g['mean_matched_tokens']:.2f}"
+        loss = "-" if g["mean_loss"] is None else f"{g['mean_loss']:.3f}"
+        mkpp = "-" if g["mean_min_k_plus_plus"] is None else f"{g['mean_min_k_plus_plus']:.3f}"
+        lines.append(f"| {name} | {g['rows']} | {g['extractable']} of {g['tested']} | {matched} | {loss} | {mkpp} |")
     return lines
 
 
@@ -273,10 +308,14 @@ def format_markdown(report: dict) -> str:
 # Figures, curated dataset, cards.
 
 
-def _data_map(scored, fit, seed: int, out: Path) -> Path:
+def _data_map(scored, fit, seed: int, out: Path, tokenizer=None) -> Path:
+    """``data_map.png`` (canary blocks circled) and, beside it, the interactive ``data_map.html``
+    (hover a block for its id, scores, leakage columns and text; canary blocks left out)."""
+    from hf_carto import write_interactive_map
     from hf_carto.columns import read_columns
     from hf_carto.plots import plot_data_map
 
+    write_interactive_map(scored, out / "data_map.html", fit=fit, tokenizer=tokenizer, title=f"Data map (seed {seed})")
     cols = read_columns(scored, ["carto_difficulty", "carto_memorization", "carto_quadrant", "is_canary"])
     return plot_data_map(
         cols["carto_difficulty"],
@@ -320,7 +359,9 @@ def _model_card(report: dict, model_args: ModelArguments, data_args, carto: Cart
     )
 
 
-def write_outputs(report: dict, seeds_data: dict, canaries, model_args, data_args, carto, training, out: Path) -> None:
+def write_outputs(
+    report: dict, seeds_data: dict, canaries, model_args, data_args, carto, training, out: Path, tokenizer=None
+) -> None:
     """Figures, the curated dataset (save_to_disk and Hub layout), the model card; push if asked."""
     from hf_carto import apply_interventions, cartography_summary, plot_tradeoffs
     from hf_carto.hub import export_hub_layout, mark_private, push_curated_dataset, push_model
@@ -328,7 +369,7 @@ def write_outputs(report: dict, seeds_data: dict, canaries, model_args, data_arg
 
     seed = carto.seeds[0]
     scored, fit = seeds_data[seed]
-    _data_map(scored, fit, seed, out)  # the local map, canaries circled; the export draws its own
+    _data_map(scored, fit, seed, out, tokenizer)  # the local maps; the export draws its own
     plot_tradeoffs(tradeoff_points(report["rows"]), out)
     curated = apply_interventions(scored, gamma=carto.gamma, alpha=carto.alpha, remove_noisy=carto.remove_noisy)
     curated = curated.remove_columns("labels")  # the same tokens as input_ids

@@ -72,7 +72,7 @@ def cartography_section(scored, fit, cuts: list[dict]) -> dict:
 
     quadrants = read_columns(scored, [QUADRANT])[QUADRANT]
     losses = read_columns(scored, loss_columns(scored.column_names))
-    return {
+    section = {
         # The regime: training-set perplexity at every snapshot (eval mode, every block), to set
         # beside the validation perplexity of the mapping run's final model.
         "train_perplexity_by_snapshot": [float(np.exp(np.mean(v, dtype=np.float64))) for v in losses.values()],
@@ -87,6 +87,33 @@ def cartography_section(scored, fit, cuts: list[dict]) -> dict:
         "budget_cuts": cuts,
         "planted_vs_quadrant": planted_table(scored),
     }
+    evidence = row_evidence_section(scored)
+    if evidence:
+        section["row_evidence"] = evidence
+    return section
+
+
+def row_evidence_section(scored) -> dict | None:
+    """With the ``carto_leak_*`` and ``carto_dup_*`` columns: how many hotspots are duplicated text,
+    and the leakage evidence per quadrant and per planted kind (None without the columns)."""
+    from hf_carto import hotspot_duplication, leakage_summary
+    from hf_carto.columns import DUP_COLUMNS, LEAK_COLUMNS, PLANTED_NAMES, QUADRANT, TRUTH
+
+    if not all(c in scored.column_names for c in LEAK_COLUMNS + DUP_COLUMNS):
+        return None
+    from hf_carto import Quadrant
+
+    by_quadrant = leakage_summary(scored, by=QUADRANT)
+    section = {
+        "hotspot_duplication": hotspot_duplication(scored),
+        "leak_k": by_quadrant["k"],
+        "leakage_by_quadrant": {Quadrant(int(q)).name.lower(): v for q, v in by_quadrant["by"].items()},
+        "leakage_all": by_quadrant["all"],
+    }
+    if TRUTH in scored.column_names:
+        by_truth = leakage_summary(scored, by=TRUTH)["by"]
+        section["leakage_by_planted"] = {PLANTED_NAMES[int(t)]: v for t, v in by_truth.items()}
+    return section
 
 
 def build_report(rows: list[dict], settings: dict, num_blocks: int, counts: dict, cartography: dict) -> dict[str, Any]:

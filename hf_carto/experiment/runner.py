@@ -19,7 +19,7 @@ from .evaluation import eval_settings, evaluate_saved_model, leakage_probes, tra
 from .outputs import format_markdown, write_outputs
 from .results import MAPPING_RUN, arm_rows, build_report, cartography_section
 from .run_folder import StageTimer, open_run_folder, record_settings, run_settings, write_json
-from .training import make_arms, mapping_run, score_blocks, train_arm
+from .training import add_row_evidence, make_arms, mapping_run, score_blocks, train_arm
 
 
 @dataclass
@@ -53,6 +53,9 @@ def train_seed(seed: int, model_args, carto: CartoArguments, training, data: Pre
         scored, fit = score_blocks(
             data.blocks, seed_dir / "mapping", mapping["burn_in_step"], carto, seed_dir / "scored"
         )
+    if carto.row_evidence:
+        with timer("row evidence"):
+            scored = add_row_evidence(scored, seed_dir / "mapping", carto, training, seed_dir / "evidence", state)
     result = SeedResult(mapping, scored, fit)
     epochs = int(training.num_train_epochs) - carto.burn_in
     with timer("continuation"):
@@ -130,7 +133,7 @@ def _run(model_args, data_args, carto, training, settings: dict, out: Path, stat
     report = build_report(rows, settings, len(data.blocks), data.eval_sets["counts"], cartography)
     seeds_data = {seed: (r.scored, r.fit) for seed, r in results.items()}
     with timer("outputs"):
-        write_outputs(report, seeds_data, data.canaries, model_args, data_args, carto, training, out)
+        write_outputs(report, seeds_data, data.canaries, model_args, data_args, carto, training, out, data.tokenizer)
     _finish(report, timer, out)
     leave_process_group()
     return report

@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .arguments import CartoArguments, ModelArguments, model_config
 from .run_folder import DONE, cached_stage, write_json
 
@@ -147,6 +149,48 @@ def score_blocks(blocks, recording_dir: Path, burn_in_step: int, carto: CartoArg
     save_scored(scored, scored_dir, fit=fit, summary=cartography_summary(scored, fit), overwrite=True)
     write_json(scored_dir / DONE, {"num_samples": len(scored), "burn_in_snapshots": burn_in})
     return scored, fit
+
+
+def add_row_evidence(scored, mapping_dir: Path, carto: CartoArguments, training, evidence_dir: Path, state):
+    """``scored`` with the ``carto_leak_*`` columns of every block under the mapping run's final
+    model (every process computes a share of the batches) and its ``carto_dup_*`` clusters;
+    computed once into ``evidence_dir/columns.parquet`` (keyed by ``sample_id``), then read back."""
+    import pyarrow.parquet as pq
+
+    from hf_carto.columns import DUP_COLUMNS, LEAK_COLUMNS, SAMPLE_ID
+
+    path = evidence_dir / "columns.parquet"
+
+    def run() -> dict:
+        from transformers import AutoModelForCausalLM
+
+        from hf_carto import add_duplicate_columns, add_leakage_columns
+
+        from ..atomic import write_parquet_atomic
+
+        model = AutoModelForCausalLM.from_pretrained(mapping_dir / "final").to(state.device)
+        blocks = scored.select_columns(["input_ids", SAMPLE_ID])
+        leaked = add_leakage_columns(
+            blocks,
+            model,
+            k=carto.leak_k,
+            batch_size=training.per_device_eval_batch_size,
+            progress=state.is_main_process,
+        )
+        if state.is_main_process:
+            evidence = add_duplicate_columns(leaked).remove_columns("input_ids")
+            write_parquet_atomic(evidence.with_format("arrow")[:], path)
+        return {"rows": len(blocks)}
+
+    cached_stage(evidence_dir, run, state)
+    table = pq.read_table(path)
+    ids = table.column(SAMPLE_ID).to_numpy()
+    expected = np.asarray(scored[SAMPLE_ID])
+    if ids.shape != expected.shape or (ids != expected).any():
+        raise RuntimeError(f"{path} does not hold the blocks of this run in order; remove {evidence_dir} and rerun")
+    for name in LEAK_COLUMNS + DUP_COLUMNS:
+        scored = scored.add_column(name, table.column(name).to_numpy())
+    return scored
 
 
 def budget_family(detector: str, kind: str) -> str:
