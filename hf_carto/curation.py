@@ -774,9 +774,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     leakage = summary.get("leakage")
     if leakage:
+        from .leakage_columns import describe_k
+
         every = leakage["all"]
         lines.append(
-            f"k-extractable rows (k={leakage['k']}): {every['extractable']} of {every['tested']} tested; "
+            f"k-extractable rows ({describe_k(leakage['k_range'])}): {every['extractable']} of "
+            f"{every['tested']} tested; "
             f"mean loss under the model {every['mean_loss']:.4g}"
         )
     return "\n".join(lines)

@@ -136,14 +136,15 @@ def _leakage_lines(leakage: dict[str, Any] | None) -> list[str]:
     def cell(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    k = ", ".join(str(v) for v in leakage["k"]) or "-"
+    from .leakage_columns import describe_k
+
     lines = [
         "## Leakage evidence",
         "",
         f"Each row's own evidence under the model trained on these rows (`carto_leak_*`): whether greedy "
-        f"decoding from its first k tokens reproduces its next k exactly (k = {k}; `carto_leak_k` is 0 where a "
-        "row was too short to test), how many of them it reproduces from the first, the row's mean token loss "
-        "and its min-k%++ (higher = more member-like).",
+        f"decoding from its first k tokens reproduces its next k exactly ({describe_k(leakage['k_range'])}; "
+        "`carto_leak_k` is 0 where a row was too short to test), how many of them it reproduces from the "
+        "first, the row's mean token loss and its min-k%++ (higher = more member-like).",
         "",
         "| quadrant | rows | k-extractable | mean matched tokens | mean loss | mean min-k%++ |",
         "|---|---:|---:|---:|---:|---:|",

@@ -50,7 +50,7 @@ from .columns import (
     read_columns,
 )
 
-__all__ = ["leakage_evidence", "add_leakage_columns", "leakage_summary"]
+__all__ = ["leakage_evidence", "add_leakage_columns", "leakage_summary", "describe_k"]
 
 logger = logging.getLogger(__name__)
 
@@ -247,10 +247,18 @@ def add_leakage_columns(
     return dataset
 
 
+def describe_k(k_range: list[int] | None) -> str:
+    """``k = 16``, or ``k = 5-14 (half of each row)`` when the rows were tested with several."""
+    if not k_range:
+        return "k: no row long enough to test"
+    low, high = k_range
+    return f"k = {low}" if low == high else f"k = {low}-{high} (half of each row)"
+
+
 def leakage_summary(dataset, by: str | None = None) -> dict[str, Any]:
     """Counts and means of the ``carto_leak_*`` columns, overall and per value of ``by`` (e.g.
     ``carto_quadrant``): rows tested for extraction, extractable rows, mean matched tokens, mean
-    loss and mean min-k%++."""
+    loss and mean min-k%++; ``k_range`` is the smallest and largest k a row was tested with."""
     cols = read_columns(dataset, list(LEAK_COLUMNS) + ([by] if by else []))
 
     def block(sel: np.ndarray) -> dict[str, Any]:
@@ -267,7 +275,7 @@ def leakage_summary(dataset, by: str | None = None) -> dict[str, Any]:
 
     ks = cols[LEAK_K][cols[LEAK_K] > 0]
     summary: dict[str, Any] = {
-        "k": sorted({int(v) for v in np.unique(ks)})[:10],
+        "k_range": [int(ks.min()), int(ks.max())] if ks.size else None,
         "all": block(np.ones(len(cols[LEAK_K]), dtype=bool)),
     }
     if by:

@@ -314,7 +314,7 @@ def test_the_card_shows_duplicated_vs_unique_hotspots_and_the_leakage_evidence(s
     )
     assert "## Duplicated or unique" in text and row in text
 
-    assert "## Leakage evidence" in text and "k = 8;" in text
+    assert "## Leakage evidence" in text and "(k = 8;" in text
     e = np.asarray(public["carto_leak_extractable"])
     tested = np.asarray(public["carto_leak_k"]) > 0
     loss = np.asarray(public["carto_leak_loss"], dtype=np.float64)

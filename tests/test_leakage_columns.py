@@ -148,7 +148,7 @@ def test_the_summary_counts_by_hand(model):
     ds = Dataset.from_dict({"input_ids": rows, "carto_quadrant": quadrant})
     ds = add_leakage_columns(ds, model, progress=False)
     s = leakage_summary(ds, by="carto_quadrant")
-    assert s["k"] == [K]
+    assert s["k_range"] == [K, K]
     assert s["all"]["rows"] == s["all"]["tested"] == 14
     assert s["all"]["extractable"] == sum(j == K for j in js)
     assert s["all"]["mean_matched_tokens"] == pytest.approx(np.mean(js))

@@ -154,10 +154,15 @@ def _row_evidence(report: dict) -> list[str]:
             f"{d['near_duplicates_only']} near duplicates only, {d['unique']} unique text"
         )
     seed, first = next(iter(seeds.items()))
-    k = ", ".join(str(v) for v in first["leak_k"])
+    k_range = first.get("leak_k_range")
+    if k_range is None and first.get("leak_k"):  # reports written before k_range: the k values seen
+        k_range = [min(first["leak_k"]), max(first["leak_k"])]
+    from hf_carto.leakage_columns import describe_k
+
     lines += [
         "",
-        f"Leakage columns under the mapping run's final model (seed {seed}; k = {k}: greedy decoding from a "
+        f"Leakage columns under the mapping run's final model (seed {seed}; {describe_k(k_range)}: "
+        "greedy decoding from a "
         "block's first k tokens reproduces its next k):",
         "",
         "| rows | blocks | k-extractable | mean matched tokens | mean loss | mean min-k%++ |",

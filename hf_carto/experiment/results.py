@@ -106,7 +106,7 @@ def row_evidence_section(scored) -> dict | None:
     by_quadrant = leakage_summary(scored, by=QUADRANT)
     section = {
         "hotspot_duplication": hotspot_duplication(scored),
-        "leak_k": by_quadrant["k"],
+        "leak_k_range": by_quadrant["k_range"],
         "leakage_by_quadrant": {Quadrant(int(q)).name.lower(): v for q, v in by_quadrant["by"].items()},
         "leakage_all": by_quadrant["all"],
     }
