@@ -45,20 +45,7 @@ def merged_snapshot(store: LossStore, snapshot: int, settings: RecordingSettings
         ValueError: missing or extra ranks, a shard that does not match its recorded checksum (named
             with its file, snapshot and rank), no records, conflicting eval-mode duplicates.
     """
-    shards = store.shards(snapshot)
-    expected = set(range(settings.world_size))
-    if set(shards) != expected:
-        missing = sorted(expected - set(shards))
-        extra = sorted(set(shards) - expected)
-        problems = []
-        if missing:
-            problems.append(f"missing shards for ranks {missing}")
-        if extra:
-            problems.append(
-                f"shards for ranks {extra} that a world size of {settings.world_size} cannot have "
-                "(a run with another world size wrote here)"
-            )
-        raise ValueError(f"{store.snapshot_dir(snapshot)}: {'; '.join(problems)}")
+    shards = _check_ranks(store, snapshot, settings)
     parts = []
     for rank in shards:
         records = store.read_shard(snapshot, rank)
@@ -125,8 +112,146 @@ def _check_completed(store: LossStore) -> dict[int, dict]:
     return completed
 
 
-def _iter_columns(output_dir: str | os.PathLike, expected_ids: np.ndarray, allow_nonfinite: bool, progress: bool):
-    """Yield ``(t, losses, n_tokens)`` aligned with ``expected_ids``, one snapshot at a time."""
+def _check_ranks(store: LossStore, snapshot: int, settings: RecordingSettings) -> list[int]:
+    shards = store.shards(snapshot)
+    expected = set(range(settings.world_size))
+    if set(shards) != expected:
+        missing = sorted(expected - set(shards))
+        extra = sorted(set(shards) - expected)
+        problems = []
+        if missing:
+            problems.append(f"missing shards for ranks {missing}")
+        if extra:
+            problems.append(
+                f"shards for ranks {extra} that a world size of {settings.world_size} cannot have "
+                "(a run with another world size wrote here)"
+            )
+        raise ValueError(f"{store.snapshot_dir(snapshot)}: {'; '.join(problems)}")
+    return sorted(shards)
+
+
+class _IdIndex:
+    """Where each ``sample_id`` goes: its position among the expected ids sorted. For ids that form
+    a run of consecutive integers (``0..N-1`` as the recorder numbers them) the position is the id
+    minus the first, and no sorted copy is kept."""
+
+    def __init__(self, sorted_ids: np.ndarray) -> None:
+        self.n = sorted_ids.size
+        contiguous = self.n > 0 and int(sorted_ids[-1]) - int(sorted_ids[0]) == self.n - 1
+        self.base = int(sorted_ids[0]) if contiguous else None
+        self.sorted_ids = None if contiguous else sorted_ids
+
+    def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, known)`` of ids (positions of unknown ids are meaningless)."""
+        if self.sorted_ids is None:
+            pos = ids - self.base
+            return pos, (pos >= 0) & (pos < self.n)
+        pos = np.searchsorted(self.sorted_ids, ids)
+        return pos, self.sorted_ids[np.minimum(pos, self.n - 1)] == ids
+
+    def ids_at(self, positions: np.ndarray) -> np.ndarray:
+        return positions + self.base if self.sorted_ids is None else self.sorted_ids[positions]
+
+
+class _SnapshotColumn:
+    """One snapshot's losses placed by ``sample_id``, shard batch by shard batch.
+
+    Memory: the loss column (and the token counts, when asked), a flag per sample and, for the
+    copy rule, each placed record's step; the shards are read one batch at a time. The record kept
+    for a sample is the one with the smallest ``step``, then the lowest rank, then the first in
+    its file: what :func:`merged_snapshot` keeps. Eval-mode copies must agree with it.
+    """
+
+    def __init__(self, index: _IdIndex, snapshot: int, mode: str, with_tokens: bool = True) -> None:
+        n = index.n
+        self.index, self.snapshot, self.mode = index, snapshot, mode
+        self.losses = np.empty(n, dtype=np.float32)
+        self.n_tokens = np.empty(n, dtype=np.int32) if with_tokens else None
+        self.step = np.empty(n, dtype=np.int64)
+        self.seen = np.zeros(n, dtype=bool)
+        self.num_records = 0
+        self.num_unknown = 0
+        self.first_unknown = np.empty(0, dtype=np.int64)
+        self.num_conflicts = 0
+        self.first_conflicts = np.empty(0, dtype=np.int64)
+
+    def _smallest(self, kept: np.ndarray, more: np.ndarray) -> np.ndarray:
+        return np.unique(np.concatenate([kept, more]))[:5]
+
+    def add(self, records: dict[str, np.ndarray]) -> None:
+        self.num_records += records["sample_id"].size
+        # By id, then step; stable, so among equal steps the first in the file comes first. Sorted
+        # queries also keep the id look-up cache-friendly.
+        order = np.lexsort((records["step"], records["sample_id"]))
+        ids, loss, tokens, step = (records[k][order] for k in ("sample_id", "loss", "n_tokens", "step"))
+        pos, known = self.index.positions(ids)
+        if not known.all():
+            self.num_unknown += int((~known).sum())
+            self.first_unknown = self._smallest(self.first_unknown, ids[~known])
+            pos, loss, tokens, step = pos[known], loss[known], tokens[known], step[known]
+        first = np.r_[True, pos[1:] != pos[:-1]] if pos.size else np.zeros(0, dtype=bool)
+        if self.mode == "eval" and pos.size:
+            reference = loss[first][np.cumsum(first) - 1]  # each copy against its batch's kept one
+            self._check_agree(pos, loss, reference)
+        pos, loss, tokens, step = pos[first], loss[first], tokens[first], step[first]
+        earlier = self.seen[pos]
+        if self.mode == "eval" and earlier.any():
+            self._check_agree(pos[earlier], loss[earlier], self.losses[pos[earlier]])
+        take = ~earlier | (step < self.step[pos])
+        where = pos[take]
+        self.losses[where], self.step[where] = loss[take], step[take]
+        if self.n_tokens is not None:
+            self.n_tokens[where] = tokens[take]
+        self.seen[pos] = True
+
+    def _check_agree(self, pos: np.ndarray, loss: np.ndarray, reference: np.ndarray) -> None:
+        a = np.where(np.isfinite(loss), loss, 0.0).astype(np.float64)  # non-finite values are reported later
+        b = np.where(np.isfinite(reference), reference, 0.0).astype(np.float64)
+        conflict = np.abs(a - b) > DUPLICATE_ATOL + DUPLICATE_RTOL * np.maximum(np.abs(a), np.abs(b))
+        if conflict.any():
+            bad = np.unique(self.index.ids_at(pos[conflict]))
+            self.num_conflicts += bad.size
+            self.first_conflicts = self._smallest(self.first_conflicts, bad)
+
+    def finish(self, where: Path) -> None:
+        """Raise what went wrong, the way :func:`merged_snapshot` and the merge name it."""
+        t = self.snapshot
+        if self.num_records == 0:
+            raise ValueError(f"{where}: the shards hold no records")
+        if self.num_conflicts:
+            raise ValueError(
+                f"snapshot {t}: {self.num_conflicts} sample_ids were recorded more than once with different "
+                f"losses (more than {DUPLICATE_ATOL} + {DUPLICATE_RTOL} x loss apart); first sample_ids: "
+                f"{_first(self.first_conflicts)}. Eval-mode copies of a sample must agree: were these shards "
+                "written by different runs?"
+            )
+        if self.num_unknown:
+            raise ValueError(
+                f"snapshot {t}: {self.num_unknown} recorded sample_ids are not in the dataset; first: "
+                f"{_first(self.first_unknown)}. Was the dataset re-indexed after recording?"
+            )
+        if not self.seen.all():
+            missing = np.flatnonzero(~self.seen)
+            raise ValueError(
+                f"snapshot {t}: {missing.size} of {self.index.n} samples have no recorded loss; first "
+                f"sample_ids: {_first(self.index.ids_at(missing[:5]))}"
+            )
+
+
+def _iter_columns(
+    output_dir: str | os.PathLike,
+    expected_ids: np.ndarray,
+    allow_nonfinite: bool,
+    progress: bool,
+    batch_rows: int = 1 << 20,
+    with_tokens: bool = True,
+):
+    """Yield ``(t, losses, n_tokens)`` aligned with ``expected_ids``, one snapshot at a time
+    (``n_tokens`` is None without ``with_tokens``).
+
+    Each snapshot's shards are read ``batch_rows`` records at a time (:class:`_SnapshotColumn`), so
+    memory is the id index and one snapshot's columns, never a snapshot's records at once.
+    """
     store = LossStore(output_dir)
     settings = store.settings()
     completed = _check_completed(store)
@@ -137,6 +262,8 @@ def _iter_columns(output_dir: str | os.PathLike, expected_ids: np.ndarray, allow
     if sorted_ids.size and (sorted_ids[1:] == sorted_ids[:-1]).any():
         dupes = np.unique(sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]])
         raise ValueError(f"the dataset has {dupes.size} duplicated sample_ids; first: {_first(dupes)}")
+    index = _IdIndex(sorted_ids)
+    del sorted_ids
     non_finite: list[tuple[int, int]] = []
     n_non_finite = 0
     snapshots = list(completed)
@@ -145,31 +272,23 @@ def _iter_columns(output_dir: str | os.PathLike, expected_ids: np.ndarray, allow
 
         snapshots = tqdm(snapshots, desc="Merging loss snapshots")
     for t in snapshots:
-        records = merged_snapshot(store, t, settings)
-        pos = np.searchsorted(sorted_ids, records["sample_id"])
-        pos_clipped = np.minimum(pos, sorted_ids.size - 1)
-        known = sorted_ids[pos_clipped] == records["sample_id"]
-        if not known.all():
-            unknown = records["sample_id"][~known]
-            raise ValueError(
-                f"snapshot {t}: {unknown.size} recorded sample_ids are not in the dataset; first: "
-                f"{_first(unknown)}. Was the dataset re-indexed after recording?"
-            )
-        if pos.size != sorted_ids.size:
-            present = np.zeros(sorted_ids.size, dtype=bool)
-            present[pos] = True
-            missing = sorted_ids[~present]
-            raise ValueError(
-                f"snapshot {t}: {missing.size} of {sorted_ids.size} samples have no recorded loss; first "
-                f"sample_ids: {_first(missing)}"
-            )
-        losses = np.empty(sorted_ids.size, dtype=np.float32)
-        n_tokens = np.empty(sorted_ids.size, dtype=np.int32)
-        losses[order[pos]] = records["loss"]
-        n_tokens[order[pos]] = records["n_tokens"]
-        bad = np.flatnonzero(~np.isfinite(records["loss"]))
+        column = _SnapshotColumn(index, t, settings.mode, with_tokens)
+        for rank in _check_ranks(store, t, settings):
+            for records in store.iter_shard(t, rank, batch_rows):
+                column.add(records)
+        column.finish(store.snapshot_dir(t))
+        bad = np.flatnonzero(~np.isfinite(column.losses))
         n_non_finite += bad.size
-        non_finite += [(int(records["sample_id"][i]), t) for i in bad[: max(0, 5 - len(non_finite))]]
+        non_finite += [(int(i), t) for i in index.ids_at(bad[: max(0, 5 - len(non_finite))])]
+        del column.step, column.seen
+        losses = np.empty_like(column.losses)
+        losses[order] = column.losses
+        column.losses = None
+        n_tokens = None
+        if with_tokens:
+            n_tokens = np.empty_like(column.n_tokens)
+            n_tokens[order] = column.n_tokens
+        del column
         yield t, losses, n_tokens
     if n_non_finite and not allow_nonfinite:
         listed = ", ".join(f"sample_id {s} at snapshot {t}" for s, t in non_finite)
@@ -195,6 +314,7 @@ def load_loss_matrix(
     *,
     allow_nonfinite: bool = False,
     progress: bool = False,
+    batch_rows: int = 1 << 20,
 ) -> LossMatrix:
     """Merge a recording into an ``(N, T)`` matrix.
 
@@ -205,6 +325,8 @@ def load_loss_matrix(
             training set had no length.
         allow_nonfinite (`bool`, *optional*, defaults to `False`): merge NaN/inf losses instead of
             raising.
+        batch_rows (`int`, *optional*): shard records read at a time; memory beyond the result
+            is the id index and one snapshot's column, whatever the shards' size.
 
     Raises:
         ValueError: missing snapshots, missing or extra rank shards, shards that changed since
@@ -215,7 +337,7 @@ def load_loss_matrix(
     settings = store.settings()
     ids = _expected_ids(store, sample_ids)
     columns, counts = [], []
-    for _, losses, n_tokens in _iter_columns(output_dir, ids, allow_nonfinite, progress):
+    for _, losses, n_tokens in _iter_columns(output_dir, ids, allow_nonfinite, progress, batch_rows):
         columns.append(losses)
         counts.append(n_tokens)
     return LossMatrix(ids, np.stack(columns, axis=1), np.stack(counts, axis=1), settings, store.completed())
@@ -227,6 +349,8 @@ def add_loss_columns(
     *,
     allow_nonfinite: bool = False,
     progress: bool = True,
+    batch_rows: int = 1 << 20,
+    cache_file_name: str | os.PathLike | None = None,
 ) -> Dataset:
     """Add one ``carto_loss_{t}`` float32 column per completed snapshot, aligned by ``sample_id``.
 
@@ -234,6 +358,12 @@ def add_loss_columns(
     ``carto_loss_{t}`` columns are replaced; other columns with that prefix (``carto_loss_weight``)
     are kept. A column that looks like a loss column without its canonical name
     (``carto_loss_07``) is refused rather than kept beside the new ``carto_loss_7``.
+
+    Where the columns go: a dataset that lives in Arrow files (``load_from_disk``, ``load_dataset``,
+    a ``map`` result) gets them in an Arrow file of their own beside its first cache file (or at
+    ``cache_file_name``), written ``batch_rows`` rows at a time and memory-mapped like the rest,
+    so memory stays at the id index and one snapshot's column whatever the number of snapshots;
+    an in-memory dataset gets in-memory columns.
     """
     if SAMPLE_ID not in dataset.column_names:
         raise ValueError(f"the dataset has no '{SAMPLE_ID}' column; merge needs the ids the recording used")
@@ -243,13 +373,65 @@ def add_loss_columns(
             f"the dataset has columns {odd} that look like loss columns but are not named carto_loss_<t> "
             "(t = 1, 2, ... without leading zeros); rename or remove them before merging"
         )
-    ids = read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID].astype(np.int64)
+    ids = np.asarray(read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID], dtype=np.int64)
     old = [c for c in dataset.column_names if LOSS_COLUMN_PATTERN.match(c)]
     if old:
         dataset = dataset.remove_columns(old)
-    for t, losses, _ in _iter_columns(output_dir, ids, allow_nonfinite, progress):
-        dataset = dataset.add_column(loss_column(t), losses, feature=Value("float32"))
-    return dataset
+    columns = _iter_columns(output_dir, ids, allow_nonfinite, progress, batch_rows, with_tokens=False)
+    target = Path(cache_file_name) if cache_file_name is not None else _cache_file_beside(dataset, output_dir)
+    if target is None:
+        for t, losses, _ in columns:
+            dataset = dataset.add_column(loss_column(t), losses, feature=Value("float32"))
+        return dataset
+    from datasets import concatenate_datasets
+
+    _write_columns_file(columns, ids.size, target, batch_rows)
+    if dataset._indices is not None:  # a select/shuffle result: its rows are put in order first
+        dataset = dataset.flatten_indices()
+    return concatenate_datasets([dataset, Dataset.from_file(str(target))], axis=1)
+
+
+def _cache_file_beside(dataset: Dataset, output_dir: str | os.PathLike) -> Path | None:
+    """An Arrow file for the loss columns beside the dataset's first cache file, named after the
+    dataset and the recording; None for an in-memory dataset or a folder this process cannot write."""
+    import hashlib
+
+    if not dataset.cache_files:
+        return None
+    folder = Path(dataset.cache_files[0]["filename"]).parent
+    if not os.access(folder, os.W_OK):
+        logger.info("%s is not writable: the loss columns are kept in memory", folder)
+        return None
+    manifest = LossStore(output_dir).manifest_path
+    key = hashlib.sha256(f"{dataset._fingerprint}\n".encode() + manifest.read_bytes()).hexdigest()[:16]
+    return folder / f"carto-losses-{key}.arrow"
+
+
+def _write_columns_file(columns, num_rows: int, target: Path, batch_rows: int) -> None:
+    """Write the ``(t, losses, n_tokens)`` columns as one Arrow stream file, ``batch_rows`` rows at
+    a time: each column goes to a raw file first, so only one is ever held in memory."""
+    import shutil
+    import tempfile
+
+    import pyarrow as pa
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        raw = {}
+        for t, losses, _ in columns:
+            raw[t] = scratch / f"{t}.f32"
+            losses.tofile(raw[t])
+        schema = pa.schema([(loss_column(t), pa.float32()) for t in raw])
+        staged = scratch / "columns.arrow"
+        with pa.OSFile(str(staged), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for start in range(0, num_rows, batch_rows):
+                count = min(batch_rows, num_rows - start)
+                arrays = [np.fromfile(path, dtype=np.float32, count=count, offset=4 * start) for path in raw.values()]
+                writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+        os.replace(staged, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def write_wide_parquet(matrix: LossMatrix, path: str | os.PathLike) -> Path:

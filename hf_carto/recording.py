@@ -241,23 +241,53 @@ class LossStore:
         """
         path = self.shard_path(snapshot, rank)
         data = path.read_bytes()
-        recorded = self.shard_checksums(snapshot)
-        if recorded is not None:
-            where = f"{path} (snapshot {snapshot}, rank {rank})"
-            if rank not in recorded:
-                raise ValueError(
-                    f"{where}: {self.manifest_path.name} completed snapshot {snapshot} with shards for ranks "
-                    f"{sorted(recorded)} only; this file was written afterwards (another run?). Remove it, or "
-                    "record the snapshot again."
-                )
-            actual = hashlib.sha256(data).hexdigest()
-            if actual != recorded[rank]:
-                raise ValueError(
-                    f"{where} is corrupted: its sha256 is {actual}, but {self.manifest_path} recorded "
-                    f"{recorded[rank]} when the snapshot was completed. The file changed on disk or in a copy; "
-                    "restore it from a good copy, or record this snapshot again."
-                )
+        self._verify(snapshot, rank, lambda: hashlib.sha256(data).hexdigest())
         return _parse_records(data, path)
+
+    def _verify(self, snapshot: int, rank: int, digest) -> None:
+        """Check a complete shard against the sha256 the manifest recorded (``digest()`` computes
+        the file's); manifests from before checksums existed record none, and nothing is checked."""
+        recorded = self.shard_checksums(snapshot)
+        if recorded is None:
+            return
+        where = f"{self.shard_path(snapshot, rank)} (snapshot {snapshot}, rank {rank})"
+        if rank not in recorded:
+            raise ValueError(
+                f"{where}: {self.manifest_path.name} completed snapshot {snapshot} with shards for ranks "
+                f"{sorted(recorded)} only; this file was written afterwards (another run?). Remove it, or "
+                "record the snapshot again."
+            )
+        actual = digest()
+        if actual != recorded[rank]:
+            raise ValueError(
+                f"{where} is corrupted: its sha256 is {actual}, but {self.manifest_path} recorded "
+                f"{recorded[rank]} when the snapshot was completed. The file changed on disk or in a copy; "
+                "restore it from a good copy, or record this snapshot again."
+            )
+
+    def iter_shard(self, snapshot: int, rank: int, batch_rows: int = 1 << 20):
+        """One complete shard's records in batches of at most ``batch_rows`` rows, after its bytes
+        were checked against the manifest's sha256 (read in blocks): memory stays at one batch
+        whatever the shard's size. Raises what :meth:`read_shard` raises."""
+        path = self.shard_path(snapshot, rank)
+
+        def digest() -> str:
+            running = hashlib.sha256()
+            with open(path, "rb") as handle:
+                while block := handle.read(1 << 23):
+                    running.update(block)
+            return running.hexdigest()
+
+        self._verify(snapshot, rank, digest)
+        try:
+            shard = pq.ParquetFile(path, page_checksum_verification=True)
+            missing = [name for name in SHARD_SCHEMA.names if name not in shard.schema_arrow.names]
+            if missing:
+                raise ValueError(f"{path} is not a loss shard: it lacks columns {missing}")
+            for batch in shard.iter_batches(batch_size=batch_rows, columns=SHARD_SCHEMA.names):
+                yield {name: batch.column(name).to_numpy() for name in SHARD_SCHEMA.names}
+        except (pa.ArrowException, OSError) as err:
+            raise ValueError(f"{path} is not a readable loss shard (damaged or truncated?): {err}") from None
 
     def partials(self, snapshot: int, rank: int) -> dict[int, Path]:
         """``{step: path}`` of the partial shards one rank saved during a train-mode snapshot."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,109 @@ def test_shards_are_written_atomically(tmp_path, monkeypatch):
         store.write_shard(1, 0, records([1], [1.0]))
     assert store.shards(1) == {}
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def naive_kept(shards_by_snapshot, ids):
+    """Per snapshot, the record the merge keeps, found by brute force: the smallest step, then the
+    lowest rank, then the first in its file."""
+    out = np.full((len(ids), len(shards_by_snapshot)), np.nan, dtype=np.float32)
+    for col, t in enumerate(sorted(shards_by_snapshot)):
+        best = {}
+        for rank, r in shards_by_snapshot[t].items():
+            for position, (sid, loss, step) in enumerate(zip(r["sample_id"], r["loss"], r["step"], strict=True)):
+                key = (int(step), rank, position)
+                if int(sid) not in best or key < best[int(sid)][0]:
+                    best[int(sid)] = (key, loss)
+        for row, sid in enumerate(ids):
+            out[row, col] = best[int(sid)][1]
+    return out
+
+
+@pytest.mark.parametrize("gaps", [False, True], ids=["consecutive ids", "ids with gaps"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_merging_a_few_records_at_a_time_keeps_what_the_whole_snapshot_merge_keeps(tmp_path, mode, gaps):
+    """Shards larger than the read batch, copies inside one batch, across batches and across ranks:
+    the streamed merge equals brute force and the whole-snapshot merge (merged_snapshot)."""
+    rng = np.random.default_rng(7)
+    n, world = 60, 3
+    ids = rng.permutation(np.arange(500, 500 + n) * (7 if gaps else 1))
+    shards = {}
+    for t in (1, 2):
+        base = dict(zip(ids.tolist(), (rng.random(n) * 4).astype(np.float32).tolist(), strict=True))
+        by_rank = {}
+        for rank in range(world):
+            mine = np.concatenate([ids[rank::world], rng.choice(ids, size=15)])  # every id once, plus copies
+            rng.shuffle(mine)
+            losses = [base[int(i)] if mode == "eval" else float(rng.random() * 4) for i in mine]
+            steps = rng.integers(0, 4, size=mine.size)
+            by_rank[rank] = {**records(mine, losses), "step": steps}
+        shards[t] = by_rank
+    store = write_run(tmp_path, shards, mode=mode, world_size=world)
+    wanted = rng.permutation(ids)
+    streamed = load_loss_matrix(tmp_path, wanted, batch_rows=4)
+    np.testing.assert_array_equal(streamed.losses, naive_kept(shards, wanted))
+    for col, t in enumerate((1, 2)):
+        whole = merged_snapshot(store, t, store.settings())
+        by_id = dict(zip(whole["sample_id"].tolist(), whole["loss"].tolist(), strict=True))
+        np.testing.assert_array_equal(streamed.losses[:, col], np.float32([by_id[int(i)] for i in wanted]))
+    np.testing.assert_array_equal(load_loss_matrix(tmp_path, wanted).losses, streamed.losses)
+
+
+def test_errors_are_the_same_when_records_are_read_one_at_a_time(tmp_path):
+    write_run(tmp_path / "c", {1: {0: records([1, 2, 3], [1.0, 2.0, 3.0]), 1: records([2, 1], [2.5, 1.0 + 1e-6])}})
+    with pytest.raises(ValueError, match=r"snapshot 1: 1 sample_ids were recorded more than once .* \[2\]"):
+        load_loss_matrix(tmp_path / "c", np.array([1, 2, 3]), batch_rows=1)
+    write_run(tmp_path / "u", {1: {0: records([9, 1, 7, 2], [1.0] * 4), 1: records([8, 3], [1.0] * 2)}})
+    with pytest.raises(
+        ValueError, match=r"snapshot 1: 3 recorded sample_ids are not in the dataset; first: \[7, 8, 9\]"
+    ):
+        load_loss_matrix(tmp_path / "u", np.array([1, 2, 3, 4]), batch_rows=1)
+    write_run(tmp_path / "m", {1: {0: records([1, 2], [1.0] * 2), 1: records([5], [1.0])}})
+    with pytest.raises(
+        ValueError, match=r"snapshot 1: 2 of 5 samples have no recorded loss; first sample_ids: \[3, 4\]"
+    ):
+        load_loss_matrix(tmp_path / "m", np.arange(1, 6), batch_rows=1)
+
+
+def test_columns_of_an_on_disk_dataset_are_written_in_row_batches_and_memory_mapped(tmp_path):
+    """A dataset loaded from disk gets its loss columns in an Arrow file of their own, written a few
+    rows at a time (a case larger than the batch), equal to the in-memory merge, also after a
+    shuffle; the dataset's folder keeps its own files."""
+    from datasets import load_from_disk
+
+    rng = np.random.default_rng(3)
+    ids, shards = random_run(rng, n=45, t=4, world_size=3)
+    write_run(tmp_path / "run", shards, world_size=3)
+    rows = rng.permutation(ids)
+    Dataset.from_dict({"sample_id": rows, "text": [f"row {i}" for i in rows]}).save_to_disk(tmp_path / "ds")
+    on_disk = load_from_disk(str(tmp_path / "ds"))
+    merged = add_loss_columns(on_disk, tmp_path / "run", progress=False, batch_rows=7)
+    files = [Path(f["filename"]).name for f in merged.cache_files]
+    assert any(name.startswith("carto-losses-") and name.endswith(".arrow") for name in files)
+    assert merged.column_names == ["sample_id", "text", "carto_loss_1", "carto_loss_2", "carto_loss_3", "carto_loss_4"]
+    in_memory = add_loss_columns(Dataset.from_dict(on_disk.to_dict()), tmp_path / "run", progress=False)
+    assert merged.to_dict() == in_memory.to_dict()
+    expected = naive_merge(shards, rows)
+    got = np.stack([np.asarray(merged[f"carto_loss_{t}"]) for t in range(1, 5)], axis=1)
+    np.testing.assert_array_equal(got, expected)
+    # A shuffled view (an indices mapping) is put in order first; the values follow their ids.
+    shuffled = on_disk.shuffle(seed=1)
+    again = add_loss_columns(shuffled, tmp_path / "run", progress=False, batch_rows=5)
+    by_id = dict(zip(rows.tolist(), expected[:, 2].tolist(), strict=True))
+    assert np.asarray(again["carto_loss_3"]).tolist() == [np.float32(by_id[i]) for i in again["sample_id"]]
+    # Merging again replaces the loss columns rather than adding a second set.
+    twice = add_loss_columns(merged, tmp_path / "run", progress=False, batch_rows=7)
+    assert twice.column_names == merged.column_names and twice.to_dict() == merged.to_dict()
+    assert not [p for p in (tmp_path / "ds").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_errors_name_the_ids_when_the_expected_ids_have_gaps(tmp_path):
+    write_run(tmp_path / "m", {1: {0: records([1, 20], [1.0] * 2), 1: records([50], [1.0])}})
+    with pytest.raises(
+        ValueError, match=r"snapshot 1: 2 of 5 samples have no recorded loss; first sample_ids: \[3, 9\]"
+    ):
+        load_loss_matrix(tmp_path / "m", np.array([9, 1, 50, 20, 3]), batch_rows=1)
+    with pytest.raises(
+        ValueError, match=r"snapshot 1: 2 recorded sample_ids are not in the dataset; first: \[1, 50\]"
+    ):
+        load_loss_matrix(tmp_path / "m", np.array([20, 3, 9]), batch_rows=1)
