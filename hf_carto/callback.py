@@ -59,6 +59,25 @@ class RecordingConfig:
         default=False,
         metadata={"help": "Discard an earlier recording in output_dir when a fresh run starts."},
     )
+    snapshot_rows: float | None = field(
+        default=None,
+        metadata={
+            "help": "Eval mode: snapshot a fixed seeded subset of the training rows, a fraction in (0, 1) or a "
+            "number of rows, for corpora too big to pass over in full at every snapshot; scores then exist for "
+            "those rows only. Train mode covers every row at no cost."
+        },
+    )
+    snapshot_seed: int = field(default=0, metadata={"help": "Seed of the snapshot_rows subset."})
+
+    def subset_rows(self, num_samples: int | None):
+        """The row indices every eval-mode snapshot covers, or None for every row."""
+        if self.snapshot_rows is None:
+            return None
+        if num_samples is None:
+            raise ValueError("snapshot_rows needs a training set with a length (a map-style dataset)")
+        from .recording import snapshot_subset
+
+        return snapshot_subset(num_samples, self.snapshot_rows, self.snapshot_seed)
 
 
 def ensure_sample_ids(dataset: Any) -> Any:
@@ -214,11 +233,14 @@ class CartographyCallback(TrainerCallback):
         progress: bool = True,
         overwrite: bool = False,
         eps: float | str = "quantile:0.05",
+        snapshot_rows: float | None = None,
+        snapshot_seed: int = 0,
     ) -> None:
         from .recording import RecordingSettings
         from .scores import parse_eps
 
-        RecordingSettings(mode=mode, snapshot_every=snapshot_every)  # the same checks, now rather than at train
+        # the same checks, now rather than at train
+        RecordingSettings(mode=mode, snapshot_every=snapshot_every, snapshot_rows=1 if snapshot_rows else None)
         parse_eps(eps)
         self.recording = RecordingConfig(
             mode=mode,
@@ -226,7 +248,10 @@ class CartographyCallback(TrainerCallback):
             output_dir=None if output_dir is None else str(output_dir),
             progress=progress,
             overwrite=overwrite,
+            snapshot_rows=snapshot_rows,
+            snapshot_seed=snapshot_seed,
         )
+        self._subset = None  # the rows an eval-mode snapshot covers (None: every row)
         self.eps = eps
         self.recorder: LossRecorder | None = None
         #: The ``compute_loss_func`` to give the Trainer: the Hugging Face causal-LM loss, computed
@@ -265,14 +290,18 @@ class CartographyCallback(TrainerCallback):
         self._hooks.append(model.register_forward_pre_hook(self._take_sample_ids, with_kwargs=True))
         from accelerate import PartialState
 
+        num_samples = len(dataset) if hasattr(dataset, "__len__") else None
+        self._subset = self.recording.subset_rows(num_samples)
         self.recorder = LossRecorder(
             self.recording.output_dir or args.output_dir,
             self.recording.mode,
             snapshot_every=self.recording.snapshot_every,
-            num_samples=len(dataset) if hasattr(dataset, "__len__") else None,
+            num_samples=num_samples,
             accelerator=PartialState(),
             progress=self.recording.progress,
             overwrite=self.recording.overwrite,
+            snapshot_rows=None if self._subset is None else self._subset.size,
+            snapshot_seed=self.recording.snapshot_seed,
         )
 
     def _eval_snapshot(self, snapshot: int, args, state, kwargs: dict[str, Any]) -> None:
@@ -281,10 +310,13 @@ class CartographyCallback(TrainerCallback):
         from accelerate.data_loader import prepare_data_loader
         from torch.utils.data import DataLoader
 
+        from .recording import subset_of
+
         train_loader = kwargs["train_dataloader"]
         process = PartialState()
+        dataset = train_loader.dataset
         loader = DataLoader(
-            train_loader.dataset,
+            dataset if self._subset is None else subset_of(dataset, self._subset),
             batch_size=args.per_device_eval_batch_size,
             shuffle=False,
             collate_fn=self._collate,
@@ -323,6 +355,8 @@ class CartographyCallback(TrainerCallback):
         recorder = self.recorder
         self._state = state
         recorder.start(resume_step=state.global_step)
+        if self._subset is not None and recorder.is_main_process:
+            recorder.store.write_snapshot_ids(_ids_of_rows(kwargs["train_dataloader"].dataset, self._subset))
         # Epochs are counted here rather than read from state.epoch, which is a fraction of
         # max_steps for datasets without a length. A resumed run restarts the count from the
         # epoch its checkpoint was in.
@@ -381,6 +415,12 @@ class CartographyCallback(TrainerCallback):
     def _after_snapshot(self, snapshot: int, state) -> None:
         if self._tracker is not None:
             self._tracker.log_snapshot(self.recorder.store.output_dir, self.eps, step=state.global_step)
+
+
+def _ids_of_rows(dataset: Any, rows) -> list[int]:
+    if hasattr(dataset, "select"):
+        return [int(i) for i in dataset.select(rows.tolist())[SAMPLE_ID]]
+    return [int(dataset[int(i)][SAMPLE_ID]) for i in rows]
 
 
 def _check_sample_ids(dataset: Any) -> None:

@@ -245,6 +245,13 @@ def dataset_card(
         recording = summary.get("recording")
         if recording:
             lines.append(f"| recording mode | {recording.get('mode')} ({recording.get('world_size')} processes) |")
+            if recording.get("snapshot_rows"):
+                total = recording.get("num_samples")
+                of = f" of {total:,}" if total else ""
+                lines.append(
+                    f"| snapshots cover | a fixed seeded subset of {recording['snapshot_rows']:,}{of} training rows "
+                    f"(seed {recording.get('snapshot_seed')}); the scores exist for those rows only |"
+                )
         lines.append("")
     lines += [
         "## Quadrants",

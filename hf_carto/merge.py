@@ -26,7 +26,7 @@ from datasets import Dataset, Value
 from .columns import LOSS_COLUMN_PATTERN, SAMPLE_ID, loss_column, non_canonical_loss_columns, read_columns
 from .recording import LossStore, RecordingSettings
 
-__all__ = ["LossMatrix", "load_loss_matrix", "add_loss_columns", "merged_snapshot"]
+__all__ = ["LossMatrix", "load_loss_matrix", "add_loss_columns", "merged_snapshot", "select_recorded_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +301,9 @@ def _iter_columns(
 def _expected_ids(store: LossStore, sample_ids: np.ndarray | None) -> np.ndarray:
     if sample_ids is not None:
         return np.asarray(sample_ids, dtype=np.int64)
+    subset = store.snapshot_ids()
+    if subset is not None:
+        return subset
     settings = store.settings()
     if settings.num_samples is not None:
         return np.arange(settings.num_samples, dtype=np.int64)
@@ -374,6 +377,13 @@ def add_loss_columns(
             "(t = 1, 2, ... without leading zeros); rename or remove them before merging"
         )
     ids = np.asarray(read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID], dtype=np.int64)
+    subset = LossStore(output_dir).snapshot_ids()
+    if subset is not None and ids.size != subset.size:
+        raise ValueError(
+            f"{output_dir} recorded eval-mode snapshots of {subset.size:,} of the training rows (snapshot_rows), "
+            f"and the dataset has {ids.size:,}: select those rows first, "
+            "dataset = hf_carto.merge.select_recorded_rows(dataset, output_dir)"
+        )
     old = [c for c in dataset.column_names if LOSS_COLUMN_PATTERN.match(c)]
     if old:
         dataset = dataset.remove_columns(old)
@@ -389,6 +399,22 @@ def add_loss_columns(
     if dataset._indices is not None:  # a select/shuffle result: its rows are put in order first
         dataset = dataset.flatten_indices()
     return concatenate_datasets([dataset, Dataset.from_file(str(target))], axis=1)
+
+
+def select_recorded_rows(dataset: Dataset, output_dir: str | os.PathLike) -> Dataset:
+    """The rows of ``dataset`` a subset recording (``snapshot_rows``) covers, in the dataset's order;
+    the whole dataset when the recording covers every row."""
+    subset = LossStore(output_dir).snapshot_ids()
+    if subset is None:
+        return dataset
+    ids = np.asarray(read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID], dtype=np.int64)
+    rows = np.flatnonzero(np.isin(ids, subset))
+    if rows.size != subset.size:
+        missing = np.setdiff1d(subset, ids)
+        raise ValueError(
+            f"{missing.size} of the {subset.size} recorded sample_ids are not in the dataset; first: {_first(missing)}"
+        )
+    return dataset.select(rows)
 
 
 def _cache_file_beside(dataset: Dataset, output_dir: str | os.PathLike) -> Path | None:

@@ -70,10 +70,24 @@ class RecordingSettings:
     world_size: int = 1
     snapshot_every: int | None = None  # optimizer steps between eval snapshots; None: once per epoch
     num_samples: int | None = None  # None when the dataset has no length (iterable)
+    # Eval mode on a fixed seeded subset: how many rows each snapshot covers, and the seed that
+    # chose them (None: every row). The rows' sample_ids are kept in carto/snapshot_rows.parquet.
+    snapshot_rows: int | None = None
+    snapshot_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"recording mode must be one of {MODES}; got {self.mode!r}")
+        if self.snapshot_rows is not None:
+            if self.mode == "train":
+                raise ValueError(
+                    "snapshot_rows needs mode='eval': train mode records every row's loss at no extra cost"
+                )
+            if self.snapshot_rows < 1 or (self.num_samples is not None and self.snapshot_rows > self.num_samples):
+                raise ValueError(
+                    f"snapshot_rows must be between 1 and the {self.num_samples} training rows; "
+                    f"got {self.snapshot_rows}"
+                )
         if self.snapshot_every is not None:
             if self.mode == "train":
                 raise ValueError("snapshot_every needs mode='eval': train-mode snapshots are whole epochs")
@@ -81,6 +95,36 @@ class RecordingSettings:
                 raise ValueError(f"snapshot_every must be a positive number of steps; got {self.snapshot_every}")
         if self.world_size < 1:
             raise ValueError(f"world_size must be >= 1; got {self.world_size}")
+
+
+def snapshot_subset(num_samples: int, rows: float | int, seed: int = 0) -> np.ndarray:
+    """The row indices an eval-mode snapshot covers when it covers a subset: ``rows`` rows (an
+    int) or that fraction of them (a float in (0, 1)), drawn without replacement by a generator
+    seeded with ``seed``, in row order. It depends on nothing else (not on the process count).
+
+    Example:
+        >>> snapshot_subset(10, 0.3, seed=0).tolist()
+        [5, 6, 9]
+    """
+    if isinstance(rows, float):
+        if not 0.0 < rows < 1.0:
+            raise ValueError(f"a fraction of rows must lie in (0, 1) (a whole number of rows is an int); got {rows}")
+        count = max(1, round(rows * num_samples))
+    else:
+        count = int(rows)
+    if not 1 <= count <= num_samples:
+        raise ValueError(f"snapshot rows must be between 1 and the {num_samples} training rows; got {rows}")
+    return np.sort(np.random.default_rng(seed).choice(num_samples, size=count, replace=False))
+
+
+def subset_of(dataset: Any, rows: np.ndarray) -> Any:
+    """``dataset`` restricted to ``rows``: ``select`` for a ``datasets.Dataset``, a torch
+    ``Subset`` for any other map-style dataset."""
+    if hasattr(dataset, "select"):
+        return dataset.select(rows.tolist())
+    from torch.utils.data import Subset
+
+    return Subset(dataset, rows.tolist())
 
 
 class LossStore:
@@ -159,6 +203,29 @@ class LossStore:
             manifest = {"format_version": FORMAT_VERSION, "settings": asdict(settings), "snapshots": {}}
             write_json_atomic(manifest, self.manifest_path)
         return manifest
+
+    @property
+    def snapshot_rows_path(self) -> Path:
+        return self.root / "snapshot_rows.parquet"
+
+    def snapshot_ids(self) -> np.ndarray | None:
+        """The ``sample_id``s an eval-mode subset recording covers (None: every row)."""
+        if not self.snapshot_rows_path.exists():
+            return None
+        return pq.read_table(self.snapshot_rows_path).column(SAMPLE_ID).to_numpy()
+
+    def write_snapshot_ids(self, sample_ids: np.ndarray) -> None:
+        """Keep the subset's ids (once; a resumed run must cover the same rows)."""
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        earlier = self.snapshot_ids()
+        if earlier is not None:
+            if not np.array_equal(earlier, ids):
+                raise ValueError(
+                    f"{self.snapshot_rows_path} holds another subset of rows ({earlier.size} rows) than this run "
+                    f"snapshots ({ids.size} rows): the training set changed. Use another output_dir."
+                )
+            return
+        write_parquet_atomic(pa.table({SAMPLE_ID: pa.array(ids)}), self.snapshot_rows_path)
 
     def completed(self) -> dict[int, dict[str, Any]]:
         """Completed snapshots ``{t: {"step": ..., "epoch": ..., "shards": ...}}`` in snapshot order.
@@ -460,11 +527,15 @@ class LossRecorder:
         accelerator: Any = None,
         progress: bool = True,
         overwrite: bool = False,
+        snapshot_rows: int | None = None,
+        snapshot_seed: int | None = None,
     ) -> None:
         self.accelerator = accelerator
         self.rank = accelerator.process_index if accelerator is not None else 0
         world_size = accelerator.num_processes if accelerator is not None else 1
-        self.settings = RecordingSettings(mode, world_size, snapshot_every, num_samples)
+        self.settings = RecordingSettings(
+            mode, world_size, snapshot_every, num_samples, snapshot_rows, snapshot_seed if snapshot_rows else None
+        )
         self.store = LossStore(output_dir)
         self.progress = progress
         self.overwrite = overwrite

@@ -61,6 +61,7 @@ class _RecordingCallback(CartographyCallback):
         super().__init__(trainer.recording.mode, snapshot_every=trainer.recording.snapshot_every)
         self.trainer = trainer
         self.recorder = trainer.recorder
+        self._subset = trainer.snapshot_subset
 
     def _begin(self, args, state, kwargs: dict[str, Any]) -> None:
         pass
@@ -92,9 +93,11 @@ class LossRecordingMixin:
         self.recorder = None
         self._pending_sample_ids: torch.Tensor | None = None
         self._pending_loss_weights: torch.Tensor | None = None
+        self.snapshot_subset = None  # the rows eval-mode snapshots cover (None: every row)
         if recording is not None:
             self.train_dataset = ensure_sample_ids(self.train_dataset)
             num_samples = len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else None
+            self.snapshot_subset = recording.subset_rows(num_samples)
             self.recorder = LossRecorder(
                 recording.output_dir or self.args.output_dir,
                 recording.mode,
@@ -103,6 +106,8 @@ class LossRecordingMixin:
                 accelerator=self.accelerator,
                 progress=recording.progress,
                 overwrite=recording.overwrite,
+                snapshot_rows=None if self.snapshot_subset is None else self.snapshot_subset.size,
+                snapshot_seed=recording.snapshot_seed,
             )
             self.add_callback(_RecordingCallback(self))
         if self._needs_per_sample_loss():
@@ -143,8 +148,13 @@ class LossRecordingMixin:
         )
 
     def record_eval_snapshot(self, snapshot: int, state) -> None:
-        """Eval-mode pass over the whole training set with the current weights."""
-        loader = self.get_eval_dataloader(self.train_dataset)
+        """Eval-mode pass over the training set (or its ``snapshot_rows`` subset) with the current weights."""
+        from .recording import subset_of
+
+        rows = (
+            self.train_dataset if self.snapshot_subset is None else subset_of(self.train_dataset, self.snapshot_subset)
+        )
+        loader = self.get_eval_dataloader(rows)
         self.recorder.eval_snapshot(
             self.model,
             loader,

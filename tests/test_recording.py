@@ -231,3 +231,87 @@ def test_resume_forgets_snapshots_taken_after_the_checkpoint(tmp_path):
         recorder.end_snapshot(t, step)
     LossRecorder(tmp_path, "eval", num_samples=2, progress=False).start(resume_step=10)
     assert list(store.completed()) == [1, 2]
+
+
+def subset_trainer(out, snapshot_rows, **kwargs):
+    return RecordingTrainer(
+        model=make_model(VOCAB, BLOCK, seed=0),
+        args=training_args(out),
+        train_dataset=make_dataset(N, BLOCK, VOCAB, seed=0),
+        data_collator=collate,
+        recording=RecordingConfig(mode="eval", progress=False, snapshot_rows=snapshot_rows, **kwargs),
+    )
+
+
+def test_snapshots_of_a_seeded_subset_record_those_rows_exactly(tmp_path):
+    """Eval-mode snapshots on a fixed seeded subset: the same losses the full snapshots give for
+    those rows, training unchanged; the stock Trainer with the callback picks the same rows; the
+    merge expects them and asks to select them from the full dataset."""
+    from hf_carto import CartographyCallback
+    from hf_carto.merge import select_recorded_rows
+    from hf_carto.recording import snapshot_subset
+
+    full = recording_trainer(tmp_path / "full")
+    full.train()
+    part = subset_trainer(tmp_path / "part", 0.4, snapshot_seed=3)
+    part.train()
+    for (name, a), (_, b) in zip(full.model.named_parameters(), part.model.named_parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)  # snapshots do not touch training
+    rows = snapshot_subset(N, 0.4, seed=3)
+    assert rows.size == round(0.4 * N)
+    store = LossStore(tmp_path / "part")
+    np.testing.assert_array_equal(store.snapshot_ids(), IDS[rows])
+    assert store.settings().snapshot_rows == rows.size and store.settings().snapshot_seed == 3
+    subset = load_loss_matrix(tmp_path / "part")  # the expected ids default to the subset's
+    np.testing.assert_array_equal(subset.sample_ids, IDS[rows])
+    everything = load_loss_matrix(tmp_path / "full", IDS).losses[rows]
+    np.testing.assert_allclose(subset.losses, everything, rtol=1e-5, atol=1e-6)
+
+    dataset = make_dataset(N, BLOCK, VOCAB, seed=0)
+    with pytest.raises(ValueError, match=r"snapshots of 15 of the training rows .*has 37.*select_recorded_rows"):
+        add_loss_columns(dataset, tmp_path / "part", progress=False)
+    chosen = select_recorded_rows(dataset, tmp_path / "part")
+    merged = add_loss_columns(chosen, tmp_path / "part", progress=False)
+    np.testing.assert_array_equal(np.asarray(merged["sample_id"]), IDS[rows])
+    np.testing.assert_allclose(np.asarray(merged["carto_loss_3"]), everything[:, 2], rtol=1e-5, atol=1e-6)
+    # The dataset card says that the scores cover a subset.
+    from hf_carto import add_cartography, fit_cartography
+    from hf_carto.hub import export_hub_layout
+
+    fit = fit_cartography(merged, burn_in=1, eps=2.0)
+    card = (
+        export_hub_layout(
+            add_cartography(merged, fit), tmp_path / "hub", repo_id="x/y", fit=fit, recording=vars(store.settings())
+        )
+        / "README.md"
+    )
+    assert "| snapshots cover | a fixed seeded subset of 15 of 37 training rows (seed 3)" in card.read_text()
+
+    callback = CartographyCallback("eval", progress=False, snapshot_rows=0.4, snapshot_seed=3)
+    Trainer(
+        model=make_model(VOCAB, BLOCK, seed=0),
+        args=training_args(tmp_path / "stock", remove_unused_columns=False),
+        train_dataset=make_dataset(N, BLOCK, VOCAB, seed=0),
+        data_collator=collate,
+        callbacks=[callback],
+    ).train()
+    stock = load_loss_matrix(tmp_path / "stock")
+    np.testing.assert_array_equal(stock.sample_ids, IDS[rows])
+    np.testing.assert_allclose(stock.losses, subset.losses, rtol=1e-5, atol=1e-6)
+
+
+def test_subset_snapshots_refuse_what_cannot_work(tmp_path):
+    from hf_carto import CartographyCallback
+    from hf_carto.recording import snapshot_subset
+
+    with pytest.raises(ValueError, match="snapshot_rows needs mode='eval'"):
+        CartographyCallback("train", snapshot_rows=0.5)
+    with pytest.raises(ValueError, match=r"fraction of rows must lie in \(0, 1\)"):
+        snapshot_subset(10, 1.5)
+    with pytest.raises(ValueError, match="between 1 and the 10 training rows"):
+        snapshot_subset(10, 11)
+    assert snapshot_subset(10, 4, seed=1).tolist() == snapshot_subset(10, 4, seed=1).tolist()
+    # A resumed run must cover the same rows.
+    subset_trainer(tmp_path / "run", 5).train()
+    with pytest.raises(ValueError, match="holds another subset of rows"):
+        LossStore(tmp_path / "run").write_snapshot_ids(IDS[:5])
