@@ -23,10 +23,11 @@ cost one evaluation pass instead of ``k`` decoding steps per row (see
 greedy ``generate`` calls. Two decodings can part only on an exact argmax tie, or on a near-tie
 that the cached (incremental) and the full forward round differently.
 
-Under ``torch.distributed`` (``accelerate launch``, with an ``Accelerator`` or a ``PartialState``
-created) every process computes a share of the batches and all of them receive every row's values;
-each batch is the same rows whatever the process count, so the columns equal those of one process.
-Every process must then call the function.
+With ``split_across_processes=True`` under ``torch.distributed`` (``accelerate launch``, with an
+``Accelerator`` or a ``PartialState`` created) every process computes a share of the batches and
+all of them receive every row's values; each batch is the same rows whatever the process count, so
+the columns equal those of one process. Every process must then call the function (it gathers);
+without the flag a process computes every row alone, which is safe on the main process only.
 """
 
 from __future__ import annotations
@@ -101,8 +102,9 @@ def _batch_evidence(model, rows: Sequence[Sequence[int]], ks: np.ndarray, pad_to
     }
 
 
-def _process_group() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+def _process_group(split: bool) -> tuple[int, int]:
+    """``(rank, world size)`` to split the batches by: the process group's when asked and present."""
+    if split and torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
@@ -117,6 +119,7 @@ def _evidence(
     pad_token_id: int,
     batch_size: int,
     progress: bool,
+    split: bool,
     ids_of: Callable[[np.ndarray], list] | None = None,
 ) -> dict[str, np.ndarray]:
     if k is not None and k < 1:
@@ -125,7 +128,7 @@ def _evidence(
         raise ValueError(f"min_k_fraction must be a fraction in (0, 1]; got {min_k_fraction}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
-    rank, world = _process_group()
+    rank, world = _process_group(split)
     starts = list(range(0, num_rows, batch_size))
     mine: list[tuple[int, dict]] = []
     bar = None
@@ -171,6 +174,7 @@ def leakage_evidence(
     pad_token_id: int = 0,
     batch_size: int = 16,
     progress: bool = False,
+    split_across_processes: bool = False,
 ) -> dict[str, np.ndarray]:
     """The ``carto_leak_*`` values of token sequences under ``model``, one entry per sequence.
 
@@ -182,8 +186,9 @@ def leakage_evidence(
         batch_size (`int`, *optional*, defaults to 16): rows per forward pass; each pass holds
             ``batch_size x length x vocabulary`` logits.
 
-    Under ``torch.distributed`` every process must call it; each computes a share and all return
-    every row's values.
+        split_across_processes (`bool`, *optional*, defaults to `False`): under ``torch.distributed``,
+            each process computes a share of the batches and all return every row's values; every
+            process must then call it.
     """
     return _evidence(
         model,
@@ -194,6 +199,7 @@ def leakage_evidence(
         pad_token_id=pad_token_id,
         batch_size=batch_size,
         progress=progress,
+        split=split_across_processes,
     )
 
 
@@ -208,6 +214,7 @@ def add_leakage_columns(
     batch_size: int = 16,
     progress: bool = True,
     overwrite: bool = False,
+    split_across_processes: bool = False,
 ):
     """``dataset`` with the ``carto_leak_*`` columns of its token rows under ``model`` (usually the
     final model of the run that trained on it); see the module's documentation and
@@ -238,6 +245,7 @@ def add_leakage_columns(
         pad_token_id=pad_token_id,
         batch_size=batch_size,
         progress=progress,
+        split=split_across_processes,
         ids_of=ids_of,
     )
     if present:

@@ -149,14 +149,17 @@ def test_weighted_training_on_two_processes_equals_one_process(tmp_path):
         assert drawn[0] == drawn[1] and sum(drawn[0].values()) == 40
 
 
-def test_leakage_columns_on_two_processes_equal_one_process(tmp_path):
-    """Each process computes a share of the batches; both return every row, equal to one process."""
+@pytest.mark.parametrize("alone", [False, True], ids=["split across processes", "each process alone"])
+def test_leakage_columns_on_two_processes_equal_one_process(tmp_path, alone):
+    """Split: each process computes a share of the batches and both return every row. Alone (the
+    default): each process computes every row itself, without waiting for the other. Both equal
+    one process."""
     script = SCRIPT.parent / "leak_tiny.py"
     sys.path.insert(0, str(script.parent))
     import leak_tiny
 
     leak_tiny.main([str(tmp_path / "one.parquet")])
-    accelerate_launch(script, str(tmp_path / "two.parquet"), timeout=300)
+    accelerate_launch(script, str(tmp_path / "two.parquet"), *(["--alone"] if alone else []), timeout=300)
     one = pd.read_parquet(tmp_path / "one.rank0.parquet")
     assert one["carto_leak_extractable"].any() and not one["carto_leak_extractable"].all()
     for rank in (0, 1):

@@ -176,6 +176,7 @@ def add_row_evidence(scored, mapping_dir: Path, carto: CartoArguments, training,
             k=carto.leak_k,
             batch_size=training.per_device_eval_batch_size,
             progress=state.is_main_process,
+            split_across_processes=True,  # every process calls this stage
         )
         if state.is_main_process:
             evidence = add_duplicate_columns(leaked).remove_columns("input_ids")

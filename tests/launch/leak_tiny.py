@@ -30,7 +30,8 @@ def main(argv: list[str]) -> None:
         generated = model.generate(input_ids=prefix, do_sample=False, max_new_tokens=8, pad_token_id=0)
         rows[i] = generated[0].tolist()
     ds = Dataset.from_dict({"input_ids": rows, "sample_id": np.arange(45) + 100})
-    ds = add_leakage_columns(ds, model, batch_size=4, progress=False)
+    split = "--alone" not in argv  # --alone: each process computes every row by itself
+    ds = add_leakage_columns(ds, model, batch_size=4, progress=False, split_across_processes=split)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     ds.to_parquet(out.replace(".parquet", f".rank{rank}.parquet"))
     if torch.distributed.is_initialized():
