@@ -434,7 +434,18 @@ def test_gpt2_recipe_detector_arms_share_budget_steps_and_report_detection(tmp_p
     from hf_carto.io import load_scored
 
     out = tmp_path / "run"
-    report = main(tiny_args(out, "--detectors", "final_loss", "memorization", "--downweight_fractions", "0.1"))
+    report = main(
+        tiny_args(
+            out,
+            "--detectors",
+            "final_loss",
+            "memorization",
+            "--downweight_fractions",
+            "0.1",
+            "--report_to",
+            "tensorboard",
+        )
+    )
     n, alpha = report["num_blocks"], 0.5
     k = round(0.1 * n)
     rows = {r["arm"]: r for r in report["rows"]}
@@ -487,6 +498,22 @@ def test_gpt2_recipe_detector_arms_share_budget_steps_and_report_detection(tmp_p
     text = (out / "report.md").read_text()
     assert "## Which blocks the detectors find" in text and "| final_loss_prune0.1 |" in text
     assert "| reference_ratio |" in text
+    check_tensorboard_events(out, report)
+
+
+def check_tensorboard_events(out, report) -> None:
+    """--report_to tensorboard: the mapping run's snapshots and its scoring step beside them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "seed0" / "mapping" / "runs" / "carto"), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"carto/forget_fraction", "carto/tau_d", "carto/quadrant/hotspot_memorized"} <= set(tags["scalars"])
+    assert "carto/data_map" in tags["images"] and "carto/loss" in tags["histograms"]
+    snapshots = report["cartography"]["0"]["num_snapshots"]
+    assert len(events.Scalars("carto/forget_fraction")) == snapshots
+    logged = events.Scalars("carto/quadrant/hotspot_memorized")[-1].value
+    assert logged == report["cartography"]["0"]["quadrant_counts"]["hotspot_memorized"]
 
 
 def test_gpt2_recipe_records_detector_settings_only_when_given(tmp_path):

@@ -34,6 +34,11 @@ class SeedResult:
     cuts: list[dict] = field(default_factory=list)  # the pruning cuts build_arms made
 
 
+def _report_to(training) -> list[str]:
+    value = training.report_to or []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def _check_push(carto: CartoArguments, training) -> None:
     if training.push_to_hub:
         from hf_carto.hub import check_repo_id
@@ -53,6 +58,11 @@ def train_seed(seed: int, model_args, carto: CartoArguments, training, data: Pre
         scored, fit = score_blocks(
             data.blocks, seed_dir / "mapping", mapping["burn_in_step"], carto, seed_dir / "scored"
         )
+    if state.is_main_process and "tensorboard" in _report_to(training):
+        from hf_carto.trackers import log_cartography, tracker_log_dir
+
+        # beside the mapping run's snapshots: quadrant counts, thresholds, the data map
+        log_cartography(scored, fit, tracker_log_dir(seed_dir / "mapping"), step=mapping["global_step"])
     if carto.row_evidence:
         with timer("row evidence"):
             scored = add_row_evidence(scored, seed_dir / "mapping", carto, training, seed_dir / "evidence", state)
