@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import batch_starts, evaluation_mode, right_pad
+from .batching import batch_starts, evaluation_mode, map_batches, right_pad
 from .canaries import Canary
 from .losses import per_sample_loss
 
@@ -142,21 +142,24 @@ def greedy_continuations(
     _check_context(model, prompts, max_new_tokens, names)
     eos = _eos_ids(model, eos_token_id)
     stop = set(eos)
-    out: list[list[int]] = []
+    starts = list(range(0, len(prompts), batch_size))
+
+    def decode(index: int) -> list[list[int]]:
+        ids, mask = _left_pad(prompts[starts[index] : starts[index] + batch_size], pad_token_id)
+        generated = model.generate(
+            input_ids=ids.to(_device(model)),
+            attention_mask=mask.to(_device(model)),
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos or None,
+            pad_token_id=pad_token_id,
+        )
+        return [_before_eos(row.tolist(), stop) for row in generated[:, ids.shape[1] :].cpu()]
+
     with evaluation_mode(model):
-        for start in batch_starts(len(prompts), batch_size, progress=progress, desc="Greedy decoding"):
-            ids, mask = _left_pad(prompts[start : start + batch_size], pad_token_id)
-            generated = model.generate(
-                input_ids=ids.to(_device(model)),
-                attention_mask=mask.to(_device(model)),
-                do_sample=False,
-                num_beams=1,
-                max_new_tokens=max_new_tokens,
-                eos_token_id=eos or None,
-                pad_token_id=pad_token_id,
-            )
-            out.extend(_before_eos(row.tolist(), stop) for row in generated[:, ids.shape[1] :].cpu())
-    return out
+        batches = map_batches(len(starts), decode, progress=progress, desc="Greedy decoding")
+    return [row for batch in batches for row in batch]
 
 
 def _split_canary(tokenizer, canary: Canary) -> tuple[list[int], list[int]]:
@@ -570,13 +573,19 @@ def perplexity(model, sequences: Sequence[Sequence[int]], *, batch_size: int = 3
     """Token-weighted perplexity over token sequences: ``exp(sum NLL / number of targets)``."""
     if not sequences:
         raise ValueError("no sequences to compute perplexity on")
+    starts = list(range(0, len(sequences), batch_size))
+
+    def batch_totals(index: int) -> tuple[float, int]:
+        start = starts[index]
+        losses, counts = _batch_losses(model, right_pad(sequences[start : start + batch_size], pad_token_id))
+        keep = counts > 0
+        return float((losses[keep] * counts[keep]).double().sum()), int(counts.sum())
+
     total, count = 0.0, 0
     with evaluation_mode(model):
-        for start in batch_starts(len(sequences), batch_size):
-            losses, counts = _batch_losses(model, right_pad(sequences[start : start + batch_size], pad_token_id))
-            keep = counts > 0
-            total += float((losses[keep] * counts[keep]).double().sum())
-            count += int(counts.sum())
+        for batch_total, batch_count in map_batches(len(starts), batch_totals):  # summed in batch order
+            total += batch_total
+            count += batch_count
     if count == 0:
         raise ValueError("the sequences hold no target token (each needs at least 2 tokens)")
     return {"perplexity": math.exp(total / count), "mean_nll": total / count, "num_tokens": count}

@@ -32,6 +32,7 @@ without the flag a process computes every row alone, which is safe on the main p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import evaluation_mode, right_pad
+from .batching import evaluation_mode, map_batches, right_pad, split_across_processes
 from .columns import (
     LEAK_COLUMNS,
     LEAK_EXTRACTABLE,
@@ -102,13 +103,6 @@ def _batch_evidence(model, rows: Sequence[Sequence[int]], ks: np.ndarray, pad_to
     }
 
 
-def _process_group(split: bool) -> tuple[int, int]:
-    """``(rank, world size)`` to split the batches by: the process group's when asked and present."""
-    if split and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _evidence(
     model,
     num_rows: int,
@@ -120,6 +114,7 @@ def _evidence(
     batch_size: int,
     progress: bool,
     split: bool,
+    lengths: np.ndarray,
     ids_of: Callable[[np.ndarray], list] | None = None,
 ) -> dict[str, np.ndarray]:
     if k is not None and k < 1:
@@ -128,41 +123,29 @@ def _evidence(
         raise ValueError(f"min_k_fraction must be a fraction in (0, 1]; got {min_k_fraction}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
-    rank, world = _process_group(split)
+    # Checked before any batch, on every process alike: a process that raised inside its share
+    # would leave the others waiting for its results.
+    bad = np.flatnonzero(lengths < 2)
+    if bad.size:
+        names = ids_of(bad[:10]) if ids_of else bad[:10].tolist()
+        raise ValueError(
+            f"{bad.size} rows have fewer than 2 tokens (nothing to score); first sample_ids (or rows): {names}"
+        )
     starts = list(range(0, num_rows, batch_size))
-    mine: list[tuple[int, dict]] = []
-    bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(starts[rank::world]), desc="Leakage columns", unit="batch")
-    with evaluation_mode(model):
-        for index in range(rank, len(starts), world):
-            start = starts[index]
-            rows = rows_of(start, min(start + batch_size, num_rows))
-            lengths = np.array([len(r) for r in rows], dtype=np.int64)
-            if (lengths < 2).any():
-                bad = np.flatnonzero(lengths < 2) + start
-                names = ids_of(bad) if ids_of else bad.tolist()
-                raise ValueError(
-                    f"{bad.size} rows in rows {start}..{start + len(rows) - 1} have fewer than 2 tokens (nothing to "
-                    f"score); sample_ids or rows: {names[:10]}"
-                )
-            mine.append((index, _batch_evidence(model, rows, _row_ks(lengths, k), pad_token_id, min_k_fraction)))
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
-    parts = mine
-    if world > 1:
-        gathered: list[Any] = [None] * world
-        torch.distributed.all_gather_object(gathered, mine)
-        parts = [part for rank_parts in gathered for part in rank_parts]
-    parts.sort(key=lambda part: part[0])
+    def batch(index: int) -> dict:
+        start = starts[index]
+        stop = min(start + batch_size, num_rows)
+        return _batch_evidence(
+            model, rows_of(start, stop), _row_ks(lengths[start:stop], k), pad_token_id, min_k_fraction
+        )
+
+    with split_across_processes() if split else contextlib.nullcontext(), evaluation_mode(model):
+        parts = map_batches(len(starts), batch, progress=progress, desc="Leakage columns")
     if not parts:
         empty = {LEAK_K: np.int32, LEAK_EXTRACTABLE: bool, LEAK_MATCHED: np.int32}
         return {name: np.zeros(0, dtype=empty.get(name, np.float32)) for name in LEAK_COLUMNS}
-    return {name: np.concatenate([part[name] for _, part in parts]) for name in LEAK_COLUMNS}
+    return {name: np.concatenate([part[name] for part in parts]) for name in LEAK_COLUMNS}
 
 
 def leakage_evidence(
@@ -194,6 +177,7 @@ def leakage_evidence(
         model,
         len(sequences),
         lambda a, b: sequences[a:b],
+        lengths=np.array([len(s) for s in sequences], dtype=np.int64),
         k=k,
         min_k_fraction=min_k_fraction,
         pad_token_id=pad_token_id,
@@ -201,6 +185,16 @@ def leakage_evidence(
         progress=progress,
         split=split_across_processes,
     )
+
+
+def _row_lengths(dataset, column: str) -> np.ndarray:
+    """Each row's number of tokens, from the Arrow list offsets (no row is decoded)."""
+    import pyarrow.compute as pc
+
+    table = dataset.with_format("arrow")[:][column] if dataset._indices is not None else dataset.data.table[column]
+    if not len(table):
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([pc.list_value_length(chunk).to_numpy(zero_copy_only=False) for chunk in table.chunks])
 
 
 def add_leakage_columns(
@@ -240,6 +234,7 @@ def add_leakage_columns(
         model,
         len(dataset),
         lambda a, b: tokens[a:b][column],
+        lengths=_row_lengths(tokens, column),
         k=k,
         min_k_fraction=min_k_fraction,
         pad_token_id=pad_token_id,

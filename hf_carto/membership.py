@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from .batching import batch_starts, evaluation_mode, right_pad
+from .batching import evaluation_mode, map_batches, right_pad
 
 __all__ = [
     "SIGNALS",
@@ -258,18 +258,20 @@ def membership_signals(
         )
     if texts is not None and len(texts) != len(sequences):
         raise ValueError(f"got {len(texts)} texts for {len(sequences)} sequences")
-    parts: dict[str, list[np.ndarray]] = {}
+    if not sequences:
+        raise ValueError("no sequences to score")
+    starts = list(range(0, len(sequences), batch_size))
+
+    def signals(index: int) -> dict[str, np.ndarray]:
+        batch = sequences[starts[index] : starts[index] + batch_size]
+        values = _row_signals(model, batch, pad_token_id, k)
+        if reference_model is not None:
+            values["ref_nll_mean"] = _row_signals(reference_model, batch, pad_token_id, k)["nll_mean"]
+        return values
+
     with evaluation_mode(model, reference_model):
-        for start in batch_starts(len(sequences), batch_size, progress=progress, desc="Membership signals"):
-            batch = sequences[start : start + batch_size]
-            target = _row_signals(model, batch, pad_token_id, k)
-            for name, values in target.items():
-                parts.setdefault(name, []).append(values)
-            if reference_model is not None:
-                parts.setdefault("ref_nll_mean", []).append(
-                    _row_signals(reference_model, batch, pad_token_id, k)["nll_mean"]
-                )
-    cols = {name: np.concatenate(values) for name, values in parts.items()}
+        parts = map_batches(len(starts), signals, progress=progress, desc="Membership signals")
+    cols = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     if texts is not None:
         sizes = np.array([len(zlib.compress(t.encode("utf-8"))) * 8 for t in texts], dtype=np.float64)
     else:

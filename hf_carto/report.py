@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import write_json_atomic
+from .batching import map_batches, writes_outputs
 from .canaries import Canary
 from .evaluation import canary_extraction, contamination_recall, ensure_pad_token, exposure, perplexity
 from .membership import membership_metrics, membership_signals, plot_roc
@@ -92,6 +93,11 @@ def evaluate_leakage(
 
     Returns the report; with ``output_dir`` also writes ``report.json``, ``report.md`` and
     ``membership_roc.png`` there. The report never contains canary secrets.
+
+    Inside ``with hf_carto.batching.split_across_processes():`` under ``accelerate launch``, every
+    process must call it: the decoding, scoring and exposure batches are split across the
+    processes, every process returns the same report (equal to one process's), and the first one
+    writes the files.
     """
     settings = settings or EvalSettings()
     ensure_pad_token(tokenizer)
@@ -113,7 +119,7 @@ def evaluate_leakage(
         report["validation"] = perplexity(
             model, probes.validation, batch_size=settings.batch_size, pad_token_id=tokenizer.pad_token_id
         )
-    if output_dir is not None:
+    if output_dir is not None and writes_outputs():
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(report, out / "report.json")
@@ -145,17 +151,18 @@ def evaluate_model(
 
 def _canary_section(model, tokenizer, probes: LeakageProbes, settings: EvalSettings) -> dict[str, Any]:
     extraction = canary_extraction(model, tokenizer, probes.canaries, batch_size=settings.batch_size, progress=True)
-    exposures = [
-        exposure(
+    canaries = list(probes.canaries)
+    exposures = map_batches(  # one canary a "batch": split across processes when asked
+        len(canaries),
+        lambda i: exposure(
             model,
             tokenizer,
-            c,
+            canaries[i],
             max_exact=settings.exposure_max_exact,
             sample_size=settings.exposure_sample_size,
             seed=settings.seed,
-        )  # fmt: skip
-        for c in probes.canaries
-    ]
+        ),
+    )
     by_id = {e["canary_id"]: e for e in exposures}  # extraction rows come sorted by canary id
     for row in extraction["canaries"]:
         exp = by_id[row["canary_id"]]

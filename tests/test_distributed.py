@@ -165,3 +165,27 @@ def test_leakage_columns_on_two_processes_equal_one_process(tmp_path, alone):
     for rank in (0, 1):
         two = pd.read_parquet(tmp_path / f"two.rank{rank}.parquet")
         pd.testing.assert_frame_equal(two, one)
+
+
+def test_evaluation_on_two_processes_equals_one_process(tmp_path):
+    """Every measurement's batches split across two processes (greedy decoding, exposure per
+    canary, membership signals, perplexity): both return the one-process report, and the first
+    process alone writes the files."""
+    import json
+
+    script = SCRIPT.parent / "eval_tiny.py"
+    sys.path.insert(0, str(script.parent))
+    import eval_tiny
+
+    eval_tiny.main([str(tmp_path / "one")])
+    accelerate_launch(script, str(tmp_path / "two"), timeout=300)
+    one = json.loads((tmp_path / "one" / "returned.rank0.json").read_text())
+    assert one["canaries"]["num_canaries"] == 3 and one["validation"]["num_tokens"] > 0
+    assert json.loads((tmp_path / "one" / "owners.rank0.json").read_text()) == [0] * 5
+    for rank in (0, 1):
+        assert json.loads((tmp_path / "two" / f"returned.rank{rank}.json").read_text()) == one
+        # the work was shared: every other item computed by the other process, all results on both
+        assert json.loads((tmp_path / "two" / f"owners.rank{rank}.json").read_text()) == [0, 1, 0, 1, 0]
+    assert json.loads((tmp_path / "two" / "report.json").read_text()) == json.loads(
+        (tmp_path / "one" / "report.json").read_text()
+    )

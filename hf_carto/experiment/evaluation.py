@@ -44,10 +44,19 @@ def eval_settings(data_args: DataArguments, carto: CartoArguments, seed: int):
     )
 
 
-def evaluate_saved_model(model_dir: Path, out_dir: Path, tokenizer, probes, settings, use_cpu: bool = False) -> dict:
+def evaluate_saved_model(
+    model_dir: Path, out_dir: Path, tokenizer, probes, settings, use_cpu: bool = False, state=None
+) -> dict:
     """Evaluate the model saved in ``model_dir``; ``out_dir`` gets its report and ROC figure, and
-    ``done.json`` after both, so a run stopped in between evaluates it again."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ``done.json`` after both, so a run stopped in between evaluates it again.
+
+    With ``state`` (accelerate's ``PartialState``), every process must call it: the decoding and
+    scoring batches are split across the processes (each on its own device), the main process
+    writes the files, and all of them return the same report."""
+    from hf_carto.batching import split_across_processes
+
+    if state is None or state.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
 
     def run() -> dict:
         import torch
@@ -55,12 +64,16 @@ def evaluate_saved_model(model_dir: Path, out_dir: Path, tokenizer, probes, sett
 
         from hf_carto.report import evaluate_leakage
 
-        device = "cuda" if torch.cuda.is_available() and not use_cpu else "cpu"
+        if state is not None:
+            device = state.device
+        else:
+            device = "cuda" if torch.cuda.is_available() and not use_cpu else "cpu"
         model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(device)
-        evaluate_leakage(model, tokenizer, probes, settings, output_dir=out_dir)
+        with split_across_processes(state is not None):
+            evaluate_leakage(model, tokenizer, probes, settings, output_dir=out_dir)
         return {"report": "report.json"}
 
-    cached_stage(out_dir, run)
+    cached_stage(out_dir, run, state)
     return json.loads((out_dir / "report.json").read_text())
 
 

@@ -77,8 +77,11 @@ def train_seed(seed: int, model_args, carto: CartoArguments, training, data: Pre
     return result
 
 
-def evaluate_seed(seed: int, result: SeedResult, data: PreparedData, data_args, carto, training, out: Path) -> list:
-    """Every arm's model and the mapping run's final model, evaluated on the same probes; the rows."""
+def evaluate_seed(
+    seed: int, result: SeedResult, data: PreparedData, data_args, carto, training, out: Path, state=None
+) -> list:
+    """Every arm's model and the mapping run's final model, evaluated on the same probes; the rows.
+    With ``state``, every process takes part (each a share of every measurement's batches)."""
     seed_dir = out / f"seed{seed}"
     probes = leakage_probes(data.tokenizer, data.canaries, data.eval_sets, result.member_mask)
     settings = eval_settings(data_args, carto, seed)
@@ -92,6 +95,7 @@ def evaluate_seed(seed: int, result: SeedResult, data: PreparedData, data_args, 
             probes,
             settings,
             use_cpu=training.use_cpu,
+            state=state,
         )  # fmt: skip
         for name, folder in models.items()
     }
@@ -128,14 +132,14 @@ def _run(model_args, data_args, carto, training, settings: dict, out: Path, stat
         blocks, vocab = len(data.blocks), len(data.tokenizer)
         print(f"{blocks:,} training blocks of {data_args.block_size} tokens, tokenizer of {vocab:,}")
     results = {seed: train_seed(seed, model_args, carto, training, data, out, state, timer) for seed in carto.seeds}
+    rows = []
+    for seed, result in results.items():  # every process evaluates a share of each model's probes
+        with timer("evaluation"):
+            rows += evaluate_seed(seed, result, data, data_args, carto, training, out, state)
     state.wait_for_everyone()
     if not state.is_main_process:
         leave_process_group()
         return None
-    rows = []
-    for seed, result in results.items():
-        with timer("evaluation"):
-            rows += evaluate_seed(seed, result, data, data_args, carto, training, out)
     cartography = {str(seed): cartography_section(r.scored, r.fit, r.cuts) for seed, r in results.items()}
     with timer("detection"):
         for seed, r in results.items():
