@@ -46,6 +46,10 @@ from .atomic import atomic_folder
 from .columns import (
     CANARY_ID,
     DIFFICULTY,
+    DUP_EXACT_ID,
+    DUP_EXACT_SIZE,
+    DUP_NEAR_ID,
+    DUP_NEAR_SIZE,
     IS_CANARY,
     KEEP,
     LOSS_WEIGHT,
@@ -142,9 +146,9 @@ def _leakage_lines(leakage: dict[str, Any] | None) -> list[str]:
         "## Leakage evidence",
         "",
         f"Each row's own evidence under the model trained on these rows (`carto_leak_*`): whether greedy "
-        f"decoding from its first k tokens reproduces its next k exactly ({describe_k(leakage['k_range'])}; "
-        "`carto_leak_k` is 0 where a row was too short to test), how many of them it reproduces from the "
-        "first, the row's mean token loss and its min-k%++ (higher = more member-like).",
+        "decoding from its first k tokens reproduces its next k exactly, how many of them it reproduces from "
+        "the first, the row's mean token loss and its min-k%++ (higher = more member-like). "
+        f"Here {describe_k(leakage['k_range'])}; `carto_leak_k` is 0 where a row was too short to test.",
         "",
         "| quadrant | rows | k-extractable | mean matched tokens | mean loss | mean min-k%++ |",
         "|---|---:|---:|---:|---:|---:|",
@@ -473,6 +477,34 @@ def _renumber_sample_ids(dataset: Dataset) -> tuple[Dataset, np.ndarray | None]:
     return renumbered, original
 
 
+def _published_clusters(dataset: Dataset) -> Dataset:
+    """Duplicate clusters restated over the published rows: a cluster's id becomes the smallest
+    published ``sample_id`` in it and its size counts the published rows only, so that neither
+    an original id nor a withheld copy shows through."""
+    pairs = [
+        (i, n) for i, n in ((DUP_EXACT_ID, DUP_EXACT_SIZE), (DUP_NEAR_ID, DUP_NEAR_SIZE)) if i in dataset.column_names
+    ]
+    if not pairs or len(dataset) == 0:
+        return dataset
+    ids = (
+        np.asarray(dataset.with_format("numpy")[SAMPLE_ID], dtype=np.int64)
+        if SAMPLE_ID in dataset.column_names
+        else np.arange(len(dataset), dtype=np.int64)
+    )
+    order = dataset.column_names
+    for id_column, size_column in pairs:
+        old = np.asarray(dataset.with_format("numpy")[id_column])
+        groups, inverse = np.unique(old, return_inverse=True)
+        smallest = np.full(groups.size, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(smallest, inverse, ids)
+        sizes = np.bincount(inverse, minlength=groups.size)
+        features = {id_column: dataset.features[id_column], size_column: dataset.features[size_column]}
+        dataset = dataset.remove_columns([id_column, size_column])
+        dataset = dataset.add_column(id_column, smallest[inverse].astype(old.dtype), feature=features[id_column])
+        dataset = dataset.add_column(size_column, sizes[inverse], feature=features[size_column])
+    return dataset.select_columns(order)
+
+
 def _mapping_dir(output_dir: Path) -> Path:
     return output_dir.with_name(output_dir.name + ".private")
 
@@ -576,6 +608,7 @@ def export_hub_layout(
         if private:
             dataset = dataset.remove_columns(private)
         dataset, original_ids = _renumber_sample_ids(dataset)
+        dataset = _published_clusters(dataset)
     summary = summary or cartography_summary(dataset, fit)
     summary = dict(summary)
     if recording is not None:  # e.g. LossStore(run_dir).settings().__dict__: mode and world size for the card

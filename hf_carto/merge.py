@@ -159,7 +159,10 @@ class _SnapshotColumn:
     Memory: the loss column (and the token counts, when asked), a flag per sample and, for the
     copy rule, each placed record's step; the shards are read one batch at a time. The record kept
     for a sample is the one with the smallest ``step``, then the lowest rank, then the first in
-    its file: what :func:`merged_snapshot` keeps. Eval-mode copies must agree with it.
+    its file: what :func:`merged_snapshot` keeps. In eval mode the copies of a sample must all lie
+    within the tolerance of each other (largest minus smallest, as :func:`merged_snapshot`
+    checks): the values of every sample that has copies are kept aside (a few per sample, for the
+    padding copies a sampler adds) and compared at the end.
     """
 
     def __init__(self, index: _IdIndex, snapshot: int, mode: str, with_tokens: bool = True) -> None:
@@ -170,13 +173,8 @@ class _SnapshotColumn:
         self.step = np.empty(n, dtype=np.int64)
         self.seen = np.zeros(n, dtype=bool)
         self.num_records = 0
-        self.num_unknown = 0
-        self.first_unknown = np.empty(0, dtype=np.int64)
-        self.num_conflicts = 0
-        self.first_conflicts = np.empty(0, dtype=np.int64)
-
-    def _smallest(self, kept: np.ndarray, more: np.ndarray) -> np.ndarray:
-        return np.unique(np.concatenate([kept, more]))[:5]
+        self.unknown: list[np.ndarray] = []  # distinct unknown ids of each batch
+        self.copies: list[tuple[np.ndarray, np.ndarray]] = []  # (positions, losses) of samples with copies
 
     def add(self, records: dict[str, np.ndarray]) -> None:
         self.num_records += records["sample_id"].size
@@ -186,17 +184,15 @@ class _SnapshotColumn:
         ids, loss, tokens, step = (records[k][order] for k in ("sample_id", "loss", "n_tokens", "step"))
         pos, known = self.index.positions(ids)
         if not known.all():
-            self.num_unknown += int((~known).sum())
-            self.first_unknown = self._smallest(self.first_unknown, ids[~known])
+            self.unknown.append(np.unique(ids[~known]))
             pos, loss, tokens, step = pos[known], loss[known], tokens[known], step[known]
-        first = np.r_[True, pos[1:] != pos[:-1]] if pos.size else np.zeros(0, dtype=bool)
-        if self.mode == "eval" and pos.size:
-            reference = loss[first][np.cumsum(first) - 1]  # each copy against its batch's kept one
-            self._check_agree(pos, loss, reference)
+        if not pos.size:
+            return
+        first = np.r_[True, pos[1:] != pos[:-1]]
+        if self.mode == "eval":
+            self._keep_copies(pos, loss, first)
         pos, loss, tokens, step = pos[first], loss[first], tokens[first], step[first]
         earlier = self.seen[pos]
-        if self.mode == "eval" and earlier.any():
-            self._check_agree(pos[earlier], loss[earlier], self.losses[pos[earlier]])
         take = ~earlier | (step < self.step[pos])
         where = pos[take]
         self.losses[where], self.step[where] = loss[take], step[take]
@@ -204,31 +200,52 @@ class _SnapshotColumn:
             self.n_tokens[where] = tokens[take]
         self.seen[pos] = True
 
-    def _check_agree(self, pos: np.ndarray, loss: np.ndarray, reference: np.ndarray) -> None:
-        a = np.where(np.isfinite(loss), loss, 0.0).astype(np.float64)  # non-finite values are reported later
-        b = np.where(np.isfinite(reference), reference, 0.0).astype(np.float64)
-        conflict = np.abs(a - b) > DUPLICATE_ATOL + DUPLICATE_RTOL * np.maximum(np.abs(a), np.abs(b))
-        if conflict.any():
-            bad = np.unique(self.index.ids_at(pos[conflict]))
-            self.num_conflicts += bad.size
-            self.first_conflicts = self._smallest(self.first_conflicts, bad)
+    def _keep_copies(self, pos: np.ndarray, loss: np.ndarray, first: np.ndarray) -> None:
+        """Set aside every value of a sample with copies: copies within this batch, and for a
+        sample placed by an earlier batch, the value placed then (earlier copies beyond it were set
+        aside when they met)."""
+        group = np.cumsum(first) - 1
+        multiple = np.bincount(group)[group] > 1
+        before = self.seen[pos]
+        involved = multiple | before
+        if involved.any():
+            self.copies.append((pos[involved], loss[involved]))
+            placed = np.unique(pos[before])
+            self.copies.append((placed, self.losses[placed]))
+
+    def _conflicts(self) -> np.ndarray:
+        """The ids whose eval-mode copies lie further apart than the tolerance."""
+        if not self.copies:
+            return np.empty(0, dtype=np.int64)
+        pos = np.concatenate([p for p, _ in self.copies])
+        values = np.concatenate([v for _, v in self.copies]).astype(np.float64)
+        values = np.where(np.isfinite(values), values, 0.0)  # non-finite values are reported later
+        order = np.argsort(pos, kind="stable")
+        pos, values = pos[order], values[order]
+        starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
+        high = np.maximum.reduceat(values, starts)
+        low = np.minimum.reduceat(values, starts)
+        conflict = (high - low) > DUPLICATE_ATOL + DUPLICATE_RTOL * np.abs(high)
+        return np.sort(self.index.ids_at(pos[starts[conflict]]))
 
     def finish(self, where: Path) -> None:
         """Raise what went wrong, the way :func:`merged_snapshot` and the merge name it."""
         t = self.snapshot
         if self.num_records == 0:
             raise ValueError(f"{where}: the shards hold no records")
-        if self.num_conflicts:
+        conflicts = self._conflicts()
+        if conflicts.size:
             raise ValueError(
-                f"snapshot {t}: {self.num_conflicts} sample_ids were recorded more than once with different "
+                f"snapshot {t}: {conflicts.size} sample_ids were recorded more than once with different "
                 f"losses (more than {DUPLICATE_ATOL} + {DUPLICATE_RTOL} x loss apart); first sample_ids: "
-                f"{_first(self.first_conflicts)}. Eval-mode copies of a sample must agree: were these shards "
+                f"{_first(conflicts)}. Eval-mode copies of a sample must agree: were these shards "
                 "written by different runs?"
             )
-        if self.num_unknown:
+        if self.unknown:
+            unknown = np.unique(np.concatenate(self.unknown))
             raise ValueError(
-                f"snapshot {t}: {self.num_unknown} recorded sample_ids are not in the dataset; first: "
-                f"{_first(self.first_unknown)}. Was the dataset re-indexed after recording?"
+                f"snapshot {t}: {unknown.size} recorded sample_ids are not in the dataset; first: "
+                f"{_first(unknown)}. Was the dataset re-indexed after recording?"
             )
         if not self.seen.all():
             missing = np.flatnonzero(~self.seen)
@@ -363,10 +380,11 @@ def add_loss_columns(
     (``carto_loss_07``) is refused rather than kept beside the new ``carto_loss_7``.
 
     Where the columns go: a dataset that lives in Arrow files (``load_from_disk``, ``load_dataset``,
-    a ``map`` result) gets them in an Arrow file of their own beside its first cache file (or at
-    ``cache_file_name``), written ``batch_rows`` rows at a time and memory-mapped like the rest,
-    so memory stays at the id index and one snapshot's column whatever the number of snapshots;
-    an in-memory dataset gets in-memory columns.
+    a ``map`` result) gets them in an Arrow file of their own beside its first cache file
+    (``cache-carto-losses-<hash>.arrow``, which ``Dataset.cleanup_cache_files`` removes like
+    ``map``'s cache files; or at ``cache_file_name``), written ``batch_rows`` rows at a time and
+    memory-mapped like the rest, so memory stays at the id index and one snapshot's column
+    whatever the number of snapshots; an in-memory dataset gets in-memory columns.
     """
     if SAMPLE_ID not in dataset.column_names:
         raise ValueError(f"the dataset has no '{SAMPLE_ID}' column; merge needs the ids the recording used")
@@ -378,10 +396,10 @@ def add_loss_columns(
         )
     ids = np.asarray(read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID], dtype=np.int64)
     subset = LossStore(output_dir).snapshot_ids()
-    if subset is not None and ids.size != subset.size:
+    if subset is not None and (ids.size != subset.size or not np.array_equal(np.sort(ids), np.sort(subset))):
         raise ValueError(
             f"{output_dir} recorded eval-mode snapshots of {subset.size:,} of the training rows (snapshot_rows), "
-            f"and the dataset has {ids.size:,}: select those rows first, "
+            f"and the dataset's {ids.size:,} rows are not those: select them first, "
             "dataset = hf_carto.merge.select_recorded_rows(dataset, output_dir)"
         )
     old = [c for c in dataset.column_names if LOSS_COLUMN_PATTERN.match(c)]
@@ -430,7 +448,8 @@ def _cache_file_beside(dataset: Dataset, output_dir: str | os.PathLike) -> Path 
         return None
     manifest = LossStore(output_dir).manifest_path
     key = hashlib.sha256(f"{dataset._fingerprint}\n".encode() + manifest.read_bytes()).hexdigest()[:16]
-    return folder / f"carto-losses-{key}.arrow"
+    # "cache-*.arrow", as datasets names its own cache files: Dataset.cleanup_cache_files removes it
+    return folder / f"cache-carto-losses-{key}.arrow"
 
 
 def _write_columns_file(columns, num_rows: int, target: Path, batch_rows: int) -> None:

@@ -98,20 +98,23 @@ class RecordingSettings:
 
 
 def snapshot_subset(num_samples: int, rows: float | int, seed: int = 0) -> np.ndarray:
-    """The row indices an eval-mode snapshot covers when it covers a subset: ``rows`` rows (an
-    int) or that fraction of them (a float in (0, 1)), drawn without replacement by a generator
-    seeded with ``seed``, in row order. It depends on nothing else (not on the process count).
+    """The row indices an eval-mode snapshot covers when it covers a subset: ``rows`` rows (a whole
+    number, ``1000`` or ``1000.0``) or that fraction of them (a float in (0, 1)), drawn without
+    replacement by a generator seeded with ``seed``, in row order. It depends on nothing else (not
+    on the process count).
 
     Example:
         >>> snapshot_subset(10, 0.3, seed=0).tolist()
         [5, 6, 9]
     """
-    if isinstance(rows, float):
-        if not 0.0 < rows < 1.0:
-            raise ValueError(f"a fraction of rows must lie in (0, 1) (a whole number of rows is an int); got {rows}")
+    if isinstance(rows, float) and rows < 1.0:
+        if rows <= 0.0:
+            raise ValueError(f"a fraction of rows must lie in (0, 1); got {rows}")
         count = max(1, round(rows * num_samples))
-    else:
+    elif float(rows).is_integer():  # 1000 or 1000.0 (a command line parses numbers as floats)
         count = int(rows)
+    else:
+        raise ValueError(f"snapshot rows are a fraction in (0, 1) or a whole number of rows; got {rows}")
     if not 1 <= count <= num_samples:
         raise ValueError(f"snapshot rows must be between 1 and the {num_samples} training rows; got {rows}")
     return np.sort(np.random.default_rng(seed).choice(num_samples, size=count, replace=False))

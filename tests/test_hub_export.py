@@ -314,7 +314,7 @@ def test_the_card_shows_duplicated_vs_unique_hotspots_and_the_leakage_evidence(s
     )
     assert "## Duplicated or unique" in text and row in text
 
-    assert "## Leakage evidence" in text and "(k = 8;" in text
+    assert "## Leakage evidence" in text and "Here k = 8;" in text
     e = np.asarray(public["carto_leak_extractable"])
     tested = np.asarray(public["carto_leak_k"]) > 0
     loss = np.asarray(public["carto_leak_loss"], dtype=np.float64)
@@ -326,3 +326,47 @@ def test_the_card_shows_duplicated_vs_unique_hotspots_and_the_leakage_evidence(s
         f"{loss[sel].mean():.4g} |"
     ) in text
     assert 'ds.filter(lambda e: e, input_columns="carto_leak_extractable")' in text
+
+
+def test_published_duplicate_clusters_name_published_rows_only(tmp_path):
+    """Cluster ids and sizes are restated over the published rows: no original sample_id and no
+    withheld copy shows through the carto_dup_* columns."""
+    import pyarrow.parquet as pq
+
+    from hf_carto import add_duplicate_columns
+
+    texts = [f"row {i} is ordinary text" for i in range(12)]
+    texts[2] = "the secret is 1234"  # a canary row, withheld
+    texts[3] = texts[6]  # a canary row (by its secret) whose text copies a published row
+    texts[9] = texts[7]  # a duplicate pair that stays published
+    rng = np.random.default_rng(0)
+    ds = Dataset.from_dict(
+        {
+            "sample_id": np.arange(12) + 100,
+            "text": texts,
+            "secret": ["1234" if i in (2, 3) else "" for i in range(12)],
+            **{f"carto_loss_{t}": rng.random(12).astype(np.float32) for t in (1, 2, 3)},
+        }
+    )
+    ds = add_duplicate_columns(ds, "text")
+    fit = fit_cartography(ds, burn_in=1, eps=0.5)
+    out = export_hub_layout(add_cartography(ds, fit), tmp_path / "e", repo_id="x/y", fit=fit, secrets=["1234"])
+    table = pq.read_table(next((out / "data").glob("*.parquet"))).to_pydict()
+    ids = table["sample_id"]
+    assert ids == list(range(10))  # 12 rows, 2 canary rows withheld
+    by_text = {}
+    for sid, text in zip(ids, table["text"], strict=True):
+        by_text.setdefault(text, []).append(sid)
+    for column_id, column_size in (
+        ("carto_dup_exact_id", "carto_dup_exact_size"),
+        ("carto_dup_near_id", "carto_dup_near_size"),
+    ):
+        for sid, text, cluster, size in zip(ids, table["text"], table[column_id], table[column_size], strict=True):
+            members = by_text[text]
+            assert cluster == min(members) and size == len(members), (column_id, sid)
+    # The published copy of the withheld row's text is unique among the published rows; the
+    # published pair names its first published row.
+    lone = ids[table["text"].index(texts[6])]
+    assert table["carto_dup_exact_size"][lone] == 1 and table["carto_dup_exact_id"][lone] == lone
+    pair = [sid for sid, text in zip(ids, table["text"], strict=True) if text == texts[7]]
+    assert [table["carto_dup_exact_id"][sid] for sid in pair] == [pair[0]] * 2 and len(pair) == 2

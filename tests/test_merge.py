@@ -263,7 +263,7 @@ def test_columns_of_an_on_disk_dataset_are_written_in_row_batches_and_memory_map
     on_disk = load_from_disk(str(tmp_path / "ds"))
     merged = add_loss_columns(on_disk, tmp_path / "run", progress=False, batch_rows=7)
     files = [Path(f["filename"]).name for f in merged.cache_files]
-    assert any(name.startswith("carto-losses-") and name.endswith(".arrow") for name in files)
+    assert any(name.startswith("cache-carto-losses-") and name.endswith(".arrow") for name in files)
     assert merged.column_names == ["sample_id", "text", "carto_loss_1", "carto_loss_2", "carto_loss_3", "carto_loss_4"]
     in_memory = add_loss_columns(Dataset.from_dict(on_disk.to_dict()), tmp_path / "run", progress=False)
     assert merged.to_dict() == in_memory.to_dict()
@@ -291,3 +291,23 @@ def test_errors_name_the_ids_when_the_expected_ids_have_gaps(tmp_path):
         ValueError, match=r"snapshot 1: 2 recorded sample_ids are not in the dataset; first: \[1, 50\]"
     ):
         load_loss_matrix(tmp_path / "m", np.array([20, 3, 9]), batch_rows=1)
+
+
+def test_eval_copies_are_checked_largest_against_smallest_and_unknown_ids_counted_once(tmp_path):
+    """Three copies each within the tolerance of the kept one but not of each other are refused,
+    as the whole-snapshot merge refuses them; an unknown id recorded three times counts once."""
+    tol = 1e-4 + 1e-4 * 1.0
+    write_run(
+        tmp_path / "spread",
+        {1: {0: records([1, 2], [1.0, 2.0]), 1: records([1, 1, 2], [1.0 + 0.9 * tol, 1.0 - 0.9 * tol, 2.0])}},
+    )
+    store = LossStore(tmp_path / "spread")
+    for batch_rows in (1, 2, 100):
+        with pytest.raises(ValueError, match=r"snapshot 1: 1 sample_ids were recorded more than once .* \[1\]"):
+            load_loss_matrix(tmp_path / "spread", np.array([1, 2]), batch_rows=batch_rows)
+    with pytest.raises(ValueError, match=r"1 sample_ids were recorded more than once"):
+        merged_snapshot(store, 1, store.settings())
+    write_run(tmp_path / "unknown", {1: {0: records([1, 9, 9], [1.0] * 3), 1: records([9, 2], [1.0] * 2)}})
+    for batch_rows in (1, 100):
+        with pytest.raises(ValueError, match=r"1 recorded sample_ids are not in the dataset; first: \[9\]"):
+            load_loss_matrix(tmp_path / "unknown", np.array([1, 2]), batch_rows=batch_rows)

@@ -268,7 +268,9 @@ def test_snapshots_of_a_seeded_subset_record_those_rows_exactly(tmp_path):
     np.testing.assert_allclose(subset.losses, everything, rtol=1e-5, atol=1e-6)
 
     dataset = make_dataset(N, BLOCK, VOCAB, seed=0)
-    with pytest.raises(ValueError, match=r"snapshots of 15 of the training rows .*has 37.*select_recorded_rows"):
+    with pytest.raises(
+        ValueError, match=r"snapshots of 15 of the training rows .*37 rows are not those.*select_recorded_rows"
+    ):
         add_loss_columns(dataset, tmp_path / "part", progress=False)
     chosen = select_recorded_rows(dataset, tmp_path / "part")
     merged = add_loss_columns(chosen, tmp_path / "part", progress=False)
@@ -306,8 +308,11 @@ def test_subset_snapshots_refuse_what_cannot_work(tmp_path):
 
     with pytest.raises(ValueError, match="snapshot_rows needs mode='eval'"):
         CartographyCallback("train", snapshot_rows=0.5)
-    with pytest.raises(ValueError, match=r"fraction of rows must lie in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"a fraction in \(0, 1\) or a whole number of rows; got 1.5"):
         snapshot_subset(10, 1.5)
+    with pytest.raises(ValueError, match=r"fraction of rows must lie in \(0, 1\)"):
+        snapshot_subset(10, -0.5)
+    assert snapshot_subset(10, 4.0, seed=2).tolist() == snapshot_subset(10, 4, seed=2).tolist()  # as parsed
     with pytest.raises(ValueError, match="between 1 and the 10 training rows"):
         snapshot_subset(10, 11)
     assert snapshot_subset(10, 4, seed=1).tolist() == snapshot_subset(10, 4, seed=1).tolist()

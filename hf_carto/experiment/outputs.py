@@ -165,7 +165,7 @@ def _row_evidence(report: dict) -> list[str]:
         "greedy decoding from a "
         "block's first k tokens reproduces its next k):",
         "",
-        "| rows | blocks | k-extractable | mean matched tokens | mean loss | mean min-k%++ |",
+        "| blocks | count | k-extractable | mean matched tokens | mean loss | mean min-k%++ |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     groups = {
