@@ -19,12 +19,33 @@ from datasets import Sequence as SequenceFeature
 
 from .columns import IS_CANARY, PLANTED_NAMES, SAMPLE_ID, TRUTH
 
-__all__ = ["PLANTED_NAMES", "cut_windows", "insert_documents", "pack_documents", "whole_copies"]
+__all__ = [
+    "PLANTED_NAMES",
+    "block_labels",
+    "cut_windows",
+    "insert_documents",
+    "insertion_slots",
+    "pack_documents",
+    "whole_copies",
+]
 
 # The planted kinds but "ordinary" (PLANTED_NAMES lives in `columns`), in the order a block's label
 # is chosen when it mixes several: a block that holds any canary token is a canary block, whatever
 # else it holds.
 _PRIORITY = ("canary", "contaminated", "duplicate", "noise")
+
+
+def insertion_slots(num_documents: int, num_inserted: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where inserted documents go: their sorted positions in the combined list of
+    ``num_documents + num_inserted`` documents, and which inserted document takes each position.
+
+    Choosing every final position at once is the same distribution as inserting the documents one
+    by one at uniformly random places, without the quadratic cost of list insertion; the in-memory
+    and the streaming packer (:mod:`hf_carto.stream_packing`) both draw here, so they agree.
+    """
+    rng = np.random.default_rng(seed)
+    slots = np.sort(rng.choice(num_documents + num_inserted, size=num_inserted, replace=False))
+    return slots, rng.permutation(num_inserted)
 
 
 def insert_documents(
@@ -49,11 +70,7 @@ def insert_documents(
     if len(documents) != len(kinds) or len(inserted) != len(inserted_kinds):
         raise ValueError("every document needs exactly one kind")
     total = len(documents) + len(inserted)
-    rng = np.random.default_rng(seed)
-    # Choosing the inserted documents' final slots at once is the same distribution as inserting
-    # them one by one, without the quadratic cost of list insertion.
-    slots = np.sort(rng.choice(total, size=len(inserted), replace=False))
-    order = rng.permutation(len(inserted))
+    slots, order = insertion_slots(len(documents), len(inserted), seed)
     is_inserted = np.zeros(total, dtype=bool)
     is_inserted[slots] = True
     out: list[list[int]] = [None] * total  # type: ignore[list-item]
@@ -115,15 +132,22 @@ def pack_documents(
         if kinds.shape != lengths.shape:
             raise ValueError(f"got {kinds.size} kinds for {lengths.size} documents")
         token_kinds = np.repeat(kinds, lengths)[: num_blocks * block_size].reshape(num_blocks, block_size)
-        truth = np.zeros(num_blocks, dtype=np.int64)
-        for name in reversed(_PRIORITY):  # later (higher-priority) kinds overwrite earlier ones
-            k = PLANTED_NAMES.index(name)
-            truth[(token_kinds == k).any(axis=1)] = k
+        truth, is_canary = block_labels(token_kinds)
         columns[TRUTH] = pa.array(truth)
-        columns[IS_CANARY] = pa.array((token_kinds == PLANTED_NAMES.index("canary")).any(axis=1))
+        columns[IS_CANARY] = pa.array(is_canary)
         features[TRUTH] = ClassLabel(names=PLANTED_NAMES)
         features[IS_CANARY] = Value("bool")
     return Dataset(pa.table(columns), info=DatasetInfo(features=Features(features)))
+
+
+def block_labels(token_kinds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each block's ``truth`` (the highest-priority planted kind among its tokens) and ``is_canary``
+    (it holds any canary token), from the ``(num_blocks, block_size)`` kinds of its tokens."""
+    truth = np.zeros(token_kinds.shape[0], dtype=np.int64)
+    for name in reversed(_PRIORITY):  # later (higher-priority) kinds overwrite earlier ones
+        k = PLANTED_NAMES.index(name)
+        truth[(token_kinds == k).any(axis=1)] = k
+    return truth, (token_kinds == PLANTED_NAMES.index("canary")).any(axis=1)
 
 
 def whole_copies(documents: Sequence[Sequence[int]], selected: np.ndarray, block_size: int) -> np.ndarray:

@@ -69,6 +69,16 @@ class DataArguments:
     num_membership_samples: int = field(default=1000, metadata={"help": "Members and non-members each."})
     max_validation_samples: int | None = field(default=None, metadata={"help": "Blocks for validation perplexity."})
     data_seed_offset: int = field(default=0, metadata={"help": "Data (canaries, insertion) seed; one for all seeds."})
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for tokenizing the training text (datasets.map num_proc)."}
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the training text as a stream (datasets streaming=True): nothing is downloaded or read "
+            "past --max_train_samples. Needs --validation_file or a validation split, and a pretrained tokenizer."
+        },
+    )
 
 
 @dataclass

@@ -109,7 +109,9 @@ def check_inputs(data_args: DataArguments) -> None:
             read_text_file(path, data_args.text_column, flag)
 
 
-def _generated_documents(data_args: DataArguments, seed: int) -> tuple[list[str], list[int], list[str]]:
+def _generated_documents(data_args: DataArguments, seed: int):
+    from datasets import Dataset
+
     from hf_carto.columns import PLANTED_NAMES
     from hf_carto.data import CorpusConfig, generate_corpus, hold_out
 
@@ -124,11 +126,11 @@ def _generated_documents(data_args: DataArguments, seed: int) -> tuple[list[str]
     )
     train, heldout = hold_out(corpus, data_args.generated_heldout_documents, seed=seed)
     names = corpus.features["truth"].names
-    kinds = [PLANTED_NAMES.index(names[t]) for t in train["truth"][:]]
-    return train["text"][:], kinds, heldout["text"][:]
+    kinds = np.array([PLANTED_NAMES.index(names[t]) for t in train["truth"][:]], dtype=np.int64)
+    return Dataset.from_dict({"text": train["text"][:]}), kinds, heldout["text"][:]
 
 
-def _hub_texts(data_args: DataArguments) -> tuple[list[str], list[str] | None]:
+def _hub_texts(data_args: DataArguments):
     from datasets import load_dataset
 
     column = data_args.text_column
@@ -142,41 +144,101 @@ def _hub_texts(data_args: DataArguments) -> tuple[list[str], list[str] | None]:
                     "set --text_column"
                 )
             check_text_column(raw[split], column, f"{name} ({split} split)")
-    return raw["train"][column][:], raw["validation"][column][:] if "validation" in raw else None
+    return raw["train"], raw["validation"][column][:] if "validation" in raw else None
 
 
-def load_documents(data_args: DataArguments, seed: int) -> tuple[list[str], list[int], list[str]]:
-    """Training documents with their planted kind, and held-out documents of the same distribution."""
-    if data_args.dataset_name == GENERATED:
-        return _generated_documents(data_args, seed)
+def _streamed_texts(data_args: DataArguments):
+    """The training text as a streaming dataset, and the held-out texts (read whole: the held-out
+    set is what evaluation needs, not the corpus)."""
+    from datasets import load_dataset
+
     column = data_args.text_column
     if data_args.train_file is not None:
-        train_texts = read_text_file(data_args.train_file, column)[column][:]
+        builder = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(
+            Path(data_args.train_file).suffix.lower(), "text"
+        )
+        train = load_dataset(builder, data_files={"train": data_args.train_file}, split="train", streaming=True)
+        if data_args.validation_file is None:
+            raise SystemExit("--streaming needs --validation_file: a stream has no end to hold documents out from")
+        heldout = read_text_file(data_args.validation_file, column, "--validation_file")[column][:]
+        return train, heldout
+    name = f"--dataset_name {data_args.dataset_name}"
+    train = load_dataset(data_args.dataset_name, data_args.dataset_config_name, split="train", streaming=True)
+    try:
+        validation = load_dataset(
+            data_args.dataset_name, data_args.dataset_config_name, split="validation", streaming=True
+        )
+    except (ValueError, KeyError) as err:
+        raise SystemExit(f"--streaming needs a validation split; {name} has none ({err})") from None
+    heldout = [row[column] for row in validation if isinstance(row.get(column), str)]
+    return train, heldout
+
+
+def _without_blank_rows(ds, column: str):
+    """The rows of ``ds`` whose ``column`` holds more than white space, as a ``text`` column."""
+    import pyarrow.compute as pc
+
+    ds = ds.select_columns([column])
+    if column != "text":
+        ds = ds.rename_column(column, "text")
+    if ds._indices is not None:  # a view: its rows in order, so that positions below are its own
+        ds = ds.flatten_indices()
+    values = ds.data.column("text")
+    nonblank = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0)
+    keep = np.flatnonzero(nonblank.to_numpy(zero_copy_only=False))
+    return ds if len(keep) == len(ds) else ds.select(keep)
+
+
+def load_documents(data_args: DataArguments, seed: int):
+    """Training documents, their planted kinds, and held-out documents of the same distribution.
+
+    The training documents are a ``datasets.Dataset`` with a ``text`` column (a streaming
+    ``IterableDataset`` with ``--streaming``), never a Python list: a corpus of any size stays in
+    its memory-mapped Arrow files. Kinds are ``None`` when every document is ordinary text. The
+    held-out documents are a list of texts.
+    """
+    if data_args.dataset_name == GENERATED:
+        return _generated_documents(data_args, seed)
+    if data_args.streaming:
+        train, heldout_texts = _streamed_texts(data_args)
+        return train, None, [t for t in heldout_texts if t.strip()]
+    column = data_args.text_column
+    if data_args.train_file is not None:
+        train = read_text_file(data_args.train_file, column)
         heldout_texts = (
             read_text_file(data_args.validation_file, column, "--validation_file")[column][:]
             if data_args.validation_file
             else None
         )
     else:
-        train_texts, heldout_texts = _hub_texts(data_args)
-    total = len(train_texts)
-    train_texts = [t for t in train_texts if t.strip()]
-    if len(train_texts) < total:
-        logger.info("skipping %d of %d training rows that are empty or blank", total - len(train_texts), total)
+        train, heldout_texts = _hub_texts(data_args)
+    total = len(train)
+    train = _without_blank_rows(train, column)
+    if len(train) < total:
+        logger.info("skipping %d of %d training rows that are empty or blank", total - len(train), total)
     if heldout_texts is None:
-        n = max(1, len(train_texts) * data_args.validation_split_percentage // 100)
-        if n >= len(train_texts):
+        n = max(1, len(train) * data_args.validation_split_percentage // 100)
+        if n >= len(train):
             raise SystemExit(
-                f"refusing to start: {len(train_texts)} training document(s) with text; holding out "
+                f"refusing to start: {len(train)} training document(s) with text; holding out "
                 f"{data_args.validation_split_percentage}% for evaluation leaves none to train on"
             )
-        heldout_texts, train_texts = train_texts[-n:], train_texts[:-n]
+        heldout_texts = train.select(range(len(train) - n, len(train)))["text"][:]
+        train = train.select(range(len(train) - n))
     heldout_texts = [t for t in heldout_texts if t.strip()]
-    return train_texts, [0] * len(train_texts), heldout_texts
+    return train, None, heldout_texts
 
 
-def build_tokenizer(model_args: ModelArguments, texts: list[str]):
-    """A byte-level BPE trained on ``texts`` (``--train_tokenizer_vocab_size``) or a pretrained one."""
+def _texts(documents, prompts: list[str]):
+    """Every training text (a batch at a time from the dataset), then the prompts."""
+    for batch in documents.iter(batch_size=1000):
+        yield from batch["text"]
+    yield from prompts
+
+
+def build_tokenizer(model_args: ModelArguments, texts):
+    """A byte-level BPE trained on ``texts`` (an iterable of strings; ``--train_tokenizer_vocab_size``)
+    or a pretrained one."""
     from transformers import AutoTokenizer
 
     if model_args.train_tokenizer_vocab_size:
@@ -258,12 +320,14 @@ def _windows(heldout_docs, data_args: DataArguments, rng) -> tuple[list, list, l
     return windows[:n_c], windows[n_c:], rest, usable
 
 
-def _training_blocks(train_docs, kinds, canaries, contaminating, tokenizer, data_args: DataArguments, seed: int):
+def _training_blocks(tokens, kinds, canaries, contaminating, tokenizer, data_args: DataArguments, seed: int, cache):
     """Insert every canary copy and contaminating sequence as a document of its own, pack, and label
-    the blocks; returns the blocks and the number of inserted documents."""
+    the blocks, one streaming pass over the tokenized corpus; returns the blocks and the number of
+    inserted documents."""
     from hf_carto.canaries import canary_id_column
     from hf_carto.columns import CANARY_ID, PLANTED_NAMES, SAMPLE_ID
-    from hf_carto.packing import insert_documents, pack_documents, whole_copies
+    from hf_carto.stream_packing import pack_arrow
+    from hf_carto.tokenization import block_decoder
 
     eos = tokenizer.eos_token_id
     copies = [c for c in canaries for _ in range(c.repetitions)]
@@ -271,19 +335,26 @@ def _training_blocks(train_docs, kinds, canaries, contaminating, tokenizer, data
     inserted += [seq + [eos] for seq in contaminating for _ in range(data_args.contamination_repetitions)]
     canary_kind, contaminated_kind = PLANTED_NAMES.index("canary"), PLANTED_NAMES.index("contaminated")
     inserted_kinds = [canary_kind] * len(copies) + [contaminated_kind] * (len(inserted) - len(copies))
-    docs, doc_kinds, origin = insert_documents(train_docs, kinds, inserted, inserted_kinds, seed=seed + 1)
+    packed = pack_arrow(
+        tokens,
+        Path(cache) / "train_blocks.arrow",
+        data_args.block_size,
+        kinds=kinds,
+        inserted=inserted,
+        inserted_kinds=inserted_kinds,
+        seed=seed + 1,
+        decode=block_decoder(tokenizer),
+    )
     # is_canary (what publishing withholds) marks every block with a canary token, since part of a
     # copy is part of a secret; a canary's sample_ids (and carto_canary_id) are the blocks that
     # hold a whole copy, the ones it can be extracted from.
-    blocks = pack_documents(docs, data_args.block_size, kinds=doc_kinds)
-    positions = np.flatnonzero((origin >= 0) & (origin < len(copies)))
-    for position, block in zip(positions, whole_copies(docs, positions, data_args.block_size), strict=True):
+    for copy, block in zip(copies, packed.whole_copy_blocks[: len(copies)], strict=True):
         if block >= 0:
-            copies[origin[position]].sample_ids.append(int(block))
+            copy.sample_ids.append(int(block))
     for canary in canaries:
         canary.sample_ids = sorted(set(canary.sample_ids))
+    blocks = packed.blocks
     blocks = blocks.add_column(CANARY_ID, canary_id_column(canaries, np.asarray(blocks[SAMPLE_ID][:])))
-    blocks = blocks.add_column("text", tokenizer.batch_decode(blocks["input_ids"][:]))
     missing = [c.canary_id for c in canaries if not c.sample_ids]
     if missing:
         logger.warning("canaries %s have no whole copy inside one block; they stay in the extraction test", missing)
@@ -291,11 +362,21 @@ def _training_blocks(train_docs, kinds, canaries, contaminating, tokenizer, data
 
 
 def prepare_data(model_args: ModelArguments, data_args: DataArguments, out: Path, is_main: bool) -> PreparedData:
-    """Blocks, canaries and evaluation sets; made once by the main process and read by the others."""
+    """Blocks, canaries and evaluation sets; made once by the main process and read by the others.
+
+    The training corpus never becomes Python objects: it is tokenized into Arrow files (in
+    ``data/cache``, removed once the blocks are saved) and packed in one streaming pass, so memory
+    is bounded by the held-out text, not the corpus.
+    """
+    import shutil
+
+    cache = out / "data" / "cache"
     if (out / "data" / "done.json").exists():
+        shutil.rmtree(cache, ignore_errors=True)  # what a stop between the last two steps left
         return _load_prepared(out)
     if not is_main:
         raise RuntimeError("prepare_data: the main process has not written the data")
+    shutil.rmtree(cache, ignore_errors=True)  # an interrupted data stage starts over
     seed = data_args.data_seed_offset
     rng = np.random.default_rng(seed)
     train_texts, kinds, heldout_texts = load_documents(data_args, seed)
@@ -304,18 +385,30 @@ def prepare_data(model_args: ModelArguments, data_args: DataArguments, out: Path
     # as often as common phrases: prompts of words the corpus lacks would otherwise fall apart into
     # single characters and make canaries far longer than a real tokenizer makes them.
     prompts = [c.prefix for c in canaries + control_canaries for _ in range(PROMPT_REPEATS_FOR_TOKENIZER)]
-    tokenizer = build_tokenizer(model_args, train_texts + prompts)
-    train_docs = tokenize(tokenizer, train_texts, "Tokenizing training documents")
-    if data_args.max_train_samples is not None:
-        cumulative = np.cumsum([len(d) for d in train_docs])
-        keep = int(np.searchsorted(cumulative, data_args.max_train_samples * data_args.block_size)) + 1
-        train_docs, kinds = train_docs[:keep], kinds[:keep]
+    if model_args.train_tokenizer_vocab_size and data_args.streaming:
+        raise SystemExit("--streaming needs a pretrained tokenizer: training one here would read the stream twice")
+    tokenizer = build_tokenizer(
+        model_args, _texts(train_texts, prompts) if model_args.train_tokenizer_vocab_size else None
+    )
+    from hf_carto.tokenization import tokenize_to_arrow
+
+    budget = None if data_args.max_train_samples is None else data_args.max_train_samples * data_args.block_size
+    tokens = tokenize_to_arrow(
+        train_texts,
+        tokenizer,
+        cache,
+        token_budget=budget,
+        num_proc=data_args.preprocessing_num_workers,
+        desc="Tokenizing training documents",
+    )
+    if kinds is not None:
+        kinds = kinds[: len(tokens)]
     heldout_docs = tokenize(tokenizer, heldout_texts, "Tokenizing held-out documents")
     heldout_docs = [heldout_docs[i] for i in rng.permutation(len(heldout_docs))]
     contaminating, control, rest, usable = _windows(heldout_docs, data_args, rng)
-    blocks, num_inserted = _training_blocks(train_docs, kinds, canaries, contaminating, tokenizer, data_args, seed)
+    blocks, num_inserted = _training_blocks(tokens, kinds, canaries, contaminating, tokenizer, data_args, seed, cache)
     planted_out, rest = _planted_non_members(
-        rest, control_canaries, control, tokenizer, data_args, rng, density=num_inserted / max(1, len(train_docs))
+        rest, control_canaries, control, tokenizer, data_args, rng, density=num_inserted / max(1, len(tokens))
     )
     eval_sets = _eval_sets(blocks, rest, planted_out, contaminating, control, data_args, seed)
     eval_sets["counts"].update(
@@ -324,8 +417,10 @@ def prepare_data(model_args: ModelArguments, data_args: DataArguments, out: Path
         canary_whole_copies={str(c.canary_id): len(c.sample_ids) for c in canaries},
     )
     _save_prepared(out, PreparedData(tokenizer, blocks, canaries, eval_sets), control_canaries)
-    eval_sets["control_canaries"] = control_canaries
-    return PreparedData(tokenizer, blocks, canaries, eval_sets)
+    del blocks, tokens
+    prepared = _load_prepared(out)  # the saved blocks, so that the cache can go
+    shutil.rmtree(cache, ignore_errors=True)
+    return prepared
 
 
 def _eval_sets(blocks, rest, planted_out, contaminating, control, data_args: DataArguments, seed: int) -> dict:

@@ -24,7 +24,8 @@ from .arguments import CartoArguments, DataArguments, ModelArguments, is_local
 
 # Settings that may change between a run and its resumption; every other field of the experiment's
 # own arguments must match.
-RESUMABLE = {"preset", "overwrite_output_dir", "hub_dataset_id", "license"}
+# How the data is read, not what it is: the same blocks either way.
+RESUMABLE = {"preset", "overwrite_output_dir", "hub_dataset_id", "license", "preprocessing_num_workers", "streaming"}
 # Settings recorded only when used, so that runs made before they existed still resume.
 RECORDED_WHEN_SET = {"detectors", "downweight_fractions"}
 # The training arguments that decide the results (the others are logging, saving, devices...).
