@@ -295,8 +295,10 @@ def fit_cartography(
     """Resolve ``eps`` and the quadrant thresholds from the ``carto_loss_{t}`` columns.
 
     Reads only the loss columns (and ``sample_id`` for error messages), ``batch_size`` rows at a
-    time. A ``"quantile:q"`` eps needs every loss at once: that one policy holds the ``N x T``
-    matrix in memory; numbers and ``min`` policies stream.
+    time, and holds no per-row array: the quantiles (``tau_d``, and a ``"quantile:q"`` eps) are
+    found exactly by radix selection (:mod:`hf_carto.order_statistics`), so 10^8 memory-mapped
+    rows score in memory independent of ``N``. Two passes over the columns for a number or a
+    ``min`` eps, four for a quantile eps (one more, rarely, for a value shared by millions of rows).
 
     Several mapping runs (seeds) of the same data: pass a list of datasets, one a run, each with
     its own `carto_loss_*` columns (e.g. from :func:`hf_carto.add_loss_columns` of each run folder).
@@ -356,40 +358,10 @@ def fit_cartography(
     alpha_m = check_alpha("alpha_m", alpha_m)
     kind, parameter = parse_eps(eps)
 
-    # Pass 1: check every value, and gather what eps needs from the rows that are fitted.
-    smallest = math.inf
-    fitted_rows = 0
-    kept: list[np.ndarray] = []
-    for losses, finite in _checked_batches(dataset, columns, batch_size, allow_nonfinite, allow_negative):
-        rows = losses if finite.all() else losses[finite]
-        fitted_rows += rows.shape[0]
-        if rows.size:
-            smallest = min(smallest, float(rows.min()))
-        if kind == "quantile":
-            kept.append(rows.astype(np.float32) if rows.dtype != np.float32 else rows)
-    if fitted_rows == 0:
-        raise ValueError(
-            f"all {len(dataset)} rows have a non-finite (NaN or inf) loss in {columns[0]}..{columns[-1]}; "
-            "there is nothing to fit eps and the thresholds on"
-        )
-    if kind == "value":
-        eps_value = parameter
-    elif kind == "quantile":
-        eps_value = float(np.quantile(np.concatenate(kept), parameter))
-        kept.clear()
-    else:
-        eps_value = eps_from_min(kind, parameter, smallest)
-
-    # Pass 2: scores for the thresholds.
-    d_parts, m_parts = [], []
-    for _, losses, _ in _iter_loss_batches(dataset, columns, batch_size):
-        if allow_nonfinite:
-            losses = losses[np.isfinite(losses).all(axis=1)]
-        d, m = _batch_scores(losses, burn_in, eps_value)
-        d_parts.append(d)
-        m_parts.append(m)
-    d_all, m_all = np.concatenate(d_parts), np.concatenate(m_parts)
-    assignment = assign_quadrants(d_all, m_all, alpha_d, alpha_m)
+    scores = _streamed_scores(
+        dataset, columns, batch_size, allow_nonfinite, allow_negative, kind, parameter, burn_in, alpha_d, alpha_m
+    )
+    eps_value, tau_d, tau_m, with_forget_events = scores
     return CartographyFit(
         loss_columns=tuple(columns),
         burn_in=burn_in,
@@ -397,13 +369,95 @@ def fit_cartography(
         eps_spec=str(eps),
         alpha_d=alpha_d,
         alpha_m=alpha_m,
-        tau_d=assignment.tau_d,
-        tau_m=assignment.tau_m,
+        tau_d=tau_d,
+        tau_m=tau_m,
         num_samples=len(dataset),
-        num_with_forget_events=int((m_all > 0).sum()),
+        num_with_forget_events=with_forget_events,
         allow_nonfinite=bool(allow_nonfinite),
         allow_negative=bool(allow_negative),
     )
+
+
+def _streamed_scores(
+    dataset: Dataset,
+    columns: list[str],
+    batch_size: int,
+    allow_nonfinite: bool,
+    allow_negative: bool,
+    kind: str,
+    parameter: float,
+    burn_in: int,
+    alpha_d: float,
+    alpha_m: float,
+) -> tuple[float, float, float, int]:
+    """eps, tau_d, tau_m and the number of rows with a forget event: the numbers
+    :func:`resolve_eps` and :func:`assign_quadrants` give on the whole matrix, read in batches.
+
+    The first pass over the columns is the check (every refused value counted before the error).
+    ``m`` takes at most ``T`` values, so a count per forget-event number gives ``tau_m`` exactly;
+    ``d`` and the losses are continuous and go through :func:`select_ranks`.
+    """
+    from .order_statistics import inverted_cdf_rank, lerp, linear_quantile_ranks, select_ranks
+
+    num_snapshots = len(columns)
+    state = {"passes": 0, "rows": 0, "smallest": math.inf, "eps": parameter if kind == "value" else None}
+    forget = np.zeros(num_snapshots, dtype=np.int64)  # rows by number of forget events
+
+    def fitted_rows():
+        """The rows the fit uses, batch by batch; the first call checks every value."""
+        state["passes"] += 1
+        first = state["passes"] == 1
+        if first:
+            batches = _checked_batches(dataset, columns, batch_size, allow_nonfinite, allow_negative)
+        else:
+            batches = ((b, np.isfinite(b).all(axis=1)) for _, b, _ in _iter_loss_batches(dataset, columns, batch_size))
+        for losses, finite in batches:
+            rows = losses if finite.all() else losses[finite]
+            if first:
+                state["rows"] += rows.shape[0]
+                if rows.size:
+                    state["smallest"] = min(state["smallest"], float(rows.min()))
+            yield rows
+
+    def check_count(count: int) -> int:
+        if count == 0:
+            raise ValueError(
+                f"all {len(dataset)} rows have a non-finite (NaN or inf) loss in {columns[0]}..{columns[-1]}; "
+                "there is nothing to fit eps and the thresholds on"
+            )
+        return count
+
+    if kind == "quantile":  # resolve_eps's numpy linear quantile of every fitted loss, in float32
+        ranks = {}
+
+        def eps_ranks(count: int) -> list[int]:
+            ranks["below"], ranks["above"], ranks["weight"] = linear_quantile_ranks(check_count(count), parameter)
+            return sorted({ranks["below"], ranks["above"]})
+
+        found = select_ranks(lambda: (r.astype(np.float32, copy=False) for r in fitted_rows()), eps_ranks, np.float32)
+        state["eps"] = lerp(found[ranks["below"]], found[ranks["above"]], ranks["weight"])
+
+    def difficulties():
+        if state["eps"] is None and state["passes"] >= 1:  # a min policy: the check pass found the minimum
+            state["eps"] = eps_from_min(kind, parameter, state["smallest"])
+        counting = state["eps"] is not None and not forget.any()
+        for rows in fitted_rows():
+            if counting:
+                forget[:] += np.bincount(count_forget_events(rows, state["eps"]), minlength=num_snapshots)
+            yield rows[:, :burn_in].mean(axis=1)  # d exactly as _batch_scores computes it
+
+    def d_rank(count: int) -> list[int]:
+        return [inverted_cdf_rank(check_count(count), alpha_d)]
+
+    tau_d = float(next(iter(select_ranks(difficulties, d_rank).values())))
+    fitted = state["rows"]
+    if not forget.any():  # selection took one pass only (every d equal): count the forget events now
+        for _ in difficulties():
+            pass
+    rank_m = inverted_cdf_rank(fitted, alpha_m)
+    events = int(np.searchsorted(np.cumsum(forget), rank_m, side="right"))
+    tau_m = float(events / float(num_snapshots - 1))  # m exactly as _batch_scores computes it
+    return float(state["eps"]), tau_d, tau_m, int(fitted - forget[0])
 
 
 def _run_reader(batch_size: int, allow_negative: bool):

@@ -1,0 +1,103 @@
+"""Exact quantiles read in batches (radix selection) against numpy on whole arrays, and the
+out-of-core fit against the in-memory array path, including buckets so small that every
+selection needs extra passes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+import hf_carto.order_statistics as order_statistics
+from hf_carto import assign_quadrants, difficulty, fit_cartography, memorization, resolve_eps
+from hf_carto.order_statistics import inverted_cdf_rank, lerp, linear_quantile_ranks, select_ranks
+
+
+def _values(rng, kind: str, n: int, dtype) -> np.ndarray:
+    if kind == "continuous":
+        x = rng.normal(size=n) * rng.choice([1e-3, 1.0, 1e6])
+    elif kind == "ties":
+        x = np.round(rng.normal(size=n), 1)
+    elif kind == "constant":
+        x = np.full(n, 2.5)
+    else:  # signed zeros, negatives, infinities and subnormals
+        x = rng.choice([0.0, -0.0, -1.5, np.inf, -np.inf, 5e-324, 1e-45, 3.0], size=n)
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["continuous", "ties", "constant", "edges"])
+@pytest.mark.parametrize("max_bucket", [1 << 24, 3])
+def test_select_ranks_equals_sorting(monkeypatch, dtype, kind, max_bucket):
+    monkeypatch.setattr(order_statistics, "MAX_BUCKET", max_bucket)
+    rng = np.random.default_rng(hash((kind, max_bucket)) % 2**32)
+    for _ in range(5):
+        n = int(rng.integers(1, 2000))
+        x = _values(rng, kind, n, dtype)
+        batch = int(rng.integers(1, 300))
+        ranks = sorted({0, n - 1, *rng.integers(0, n, size=6).tolist()})
+        expected = np.sort(x)
+        for wanted in (ranks, lambda count: [r for r in ranks if r < count]):
+            found = select_ranks(lambda: (x[i : i + batch] for i in range(0, n, batch)), wanted, dtype)
+            assert sorted(found) == ranks
+            for r in ranks:
+                assert found[r] == expected[r] and found[r].dtype == dtype
+
+
+def test_select_ranks_refuses_a_rank_past_the_end():
+    with pytest.raises(ValueError, match="rank 5 is outside the 3 values read"):
+        select_ranks(lambda: [np.arange(3.0)], lambda count: [count + 2])
+
+
+def test_rank_formulas_match_numpy_quantile_and_percentile():
+    rng = np.random.default_rng(0)
+    for n in range(1, 120):
+        # q a Python float, as parse_eps gives it (a numpy float64 q would interpolate in float64).
+        for q in [0.0, 1e-9, 0.1, 0.25, 0.3, 1 / 3, 0.5, 0.75, 0.9, 0.999, 1.0, *rng.random(4).tolist()]:
+            x = np.sort(rng.gamma(2.0, size=n)).astype(np.float32)
+            assert x[inverted_cdf_rank(n, q)] == np.percentile(x, 100 * q, method="inverted_cdf")
+            below, above, weight = linear_quantile_ranks(n, q)
+            assert lerp(x[below], x[above], weight) == float(np.quantile(x, q))
+
+
+def _dataset(losses):
+    columns = {f"carto_loss_{t + 1}": losses[:, t] for t in range(losses.shape[1])}
+    columns["sample_id"] = np.arange(len(losses), dtype=np.int64)
+    return Dataset.from_dict(columns)
+
+
+@pytest.mark.parametrize("eps", [1.0, "quantile:0.3", "quantile:0.97", "min+0.5", "min*(1+1.5)"])
+@pytest.mark.parametrize("shape", ["grid", "continuous", "constant"])
+@pytest.mark.parametrize("max_bucket", [1 << 24, 7])
+def test_streamed_fit_equals_the_whole_matrix(monkeypatch, eps, shape, max_bucket):
+    monkeypatch.setattr(order_statistics, "MAX_BUCKET", max_bucket)
+    rng = np.random.default_rng(7)
+    n, t = 503, 6
+    if shape == "grid":  # many ties and many forget events, like a memorizing run
+        losses = rng.integers(0, 8, size=(n, t)).astype(np.float32) / 2
+    elif shape == "continuous":
+        losses = rng.gamma(2.0, size=(n, t)).astype(np.float32)
+    else:
+        losses = np.full((n, t), 1.25, dtype=np.float32)
+    for alpha_d, alpha_m, burn_in in [(0.75, 0.75, 2), (0.1, 0.5, 1), (0.999, 0.2, 5)]:
+        fit = fit_cartography(
+            _dataset(losses), burn_in=burn_in, eps=eps, alpha_d=alpha_d, alpha_m=alpha_m, batch_size=37
+        )
+        eps_value = resolve_eps(losses, eps)
+        d, m = difficulty(losses, burn_in), memorization(losses, eps_value)
+        reference = assign_quadrants(d, m, alpha_d, alpha_m)
+        assert fit.eps == eps_value
+        assert (fit.tau_d, fit.tau_m) == (reference.tau_d, reference.tau_m)
+        assert fit.num_with_forget_events == int((m > 0).sum())
+
+
+def test_streamed_fit_leaves_out_non_finite_rows_when_allowed(monkeypatch):
+    monkeypatch.setattr(order_statistics, "MAX_BUCKET", 5)
+    rng = np.random.default_rng(3)
+    losses = rng.gamma(2.0, size=(300, 4)).astype(np.float32)
+    losses[rng.random(300) < 0.2, 1] = np.nan
+    fit = fit_cartography(_dataset(losses), burn_in=1, eps="quantile:0.4", allow_nonfinite=True, batch_size=16)
+    kept = losses[np.isfinite(losses).all(axis=1)]
+    eps_value = resolve_eps(kept, "quantile:0.4")
+    reference = assign_quadrants(difficulty(kept, 1), memorization(kept, eps_value), 0.75, 0.75)
+    assert (fit.eps, fit.tau_d, fit.tau_m) == (eps_value, reference.tau_d, reference.tau_m)
