@@ -599,19 +599,32 @@ def add_cartography(
         # sample_id (the map function sees only the losses) and nothing is labelled before.
         for _ in _checked_batches(dataset, columns, batch_size, fit.allow_nonfinite, fit.allow_negative):
             pass
-    features = _with_columns(
-        dataset,
-        {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()},
-    )
-    return dataset.map(
-        fit,
+    new = {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()}
+    options = dict(
         batched=True,
         batch_size=batch_size,
         input_columns=list(fit.loss_columns),
-        features=features,
         num_proc=num_proc,
         desc="Scoring (difficulty, memorization, quadrant)",
     )
+    if dataset._indices is not None:  # a shuffled or filtered view: map it whole, as datasets does
+        return dataset.map(fit, features=_with_columns(dataset, new), **options)
+    # Only the three new columns are written (the map sees the loss columns alone) and set beside
+    # the others: a dataset with token ids and text is not copied to add three numbers a row.
+    # The map reads Arrow arrays, not Python lists: converting 10^8 x T floats to lists and back
+    # would cost more than the scoring itself.
+    scores = (
+        dataset.select_columns(list(fit.loss_columns))
+        .with_format("arrow")
+        .map(fit, features=Features(new), remove_columns=list(fit.loss_columns), **options)
+    )
+    from datasets import concatenate_datasets
+
+    kept = dataset.remove_columns([c for c in new if c in dataset.column_names])
+    scored = concatenate_datasets([kept, scores.with_format(None)], axis=1)
+    if dataset.format["type"] is not None:  # as map would have kept it
+        scored = scored.with_format(dataset.format["type"], **dataset.format["format_kwargs"])
+    return scored
 
 
 @dataclass(frozen=True)

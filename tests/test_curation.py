@@ -346,3 +346,28 @@ def test_load_table_reads_parquet_and_names_bad_paths(tmp_path, losses):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="neither a save_to_disk folder"):
         load_table(tmp_path / "empty")
+
+
+def test_scoring_an_on_disk_dataset_writes_only_the_three_new_columns(tmp_path, losses):
+    """A dataset with text and token ids is not copied to add three numbers a row; the format stays."""
+    import pyarrow as pa
+
+    make_dataset(losses).save_to_disk(str(tmp_path / "ds"))
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(tmp_path / "ds")).with_format("numpy")
+    scored = add_cartography(ds, burn_in=2, eps=1.0)
+    written = [f["filename"] for f in scored.cache_files if "data-" not in f["filename"]]
+    assert len(written) == 1
+    with pa.memory_map(written[0]) as source:
+        assert pa.ipc.open_stream(source).schema.names == ["carto_difficulty", "carto_memorization", "carto_quadrant"]
+    assert scored.format["type"] == "numpy"
+    reference = make_dataset(losses).map(
+        fit_cartography(make_dataset(losses), burn_in=2, eps=1.0),
+        batched=True,
+        input_columns=[f"carto_loss_{t + 1}" for t in range(losses.shape[1])],
+    )
+    for name in ("carto_difficulty", "carto_memorization", "carto_quadrant", "text", "sample_id"):
+        assert scored.with_format(None)[name][:] == reference[name][:], name
+    again = add_cartography(scored.with_format(None), burn_in=2, eps="quantile:0.5")  # re-scored: replaced
+    assert again.column_names.count("carto_quadrant") == 1

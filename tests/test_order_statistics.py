@@ -37,8 +37,12 @@ def test_select_ranks_equals_sorting(monkeypatch, dtype, kind, max_bucket):
         batch = int(rng.integers(1, 300))
         ranks = sorted({0, n - 1, *rng.integers(0, n, size=6).tolist()})
         expected = np.sort(x)
-        for wanted in (ranks, lambda count: [r for r in ranks if r < count]):
-            found = select_ranks(lambda: (x[i : i + batch] for i in range(0, n, batch)), wanted, dtype)
+
+        def batches(x=x, batch=batch):
+            return (x[i : i + batch] for i in range(0, len(x), batch))
+
+        for wanted in (ranks, lambda count, ranks=ranks: [r for r in ranks if r < count]):
+            found = select_ranks(batches, wanted, dtype)
             assert sorted(found) == ranks
             for r in ranks:
                 assert found[r] == expected[r] and found[r].dtype == dtype
