@@ -62,6 +62,20 @@ def test_the_callback_on_the_stock_trainer_on_two_processes_records_the_one_proc
     np.testing.assert_allclose(two.losses, one.losses, rtol=1e-5, atol=1e-5)
 
 
+def test_training_and_eval_snapshots_under_torch_fsdp_record_the_unsharded_matrix(tmp_path):
+    """torch's FSDP2 (fully_shard, gloo on CPU): every GPT-2 block and the model sharded across
+    two processes, trained with real updates, snapshotted in eval mode while sharded; the matrix
+    equals one unsharded process's (same global batch)."""
+    common = ["--mode", "eval", "--loop", "accelerate", "--num-samples", "40", "--lr", "0.05", "--epochs", "3"]
+    run_one(tmp_path / "one", *common, "--batch-size", "8")
+    launch_two(tmp_path / "fsdp", *common, "--batch-size", "4", "--fsdp")
+    ids = np.arange(100, 140)
+    one, fsdp = load_loss_matrix(tmp_path / "one", ids), load_loss_matrix(tmp_path / "fsdp", ids)
+    assert one.losses.shape == fsdp.losses.shape == (40, 3)
+    assert one.losses[:, -1].mean() < one.losses[:, 0].mean()  # the weights did move
+    np.testing.assert_allclose(fsdp.losses, one.losses, rtol=1e-5, atol=1e-5)
+
+
 def test_two_nodes_over_loopback_record_the_one_process_matrix(tmp_path):
     """Two "machines" (one accelerate launch each, --num_machines 2, meeting at 127.0.0.1) write one
     recording into a shared folder, as nodes of a cluster do on a shared filesystem."""

@@ -126,10 +126,25 @@ def run_accelerate_loop(args, dataset, model) -> None:
         generator=torch.Generator().manual_seed(args.seed),
     )
     snapshot_loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, collate_fn=collate)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
-    model, optimizer, train_loader, snapshot_loader = accelerator.prepare(
-        model, optimizer, train_loader, snapshot_loader
-    )
+    if args.fsdp:
+        # torch's FSDP2 on CPU with gloo: every block and the whole model sharded across the
+        # processes (accelerate's FSDP plugin needs GPUs, so the model is sharded here directly and
+        # only the optimizer and loaders go through prepare).
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.transformer.h:
+            fully_shard(block)
+        fully_shard(model)
+        local = sum(p.to_local().numel() for p in model.parameters())
+        whole = sum(p.numel() for p in model.parameters())
+        assert local < whole, "the parameters are not sharded"  # each process holds about 1/N of them
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+        optimizer, train_loader, snapshot_loader = accelerator.prepare(optimizer, train_loader, snapshot_loader)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+        model, optimizer, train_loader, snapshot_loader = accelerator.prepare(
+            model, optimizer, train_loader, snapshot_loader
+        )
     recorder = LossRecorder(
         args.output_dir, mode=args.mode, num_samples=len(dataset), accelerator=accelerator, progress=False
     )
@@ -173,6 +188,7 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=0.0)
     parser.add_argument("--snapshot-every", type=int, default=None)
     parser.add_argument("--iterable", action="store_true")
+    parser.add_argument("--fsdp", action="store_true", help="accelerate loop: the model sharded by torch FSDP2")
     parser.add_argument("--curated", action="store_true", help="CartoTrainer with seeded intervention columns")
     parser.add_argument("--epoch-samples", type=int, default=None)
     parser.add_argument("--optim", default="adamw_torch")
