@@ -28,6 +28,7 @@ from .packing import block_labels, insertion_slots
 __all__ = ["PackedArrow", "pack_arrow"]
 
 DEFAULT_CHUNK_TOKENS = 1 << 22
+DECODE_TOKENS = 1 << 18
 
 
 class PackedArrow:
@@ -99,7 +100,12 @@ class _BlockWriter:
             pa.array(is_canary),
         ]
         if self.decode is not None:
-            arrays.append(pa.array(self.decode(tokens.reshape(n, self.block_size).tolist()), type=pa.string()))
+            # A few hundred blocks at a time: the token lists handed to the tokenizer are Python
+            # ints (about 36 bytes a token), which for a whole slice would dwarf the slice itself.
+            rows = tokens.reshape(n, self.block_size)
+            step = max(1, DECODE_TOKENS // self.block_size)
+            texts = [text for i in range(0, n, step) for text in self.decode(rows[i : i + step].tolist())]
+            arrays.append(pa.array(texts, type=pa.string()))
         self.writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         self.num_blocks += n
 

@@ -64,6 +64,18 @@ def _row_list(indices, shown: int = 5) -> str:
     return head + (", ..." if len(indices) > shown else "")
 
 
+def _nonblank(column) -> np.ndarray:
+    """Which rows of a text column hold more than white space; one Arrow chunk at a time, since
+    trimming makes a copy of the text and a corpus may be larger than memory."""
+    import pyarrow.compute as pc
+
+    parts = [
+        pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(chunk)), 0).to_numpy(zero_copy_only=False)
+        for chunk in column.chunks
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
+
 def check_text_column(ds, text_column: str, source: str) -> None:
     """Refuse a text column with no rows, null rows, non-text values or only blank rows.
 
@@ -88,7 +100,7 @@ def check_text_column(ds, text_column: str, source: str) -> None:
         )
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         raise SystemExit(f"refusing to start: {where} holds {column.type} values, not text; set --text_column")
-    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0).to_numpy(zero_copy_only=False)
+    blank = ~_nonblank(column)
     if blank.all():
         raise SystemExit(
             f"refusing to start: {where}: all {total:,} rows are empty or blank "
@@ -176,16 +188,13 @@ def _streamed_texts(data_args: DataArguments):
 
 def _without_blank_rows(ds, column: str):
     """The rows of ``ds`` whose ``column`` holds more than white space, as a ``text`` column."""
-    import pyarrow.compute as pc
 
     ds = ds.select_columns([column])
     if column != "text":
         ds = ds.rename_column(column, "text")
     if ds._indices is not None:  # a view: its rows in order, so that positions below are its own
         ds = ds.flatten_indices()
-    values = ds.data.column("text")
-    nonblank = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0)
-    keep = np.flatnonzero(nonblank.to_numpy(zero_copy_only=False))
+    keep = np.flatnonzero(_nonblank(ds.data.column("text")))
     return ds if len(keep) == len(ds) else ds.select(keep)
 
 
