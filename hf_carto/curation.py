@@ -622,8 +622,13 @@ def add_cartography(
 
     kept = dataset.remove_columns([c for c in new if c in dataset.column_names])
     scored = concatenate_datasets([kept, scores.with_format(None)], axis=1)
-    if dataset.format["type"] is not None:  # as map would have kept it
-        scored = scored.with_format(dataset.format["type"], **dataset.format["format_kwargs"])
+    # The dataset's format, as map would have kept it: a restricted column list gains the new columns.
+    fmt = dataset.format
+    columns = None if fmt["columns"] is None else [c for c in fmt["columns"] if c not in new] + list(new)
+    if fmt["type"] is not None or columns is not None:
+        scored.set_format(
+            fmt["type"], columns=columns, output_all_columns=fmt["output_all_columns"], **fmt["format_kwargs"]
+        )
     return scored
 
 

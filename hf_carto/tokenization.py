@@ -3,6 +3,7 @@ tokenized into Arrow files with bounded memory."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -114,7 +115,12 @@ def tokenize_to_arrow(
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not isinstance(texts, Dataset):
-        return _tokenize_stream(texts, tokenizer, cache_dir / "tokens-stream.arrow", text_column, token_budget, desc)
+        import tempfile
+
+        # A new file each call: rewriting one that an earlier result still memory-maps would break it.
+        handle, name = tempfile.mkstemp(prefix="tokens-stream-", suffix=".arrow", dir=cache_dir)
+        os.close(handle)
+        return _tokenize_stream(texts, tokenizer, Path(name), text_column, token_budget, desc)
     encode = _encoder(tokenizer, text_column)
 
     def tokenize_slice(start: int, stop: int) -> Dataset:
@@ -135,10 +141,14 @@ def tokenize_to_arrow(
     parts, lengths, start = [], [], 0
     while start < len(texts) and sum(int(x.sum()) for x in lengths) < token_budget:
         seen = sum(int(x.sum()) for x in lengths)
+        # Later slices are sized from the tokens per document so far, at most 4x the documents read
+        # (a corpus that opens with short titles would otherwise be read whole at the second slice).
         size = (
             _FIRST_SLICE_DOCUMENTS
             if not start
-            else int((token_budget - seen) / max(seen / start, 1e-9) * 1.1) + _FIRST_SLICE_DOCUMENTS // 4
+            else min(
+                4 * start, int((token_budget - seen) / max(seen / start, 1e-9) * 1.1) + _FIRST_SLICE_DOCUMENTS // 4
+            )
         )
         stop = min(len(texts), start + size)
         parts.append(tokenize_slice(start, stop))

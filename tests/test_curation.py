@@ -371,3 +371,14 @@ def test_scoring_an_on_disk_dataset_writes_only_the_three_new_columns(tmp_path, 
         assert scored.with_format(None)[name][:] == reference[name][:], name
     again = add_cartography(scored.with_format(None), burn_in=2, eps="quantile:0.5")  # re-scored: replaced
     assert again.column_names.count("carto_quadrant") == 1
+
+
+@pytest.mark.parametrize("kind", ["numpy", None])
+def test_scoring_keeps_a_restricted_format_as_map_does(losses, kind):
+    ds = make_dataset(losses).with_format(kind, columns=["sample_id", "carto_loss_1"])
+    fit = fit_cartography(ds, burn_in=2, eps=1.0)
+    scored = add_cartography(ds, fit)
+    by_map = ds.map(fit, batched=True, input_columns=list(fit.loss_columns))  # what datasets itself keeps
+    assert scored.format["type"] == by_map.format["type"] == kind
+    assert sorted(scored.format["columns"]) == sorted(by_map.format["columns"])
+    assert sorted(scored[0]) == sorted(by_map[0])

@@ -111,10 +111,39 @@ def test_streaming_and_parallel_tokenization_give_the_same_stage(tmp_path, how):
         assert json.loads((tmp_path / how / name).read_text()) == json.loads((tmp_path / "plain" / name).read_text())
 
 
-def test_streaming_refuses_what_it_cannot_do(tmp_path):
+def _check(out: Path, *argv):
+    from hf_carto.experiment.arguments import check_arguments
+
+    check_arguments(*parse_arguments(["--output_dir", str(out), *argv]))
+
+
+def test_streaming_and_budget_refusals_come_before_any_process_starts_the_stage(tmp_path):
+    """Refused in check_arguments, which every process runs, not inside the main process's stage."""
     with pytest.raises(SystemExit, match="--streaming needs a pretrained tokenizer"):
-        _prepare(tmp_path / "a", *_wikitext_args("--streaming", "true", "--train_tokenizer_vocab_size", "300"))
+        _check(tmp_path / "a", *_wikitext_args("--streaming", "true", "--train_tokenizer_vocab_size", "300"))
     args = [a for a in _wikitext_args("--streaming", "true") if a != str(WIKITEXT / "wiki.valid.raw")]
     args.remove("--validation_file")
     with pytest.raises(SystemExit, match="--streaming needs --validation_file"):
-        _prepare(tmp_path / "b", *args)
+        _check(tmp_path / "b", *args)
+    with pytest.raises(SystemExit, match="max_train_samples must be >= 1"):
+        _check(tmp_path / "c", *_wikitext_args("--max_train_samples", "0"))
+
+
+def test_checking_inputs_does_not_read_a_streamed_training_file(tmp_path):
+    from hf_carto.experiment.data import check_inputs
+
+    bad = tmp_path / "train.jsonl"
+    bad.write_text('{"text": null}\n')  # would be refused if it were read whole
+    _, data_args, _, _ = parse_arguments(
+        ["--output_dir", str(tmp_path), *_wikitext_args("--train_file", str(bad), "--streaming", "true")]
+    )
+    check_inputs(data_args)  # the validation file is read and fine; the stream is checked as it is read
+    data_args.streaming = False
+    with pytest.raises(SystemExit, match="1 of 1 rows are null"):
+        check_inputs(data_args)
+
+
+def test_the_saved_blocks_keep_their_column_order(tmp_path):
+    _, prepared = _prepare(tmp_path, "--preset", "cpu-tiny")
+    expected = ["input_ids", "labels", "sample_id", "truth", "is_canary", "carto_canary_id", "text"]
+    assert prepared.blocks.column_names == expected

@@ -229,6 +229,15 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
         problems.append("--train_file and --dataset_name generated are two corpora; choose one")
     if model_args.tokenizer_name is None and model_args.train_tokenizer_vocab_size is None:
         problems.append("no tokenizer: give --tokenizer_name or --train_tokenizer_vocab_size")
+    if data_args.max_train_samples is not None and data_args.max_train_samples < 1:
+        problems.append(f"max_train_samples must be >= 1 (blocks); got {data_args.max_train_samples}")
+    if data_args.streaming:
+        if data_args.dataset_name == GENERATED:
+            problems.append("--streaming reads a file or a Hub dataset; the generated corpus is made in memory")
+        if model_args.train_tokenizer_vocab_size:
+            problems.append("--streaming needs a pretrained tokenizer: training one here would read the stream twice")
+        if data_args.train_file is not None and data_args.validation_file is None:
+            problems.append("--streaming needs --validation_file: a stream has no end to hold documents out from")
     k = data_args.contamination_k
     if 2 * k > data_args.block_size:
         problems.append(

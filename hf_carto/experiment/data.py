@@ -117,8 +117,10 @@ def check_inputs(data_args: DataArguments) -> None:
     stage reads the files again at no cost.
     """
     for flag, path in (("--train_file", data_args.train_file), ("--validation_file", data_args.validation_file)):
-        if path is not None:
+        if path is not None and not (flag == "--train_file" and data_args.streaming):
             read_text_file(path, data_args.text_column, flag)
+    # A streamed training file is checked as it is read (non-text rows are named there); reading it
+    # whole here would defeat the stream.
 
 
 def _generated_documents(data_args: DataArguments, seed: int):
@@ -170,8 +172,6 @@ def _streamed_texts(data_args: DataArguments):
             Path(data_args.train_file).suffix.lower(), "text"
         )
         train = load_dataset(builder, data_files={"train": data_args.train_file}, split="train", streaming=True)
-        if data_args.validation_file is None:
-            raise SystemExit("--streaming needs --validation_file: a stream has no end to hold documents out from")
         heldout = read_text_file(data_args.validation_file, column, "--validation_file")[column][:]
         return train, heldout
     name = f"--dataset_name {data_args.dataset_name}"
@@ -334,7 +334,7 @@ def _training_blocks(tokens, kinds, canaries, contaminating, tokenizer, data_arg
     the blocks, one streaming pass over the tokenized corpus; returns the blocks and the number of
     inserted documents."""
     from hf_carto.canaries import canary_id_column
-    from hf_carto.columns import CANARY_ID, PLANTED_NAMES, SAMPLE_ID
+    from hf_carto.columns import CANARY_ID, PLANTED_NAMES, SAMPLE_ID, read_columns
     from hf_carto.stream_packing import pack_arrow
     from hf_carto.tokenization import block_decoder
 
@@ -363,7 +363,10 @@ def _training_blocks(tokens, kinds, canaries, contaminating, tokenizer, data_arg
     for canary in canaries:
         canary.sample_ids = sorted(set(canary.sample_ids))
     blocks = packed.blocks
-    blocks = blocks.add_column(CANARY_ID, canary_id_column(canaries, np.asarray(blocks[SAMPLE_ID][:])))
+    ids = read_columns(blocks, [SAMPLE_ID])[SAMPLE_ID]
+    blocks = blocks.add_column(CANARY_ID, canary_id_column(canaries, ids))
+    order = [c for c in blocks.column_names if c != "text"] + ["text"]  # text last, as it has always been
+    blocks = blocks.select_columns(order)
     missing = [c.canary_id for c in canaries if not c.sample_ids]
     if missing:
         logger.warning("canaries %s have no whole copy inside one block; they stay in the extraction test", missing)
@@ -394,8 +397,6 @@ def prepare_data(model_args: ModelArguments, data_args: DataArguments, out: Path
     # as often as common phrases: prompts of words the corpus lacks would otherwise fall apart into
     # single characters and make canaries far longer than a real tokenizer makes them.
     prompts = [c.prefix for c in canaries + control_canaries for _ in range(PROMPT_REPEATS_FOR_TOKENIZER)]
-    if model_args.train_tokenizer_vocab_size and data_args.streaming:
-        raise SystemExit("--streaming needs a pretrained tokenizer: training one here would read the stream twice")
     tokenizer = build_tokenizer(
         model_args, _texts(train_texts, prompts) if model_args.train_tokenizer_vocab_size else None
     )
@@ -434,6 +435,7 @@ def prepare_data(model_args: ModelArguments, data_args: DataArguments, out: Path
 
 def _eval_sets(blocks, rest, planted_out, contaminating, control, data_args: DataArguments, seed: int) -> dict:
     """Membership, planted-membership, contamination and perplexity sets, with their counts."""
+    from hf_carto.columns import read_columns
     from hf_carto.packing import pack_documents
 
     heldout_blocks = pack_documents(rest, data_args.block_size)["input_ids"][:] if rest else []
@@ -450,7 +452,7 @@ def _eval_sets(blocks, rest, planted_out, contaminating, control, data_args: Dat
     members, member_ids = _member_blocks(blocks, n_m, seed)
     planted = _planted_blocks(blocks)
     # Everything that is not ordinary text (the generated corpus also plants duplicates and noise).
-    share = float((np.asarray(blocks["truth"][:]) != 0).mean())
+    share = float((read_columns(blocks, ["truth"])["truth"] != 0).mean())
     if share > MAX_PLANTED_SHARE:
         logger.warning(
             "planted material fills %.1f%% of the training blocks (> %.0f%%): perplexity trade-offs then "
