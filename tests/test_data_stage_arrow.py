@@ -117,6 +117,24 @@ def _check(out: Path, *argv):
     check_arguments(*parse_arguments(["--output_dir", str(out), *argv]))
 
 
+def test_a_streamed_dataset_folder_with_a_validation_file_gives_the_same_stage(tmp_path):
+    """--dataset_name (here a local folder, read as the Hub reads a repository) streamed, with
+    held-out text from --validation_file: the blocks of the plain --train_file run."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    load_dataset("text", data_files={"train": str(WIKITEXT / "wiki.train.raw")}, split="train").to_parquet(
+        str(folder / "train.parquet")
+    )
+    _, plain = _prepare(tmp_path / "plain", *_wikitext_args())
+    args = _wikitext_args("--streaming", "true", "--dataset_name", str(folder), "--dataset_config_name", "default")
+    position = args.index("--train_file")
+    del args[position : position + 2]
+    _, streamed = _prepare(tmp_path / "streamed", *args)
+    for name in plain.blocks.column_names:
+        assert streamed.blocks[name][:] == plain.blocks[name][:], name
+    assert [vars(c) for c in streamed.canaries] == [vars(c) for c in plain.canaries]
+
+
 def test_streaming_and_budget_refusals_come_before_any_process_starts_the_stage(tmp_path):
     """Refused in check_arguments, which every process runs, not inside the main process's stage."""
     with pytest.raises(SystemExit, match="--streaming needs a pretrained tokenizer"):

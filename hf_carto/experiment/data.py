@@ -176,6 +176,8 @@ def _streamed_texts(data_args: DataArguments):
         return train, heldout
     name = f"--dataset_name {data_args.dataset_name}"
     train = load_dataset(data_args.dataset_name, data_args.dataset_config_name, split="train", streaming=True)
+    if data_args.validation_file is not None:  # held-out text of one's own beside a streamed corpus
+        return train, read_text_file(data_args.validation_file, column, "--validation_file")[column][:]
     try:
         validation = load_dataset(
             data_args.dataset_name, data_args.dataset_config_name, split="validation", streaming=True
