@@ -18,8 +18,12 @@ On CPU, with no downloads (presets set small models and short runs; any flag sti
 
 (On a machine without GPUs, ``--multi_gpu`` gives two gloo processes on the CPU.)
 
-Steps: documents (Hub dataset, text/parquet/json files, or the generated corpus) are tokenized one
-by one; canaries (distinct prefixes, random secrets, repeated) and contaminating held-out sequences
+Large corpora: ``--preprocessing_num_workers N`` tokenizes with N processes, ``--max_train_samples``
+stops reading once enough blocks are filled, ``--streaming true`` reads the training text as a
+``datasets`` stream; the corpus stays in Arrow files throughout (README, "Large corpora").
+
+Steps: documents (Hub dataset, text/parquet/json files, or the generated corpus) are tokenized
+into Arrow files; canaries (distinct prefixes, random secrets, repeated) and contaminating held-out sequences
 are inserted as whole documents; everything is packed into blocks with a stable ``sample_id``. A
 mapping run (``RecordingTrainer``) trains ``num_train_epochs`` epochs, records every block's
 eval-mode loss ``snapshots_per_epoch`` times an epoch and saves the burn-in checkpoint. The
