@@ -5,6 +5,10 @@ documents (the ``group_texts`` step of causal-LM training). Planted material (ca
 contaminating held-out sequences, duplicates) is inserted as whole documents *before* packing, so
 every block can say which kinds of documents its tokens came from: the ground truth that a
 cartography run is checked against, and what a published dataset must withhold.
+
+These functions hold documents as Python lists: the held-out sets use them, and they are the
+reference that :func:`hf_carto.stream_packing.pack_arrow`, the recipe's pass over a corpus in Arrow
+files, is tested against.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """The data stage: documents -> tokens -> inserted canaries and held-out sequences -> packed blocks,
 and the evaluation sets cut from the held-out text. Made once by the main process and read back
-by every other process and every resumption."""
+by every other process and every resumption.
+
+The training corpus stays in Arrow files from reading to saving (tokenized by ``datasets.map``,
+packed by one streaming pass, :mod:`hf_carto.stream_packing`), so its size is bounded by disk, not
+memory; the held-out text, which only the evaluation sets are cut from, is handled as lists."""
 
 from __future__ import annotations
 
