@@ -44,6 +44,7 @@ from .columns import (
     QUADRANT,
     SAMPLE_ID,
     SAMPLING_WEIGHT,
+    iter_columns,
     loss_columns,
     read_columns,
 )
@@ -87,12 +88,7 @@ def _iter_loss_batches(
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
     """Yield ``(start_row, losses (B, T), sample_ids or None)`` reading only the needed columns."""
     wanted = columns + ([SAMPLE_ID] if SAMPLE_ID in dataset.column_names else [])
-    # One Arrow view for every batch (as read_columns reads, without a new Dataset per batch: at
-    # 10^8 rows that bookkeeping cost more than the reading).
-    view = dataset.select_columns(wanted).with_format("arrow")
-    for start in range(0, len(dataset), batch_size):
-        table = view[start : start + batch_size]
-        batch = {name: table.column(name).to_numpy(zero_copy_only=False) for name in wanted}
+    for start, batch in iter_columns(dataset, wanted, batch_size):
         yield start, _matrix(tuple(batch[c] for c in columns)), batch.get(SAMPLE_ID)
 
 
@@ -454,9 +450,9 @@ def _streamed_scores(
 
     tau_d = float(next(iter(select_ranks(difficulties, d_rank).values())))
     fitted = state["rows"]
-    if not forget.any():  # selection took one pass only (every d equal): count the forget events now
-        for _ in difficulties():
-            pass
+    # select_ranks always reads at least twice (count, then keep), so one pass with eps known counted
+    # every fitted row's forget events.
+    assert forget.sum() == fitted, (int(forget.sum()), fitted)
     rank_m = inverted_cdf_rank(fitted, alpha_m)
     events = int(np.searchsorted(np.cumsum(forget), rank_m, side="right"))
     tau_m = float(events / float(num_snapshots - 1))  # m exactly as _batch_scores computes it

@@ -91,10 +91,13 @@ def select_ranks(
                 else:
                     digits = (keys[inside] >> (width - used - _DIGIT)) & 0xFFFF
                     counts[group] += np.bincount(digits.astype(np.int64), minlength=1 << _DIGIT)
+        ordered: dict[tuple, np.ndarray] = {}  # each kept bucket sorted once, for every rank in it
         for rank, (prefix, used, inner, size) in list(search.items()):
             group = (prefix, used, size)
             if size is not None and size <= MAX_BUCKET:
-                found[rank] = np.sort(np.concatenate(members[group]))[inner]
+                if group not in ordered:
+                    ordered[group] = np.sort(np.concatenate(members[group]))
+                found[rank] = ordered[group][inner]
                 del search[rank]
                 continue
             cumulative = np.cumsum(counts[group])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -31,14 +32,14 @@ DEFAULT_CHUNK_TOKENS = 1 << 22
 DECODE_TOKENS = 1 << 18
 
 
-class PackedArrow:
-    """What :func:`pack_arrow` made: the blocks, and for every inserted document (in the order it
-    was given) the ``sample_id`` of the block that holds it whole, -1 where none does."""
+class PackedArrow(NamedTuple):
+    """What :func:`pack_arrow` made: the blocks, for every inserted document (in the order it was
+    given) the ``sample_id`` of the block that holds it whole (-1 where none does), and how many
+    tokens were packed (the dropped tail included)."""
 
-    def __init__(self, blocks: Dataset, whole_copy_blocks: np.ndarray, num_tokens: int):
-        self.blocks = blocks
-        self.whole_copy_blocks = whole_copy_blocks
-        self.num_tokens = num_tokens
+    blocks: Dataset
+    whole_copy_blocks: np.ndarray
+    num_tokens: int
 
 
 def _features(with_text: bool) -> Features:

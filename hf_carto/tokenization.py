@@ -62,7 +62,8 @@ def _token_features():
     return Features({"ids": SequenceFeature(Value("int32"))})
 
 
-def _encoder(tokenizer, text_column: str) -> Callable[[dict], dict]:
+def eos_encoder(tokenizer, text_column: str) -> Callable[[dict], dict]:
+    """A batched ``map`` function: each text's token ids followed by end-of-text, as ``ids``."""
     eos = tokenizer.eos_token_id
 
     def encode(batch: dict) -> dict:
@@ -121,7 +122,7 @@ def tokenize_to_arrow(
         handle, name = tempfile.mkstemp(prefix="tokens-stream-", suffix=".arrow", dir=cache_dir)
         os.close(handle)
         return _tokenize_stream(texts, tokenizer, Path(name), text_column, token_budget, desc)
-    encode = _encoder(tokenizer, text_column)
+    encode = eos_encoder(tokenizer, text_column)
 
     def tokenize_slice(start: int, stop: int) -> Dataset:
         part = texts if (start, stop) == (0, len(texts)) else texts.select(range(start, stop))
@@ -138,9 +139,8 @@ def tokenize_to_arrow(
 
     if token_budget is None:
         return tokenize_slice(0, len(texts))
-    parts, lengths, start = [], [], 0
-    while start < len(texts) and sum(int(x.sum()) for x in lengths) < token_budget:
-        seen = sum(int(x.sum()) for x in lengths)
+    parts, lengths, start, seen = [], [], 0, 0
+    while start < len(texts) and seen < token_budget:
         # Later slices are sized from the tokens per document so far, at most 4x the documents read
         # (a corpus that opens with short titles would otherwise be read whole at the second slice).
         size = (
@@ -153,6 +153,7 @@ def tokenize_to_arrow(
         stop = min(len(texts), start + size)
         parts.append(tokenize_slice(start, stop))
         lengths.append(_lengths(parts[-1]))
+        seen += int(lengths[-1].sum())
         start = stop
     tokens = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     keep = _leading_documents(np.concatenate(lengths), token_budget)
@@ -167,7 +168,7 @@ def _tokenize_stream(texts, tokenizer, path: Path, text_column: str, token_budge
 
     features = _token_features()
     schema = features.arrow_schema
-    encode = _encoder(tokenizer, text_column)
+    encode = eos_encoder(tokenizer, text_column)
     total, row = 0, 0
     with pa.ipc.new_stream(str(path), schema) as writer, tqdm(desc=desc, unit="tok") as bar:
         for batch in texts.iter(batch_size=_STREAM_BATCH):

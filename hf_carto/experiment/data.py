@@ -39,6 +39,13 @@ class PreparedData(NamedTuple):
 # Reading and checking the input text.
 
 
+def file_builder(path: str) -> str:
+    """The ``datasets`` builder that reads a local data file, by its extension (text otherwise)."""
+    return {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(
+        Path(path).suffix.lower(), "text"
+    )
+
+
 def read_text_file(path: str, text_column: str, flag: str = "--train_file"):
     """The file as a dataset, refused (``SystemExit`` naming the file and column) unless it holds text."""
     from datasets import load_dataset
@@ -46,8 +53,7 @@ def read_text_file(path: str, text_column: str, flag: str = "--train_file"):
     if os.path.getsize(path) == 0:
         # The loaders fail on an empty file with a bare StopIteration or a schema error.
         raise SystemExit(f"refusing to start: {flag} {path} is empty (0 bytes): no {text_column!r} rows to read")
-    suffix = Path(path).suffix.lower()
-    builder = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(suffix, "text")
+    builder = file_builder(path)
     try:
         ds = load_dataset(builder, data_files={"train": path}, split="train")
     except Exception as err:
@@ -172,10 +178,12 @@ def _streamed_texts(data_args: DataArguments):
 
     column = data_args.text_column
     if data_args.train_file is not None:
-        builder = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(
-            Path(data_args.train_file).suffix.lower(), "text"
+        train = load_dataset(
+            file_builder(data_args.train_file),
+            data_files={"train": data_args.train_file},
+            split="train",
+            streaming=True,
         )
-        train = load_dataset(builder, data_files={"train": data_args.train_file}, split="train", streaming=True)
         heldout = read_text_file(data_args.validation_file, column, "--validation_file")[column][:]
         return train, heldout
     name = f"--dataset_name {data_args.dataset_name}"
@@ -270,9 +278,10 @@ def tokenize(tokenizer, texts: list[str], desc: str) -> list[list[int]]:
     """Each text's token ids followed by end-of-text."""
     from datasets import Dataset
 
-    eos = tokenizer.eos_token_id
+    from hf_carto.tokenization import eos_encoder
+
     ds = Dataset.from_dict({"text": texts}).map(
-        lambda batch: {"ids": [ids + [eos] for ids in tokenizer(batch["text"])["input_ids"]]},
+        eos_encoder(tokenizer, "text"),
         batched=True,
         remove_columns=["text"],
         desc=desc,
