@@ -248,7 +248,9 @@ def dataset_card(
         ]
         recording = summary.get("recording")
         if recording:
-            lines.append(f"| recording mode | {recording.get('mode')} ({recording.get('world_size')} processes) |")
+            processes = recording.get("world_size")
+            plural = "process" if processes == 1 else "processes"
+            lines.append(f"| recording mode | {recording.get('mode')} ({processes} {plural}) |")
             if recording.get("snapshot_rows"):
                 total = recording.get("num_samples")
                 of = f" of {total:,}" if total else ""

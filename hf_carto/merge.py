@@ -26,7 +26,14 @@ from datasets import Dataset, Value
 from .columns import LOSS_COLUMN_PATTERN, SAMPLE_ID, loss_column, non_canonical_loss_columns, read_columns
 from .recording import LossStore, RecordingSettings
 
-__all__ = ["LossMatrix", "load_loss_matrix", "add_loss_columns", "merged_snapshot", "select_recorded_rows"]
+__all__ = [
+    "LossMatrix",
+    "load_loss_matrix",
+    "add_loss_columns",
+    "merged_snapshot",
+    "select_recorded_rows",
+    "unrecorded_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -433,6 +440,17 @@ def select_recorded_rows(dataset: Dataset, output_dir: str | os.PathLike) -> Dat
             f"{missing.size} of the {subset.size} recorded sample_ids are not in the dataset; first: {_first(missing)}"
         )
     return dataset.select(rows)
+
+
+def unrecorded_rows(dataset: Dataset, output_dir: str | os.PathLike) -> Dataset | None:
+    """The rows of ``dataset`` a subset recording (``snapshot_rows``) left out, in the dataset's
+    order: the rows without scores, which a curation keeps as they are; None when the recording
+    covers every row."""
+    subset = LossStore(output_dir).snapshot_ids()
+    if subset is None:
+        return None
+    ids = np.asarray(read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID], dtype=np.int64)
+    return dataset.select(np.flatnonzero(~np.isin(ids, subset)))
 
 
 def _cache_file_beside(dataset: Dataset, output_dir: str | os.PathLike) -> Path | None:

@@ -20,7 +20,9 @@ On CPU, with no downloads (presets set small models and short runs; any flag sti
 
 Large corpora: ``--preprocessing_num_workers N`` tokenizes with N processes, ``--max_train_samples``
 stops reading once enough blocks are filled, ``--streaming true`` reads the training text as a
-``datasets`` stream; the corpus stays in Arrow files throughout (README, "Large corpora").
+``datasets`` stream; the corpus stays in Arrow files throughout; ``--snapshot_rows 0.05`` snapshots
+and scores a fixed seeded 5% of the blocks, the others training unchanged in every arm (README,
+"Large corpora").
 
 Steps: documents (Hub dataset, text/parquet/json files, or the generated corpus) are tokenized
 into Arrow files; canaries (distinct prefixes, random secrets, repeated) and contaminating held-out sequences

@@ -352,6 +352,8 @@ def test_gpt2_recipe_refuses_bad_input_before_training(tmp_path):
         (tiny_args(out, "--detectors", "final_loss", "nope"), r"--detectors: unknown detector\(s\) \['nope'\]"),
         (tiny_args(out, "--downweight_fractions", "1.5"), r"downweight_fractions must lie in \(0, 1\)"),
         (tiny_args(out, "--downweight_fractions", "0.1", "--alpha", "0"), r"needs a loss weight --alpha in \(0, 1\)"),
+        (tiny_args(out, "--snapshot_rows", "1.5"), r"snapshot_rows must be a fraction in \(0, 1\) or a whole number"),
+        (tiny_args(out, "--snapshot_rows", "0"), r"snapshot_rows must be a fraction in \(0, 1\) or a whole number"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit, match=message):
@@ -524,3 +526,78 @@ def test_gpt2_recipe_records_detector_settings_only_when_given(tmp_path):
         *parse_arguments(tiny_args(tmp_path, "--detectors", "final_loss", "--downweight_fractions", "0.1"))
     )
     assert chosen["detectors"] == ["final_loss"] and chosen["downweight_fractions"] == [0.1]
+
+
+@pytest.mark.slow
+def test_gpt2_recipe_snapshot_rows_scores_a_seeded_subset_and_trains_the_other_blocks_unchanged(tmp_path):
+    import numpy as np
+    from datasets import load_from_disk
+
+    from hf_carto import LossStore
+    from hf_carto.columns import read_columns
+    from hf_carto.io import load_scored
+    from hf_carto.recording import snapshot_subset
+
+    out = tmp_path / "run"
+    report = main(tiny_args(out, "--snapshot_rows", "0.5", "--snapshot_seed", "7", "--detectors", "final_loss"))
+    n = report["num_blocks"]
+    blocks = load_from_disk(str(out / "data" / "train_blocks"))
+    rows = snapshot_subset(n, 0.5, seed=7)
+    subset_ids = np.asarray(blocks["sample_id"])[rows]
+    assert LossStore(out / "seed0" / "mapping").settings().snapshot_rows == rows.size
+
+    # Only the snapshotted blocks are scored, and the cut is a share of them.
+    scored, fit = load_scored(out / "seed0" / "scored")
+    assert fit.num_samples == rows.size == len(scored) < n
+    assert np.array_equal(np.asarray(scored["sample_id"]), subset_ids)
+    k = round(0.1 * rows.size)
+    for name in ("final_loss_prune0.1", "random_prune0.1"):
+        budget = json.loads((out / "seed0" / "arms" / name / "done.json").read_text())["budget"]
+        # every block trains: the unscored ones kept with weight 1, k of the scored ones removed
+        assert (budget["num_samples"], budget["num_removed"]) == (n, k)
+        assert budget["loss_weight_total"] == n - k
+    no_intervention = json.loads((out / "seed0" / "arms" / "no_intervention" / "done.json").read_text())["budget"]
+    assert (no_intervention["num_samples"], no_intervention["num_removed"]) == (n, 0)
+
+    section = report["cartography"]["0"]
+    assert section["snapshot_subset"] == {
+        "scored_blocks": rows.size,
+        "unscored_blocks": n - rows.size,
+        "snapshot_seed": 7,
+    }
+    whole_copies = int((read_columns(scored, ["carto_canary_id"])["carto_canary_id"] >= 0).sum())
+    assert section["detection"]["targets"]["whole_canary"]["num_positive"] == whole_copies  # among the scored
+    text = (out / "report.md").read_text()
+    assert f"{rows.size:,} of {n:,} blocks (50.0%) are scored" in text
+
+    # The curated dataset holds the scored blocks, and its card says what the scores cover.
+    curated = load_from_disk(str(out / "curated"))
+    assert sorted(read_columns(curated, ["sample_id"])["sample_id"].tolist()) == sorted(subset_ids.tolist())
+    card = (out / "hub" / "README.md").read_text()
+    assert f"a fixed seeded subset of {rows.size:,} of {n:,} training rows (seed 7)" in card
+    assert "--snapshot_rows 0.5" in (out / "model_card.md").read_text()
+
+
+def test_keep_unscored_appends_the_unscored_blocks_with_weight_one():
+    import numpy as np
+    from datasets import Dataset
+
+    from hf_carto.experiment.training import ARM_COLUMNS, keep_unscored
+
+    arm = Dataset.from_dict(
+        {
+            "input_ids": [[1, 2], [3, 4]],
+            "labels": [[1, 2], [3, 4]],
+            "sample_id": [5, 9],
+            "carto_loss_weight": np.array([0.0, 0.5], dtype=np.float32),
+            "carto_sampling_weight": np.array([0.0, 1.0], dtype=np.float32),
+            "carto_keep": [False, True],
+            "carto_quadrant": [2, 0],
+        }
+    )
+    unscored = Dataset.from_dict({"input_ids": [[7, 8]], "labels": [[7, 8]], "sample_id": [6], "text": ["x"]})
+    both = keep_unscored(arm, unscored)
+    assert both.column_names == ARM_COLUMNS and both.features == arm.select_columns(ARM_COLUMNS).features
+    assert both["sample_id"] == [5, 9, 6]
+    assert both["carto_loss_weight"] == [0.0, 0.5, 1.0] and both["carto_sampling_weight"] == [0.0, 1.0, 1.0]
+    assert both["carto_keep"] == [False, True, True] and both["input_ids"][2] == [7, 8]

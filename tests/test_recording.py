@@ -248,7 +248,7 @@ def test_snapshots_of_a_seeded_subset_record_those_rows_exactly(tmp_path):
     those rows, training unchanged; the stock Trainer with the callback picks the same rows; the
     merge expects them and asks to select them from the full dataset."""
     from hf_carto import CartographyCallback
-    from hf_carto.merge import select_recorded_rows
+    from hf_carto.merge import select_recorded_rows, unrecorded_rows
     from hf_carto.recording import snapshot_subset
 
     full = recording_trainer(tmp_path / "full")
@@ -276,6 +276,9 @@ def test_snapshots_of_a_seeded_subset_record_those_rows_exactly(tmp_path):
     merged = add_loss_columns(chosen, tmp_path / "part", progress=False)
     np.testing.assert_array_equal(np.asarray(merged["sample_id"]), IDS[rows])
     np.testing.assert_allclose(np.asarray(merged["carto_loss_3"]), everything[:, 2], rtol=1e-5, atol=1e-6)
+    rest = unrecorded_rows(dataset, tmp_path / "part")  # the rows without scores, in the dataset's order
+    np.testing.assert_array_equal(np.asarray(rest["sample_id"]), np.delete(IDS, rows))
+    assert unrecorded_rows(dataset, tmp_path / "full") is None
     # The dataset card says that the scores cover a subset.
     from hf_carto import add_cartography, fit_cartography
     from hf_carto.hub import export_hub_layout

@@ -87,6 +87,16 @@ class CartoArguments:
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "One mapping run and all arms per seed."})
     burn_in: int = field(default=1, metadata={"help": "T_e in epochs: arms continue from this epoch's checkpoint."})
     snapshots_per_epoch: int = field(default=1, metadata={"help": "Eval-mode loss snapshots per epoch."})
+    snapshot_rows: float | None = field(
+        default=None,
+        metadata={
+            "help": "Snapshot a fixed seeded subset of the blocks, a fraction in (0, 1) or a number of blocks, for "
+            "corpora too big to pass over in full at every snapshot. Only those blocks are scored: the arms' "
+            "budgets, random controls and detectors draw from them, the other blocks train with weight 1 in "
+            "every arm, and the curated dataset holds the scored blocks. The report and the card say so."
+        },
+    )
+    snapshot_seed: int = field(default=0, metadata={"help": "Seed of the --snapshot_rows subset; one for all seeds."})
     eps: str = field(default="4.7055", metadata={"help": "Forget threshold: a number, quantile:q, min+d, min*(1+f)."})
     alpha_d: float = field(default=0.75)
     alpha_m: float = field(default=0.75)
@@ -196,6 +206,9 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
         problems.append("max_steps is not supported: the burn-in checkpoint and the arms are counted in epochs")
     if carto.snapshots_per_epoch < 1:
         problems.append(f"snapshots_per_epoch must be >= 1; got {carto.snapshots_per_epoch}")
+    rows = carto.snapshot_rows
+    if rows is not None and not (0.0 < rows < 1.0 or (rows >= 1.0 and float(rows).is_integer())):
+        problems.append(f"snapshot_rows must be a fraction in (0, 1) or a whole number of blocks; got {rows}")
     if carto.leak_k is not None and not 1 <= carto.leak_k <= data_args.block_size // 2:
         problems.append(
             f"leak_k must be in [1, block_size / 2] = [1, {data_args.block_size // 2}]; got {carto.leak_k}"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,15 @@ def _cartography(report: dict) -> list[str]:
             f"{c['eps']:.4g}, tau_d = {c['tau_d']:.4g}, tau_m = {c['tau_m']:.4g}; {c['num_with_forget_events']} of "
             f"{c['num_samples']} blocks have a forget event; quadrants {c['quadrant_counts']}"
         )
+        subset = c.get("snapshot_subset")
+        if subset:
+            scored, total = subset["scored_blocks"], subset["scored_blocks"] + subset["unscored_blocks"]
+            lines.append(
+                f"  - snapshots covered a fixed seeded subset (--snapshot_rows, seed {subset['snapshot_seed']}): "
+                f"{scored:,} of {total:,} blocks ({scored / total:.1%}) are scored. Budgets, random controls, "
+                f"detectors and the curated dataset are those blocks; the other {total - scored:,} train with "
+                "weight 1 in every arm."
+            )
         lines += [_cut_line(cut) for cut in c["budget_cuts"]]
     lines += _regime(report)
     first = next(iter(report["cartography"].values()))
@@ -344,19 +354,23 @@ def _model_card(report: dict, model_args: ModelArguments, data_args, carto: Cart
         {"arm": arm, **{key: entry[key]["values"] for key, _, _ in METRICS if key != "perplexity_change"}}
         for arm, entry in report["summary"].items()
     ]
+    curation = {
+        "burn-in (epochs)": carto.burn_in,
+        "eps": carto.eps,
+        "alpha_d / alpha_m": f"{carto.alpha_d} / {carto.alpha_m}",
+        "hotspot loss weight": carto.alpha,
+        "up-sampling of ambiguous-hard": carto.gamma,
+        "remove noisy outliers": carto.remove_noisy,
+        "seeds": carto.seeds,
+    }
+    if carto.snapshot_rows:
+        rows = f"--snapshot_rows {carto.snapshot_rows:g}, seed {carto.snapshot_seed}"
+        curation["scored blocks"] = f"a fixed seeded subset ({rows}); the other blocks trained with weight 1"
     return render_model_card(
         repo_id=model_id,
         base_model=model_args.model_name_or_path or f"{model_args.config_name} config, trained from scratch",
         dataset_id=dataset_id,
-        curation={
-            "burn-in (epochs)": carto.burn_in,
-            "eps": carto.eps,
-            "alpha_d / alpha_m": f"{carto.alpha_d} / {carto.alpha_m}",
-            "hotspot loss weight": carto.alpha,
-            "up-sampling of ambiguous-hard": carto.gamma,
-            "remove noisy outliers": carto.remove_noisy,
-            "seeds": carto.seeds,
-        },
+        curation=curation,
         results=results,
         k=data_args.contamination_k,
         conclusion=report["conclusion"],
@@ -368,7 +382,7 @@ def write_outputs(
     report: dict, seeds_data: dict, canaries, model_args, data_args, carto, training, out: Path, tokenizer=None
 ) -> None:
     """Figures, the curated dataset (save_to_disk and Hub layout), the model card; push if asked."""
-    from hf_carto import apply_interventions, cartography_summary, plot_tradeoffs
+    from hf_carto import LossStore, apply_interventions, cartography_summary, plot_tradeoffs
     from hf_carto.hub import export_hub_layout, mark_private, push_curated_dataset, push_model
     from hf_carto.io import save_scored
 
@@ -378,7 +392,10 @@ def write_outputs(
     plot_tradeoffs(tradeoff_points(report["rows"]), out)
     curated = apply_interventions(scored, gamma=carto.gamma, alpha=carto.alpha, remove_noisy=carto.remove_noisy)
     curated = curated.remove_columns("labels")  # the same tokens as input_ids
-    save_scored(curated, out / "curated", fit=fit, summary=cartography_summary(curated, fit), overwrite=True)
+    # what the mapping run's snapshots covered (every block, or the --snapshot_rows subset): the card says it
+    recording = dataclasses.asdict(LossStore(out / f"seed{seed}" / "mapping").settings())
+    summary = {**cartography_summary(curated, fit), "recording": recording}
+    save_scored(curated, out / "curated", fit=fit, summary=summary, overwrite=True)
     mark_private(out / "curated", "every training block, the canary blocks and the columns that mark them")
     dataset_id = carto.hub_dataset_id or default_dataset_id(data_args)
     export_hub_layout(
@@ -389,6 +406,7 @@ def write_outputs(
         data_map=True,
         license=carto.license,
         secrets=[c.secret for c in canaries],
+        recording=recording,
         overwrite=True,
     )
     model_id = training.hub_model_id or "your-name/gpt2-gendatacarto"

@@ -27,7 +27,7 @@ from .arguments import CartoArguments, DataArguments, ModelArguments, is_local
 # How the data is read, not what it is: the same blocks either way.
 RESUMABLE = {"preset", "overwrite_output_dir", "hub_dataset_id", "license", "preprocessing_num_workers", "streaming"}
 # Settings recorded only when used, so that runs made before they existed still resume.
-RECORDED_WHEN_SET = {"detectors", "downweight_fractions"}
+RECORDED_WHEN_SET = {"detectors", "downweight_fractions", "snapshot_rows", "snapshot_seed"}
 # The training arguments that decide the results (the others are logging, saving, devices...).
 TRAINING_SETTINGS = (
     "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "learning_rate",

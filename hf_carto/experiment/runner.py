@@ -19,7 +19,7 @@ from .evaluation import eval_settings, evaluate_saved_model, leakage_probes, tra
 from .outputs import format_markdown, write_outputs
 from .results import MAPPING_RUN, arm_rows, build_report, cartography_section
 from .run_folder import StageTimer, open_run_folder, record_settings, run_settings, write_json
-from .training import add_row_evidence, make_arms, mapping_run, score_blocks, train_arm
+from .training import add_row_evidence, keep_unscored, make_arms, mapping_run, score_blocks, train_arm
 
 
 @dataclass
@@ -32,6 +32,7 @@ class SeedResult:
     trained: dict[str, tuple[str, dict]] = field(default_factory=dict)  # arm -> (family, done info)
     member_mask: list[bool] = field(default_factory=list)
     cuts: list[dict] = field(default_factory=list)  # the pruning cuts build_arms made
+    unscored: Any = None  # the blocks --snapshot_rows left out (None: every block was scored)
 
 
 def _report_to(training) -> list[str]:
@@ -51,6 +52,8 @@ def _check_push(carto: CartoArguments, training) -> None:
 
 def train_seed(seed: int, model_args, carto: CartoArguments, training, data: PreparedData, out: Path, state, timer):
     """Mapping run, scores, arms and their continuation for one seed (every process)."""
+    from hf_carto.merge import unrecorded_rows
+
     seed_dir = out / f"seed{seed}"
     with timer("mapping"):
         mapping = mapping_run(seed, model_args, carto, training, data.blocks, data.tokenizer, seed_dir, state)
@@ -66,10 +69,12 @@ def train_seed(seed: int, model_args, carto: CartoArguments, training, data: Pre
     if carto.row_evidence:
         with timer("row evidence"):
             scored = add_row_evidence(scored, seed_dir / "mapping", carto, training, seed_dir / "evidence", state)
-    result = SeedResult(mapping, scored, fit)
+    result = SeedResult(mapping, scored, fit, unscored=unrecorded_rows(data.blocks, seed_dir / "mapping"))
     epochs = int(training.num_train_epochs) - carto.burn_in
     with timer("continuation"):
         arms, result.cuts = make_arms(scored, carto, seed, fit=fit)
+        if result.unscored is not None:  # budgets and controls come from the scored blocks; the rest train as is
+            arms = {name: (family, keep_unscored(arm, result.unscored)) for name, (family, arm) in arms.items()}
         result.member_mask = trained_by_every_arm(arms, data.eval_sets["member_ids"])
         for name, (family, arm) in arms.items():
             info = train_arm(name, arm, mapping["checkpoint"], epochs, training, seed_dir / "arms" / name, seed, state)
@@ -141,6 +146,13 @@ def _run(model_args, data_args, carto, training, settings: dict, out: Path, stat
         leave_process_group()
         return None
     cartography = {str(seed): cartography_section(r.scored, r.fit, r.cuts) for seed, r in results.items()}
+    for seed, r in results.items():
+        if r.unscored is not None:
+            cartography[str(seed)]["snapshot_subset"] = {
+                "scored_blocks": len(r.scored),
+                "unscored_blocks": len(r.unscored),
+                "snapshot_seed": carto.snapshot_seed,
+            }
     with timer("detection"):
         for seed, r in results.items():
             cartography[str(seed)]["detection"] = detection_section(r.scored, r.fit, carto, seed, out)

@@ -82,7 +82,13 @@ def _train_mapping(seed, model_args, carto, training, blocks, tokenizer, run_dir
         args=training_args(training, output_dir=str(run_dir), seed=seed, num_train_epochs=epochs),
         train_dataset=blocks.select_columns(["input_ids", "labels", "sample_id"]),
         data_collator=default_data_collator,
-        recording=RecordingConfig(mode="eval", snapshot_every=every, overwrite=True),
+        recording=RecordingConfig(
+            mode="eval",
+            snapshot_every=every,
+            overwrite=True,
+            snapshot_rows=carto.snapshot_rows,
+            snapshot_seed=carto.snapshot_seed,
+        ),
         callbacks=[SaveBurnIn()],
     )
     checkpoint = last_complete_checkpoint(run_dir)
@@ -134,21 +140,40 @@ def score_blocks(blocks, recording_dir: Path, burn_in_step: int, carto: CartoArg
     ``scored_dir`` once (its ``done.json`` last), then read back. Returns ``(scored, fit)``.
 
     ``burn_in_step`` is the optimizer step of the burn-in checkpoint: the snapshots taken up to it
-    are the burn-in window of the difficulty score.
+    are the burn-in window of the difficulty score. With ``--snapshot_rows`` only the snapshotted
+    blocks are scored (:func:`hf_carto.merge.unrecorded_rows` gives the others).
     """
     from hf_carto import LossStore, add_cartography, add_loss_columns, cartography_summary, fit_cartography
     from hf_carto.io import load_scored, save_scored
+    from hf_carto.merge import select_recorded_rows
 
     if (scored_dir / DONE).exists():
         return load_scored(scored_dir)
-    snapshots = LossStore(recording_dir).completed()
-    burn_in = sum(1 for info in snapshots.values() if info["step"] <= burn_in_step)
-    data = add_loss_columns(blocks, recording_dir)
+    store = LossStore(recording_dir)
+    burn_in = sum(1 for info in store.completed().values() if info["step"] <= burn_in_step)
+    data = add_loss_columns(select_recorded_rows(blocks, recording_dir), recording_dir)
     fit = fit_cartography(data, burn_in=burn_in, eps=carto.eps, alpha_d=carto.alpha_d, alpha_m=carto.alpha_m)
     scored = add_cartography(data, fit)
-    save_scored(scored, scored_dir, fit=fit, summary=cartography_summary(scored, fit), overwrite=True)
+    summary = cartography_summary(scored, fit)
+    summary["recording"] = dataclasses.asdict(store.settings())  # the card says what the snapshots covered
+    save_scored(scored, scored_dir, fit=fit, summary=summary, overwrite=True)
     write_json(scored_dir / DONE, {"num_samples": len(scored), "burn_in_snapshots": burn_in})
     return scored, fit
+
+
+def keep_unscored(arm, unscored):
+    """``arm`` (its training columns) followed by the ``unscored`` blocks, each kept with loss and
+    sampling weight 1: what every arm does with the blocks it has no scores for."""
+    from datasets import concatenate_datasets
+
+    from hf_carto.columns import KEEP, LOSS_WEIGHT, SAMPLING_WEIGHT
+
+    arm = arm.select_columns(ARM_COLUMNS)
+    neutral = unscored.select_columns(["input_ids", "labels", "sample_id"])
+    n = len(neutral)
+    for name, values in ((LOSS_WEIGHT, np.ones(n)), (SAMPLING_WEIGHT, np.ones(n)), (KEEP, np.ones(n, dtype=bool))):
+        neutral = neutral.add_column(name, values, feature=arm.features[name])
+    return concatenate_datasets([arm, neutral.cast(arm.features)])
 
 
 def add_row_evidence(scored, mapping_dir: Path, carto: CartoArguments, training, evidence_dir: Path, state):
