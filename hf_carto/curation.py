@@ -54,7 +54,6 @@ from .scores import (
     assign_quadrants,
     check_alpha,
     check_burn_in,
-    count_forget_events,
     eps_from_min,
     parse_eps,
 )
@@ -83,13 +82,67 @@ def _matrix(columns: tuple[Any, ...]) -> np.ndarray:
     return np.stack([np.asarray(col, dtype=np.float64) for col in columns], axis=1)
 
 
-def _iter_loss_batches(
-    dataset: Dataset, columns: list[str], batch_size: int
-) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-    """Yield ``(start_row, losses (B, T), sample_ids or None)`` reading only the needed columns."""
-    wanted = columns + ([SAMPLE_ID] if SAMPLE_ID in dataset.column_names else [])
-    for start, batch in iter_columns(dataset, wanted, batch_size):
-        yield start, _matrix(tuple(batch[c] for c in columns)), batch.get(SAMPLE_ID)
+def _as_numpy(column: Any) -> np.ndarray:
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        return column.to_numpy(zero_copy_only=False)
+    return np.asarray(column)
+
+
+def _is_clean(columns: list[np.ndarray], allow_negative: bool) -> bool:
+    """Whether every value is finite (and >= 0 unless ``allow_negative``): a min and a max per
+    column, which NaN propagates into, decide it without a per-value mask."""
+    low = -math.inf if allow_negative else 0.0
+    for column in columns:
+        if column.size:
+            smallest, largest = column.min(), column.max()
+            if not (smallest >= low and -math.inf < smallest and largest < math.inf):
+                return False
+    return True
+
+
+def _checked_columns(
+    dataset: Dataset, columns: list[str], batch_size: int, allow_nonfinite: bool, allow_negative: bool, check=True
+) -> Iterator[list[np.ndarray]]:
+    """Yield each batch's loss columns, restricted to its rows with finite losses; with ``check``,
+    after the last batch raise if any loss was refused, every batch checked first so that the
+    message counts all offending rows.
+
+    A batch whose values are all accepted (the normal case) goes through as the stored arrays; only
+    a batch with a refused or non-finite value is made a float64 matrix, masked, and has its
+    ``sample_id``s read to name the rows.
+    """
+    nonfinite = _Refused("non-finite (NaN or inf)", "allow_nonfinite=True (hf-carto score --allow-nonfinite)")
+    negative = _Refused("negative", "allow_negative=True (hf-carto score --allow-negative)")
+    ids_view = None
+    for start, batch in iter_columns(dataset, columns, batch_size):
+        arrays = [batch[c] for c in columns]
+        if _is_clean(arrays, allow_negative):
+            yield arrays
+            continue
+        losses = _matrix(arrays)
+        finite = np.isfinite(losses)
+        if check:
+            ids = None
+            if SAMPLE_ID in dataset.column_names:
+                if ids_view is None:
+                    ids_view = dataset.select_columns([SAMPLE_ID]).with_format("arrow")
+                ids = ids_view[start : start + losses.shape[0]].column(SAMPLE_ID).to_numpy()
+            if not allow_nonfinite:
+                nonfinite.add(~finite, start, ids)
+            if not allow_negative:
+                negative.add(finite & (losses < 0), start, ids)
+        rows = finite.all(axis=1)
+        kept = losses if rows.all() else losses[rows]
+        yield [kept[:, t] for t in range(kept.shape[1])]
+    refused = [r for r in (nonfinite, negative) if r.rows]
+    if refused:
+        label = "sample_ids" if SAMPLE_ID in dataset.column_names else "rows"
+        problems = "; ".join(r.describe(len(dataset), columns, label) for r in refused)
+        options = " or ".join(r.option for r in refused)
+        raise ValueError(
+            f"{problems}. A cross-entropy loss is a finite number >= 0: were these columns recorded or edited "
+            f"by something else? Pass {options} to score them as they are"
+        )
 
 
 def _check_loss_types(dataset: Dataset, columns: list[str]) -> None:
@@ -134,33 +187,6 @@ class _Refused:
         return f"{self.rows} of {total} rows have {self.kind} losses (in {shown}); first {label}: {self.first}"
 
 
-def _checked_batches(
-    dataset: Dataset, columns: list[str], batch_size: int, allow_nonfinite: bool, allow_negative: bool
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(losses, finite_rows)`` per batch; after the last batch, raise if any loss was refused.
-
-    Every batch is checked before the error is raised, so the message counts all offending rows.
-    """
-    nonfinite = _Refused("non-finite (NaN or inf)", "allow_nonfinite=True (hf-carto score --allow-nonfinite)")
-    negative = _Refused("negative", "allow_negative=True (hf-carto score --allow-negative)")
-    for start, losses, ids in _iter_loss_batches(dataset, columns, batch_size):
-        finite = np.isfinite(losses)
-        if not allow_nonfinite:
-            nonfinite.add(~finite, start, ids)
-        if not allow_negative:
-            negative.add(finite & (losses < 0), start, ids)
-        yield losses, finite.all(axis=1)
-    refused = [r for r in (nonfinite, negative) if r.rows]
-    if refused:
-        label = "sample_ids" if SAMPLE_ID in dataset.column_names else "rows"
-        problems = "; ".join(r.describe(len(dataset), columns, label) for r in refused)
-        options = " or ".join(r.option for r in refused)
-        raise ValueError(
-            f"{problems}. A cross-entropy loss is a finite number >= 0: were these columns recorded or edited "
-            f"by something else? Pass {options} to score them as they are"
-        )
-
-
 def _refused_in_batch(losses: np.ndarray, allow_nonfinite: bool, allow_negative: bool) -> str | None:
     finite = np.isfinite(losses)
     problems = []
@@ -171,11 +197,35 @@ def _refused_in_batch(losses: np.ndarray, allow_nonfinite: bool, allow_negative:
     return " and ".join(problems) or None
 
 
-def _batch_scores(losses: np.ndarray, burn_in: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """d and m for one batch; the same arithmetic in the fit and the map keeps them identical."""
-    d = losses[:, :burn_in].mean(axis=1)
-    m = count_forget_events(losses, eps) / float(losses.shape[1] - 1)
-    return d, m
+def _difficulty(columns: list[np.ndarray], burn_in: int) -> np.ndarray:
+    """d of a batch from its loss columns: the mean of the first ``burn_in`` as float64, the same
+    arithmetic as ``matrix[:, :burn_in].mean(axis=1)`` (only those columns are made a matrix).
+    One or two columns need no matrix: a single float64 addition rounds the same in any order."""
+    first = np.asarray(columns[0], dtype=np.float64)
+    if burn_in == 1:
+        return first / 1.0
+    if burn_in == 2:
+        total = first + np.asarray(columns[1], dtype=np.float64)
+        total /= 2.0
+        return total
+    return np.stack([np.asarray(c, dtype=np.float64) for c in columns[:burn_in]], axis=1).mean(axis=1)
+
+
+def _forget_counts(columns: list[np.ndarray], eps: float) -> np.ndarray:
+    """Forget events per row from the loss columns, as :func:`hf_carto.scores.count_forget_events` counts them on
+    the matrix: the comparisons are made in float64 whatever the columns' type."""
+    eps = np.float64(eps)
+    counts = np.zeros(columns[0].shape[0], dtype=np.uint8 if len(columns) < 256 else np.int64)
+    below = columns[0] < eps
+    for column in columns[1:]:
+        counts += below & (column > eps)
+        below = column < eps
+    return counts
+
+
+def _batch_scores(columns: list[np.ndarray], burn_in: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """d and m of one batch; the same arithmetic in the fit and the map keeps them identical."""
+    return _difficulty(columns, burn_in), _forget_counts(columns, eps) / float(len(columns) - 1)
 
 
 @dataclass(frozen=True)
@@ -215,15 +265,18 @@ class CartographyFit:
                 f"this fit combines {self.num_runs} runs: score with add_cartography(list_of_runs, fit), "
                 "not one run's losses"
             )
-        losses = _matrix(columns)
-        # add_cartography checked every row with its sample_id first; this guards a direct map.
-        refused = _refused_in_batch(losses, self.allow_nonfinite, self.allow_negative)
-        if refused:
-            raise ValueError(
-                f"a batch of {losses.shape[0]} rows has {refused} in {self.loss_columns[0]}..{self.loss_columns[-1]}; "
-                "add_cartography names their sample_ids"
-            )
-        d, m = _batch_scores(losses, self.burn_in, self.eps)
+        arrays = [_as_numpy(c) for c in columns]
+        if not _is_clean(arrays, self.allow_negative):
+            losses = _matrix(arrays)
+            # add_cartography checked every row with its sample_id first; this guards a direct map.
+            refused = _refused_in_batch(losses, self.allow_nonfinite, self.allow_negative)
+            if refused:
+                raise ValueError(
+                    f"a batch of {losses.shape[0]} rows has {refused} in "
+                    f"{self.loss_columns[0]}..{self.loss_columns[-1]}; add_cartography names their sample_ids"
+                )
+            arrays = [losses[:, t] for t in range(losses.shape[1])]
+        d, m = _batch_scores(arrays, self.burn_in, self.eps)
         quadrant = (d > self.tau_d).astype(np.int64) + 2 * (m > self.tau_m).astype(np.int64)
         return {DIFFICULTY: d, MEMORIZATION: m, QUADRANT: quadrant}
 
@@ -402,21 +455,16 @@ def _streamed_scores(
     state = {"passes": 0, "rows": 0, "smallest": math.inf, "eps": parameter if kind == "value" else None}
     forget = np.zeros(num_snapshots, dtype=np.int64)  # rows by number of forget events
 
-    def fitted_rows():
-        """The rows the fit uses, batch by batch; the first call checks every value."""
+    def fitted_columns():
+        """The loss columns of the rows the fit uses, batch by batch; the first call checks every value."""
         state["passes"] += 1
         first = state["passes"] == 1
-        if first:
-            batches = _checked_batches(dataset, columns, batch_size, allow_nonfinite, allow_negative)
-        else:
-            batches = ((b, np.isfinite(b).all(axis=1)) for _, b, _ in _iter_loss_batches(dataset, columns, batch_size))
-        for losses, finite in batches:
-            rows = losses if finite.all() else losses[finite]
+        for batch in _checked_columns(dataset, columns, batch_size, allow_nonfinite, allow_negative, check=first):
             if first:
-                state["rows"] += rows.shape[0]
-                if rows.size:
-                    state["smallest"] = min(state["smallest"], float(rows.min()))
-            yield rows
+                state["rows"] += batch[0].shape[0]
+                if batch[0].size and kind in ("min_plus", "min_times"):
+                    state["smallest"] = min(state["smallest"], *(float(c.min()) for c in batch))
+            yield batch
 
     def check_count(count: int) -> int:
         if count == 0:
@@ -433,17 +481,21 @@ def _streamed_scores(
             ranks["below"], ranks["above"], ranks["weight"] = linear_quantile_ranks(check_count(count), parameter)
             return sorted({ranks["below"], ranks["above"]})
 
-        found = select_ranks(lambda: (r.astype(np.float32, copy=False) for r in fitted_rows()), eps_ranks, np.float32)
+        found = select_ranks(
+            lambda: (c.astype(np.float32, copy=False) for batch in fitted_columns() for c in batch),
+            eps_ranks,
+            np.float32,
+        )
         state["eps"] = lerp(found[ranks["below"]], found[ranks["above"]], ranks["weight"])
 
     def difficulties():
         if state["eps"] is None and state["passes"] >= 1:  # a min policy: the check pass found the minimum
             state["eps"] = eps_from_min(kind, parameter, state["smallest"])
         counting = state["eps"] is not None and not forget.any()
-        for rows in fitted_rows():
+        for batch in fitted_columns():
             if counting:
-                forget[:] += np.bincount(count_forget_events(rows, state["eps"]), minlength=num_snapshots)
-            yield rows[:, :burn_in].mean(axis=1)  # d exactly as _batch_scores computes it
+                forget[:] += np.bincount(_forget_counts(batch, state["eps"]), minlength=num_snapshots)
+            yield _difficulty(batch, burn_in)  # d exactly as _batch_scores computes it
 
     def d_rank(count: int) -> list[int]:
         return [inverted_cdf_rank(check_count(count), alpha_d)]
@@ -464,7 +516,8 @@ def _run_reader(batch_size: int, allow_negative: bool):
 
     def read(run: Dataset, columns: list[str]) -> np.ndarray:
         _check_loss_types(run, columns)
-        return np.concatenate([b for b, _ in _checked_batches(run, columns, batch_size, False, allow_negative)])
+        batches = _checked_columns(run, columns, batch_size, False, allow_negative)
+        return np.concatenate([_matrix(batch) for batch in batches])
 
     return read
 
@@ -596,7 +649,7 @@ def add_cartography(
         _check_loss_types(dataset, columns)
         # One streaming pass over the loss columns, so that a refused row is named by its
         # sample_id (the map function sees only the losses) and nothing is labelled before.
-        for _ in _checked_batches(dataset, columns, batch_size, fit.allow_nonfinite, fit.allow_negative):
+        for _ in _checked_columns(dataset, columns, batch_size, fit.allow_nonfinite, fit.allow_negative):
             pass
     new = {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()}
     options = dict(
@@ -605,6 +658,7 @@ def add_cartography(
         input_columns=list(fit.loss_columns),
         num_proc=num_proc,
         desc="Scoring (difficulty, memorization, quadrant)",
+        writer_batch_size=batch_size,  # datasets' default (1,000 rows a write) costs more than the scoring
     )
     if dataset._indices is not None:  # a shuffled or filtered view: map it whole, as datasets does
         return dataset.map(fit, features=_with_columns(dataset, new), **options)

@@ -382,3 +382,28 @@ def test_scoring_keeps_a_restricted_format_as_map_does(losses, kind):
     assert scored.format["type"] == by_map.format["type"] == kind
     assert sorted(scored.format["columns"]) == sorted(by_map.format["columns"])
     assert sorted(scored[0]) == sorted(by_map[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_column_scores_equal_the_matrix_arithmetic_to_the_bit(dtype):
+    """The fit and the map score a batch from its columns; the values are those of the float64
+    matrix formulas (mean of the burn-in slice, count_forget_events), bit for bit, whatever the
+    column type, with exponents spread wide and eps between two float32 values."""
+    from hf_carto.curation import _difficulty, _forget_counts
+    from hf_carto.scores import count_forget_events
+
+    rng = np.random.default_rng(5)
+    for snapshots in (2, 3, 9, 12):
+        if dtype is np.int64:  # large integers round when made float64
+            values = rng.integers(0, 2**62, size=(500, snapshots)) >> rng.integers(0, 62, size=(500, snapshots))
+        else:
+            scale = 10.0 ** rng.integers(-30, 30, size=(500, snapshots))
+            values = np.abs(rng.standard_normal((500, snapshots)) * scale).astype(dtype)
+        values[:20] = np.float32(4.7055)  # ties with eps once rounded to float32
+        columns = [values[:, t].copy() for t in range(snapshots)]
+        matrix = values.astype(np.float64)
+        for burn_in in range(1, snapshots):
+            want = matrix[:, :burn_in].mean(axis=1)
+            assert _difficulty(columns, burn_in).tobytes() == want.tobytes()
+        for eps in (4.7055, float(np.float32(4.7055)), 1e-20, 3.0):
+            np.testing.assert_array_equal(_forget_counts(columns, eps), count_forget_events(matrix, eps))
