@@ -85,7 +85,9 @@ def _matrix(columns: tuple[Any, ...]) -> np.ndarray:
 def _as_numpy(column: Any) -> np.ndarray:
     if isinstance(column, (pa.Array, pa.ChunkedArray)):
         return column.to_numpy(zero_copy_only=False)
-    return np.asarray(column)
+    array = np.asarray(column)
+    # A Python list with None (a null) is an object array: float64, None as NaN, as _matrix reads it.
+    return array.astype(np.float64) if array.dtype == object else array
 
 
 def _is_clean(columns: list[np.ndarray], allow_negative: bool) -> bool:
@@ -200,15 +202,24 @@ def _refused_in_batch(losses: np.ndarray, allow_nonfinite: bool, allow_negative:
 def _difficulty(columns: list[np.ndarray], burn_in: int) -> np.ndarray:
     """d of a batch from its loss columns: the mean of the first ``burn_in`` as float64, the same
     arithmetic as ``matrix[:, :burn_in].mean(axis=1)`` (only those columns are made a matrix).
-    One or two columns need no matrix: a single float64 addition rounds the same in any order."""
+    One or two columns need no matrix; they are added as numpy's reduction adds them, from a 0.0
+    start after the first value (which is what turns a -0.0 mean into 0.0)."""
     first = np.asarray(columns[0], dtype=np.float64)
     if burn_in == 1:
-        return first / 1.0
+        return (first + 0.0) / 1.0
     if burn_in == 2:
-        total = first + np.asarray(columns[1], dtype=np.float64)
+        total = first + (0.0 + np.asarray(columns[1], dtype=np.float64))
         total /= 2.0
         return total
     return np.stack([np.asarray(c, dtype=np.float64) for c in columns[:burn_in]], axis=1).mean(axis=1)
+
+
+def _as_float32(column: np.ndarray) -> np.ndarray:
+    """The float32 values of the quantile eps, through float64 as the matrix holds them (an int64
+    above 2^53 rounds differently straight to float32)."""
+    if column.dtype.kind == "f" and column.dtype.itemsize >= 4:
+        return column.astype(np.float32, copy=False)
+    return np.asarray(column, dtype=np.float64).astype(np.float32)
 
 
 def _forget_counts(columns: list[np.ndarray], eps: float) -> np.ndarray:
@@ -482,7 +493,7 @@ def _streamed_scores(
             return sorted({ranks["below"], ranks["above"]})
 
         found = select_ranks(
-            lambda: (c.astype(np.float32, copy=False) for batch in fitted_columns() for c in batch),
+            lambda: (_as_float32(c) for batch in fitted_columns() for c in batch),
             eps_ranks,
             np.float32,
         )

@@ -206,19 +206,30 @@ def dataset_card(
         "memorization (fraction of snapshot transitions in which it was forgotten after being fitted), its "
         "quadrant, and the intervention weights for continued training."
     )
+    recording = summary.get("recording") or {}
+    covered, source_rows = recording.get("snapshot_rows"), recording.get("num_samples")
+    if covered and source_rows and covered < source_rows:  # scores exist for a subset only: say which rows these are
+        rows, other = (
+            f"The {covered:,} rows of the {source_rows:,}-row source training set that its loss snapshots covered (a "
+            f"fixed seeded subset), ",
+            f" The other {source_rows - covered:,} rows have no scores and are not in this dataset.",
+        )
+    else:
+        rows, other = "", ""
     if withheld_rows:
         total = len(dataset) + withheld_rows
         lines += [
-            f"The rows of the source training set, {labelled} **{withheld_rows:,} of {total:,} rows are withheld**: "
-            "the canary rows, which hold test sequences with random secrets inserted into the training data to "
-            "measure memorization; publishing them would publish the secrets. No other row is left out here; "
-            "`carto_keep` says which rows the curated training uses.",
+            f"{rows or 'The rows of the source training set, '}{labelled} **{withheld_rows:,} of {total:,} rows are "
+            "withheld**: the canary rows, which hold test sequences with random secrets inserted into the training "
+            "data to measure memorization; publishing them would publish the secrets. No other row "
+            f"{'of these ' if rows else ''}is left out here; `carto_keep` says which rows the curated training "
+            f"uses.{other}",
             "",
         ]
     else:
         lines += [
-            f"Every row of the source training set, {labelled} No row is dropped here; `carto_keep` says which "
-            "rows the curated training uses.",
+            f"{rows or 'Every row of the source training set, '}{labelled} No row {'of these ' if rows else ''}is "
+            f"dropped here; `carto_keep` says which rows the curated training uses.{other}",
             "",
         ]
     if withheld_columns:

@@ -246,11 +246,13 @@ def parse_eps(spec: float | str) -> tuple[str, float]:
 
 
 def eps_from_min(kind: str, parameter: float, smallest_loss: float) -> float:
-    """Resolve a ``min_plus`` / ``min_times`` policy given the smallest recorded loss."""
+    """Resolve a ``min_plus`` / ``min_times`` policy given the smallest recorded loss. A zero eps
+    is +0.0 whichever signed zero the minimum was (which one a minimum over both returns depends
+    on the order it reads them in)."""
     if kind == "min_plus":
-        return _check_eps(smallest_loss + parameter)
+        return _check_eps(smallest_loss + parameter) + 0.0
     if kind == "min_times":
-        return _check_eps(smallest_loss * parameter)
+        return _check_eps(smallest_loss * parameter) + 0.0
     raise ValueError(f"eps policy kind {kind!r} is not relative to the minimum loss")
 
 

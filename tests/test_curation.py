@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -407,3 +408,23 @@ def test_column_scores_equal_the_matrix_arithmetic_to_the_bit(dtype):
             assert _difficulty(columns, burn_in).tobytes() == want.tobytes()
         for eps in (4.7055, float(np.float32(4.7055)), 1e-20, 3.0):
             np.testing.assert_array_equal(_forget_counts(columns, eps), count_forget_events(matrix, eps))
+
+
+def test_a_direct_map_over_python_lists_reads_none_as_a_non_finite_loss():
+    """``dataset.map(fit, batched=True, input_columns=...)`` in the default Python format: a None
+    (a null) is a non-finite loss, refused by name, or scored as NaN when the fit allows it."""
+    columns = {
+        "carto_loss_1": [1.0, None, 2.0, 0.1],
+        "carto_loss_2": [0.1, 3.0, None, 2.0],
+        "carto_loss_3": [2.0, 0.1, 1.0, 0.1],
+    }
+    names = list(columns)
+    dataset = Dataset.from_dict(columns)
+    fit = fit_cartography(dataset, burn_in=1, eps=0.5, allow_nonfinite=True)
+    mapped = dataset.map(fit, batched=True, input_columns=names)
+    d = np.asarray(mapped["carto_difficulty"], dtype=np.float64)
+    assert np.isnan(d[1]) and d[[0, 2, 3]].tolist() == [1.0, 2.0, 0.1]
+    assert mapped["carto_memorization"] == [0.5, 0.0, 0.0, 0.5]
+    strict = dataclasses.replace(fit, allow_nonfinite=False)
+    with pytest.raises(ValueError, match=r"a batch of 4 rows has 2 rows with non-finite \(NaN or inf\) losses"):
+        dataset.map(strict, batched=True, input_columns=names)

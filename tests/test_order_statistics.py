@@ -9,7 +9,7 @@ import pytest
 from datasets import Dataset
 
 import hf_carto.order_statistics as order_statistics
-from hf_carto import assign_quadrants, difficulty, fit_cartography, memorization, resolve_eps
+from hf_carto import add_cartography, assign_quadrants, difficulty, fit_cartography, memorization, resolve_eps
 from hf_carto.order_statistics import inverted_cdf_rank, lerp, linear_quantile_ranks, select_ranks
 
 
@@ -105,3 +105,36 @@ def test_streamed_fit_leaves_out_non_finite_rows_when_allowed(monkeypatch):
     eps_value = resolve_eps(kept, "quantile:0.4")
     reference = assign_quadrants(difficulty(kept, 1), memorization(kept, eps_value), 0.75, 0.75)
     assert (fit.eps, fit.tau_d, fit.tau_m) == (eps_value, reference.tau_d, reference.tau_m)
+
+
+def test_streamed_fit_and_scores_equal_the_whole_matrix_on_signed_zeros():
+    """-0.0 next to 0.0: a mean or a minimum can keep either sign, depending on the order of the
+    arithmetic; the streamed fit and the columns written give what the whole matrix gives."""
+    rng = np.random.default_rng(11)
+    losses = rng.choice(np.array([-0.0, 0.0, 0.5, 2.0], dtype=np.float32), size=(200, 4))
+    for eps in ["min*2", "min+0.5", "quantile:0.3", 0.25]:
+        for burn_in in (1, 2, 3):
+            fit = fit_cartography(_dataset(losses), burn_in=burn_in, eps=eps, batch_size=17)
+            eps_value = resolve_eps(losses, eps)
+            d, m = difficulty(losses, burn_in), memorization(losses, eps_value)
+            reference = assign_quadrants(d, m, 0.75, 0.75)
+            assert repr(fit.eps) == repr(eps_value)  # the sign of a zero too
+            assert (repr(fit.tau_d), fit.tau_m) == (repr(reference.tau_d), reference.tau_m)
+            scored = add_cartography(_dataset(losses), fit)
+            assert np.asarray(scored["carto_difficulty"]).tobytes() == d.tobytes()
+            assert np.array_equal(np.asarray(scored["carto_memorization"]), m)
+
+
+def test_streamed_quantile_eps_reads_integer_losses_as_float64_first():
+    """Integer loss columns are read as the float64 values a matrix would hold, then rounded to
+    float32 for a quantile eps: int64 past 2^53 rounds differently straight to float32."""
+    rng = np.random.default_rng(12)
+    # half a float32 step above an even float32 value, plus 1: float64 drops the 1 and float32 then
+    # rounds the tie down to even; straight to float32 the 1 rounds it up
+    losses = 2**54 + rng.integers(0, 2**9, size=(200, 4)) * 2**32 + 2**30 + 1
+    assert (losses.astype(np.float32) != losses.astype(np.float64).astype(np.float32)).all()
+    for eps in ["quantile:0.5", "quantile:0.9"]:
+        from_integers = fit_cartography(_dataset(losses), burn_in=2, eps=eps, batch_size=17)
+        from_floats = fit_cartography(_dataset(losses.astype(np.float64)), burn_in=2, eps=eps, batch_size=17)
+        assert from_integers == from_floats
+        assert from_integers.eps != float(np.quantile(losses.astype(np.float32), float(eps.split(":")[1])))

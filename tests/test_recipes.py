@@ -354,6 +354,7 @@ def test_gpt2_recipe_refuses_bad_input_before_training(tmp_path):
         (tiny_args(out, "--downweight_fractions", "0.1", "--alpha", "0"), r"needs a loss weight --alpha in \(0, 1\)"),
         (tiny_args(out, "--snapshot_rows", "1.5"), r"snapshot_rows must be a fraction in \(0, 1\) or a whole number"),
         (tiny_args(out, "--snapshot_rows", "0"), r"snapshot_rows must be a fraction in \(0, 1\) or a whole number"),
+        (tiny_args(out, "--snapshot_seed", "3"), r"--snapshot_seed chooses the --snapshot_rows subset; it needs"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit, match=message):
@@ -575,29 +576,43 @@ def test_gpt2_recipe_snapshot_rows_scores_a_seeded_subset_and_trains_the_other_b
     assert sorted(read_columns(curated, ["sample_id"])["sample_id"].tolist()) == sorted(subset_ids.tolist())
     card = (out / "hub" / "README.md").read_text()
     assert f"a fixed seeded subset of {rows.size:,} of {n:,} training rows (seed 7)" in card
+    assert f"The {rows.size:,} rows of the {n:,}-row source training set that its loss snapshots covered" in card
+    assert f"The other {n - rows.size:,} rows have no scores and are not in this dataset." in card
+    assert "Every row of the source training set" not in card
     assert "--snapshot_rows 0.5" in (out / "model_card.md").read_text()
 
 
-def test_keep_unscored_appends_the_unscored_blocks_with_weight_one():
+def test_keep_unscored_gives_every_block_the_arms_treatment_or_weight_one():
     import numpy as np
     from datasets import Dataset
 
     from hf_carto.experiment.training import ARM_COLUMNS, keep_unscored
 
-    arm = Dataset.from_dict(
+    blocks = Dataset.from_dict(
         {
-            "input_ids": [[1, 2], [3, 4]],
-            "labels": [[1, 2], [3, 4]],
-            "sample_id": [5, 9],
-            "carto_loss_weight": np.array([0.0, 0.5], dtype=np.float32),
-            "carto_sampling_weight": np.array([0.0, 1.0], dtype=np.float32),
-            "carto_keep": [False, True],
-            "carto_quadrant": [2, 0],
+            "input_ids": [[1, 2], [7, 8], [3, 4], [5, 6]],
+            "labels": [[1, 2], [7, 8], [3, 4], [5, 6]],
+            "sample_id": [5, 6, 9, 2],
+            "text": ["a", "b", "c", "d"],
         }
     )
-    unscored = Dataset.from_dict({"input_ids": [[7, 8]], "labels": [[7, 8]], "sample_id": [6], "text": ["x"]})
-    both = keep_unscored(arm, unscored)
+    arm = Dataset.from_dict(  # the scored blocks 9 and 5, in another order than the blocks
+        {
+            "input_ids": [[3, 4], [1, 2]],
+            "labels": [[3, 4], [1, 2]],
+            "sample_id": [9, 5],
+            "carto_loss_weight": np.array([0.5, 0.0], dtype=np.float32),
+            "carto_sampling_weight": np.array([1.0, 0.0], dtype=np.float32),
+            "carto_keep": [True, False],
+            "carto_quadrant": [0, 2],
+        }
+    )
+    both = keep_unscored(arm, blocks)
     assert both.column_names == ARM_COLUMNS and both.features == arm.select_columns(ARM_COLUMNS).features
-    assert both["sample_id"] == [5, 9, 6]
-    assert both["carto_loss_weight"] == [0.0, 0.5, 1.0] and both["carto_sampling_weight"] == [0.0, 1.0, 1.0]
-    assert both["carto_keep"] == [False, True, True] and both["input_ids"][2] == [7, 8]
+    assert both["sample_id"] == [5, 6, 9, 2] and both["input_ids"] == blocks["input_ids"]
+    assert both["carto_loss_weight"] == [0.0, 1.0, 0.5, 1.0]
+    assert both["carto_sampling_weight"] == [0.0, 1.0, 1.0, 1.0]
+    assert both["carto_keep"] == [False, True, True, True]
+    stranger = arm.map(lambda row: {"sample_id": 77 if row["sample_id"] == 9 else row["sample_id"]})
+    with pytest.raises(ValueError, match="distinct blocks of the training set"):
+        keep_unscored(stranger, blocks)

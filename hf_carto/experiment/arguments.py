@@ -209,6 +209,8 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
     rows = carto.snapshot_rows
     if rows is not None and not (0.0 < rows < 1.0 or (rows >= 1.0 and float(rows).is_integer())):
         problems.append(f"snapshot_rows must be a fraction in (0, 1) or a whole number of blocks; got {rows}")
+    if rows is None and carto.snapshot_seed != 0:
+        problems.append("--snapshot_seed chooses the --snapshot_rows subset; it needs --snapshot_rows")
     if carto.leak_k is not None and not 1 <= carto.leak_k <= data_args.block_size // 2:
         problems.append(
             f"leak_k must be in [1, block_size / 2] = [1, {data_args.block_size // 2}]; got {carto.leak_k}"

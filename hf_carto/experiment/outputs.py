@@ -201,8 +201,8 @@ def _regime(report: dict) -> list[str]:
             continue
         train, validation = by_snapshot[-1], mapping[0]["perplexity"]
         lines.append(
-            f"- seed {seed} regime: training perplexity {train:.1f} at the last snapshot (eval mode, every block), "
-            f"validation perplexity {validation:.1f} of the same model: ratio {validation / train:.2f}"
+            f"- seed {seed} regime: training perplexity {train:.1f} at the last snapshot (eval mode, every scored "
+            f"block), validation perplexity {validation:.1f} of the same model: ratio {validation / train:.2f}"
         )
     return lines
 
@@ -232,8 +232,8 @@ def _detection(report: dict) -> list[str]:
         "",
         "## Which blocks the detectors find",
         "",
-        "Each detector (hf_carto.detectors) ranks every training block, higher score = curate first, equal scores "
-        "by sample_id; a budget arm treats the top of its ranking. AP is the average precision over the whole "
+        "Each detector (hf_carto.detectors) ranks every scored training block, higher score = curate first, equal "
+        "scores by sample_id; a budget arm treats the top of its ranking. AP is the average precision over the whole "
         "ranking (a random ranking scores about the base rate); P@f and R@f are the precision and recall of the "
         "top fraction f, the cut a budget f makes. Means over seeds ± their standard deviation (ddof = 0).",
     ]
@@ -396,7 +396,7 @@ def write_outputs(
     recording = dataclasses.asdict(LossStore(out / f"seed{seed}" / "mapping").settings())
     summary = {**cartography_summary(curated, fit), "recording": recording}
     save_scored(curated, out / "curated", fit=fit, summary=summary, overwrite=True)
-    mark_private(out / "curated", "every training block, the canary blocks and the columns that mark them")
+    mark_private(out / "curated", "every scored training block, the canary blocks and the columns that mark them")
     dataset_id = carto.hub_dataset_id or default_dataset_id(data_args)
     export_hub_layout(
         curated,

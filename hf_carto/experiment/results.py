@@ -73,7 +73,7 @@ def cartography_section(scored, fit, cuts: list[dict]) -> dict:
     quadrants = read_columns(scored, [QUADRANT])[QUADRANT]
     losses = read_columns(scored, loss_columns(scored.column_names))
     section = {
-        # The regime: training-set perplexity at every snapshot (eval mode, every block), to set
+        # The regime: training-set perplexity at every snapshot (eval mode, every scored block), to set
         # beside the validation perplexity of the mapping run's final model.
         "train_perplexity_by_snapshot": [float(np.exp(np.mean(v, dtype=np.float64))) for v in losses.values()],
         "num_samples": fit.num_samples,

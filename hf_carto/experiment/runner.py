@@ -74,7 +74,7 @@ def train_seed(seed: int, model_args, carto: CartoArguments, training, data: Pre
     with timer("continuation"):
         arms, result.cuts = make_arms(scored, carto, seed, fit=fit)
         if result.unscored is not None:  # budgets and controls come from the scored blocks; the rest train as is
-            arms = {name: (family, keep_unscored(arm, result.unscored)) for name, (family, arm) in arms.items()}
+            arms = {name: (family, keep_unscored(arm, data.blocks)) for name, (family, arm) in arms.items()}
         result.member_mask = trained_by_every_arm(arms, data.eval_sets["member_ids"])
         for name, (family, arm) in arms.items():
             info = train_arm(name, arm, mapping["checkpoint"], epochs, training, seed_dir / "arms" / name, seed, state)

@@ -161,19 +161,26 @@ def score_blocks(blocks, recording_dir: Path, burn_in_step: int, carto: CartoArg
     return scored, fit
 
 
-def keep_unscored(arm, unscored):
-    """``arm`` (its training columns) followed by the ``unscored`` blocks, each kept with loss and
-    sampling weight 1: what every arm does with the blocks it has no scores for."""
-    from datasets import concatenate_datasets
+def keep_unscored(arm, blocks):
+    """Every block, in block order, with the arm's treatment where it has one (the scored blocks,
+    ``arm``'s rows) and loss and sampling weight 1, kept, everywhere else: what every arm does
+    with the blocks a ``--snapshot_rows`` run has no scores for. Only the three weight columns are
+    new; the blocks' token columns are not copied."""
+    from hf_carto.columns import KEEP, LOSS_WEIGHT, SAMPLE_ID, SAMPLING_WEIGHT, read_columns
 
-    from hf_carto.columns import KEEP, LOSS_WEIGHT, SAMPLING_WEIGHT
-
-    arm = arm.select_columns(ARM_COLUMNS)
-    neutral = unscored.select_columns(["input_ids", "labels", "sample_id"])
-    n = len(neutral)
-    for name, values in ((LOSS_WEIGHT, np.ones(n)), (SAMPLING_WEIGHT, np.ones(n)), (KEEP, np.ones(n, dtype=bool))):
-        neutral = neutral.add_column(name, values, feature=arm.features[name])
-    return concatenate_datasets([arm, neutral.cast(arm.features)])
+    treatment = read_columns(arm, [SAMPLE_ID, LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP])
+    ids = np.asarray(read_columns(blocks, [SAMPLE_ID])[SAMPLE_ID])
+    order = np.argsort(ids, kind="stable")
+    where = np.searchsorted(ids, treatment[SAMPLE_ID], sorter=order)
+    rows = order[np.minimum(where, ids.size - 1)]
+    if np.unique(treatment[SAMPLE_ID]).size != len(arm) or (ids[rows] != treatment[SAMPLE_ID]).any():
+        raise ValueError("an arm's rows must be distinct blocks of the training set (by sample_id)")
+    full = blocks.select_columns(["input_ids", "labels", SAMPLE_ID])
+    for name in (LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP):
+        values = np.ones(len(blocks), dtype=np.dtype(arm.features[name].dtype))
+        values[rows] = treatment[name]
+        full = full.add_column(name, values, feature=arm.features[name])
+    return full
 
 
 def add_row_evidence(scored, mapping_dir: Path, carto: CartoArguments, training, evidence_dir: Path, state):
