@@ -97,6 +97,13 @@ class RecordingSettings:
             raise ValueError(f"world_size must be >= 1; got {self.world_size}")
 
 
+def check_snapshot_rows(rows: float | int) -> None:
+    """Refuse a ``snapshot_rows`` that is neither a fraction in (0, 1) nor a whole number >= 1
+    (``1000`` or ``1000.0``: a command line parses numbers as floats)."""
+    if not (0.0 < rows < 1.0 or (rows >= 1.0 and float(rows).is_integer())):
+        raise ValueError(f"snapshot rows are a fraction in (0, 1) or a whole number of rows; got {rows}")
+
+
 def snapshot_subset(num_samples: int, rows: float | int, seed: int = 0) -> np.ndarray:
     """The row indices an eval-mode snapshot covers when it covers a subset: ``rows`` rows (a whole
     number, ``1000`` or ``1000.0``) or that fraction of them (a float in (0, 1)), drawn without
@@ -107,14 +114,8 @@ def snapshot_subset(num_samples: int, rows: float | int, seed: int = 0) -> np.nd
         >>> snapshot_subset(10, 0.3, seed=0).tolist()
         [5, 6, 9]
     """
-    if isinstance(rows, float) and rows < 1.0:
-        if rows <= 0.0:
-            raise ValueError(f"a fraction of rows must lie in (0, 1); got {rows}")
-        count = max(1, round(rows * num_samples))
-    elif float(rows).is_integer():  # 1000 or 1000.0 (a command line parses numbers as floats)
-        count = int(rows)
-    else:
-        raise ValueError(f"snapshot rows are a fraction in (0, 1) or a whole number of rows; got {rows}")
+    check_snapshot_rows(rows)
+    count = max(1, round(rows * num_samples)) if rows < 1.0 else int(rows)
     if not 1 <= count <= num_samples:
         raise ValueError(f"snapshot rows must be between 1 and the {num_samples} training rows; got {rows}")
     return np.sort(np.random.default_rng(seed).choice(num_samples, size=count, replace=False))

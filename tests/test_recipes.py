@@ -352,8 +352,14 @@ def test_gpt2_recipe_refuses_bad_input_before_training(tmp_path):
         (tiny_args(out, "--detectors", "final_loss", "nope"), r"--detectors: unknown detector\(s\) \['nope'\]"),
         (tiny_args(out, "--downweight_fractions", "1.5"), r"downweight_fractions must lie in \(0, 1\)"),
         (tiny_args(out, "--downweight_fractions", "0.1", "--alpha", "0"), r"needs a loss weight --alpha in \(0, 1\)"),
-        (tiny_args(out, "--snapshot_rows", "1.5"), r"snapshot_rows must be a fraction in \(0, 1\) or a whole number"),
-        (tiny_args(out, "--snapshot_rows", "0"), r"snapshot_rows must be a fraction in \(0, 1\) or a whole number"),
+        (
+            tiny_args(out, "--snapshot_rows", "1.5"),
+            r"--snapshot_rows: snapshot rows are a fraction in \(0, 1\) or a whole number",
+        ),
+        (
+            tiny_args(out, "--snapshot_rows", "0"),
+            r"--snapshot_rows: snapshot rows are a fraction in \(0, 1\) or a whole number",
+        ),
         (tiny_args(out, "--snapshot_seed", "3"), r"--snapshot_seed chooses the --snapshot_rows subset; it needs"),
     ]
     for argv, message in cases:

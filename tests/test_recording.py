@@ -313,7 +313,7 @@ def test_subset_snapshots_refuse_what_cannot_work(tmp_path):
         CartographyCallback("train", snapshot_rows=0.5)
     with pytest.raises(ValueError, match=r"a fraction in \(0, 1\) or a whole number of rows; got 1.5"):
         snapshot_subset(10, 1.5)
-    with pytest.raises(ValueError, match=r"fraction of rows must lie in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"a fraction in \(0, 1\) or a whole number of rows; got -0.5"):
         snapshot_subset(10, -0.5)
     assert snapshot_subset(10, 4.0, seed=2).tolist() == snapshot_subset(10, 4, seed=2).tolist()  # as parsed
     with pytest.raises(ValueError, match="between 1 and the 10 training rows"):

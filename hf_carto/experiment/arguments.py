@@ -206,10 +206,14 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
         problems.append("max_steps is not supported: the burn-in checkpoint and the arms are counted in epochs")
     if carto.snapshots_per_epoch < 1:
         problems.append(f"snapshots_per_epoch must be >= 1; got {carto.snapshots_per_epoch}")
-    rows = carto.snapshot_rows
-    if rows is not None and not (0.0 < rows < 1.0 or (rows >= 1.0 and float(rows).is_integer())):
-        problems.append(f"snapshot_rows must be a fraction in (0, 1) or a whole number of blocks; got {rows}")
-    if rows is None and carto.snapshot_seed != 0:
+    if carto.snapshot_rows is not None:
+        from hf_carto.recording import check_snapshot_rows
+
+        try:
+            check_snapshot_rows(carto.snapshot_rows)
+        except ValueError as err:
+            problems.append(f"--snapshot_rows: {err}")
+    elif carto.snapshot_seed != 0:
         problems.append("--snapshot_seed chooses the --snapshot_rows subset; it needs --snapshot_rows")
     if carto.leak_k is not None and not 1 <= carto.leak_k <= data_args.block_size // 2:
         problems.append(

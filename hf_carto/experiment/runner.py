@@ -32,7 +32,6 @@ class SeedResult:
     trained: dict[str, tuple[str, dict]] = field(default_factory=dict)  # arm -> (family, done info)
     member_mask: list[bool] = field(default_factory=list)
     cuts: list[dict] = field(default_factory=list)  # the pruning cuts build_arms made
-    unscored: Any = None  # the blocks --snapshot_rows left out (None: every block was scored)
 
 
 def _report_to(training) -> list[str]:
@@ -52,8 +51,6 @@ def _check_push(carto: CartoArguments, training) -> None:
 
 def train_seed(seed: int, model_args, carto: CartoArguments, training, data: PreparedData, out: Path, state, timer):
     """Mapping run, scores, arms and their continuation for one seed (every process)."""
-    from hf_carto.merge import unrecorded_rows
-
     seed_dir = out / f"seed{seed}"
     with timer("mapping"):
         mapping = mapping_run(seed, model_args, carto, training, data.blocks, data.tokenizer, seed_dir, state)
@@ -69,11 +66,11 @@ def train_seed(seed: int, model_args, carto: CartoArguments, training, data: Pre
     if carto.row_evidence:
         with timer("row evidence"):
             scored = add_row_evidence(scored, seed_dir / "mapping", carto, training, seed_dir / "evidence", state)
-    result = SeedResult(mapping, scored, fit, unscored=unrecorded_rows(data.blocks, seed_dir / "mapping"))
+    result = SeedResult(mapping, scored, fit)
     epochs = int(training.num_train_epochs) - carto.burn_in
     with timer("continuation"):
         arms, result.cuts = make_arms(scored, carto, seed, fit=fit)
-        if result.unscored is not None:  # budgets and controls come from the scored blocks; the rest train as is
+        if len(scored) < len(data.blocks):  # --snapshot_rows: arms from the scored blocks, the rest train as is
             arms = {name: (family, keep_unscored(arm, data.blocks)) for name, (family, arm) in arms.items()}
         result.member_mask = trained_by_every_arm(arms, data.eval_sets["member_ids"])
         for name, (family, arm) in arms.items():
@@ -147,10 +144,10 @@ def _run(model_args, data_args, carto, training, settings: dict, out: Path, stat
         return None
     cartography = {str(seed): cartography_section(r.scored, r.fit, r.cuts) for seed, r in results.items()}
     for seed, r in results.items():
-        if r.unscored is not None:
+        if len(r.scored) < len(data.blocks):
             cartography[str(seed)]["snapshot_subset"] = {
                 "scored_blocks": len(r.scored),
-                "unscored_blocks": len(r.unscored),
+                "unscored_blocks": len(data.blocks) - len(r.scored),
                 "snapshot_seed": carto.snapshot_seed,
             }
     with timer("detection"):

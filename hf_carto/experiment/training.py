@@ -149,14 +149,12 @@ def score_blocks(blocks, recording_dir: Path, burn_in_step: int, carto: CartoArg
 
     if (scored_dir / DONE).exists():
         return load_scored(scored_dir)
-    store = LossStore(recording_dir)
-    burn_in = sum(1 for info in store.completed().values() if info["step"] <= burn_in_step)
+    snapshots = LossStore(recording_dir).completed()
+    burn_in = sum(1 for info in snapshots.values() if info["step"] <= burn_in_step)
     data = add_loss_columns(select_recorded_rows(blocks, recording_dir), recording_dir)
     fit = fit_cartography(data, burn_in=burn_in, eps=carto.eps, alpha_d=carto.alpha_d, alpha_m=carto.alpha_m)
     scored = add_cartography(data, fit)
-    summary = cartography_summary(scored, fit)
-    summary["recording"] = dataclasses.asdict(store.settings())  # the card says what the snapshots covered
-    save_scored(scored, scored_dir, fit=fit, summary=summary, overwrite=True)
+    save_scored(scored, scored_dir, fit=fit, summary=cartography_summary(scored, fit), overwrite=True)
     write_json(scored_dir / DONE, {"num_samples": len(scored), "burn_in_snapshots": burn_in})
     return scored, fit
 
