@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .callback import CartographyCallback
+    from .callback import CartographyCallback, ensure_sample_ids
     from .canaries import (
         Canary,
         canary_id_column,
@@ -54,9 +54,10 @@ if TYPE_CHECKING:
         top_budget,
     )
     from .duplicates import add_duplicate_columns, duplicate_clusters, hotspot_duplication
-    from .evaluation import canary_extraction, contamination_recall, exposure, perplexity
+    from .evaluation import canary_extraction, contamination_recall, exposure, exposure_rank, perplexity
     from .hub import export_hub_layout, push_curated_dataset, push_model, render_model_card
     from .interactive_map import write_interactive_map
+    from .io import load_scored, save_scored
     from .leakage_columns import add_leakage_columns, leakage_evidence, leakage_summary
     from .losses import per_sample_loss, token_nll
     from .membership import membership_metrics, membership_signals, roc_auc, tpr_at_fpr
@@ -72,8 +73,10 @@ if TYPE_CHECKING:
         TrainingDynamics,
         assign_quadrants,
         difficulty,
+        forget_event_counts,
         forget_events,
         memorization,
+        never_learned,
         planted_vs_quadrant,
         resolve_eps,
         select_top_memorized,
@@ -87,7 +90,7 @@ __version__ = "0.1.0"
 
 #: Submodule -> the public names it defines.
 _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
-    "callback": ("CartographyCallback",),
+    "callback": ("CartographyCallback", "ensure_sample_ids"),
     "canaries": (
         "Canary",
         "canary_id_column",
@@ -126,9 +129,10 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "top_budget",
     ),
     "duplicates": ("add_duplicate_columns", "duplicate_clusters", "hotspot_duplication"),
-    "evaluation": ("canary_extraction", "contamination_recall", "exposure", "perplexity"),
+    "evaluation": ("canary_extraction", "contamination_recall", "exposure", "exposure_rank", "perplexity"),
     "hub": ("export_hub_layout", "push_curated_dataset", "push_model", "render_model_card"),
     "interactive_map": ("write_interactive_map",),
+    "io": ("load_scored", "save_scored"),
     "leakage_columns": ("add_leakage_columns", "leakage_evidence", "leakage_summary"),
     "losses": ("per_sample_loss", "token_nll"),
     "membership": ("membership_metrics", "membership_signals", "roc_auc", "tpr_at_fpr"),
@@ -143,8 +147,10 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "TrainingDynamics",
         "assign_quadrants",
         "difficulty",
+        "forget_event_counts",
         "forget_events",
         "memorization",
+        "never_learned",
         "planted_vs_quadrant",
         "resolve_eps",
         "select_top_memorized",
@@ -161,6 +167,7 @@ _NAME_TO_SUBMODULE = {name: module for module, names in _SUBMODULE_NAMES.items()
 # tests/test_packaging.py checks that the two agree.
 __all__ = [
     "CartographyCallback",
+    "ensure_sample_ids",
     "Canary",
     "canary_id_column",
     "insert_canaries_dataset",
@@ -203,12 +210,15 @@ __all__ = [
     "canary_extraction",
     "contamination_recall",
     "exposure",
+    "exposure_rank",
     "perplexity",
     "export_hub_layout",
     "push_curated_dataset",
     "push_model",
     "render_model_card",
     "write_interactive_map",
+    "load_scored",
+    "save_scored",
     "per_sample_loss",
     "token_nll",
     "membership_metrics",
@@ -235,8 +245,10 @@ __all__ = [
     "TrainingDynamics",
     "assign_quadrants",
     "difficulty",
+    "forget_event_counts",
     "forget_events",
     "memorization",
+    "never_learned",
     "planted_vs_quadrant",
     "resolve_eps",
     "select_top_memorized",

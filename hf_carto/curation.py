@@ -55,6 +55,8 @@ from .scores import (
     check_alpha,
     check_burn_in,
     eps_from_min,
+    forget_event_counts,
+    never_learned,
     parse_eps,
 )
 
@@ -214,24 +216,28 @@ def _difficulty(columns: list[np.ndarray], burn_in: int) -> np.ndarray:
     return np.stack([np.asarray(c, dtype=np.float64) for c in columns[:burn_in]], axis=1).mean(axis=1)
 
 
-def _as_float32(column: np.ndarray) -> np.ndarray:
-    """The float32 values of the quantile eps, through float64 as the matrix holds them (an int64
-    above 2^53 rounds differently straight to float32)."""
+def _quantile_dtype(dataset: Dataset, columns: list[str]) -> np.dtype:
+    """The type a quantile eps is taken in: the type ``np.stack`` gives the loss columns, as
+    :func:`~hf_carto.scores.resolve_eps` takes ``np.quantile`` of that matrix. float32 columns (what
+    the recorder writes) give float32; any float64 or integer column gives float64, so a float64
+    loss of 0.7 is not read as float32's 0.699999988."""
+    types = [np.dtype(dataset.features[name].pa_type.to_pandas_dtype()) for name in columns]
+    common = np.result_type(*types)
+    return np.dtype(np.float32) if common in (np.float16, np.float32) else np.dtype(np.float64)
+
+
+def _as_dtype(column: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``column`` in ``dtype``, through float64 as the matrix holds integers (an int64 above 2^53
+    rounds differently straight to float32)."""
     if column.dtype.kind == "f" and column.dtype.itemsize >= 4:
-        return column.astype(np.float32, copy=False)
-    return np.asarray(column, dtype=np.float64).astype(np.float32)
+        return column.astype(dtype, copy=False)
+    return np.asarray(column, dtype=np.float64).astype(dtype, copy=False)
 
 
 def _forget_counts(columns: list[np.ndarray], eps: float) -> np.ndarray:
-    """Forget events per row from the loss columns, as :func:`hf_carto.scores.count_forget_events` counts them on
-    the matrix: the comparisons are made in float64 whatever the columns' type."""
-    eps = np.float64(eps)
-    counts = np.zeros(columns[0].shape[0], dtype=np.uint8 if len(columns) < 256 else np.int64)
-    below = columns[0] < eps
-    for column in columns[1:]:
-        counts += below & (column > eps)
-        below = column < eps
-    return counts
+    """Forget events per row from the loss columns (:func:`hf_carto.scores.forget_event_counts`,
+    in uint8 while T < 256 to keep a 10^8-row batch small)."""
+    return forget_event_counts(columns, eps, dtype=np.uint8 if len(columns) < 256 else np.int64)
 
 
 def _batch_scores(columns: list[np.ndarray], burn_in: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -265,6 +271,9 @@ class CartographyFit:
     allow_negative: bool = False
     #: Mapping runs (seeds) combined by the fit; see :mod:`hf_carto.combined_runs`.
     num_runs: int = 1
+    #: Rows whose loss is never below eps (never fitted, so m = 0 however they move; see
+    #: :func:`hf_carto.scores.never_learned`); None in fits written before it was counted.
+    num_never_learned: int | None = None
 
     @property
     def num_snapshots(self) -> int:
@@ -341,6 +350,7 @@ _FIT_FIELD_CHECKS = {
     "allow_nonfinite": lambda v: isinstance(v, bool),
     "allow_negative": lambda v: isinstance(v, bool),
     "num_runs": lambda v: _is_count(v) and v >= 1,
+    "num_never_learned": lambda v: v is None or _is_count(v),
 }
 
 
@@ -424,7 +434,7 @@ def fit_cartography(
     scores = _streamed_scores(
         dataset, columns, batch_size, allow_nonfinite, allow_negative, kind, parameter, burn_in, alpha_d, alpha_m
     )
-    eps_value, tau_d, tau_m, with_forget_events = scores
+    eps_value, tau_d, tau_m, with_forget_events, never = scores
     return CartographyFit(
         loss_columns=tuple(columns),
         burn_in=burn_in,
@@ -438,6 +448,7 @@ def fit_cartography(
         num_with_forget_events=with_forget_events,
         allow_nonfinite=bool(allow_nonfinite),
         allow_negative=bool(allow_negative),
+        num_never_learned=never,
     )
 
 
@@ -452,8 +463,8 @@ def _streamed_scores(
     burn_in: int,
     alpha_d: float,
     alpha_m: float,
-) -> tuple[float, float, float, int]:
-    """eps, tau_d, tau_m and the number of rows with a forget event: the numbers
+) -> tuple[float, float, float, int, int]:
+    """eps, tau_d, tau_m, the number of rows with a forget event and of rows never below eps: the numbers
     :func:`resolve_eps` and :func:`assign_quadrants` give on the whole matrix, read in batches.
 
     The first pass over the columns is the check (every refused value counted before the error).
@@ -465,6 +476,7 @@ def _streamed_scores(
     num_snapshots = len(columns)
     state = {"passes": 0, "rows": 0, "smallest": math.inf, "eps": parameter if kind == "value" else None}
     forget = np.zeros(num_snapshots, dtype=np.int64)  # rows by number of forget events
+    never = [0]  # rows never below eps
 
     def fitted_columns():
         """The loss columns of the rows the fit uses, batch by batch; the first call checks every value."""
@@ -485,17 +497,18 @@ def _streamed_scores(
             )
         return count
 
-    if kind == "quantile":  # resolve_eps's numpy linear quantile of every fitted loss, in float32
+    if kind == "quantile":  # resolve_eps's numpy linear quantile of every fitted loss, in their type
         ranks = {}
+        dtype = _quantile_dtype(dataset, columns)
 
         def eps_ranks(count: int) -> list[int]:
             ranks["below"], ranks["above"], ranks["weight"] = linear_quantile_ranks(check_count(count), parameter)
             return sorted({ranks["below"], ranks["above"]})
 
         found = select_ranks(
-            lambda: (_as_float32(c) for batch in fitted_columns() for c in batch),
+            lambda: (_as_dtype(c, dtype) for batch in fitted_columns() for c in batch),
             eps_ranks,
-            np.float32,
+            dtype,
         )
         state["eps"] = lerp(found[ranks["below"]], found[ranks["above"]], ranks["weight"])
 
@@ -506,6 +519,8 @@ def _streamed_scores(
         for batch in fitted_columns():
             if counting:
                 forget[:] += np.bincount(_forget_counts(batch, state["eps"]), minlength=num_snapshots)
+                eps64 = np.float64(state["eps"])
+                never[0] += int((~np.logical_or.reduce([np.asarray(c) < eps64 for c in batch])).sum())
             yield _difficulty(batch, burn_in)  # d exactly as _batch_scores computes it
 
     def d_rank(count: int) -> list[int]:
@@ -519,7 +534,7 @@ def _streamed_scores(
     rank_m = inverted_cdf_rank(fitted, alpha_m)
     events = int(np.searchsorted(np.cumsum(forget), rank_m, side="right"))
     tau_m = float(events / float(num_snapshots - 1))  # m exactly as _batch_scores computes it
-    return float(state["eps"]), tau_d, tau_m, int(fitted - forget[0])
+    return float(state["eps"]), tau_d, tau_m, int(fitted - forget[0]), never[0]
 
 
 def _run_reader(batch_size: int, allow_negative: bool):
@@ -568,6 +583,7 @@ def _fit_runs(
         num_with_forget_events=int((m > 0).sum()),
         allow_negative=bool(allow_negative),
         num_runs=len(runs),
+        num_never_learned=int(np.logical_and.reduce([never_learned(x, eps_value) for x in matrices]).sum()),
     )
 
 
@@ -884,10 +900,17 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"tau_m={settings['tau_m']:.6g} (alpha_m={settings['alpha_m']:g})"
         )
     n = summary["num_samples"]
+    max_m = summary["max_memorization"]
     lines.append(
         f"samples={n}  with a forget event={summary['num_with_forget_events']} "
-        f"({summary['num_with_forget_events'] / max(n, 1):.1%})  max m={summary['max_memorization']:.3g}"
+        f"({summary['num_with_forget_events'] / max(n, 1):.1%})  max m={'-' if max_m is None else f'{max_m:.3g}'}"
     )
+    if settings and settings.get("num_never_learned") is not None:
+        never = settings["num_never_learned"]
+        lines.append(
+            f"never below eps={never} ({never / max(settings['num_samples'], 1):.1%}): never fitted, so m = 0 "
+            "(hf_carto.scores.never_learned names them)"
+        )
     header = f"{'quadrant':<20} {'count':>9} {'share':>7} {'mean d':>9} {'mean m':>8}"
     lines += [header, "-" * len(header)]
     for name, row in summary["quadrants"].items():

@@ -39,9 +39,11 @@ __all__ = [
     "soft_forgetting",
     "final_loss",
     "min_loss",
+    "mean_loss",
     "loss_drop",
-    "variability",
+    "loss_std",
     "confidence",
+    "variability",
     "reference_ratio",
     "random_score",
 ]
@@ -141,25 +143,55 @@ def loss_drop(losses: np.ndarray) -> np.ndarray:
     return arr[:, 0] - arr[:, -1]
 
 
-def variability(losses: np.ndarray) -> np.ndarray:
-    """Standard deviation of a sample's loss over the snapshots (population, ``ddof = 0``).
+def mean_loss(losses: np.ndarray) -> np.ndarray:
+    """Minus the mean loss over the snapshots: the samples fitted best on average first.
 
-    Source: dataset cartography's variability (Swayamdipta et al., 2020), taken over the loss
-    rather than the gold-label probability.
+    Source: the loss membership-inference signal (Yeom et al., 2018) averaged over training, the
+    loss-space counterpart of dataset cartography's confidence (:func:`confidence`); its rank
+    order is close to confidence's but not the same (a mean of ``-log p`` is not ``-log`` of a
+    mean of ``p``).
+    """
+    arr = check_loss_matrix(losses)
+    return -arr.mean(axis=1, dtype=np.float64)
+
+
+def loss_std(losses: np.ndarray) -> np.ndarray:
+    """Standard deviation of a sample's loss over the snapshots (population, ``ddof = 0``): the
+    samples whose loss moved most first.
+
+    Source: the loss-space counterpart of dataset cartography's variability (:func:`variability`),
+    which takes the spread of the gold-label probability instead.
     """
     arr = check_loss_matrix(losses)
     return arr.std(axis=1, dtype=np.float64)
 
 
-def confidence(losses: np.ndarray) -> np.ndarray:
-    """Minus the mean loss over the snapshots: the most confidently fitted samples first.
+def _gold_probability(losses: np.ndarray) -> np.ndarray:
+    """``p = exp(-loss)`` per sample and snapshot: for a causal LM's per-sample loss (the mean
+    next-token NLL) the geometric mean of the probabilities the model gives the sample's targets,
+    the LM's reading of dataset cartography's "probability of the gold label"."""
+    return np.exp(-check_loss_matrix(losses).astype(np.float64))
 
-    Source: dataset cartography's confidence (Swayamdipta et al., 2020), the mean probability of
-    the gold label over epochs. For a language model the per-sample loss is ``-log p`` of the
-    targets, so high confidence is low mean loss; the sign makes high confidence score high.
+
+def confidence(losses: np.ndarray) -> np.ndarray:
+    """Dataset cartography's confidence: the mean over snapshots of the gold-label probability,
+    ``mean_t exp(-L[t, i])``; the most confidently fitted samples first.
+
+    Source: Swayamdipta et al. (2020), "Dataset Cartography", section 2 (confidence = mean of
+    ``p(y* | x)`` over epochs), with ``p = exp(-loss)`` for a language model's per-sample loss.
     """
-    arr = check_loss_matrix(losses)
-    return -arr.mean(axis=1, dtype=np.float64)
+    return _gold_probability(losses).mean(axis=1)
+
+
+def variability(losses: np.ndarray) -> np.ndarray:
+    """Dataset cartography's variability: the standard deviation over snapshots of the gold-label
+    probability ``exp(-L[t, i])`` (population, ``ddof = 0``, as the paper's ``sqrt(sum (p - mean)^2 / E)``).
+
+    Source: Swayamdipta et al. (2020), "Dataset Cartography", section 2. A sample whose loss falls
+    from 6 to 5 barely moves ``p``; one that falls from 1 to 0.1 moves it a lot, so this weighs the
+    changes of well-fitted samples, where :func:`loss_std` weighs every nat alike.
+    """
+    return _gold_probability(losses).std(axis=1)
 
 
 def reference_ratio(
@@ -227,9 +259,11 @@ DETECTORS: dict[str, Detector] = {
         Detector("soft_forgetting", soft_forgetting, needs=("eps",), accepts=("temperature",)),
         Detector("final_loss", final_loss),
         Detector("min_loss", min_loss),
+        Detector("mean_loss", mean_loss),
         Detector("loss_drop", loss_drop),
-        Detector("variability", variability),
+        Detector("loss_std", loss_std),
         Detector("confidence", confidence),
+        Detector("variability", variability),
         Detector("reference_ratio", reference_ratio, accepts=("burn_in", "reference")),
         Detector("random", random_score, accepts=("seed",)),
     )

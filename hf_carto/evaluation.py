@@ -42,6 +42,7 @@ __all__ = [
     "secret_log_perplexities",
     "cached_secret_log_perplexities",
     "exposure",
+    "exposure_rank",
     "contamination_recall",
     "perplexity",
 ]
@@ -51,9 +52,28 @@ logger = logging.getLogger(__name__)
 # Tokens decoded past a secret's own: enough to see whether the model stops after the secret or
 # runs on into a longer one ("1234" then "5" is not the secret "1234").
 _BOUNDARY_TOKENS = 2
-# Candidates whose log-perplexity is within this many nats of the secret's tie with it, and ties
-# count in the secret's favour (float32 scores of equal candidates can differ in the last bits).
+# Candidates whose log-perplexity is within this many nats of the secret's tie with it (float32
+# scores of equal candidates can differ in the last bits); ties count against the secret.
 _TIE_TOLERANCE = 1e-6
+
+
+def exposure_rank(scores: np.ndarray, own: int, tolerance: float = _TIE_TOLERANCE) -> int:
+    """The secret's rank among all candidates: ``1 +`` the other candidates whose log-perplexity is
+    lower than the secret's or ties with it (within ``tolerance`` nats).
+
+    Ties count against the secret: a candidate the model scores as well as the secret is one the
+    model does not tell apart from it, so a model that scores every candidate alike ranks the
+    secret last and shows no exposure (0 bits), and exposure never credits the model with a
+    preference its scores do not show. On scores without ties this is the rank of tensorflow_privacy's
+    interpolation exposure (one plus the references strictly below the secret).
+
+    Example:
+        >>> exposure_rank(np.array([2.0, 1.0, 3.0]), own=1), exposure_rank(np.zeros(4), own=0)
+        (1, 4)
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    others = np.delete(scores, own)
+    return 1 + int((others <= scores[own] + tolerance).sum())
 
 
 def ensure_pad_token(tokenizer) -> Any:
@@ -429,7 +449,7 @@ def _exact_exposure(model, tokenizer, canary: Canary, space: tuple, *, batch_siz
         model, tokenizer, canary.prefix, candidates, batch_size=batch_size, progress=len(candidates) > 10_000
     )
     true = float(scores[own])
-    rank = 1 + int((np.delete(scores, own) < true - _TIE_TOLERANCE).sum())
+    rank = exposure_rank(scores, own)
     return {
         "canary_id": canary.canary_id,
         "method": "exact",
@@ -440,12 +460,15 @@ def _exact_exposure(model, tokenizer, canary: Canary, space: tuple, *, batch_siz
     }
 
 
-def _skewnorm_tail(true: float, params: tuple[float, ...], space: int) -> float:
-    """Fraction of the space below the secret's log-perplexity under a fitted skew-normal; at least
-    ``1 / space``, since the secret's rank is at least 1."""
+def _skewnorm_tail(true: float, params: tuple[float, ...], space: int, sample: np.ndarray) -> float:
+    """Fraction of the space at or below the secret's log-perplexity under a fitted skew-normal; at
+    least ``1 / space`` (the secret's rank is at least 1), and at least the share of the sampled
+    candidates that score as well as the secret or better: ties count against the secret, as in
+    the exact rank, so a model that scores every candidate alike shows no exposure."""
     from scipy.stats import skewnorm
 
-    return max(float(skewnorm.cdf(true, *params)), 1.0 / space)
+    tied_or_better = float(np.mean(sample <= true + _TIE_TOLERANCE))
+    return max(float(skewnorm.cdf(true, *params)), tied_or_better, 1.0 / space)
 
 
 def _estimated_exposure(
@@ -459,14 +482,26 @@ def _estimated_exposure(
     texts = [canary.secret, *_random_secrets(canary, sample_size, rng)]
     scores = cached_secret_log_perplexities(model, tokenizer, canary.prefix, texts, batch_size=batch_size)
     true, sample = float(scores[0]), scores[1:]
+    if np.ptp(sample) <= _TIE_TOLERANCE:  # nothing to fit: the model scores every sampled candidate alike
+        tail = max(float(np.mean(sample <= true + _TIE_TOLERANCE)), 1.0 / space)
+        return {
+            "canary_id": canary.canary_id,
+            "method": "skewnorm",
+            "space_size": space,
+            "rank": tail * space,
+            "log_perplexity": true,
+            "exposure": -math.log2(tail),
+            "sample_size": sample_size,
+            "exposure_ci95": [-math.log2(tail)] * 2,
+        }
     params = skewnorm.fit(sample)
-    tail = _skewnorm_tail(true, params, space)
+    tail = _skewnorm_tail(true, params, space, sample)
     # Each resample's fit starts from the full sample's parameters, which keeps the refits fast.
-    refits = (
-        skewnorm.fit(rng.choice(sample, sample.size), params[0], loc=params[1], scale=params[2])
-        for _ in range(resamples)
-    )
-    boot = [-math.log2(_skewnorm_tail(true, p, space)) for p in refits]
+    boot = []
+    for _ in range(resamples):
+        resample = rng.choice(sample, sample.size)
+        refit = skewnorm.fit(resample, params[0], loc=params[1], scale=params[2])
+        boot.append(-math.log2(_skewnorm_tail(true, refit, space, resample)))
     return {
         "canary_id": canary.canary_id,
         "method": "skewnorm",
@@ -492,8 +527,9 @@ def exposure(
 ) -> dict[str, Any]:
     """Exposure of one canary: exact rank when the secret space has at most ``max_exact`` members.
 
-    The exact rank is ``1 +`` the number of other candidates with a strictly lower log-perplexity
-    (within a float tolerance, ties in the secret's favour); every secret format is enumerated when
+    The exact rank is :func:`exposure_rank`: ``1 +`` the number of other candidates with a lower or
+    tied log-perplexity (ties, within a float tolerance, count against the secret, so a model
+    that scores every candidate alike has exposure 0); every secret format is enumerated when
     its space fits. Larger spaces use the skew-normal approximation of the log-perplexity
     distribution fitted to ``sample_size`` random candidates, with a bootstrap 95% interval of
     ``bootstrap_resamples`` refits.

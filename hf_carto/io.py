@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from datasets.exceptions import DatasetGenerationError
 from datasets.table import InMemoryTable
 
 from .atomic import atomic_folder, disk_full_error, is_disk_full, write_json_atomic
+from .columns import QUADRANT
 from .curation import CartographyFit
 
 __all__ = ["FIT_FILE", "SUMMARY_FILE", "load_table", "save_scored", "load_scored"]
@@ -163,6 +165,15 @@ def load_scored(path: str | os.PathLike) -> tuple[Dataset, CartographyFit | None
     dataset = load_table(path)
     fit_file = path / FIT_FILE
     if not fit_file.exists():
+        if QUADRANT in dataset.column_names:
+            # Scored without its fit (a plain save_to_disk): maps get no threshold lines and cards
+            # no "How it was scored"; say so rather than leave it to be noticed.
+            warnings.warn(
+                f"{path} holds scores but no {FIT_FILE}: eps, the thresholds and the settings are unknown, so "
+                "maps draw no threshold lines and dataset cards say nothing of how it was scored. Save a "
+                "scored dataset with hf_carto.save_scored(dataset, path, fit=fit)",
+                stacklevel=2,
+            )
         return dataset, None
     try:
         fit = CartographyFit.from_dict(_read_json(fit_file))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +39,8 @@ __all__ = [
     "count_forget_events",
     "difficulty",
     "forget_events",
+    "forget_event_counts",
+    "never_learned",
     "memorization",
     "parse_eps",
     "resolve_eps",
@@ -176,6 +179,31 @@ def forget_events(losses: np.ndarray, eps: float) -> np.ndarray:
     return count_forget_events(check_loss_matrix(losses, min_snapshots=2), _check_eps(eps))
 
 
+def forget_event_counts(columns: Sequence[np.ndarray], eps: float, dtype=np.int64) -> np.ndarray:
+    """Forget events per row from its loss columns in snapshot order: the one kernel every scoring
+    path (matrix, dataset columns, several runs, detectors) counts with.
+
+    A row is *fitted* while its loss is below ``eps`` and *unfitted* while it is above; a forget
+    event is a move from fitted to unfitted between two snapshots (the paper's
+    ``L[t] < eps and L[t+1] > eps``, both strict). A loss exactly at ``eps`` is neither, so it
+    keeps the state the row had: ``[0.5, 1.0, 2.0]`` at eps 1.0 was fitted, passed the threshold
+    and rose above it, which is one event (the paper's prose, "rises above a threshold after
+    earlier fitting", and the correct-to-incorrect transition of forgetting events), where
+    comparing neighbours alone would count none. Without a loss exactly at ``eps`` the two
+    readings agree. The comparisons are made in float64 whatever the columns' type, so a float32
+    loss of 0.7 (0.699999988) is below an eps of 0.7.
+    """
+    eps = np.float64(eps)
+    counts = np.zeros(np.shape(columns[0])[0], dtype=dtype)
+    fitted = np.asarray(columns[0]) < eps
+    for column in columns[1:]:
+        column = np.asarray(column)
+        counts += fitted & (column > eps)
+        # A loss at eps carries the state across; elsewhere the state is what the loss says.
+        fitted = np.where(column == eps, fitted, column < eps)
+    return counts
+
+
 def count_forget_events(arr: np.ndarray, eps: float) -> np.ndarray:
     """:func:`forget_events` without the checks, for callers that already validated ``arr`` and ``eps``.
 
@@ -184,15 +212,24 @@ def count_forget_events(arr: np.ndarray, eps: float) -> np.ndarray:
         eps (`float`): a finite threshold.
 
     Returns:
-        `np.ndarray` of shape `(N,)`, int64.
+        `np.ndarray` of shape `(N,)`, int64; see :func:`forget_event_counts` for the rule.
     """
-    below = arr < eps
-    above = arr > eps
-    # Counting column pairs one at a time keeps the temporary at one (N,) bool instead of (N, T).
-    counts = np.zeros(arr.shape[0], dtype=np.int64)
-    for t in range(arr.shape[1] - 1):
-        counts += below[:, t] & above[:, t + 1]
-    return counts
+    return forget_event_counts([arr[:, t] for t in range(arr.shape[1])], eps)
+
+
+def never_learned(losses: np.ndarray, eps: float) -> np.ndarray:
+    """The rows whose loss is never below ``eps``: never fitted, so never forgotten.
+
+    The paper's ``m_i`` gives them 0, the same as a row fitted once and kept; forgetting-events
+    counting (Toneva et al., 2019) ranks never-learned examples as the most forgotten instead.
+    This mask tells the two apart; the fit reports how many rows it holds.
+
+    Example:
+        >>> never_learned(np.array([[2.0, 1.5], [2.0, 0.5], [1.0, 1.0]]), 1.0).tolist()
+        [True, False, True]
+    """
+    arr = check_loss_matrix(losses)
+    return ~(arr < np.float64(_check_eps(eps))).any(axis=1)
 
 
 def memorization(losses: np.ndarray, eps: float) -> np.ndarray:
@@ -463,12 +500,18 @@ def planted_vs_quadrant(truth: np.ndarray, quadrants: np.ndarray) -> dict[str, d
 class TrainingDynamics:
     """Per-sample training-dynamics statistics (dataset cartography and forgetting events).
 
-    All arrays have shape ``(N,)``. ``first_learned`` is the 1-based snapshot at which the loss
-    first falls strictly below ``eps``, or ``-1`` when it never does (``never_learned``).
+    All arrays have shape ``(N,)``. ``confidence`` and ``variability`` are dataset cartography's
+    (Swayamdipta et al., 2020): the mean and the population standard deviation over snapshots of
+    the gold-label probability, ``p = exp(-loss)`` for a language model's per-sample loss.
+    ``mean_loss`` and ``loss_std`` are the same two statistics of the loss itself.
+    ``first_learned`` is the 1-based snapshot at which the loss first falls strictly below
+    ``eps``, or ``-1`` when it never does (``never_learned``).
     """
 
-    mean: np.ndarray = field(repr=False)
-    variability: np.ndarray = field(repr=False)  # population std over snapshots (ddof=0)
+    mean_loss: np.ndarray = field(repr=False)
+    loss_std: np.ndarray = field(repr=False)  # population std over snapshots (ddof=0)
+    confidence: np.ndarray = field(repr=False)
+    variability: np.ndarray = field(repr=False)  # population std of p over snapshots (ddof=0)
     min: np.ndarray = field(repr=False)
     final: np.ndarray = field(repr=False)
     first_learned: np.ndarray = field(repr=False)
@@ -478,21 +521,34 @@ class TrainingDynamics:
 
     def as_columns(self, prefix: str = "carto_") -> dict[str, np.ndarray]:
         """The statistics as a ``{column_name: array}`` dict ready for ``Dataset.add_column``."""
-        names = ("mean", "variability", "min", "final", "first_learned", "never_learned", "forget_events")
+        names = (
+            "mean_loss",
+            "loss_std",
+            "confidence",
+            "variability",
+            "min",
+            "final",
+            "first_learned",
+            "never_learned",
+            "forget_events",
+        )
         return {prefix + name: getattr(self, name) for name in names}
 
 
 def training_dynamics(losses: np.ndarray, eps: float) -> TrainingDynamics:
-    """Mean, variability, min and final loss, first snapshot below ``eps``, never-learned flag
-    and forget-event count for every sample."""
+    """Mean and spread of the loss and of ``p = exp(-loss)``, min and final loss, first snapshot
+    below ``eps``, never-learned flag and forget-event count for every sample."""
     arr = check_loss_matrix(losses, min_snapshots=2)
     eps = _check_eps(eps)
-    below = arr < eps
+    below = arr < np.float64(eps)
     ever = below.any(axis=1)
     first = np.where(ever, below.argmax(axis=1) + 1, -1).astype(np.int64)
+    p = np.exp(-arr.astype(np.float64))
     return TrainingDynamics(
-        mean=arr.mean(axis=1, dtype=np.float64),
-        variability=arr.std(axis=1, dtype=np.float64),
+        mean_loss=arr.mean(axis=1, dtype=np.float64),
+        loss_std=arr.std(axis=1, dtype=np.float64),
+        confidence=p.mean(axis=1),
+        variability=p.std(axis=1),
         min=arr.min(axis=1).astype(np.float64),
         final=arr[:, -1].astype(np.float64),
         first_learned=first,

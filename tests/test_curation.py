@@ -428,3 +428,76 @@ def test_a_direct_map_over_python_lists_reads_none_as_a_non_finite_loss():
     strict = dataclasses.replace(fit, allow_nonfinite=False)
     with pytest.raises(ValueError, match=r"a batch of 4 rows has 2 rows with non-finite \(NaN or inf\) losses"):
         dataset.map(strict, batched=True, input_columns=names)
+
+
+def test_a_quantile_eps_on_float64_columns_is_resolved_in_float64():
+    losses = np.array([[0.1, 0.7], [0.7, 0.7]])
+    ds = Dataset.from_dict({"carto_loss_1": losses[:, 0], "carto_loss_2": losses[:, 1]})
+    assert ds.features["carto_loss_1"].dtype == "float64"
+    fit = fit_cartography(ds, burn_in=1, eps="quantile:0.5")
+    assert fit.eps == resolve_eps(losses, "quantile:0.5") == 0.7  # not float32's 0.699999988
+    scored = add_cartography(ds, burn_in=1, eps="quantile:0.5")
+    assert read_columns(scored, ["carto_memorization"])["carto_memorization"].tolist() == [0.0, 0.0]
+
+
+def test_a_quantile_eps_on_float32_columns_stays_float32_interpolation():
+    rng = np.random.default_rng(5)
+    losses = rng.gamma(2.0, 1.0, size=(777, 4)).astype(np.float32)
+    fit = fit_cartography(make_dataset(losses), burn_in=1, eps="quantile:0.37")
+    assert fit.eps == float(np.quantile(losses, 0.37))  # numpy on the float32 matrix, to the bit
+
+
+def test_mixed_and_integer_loss_columns_resolve_a_quantile_in_float64():
+    ds = Dataset.from_dict(
+        {"carto_loss_1": np.array([1, 3, 4, 9], dtype=np.int64), "carto_loss_2": np.array([0.3, 0.6, 0.7, 0.7])}
+    )
+    matrix = np.stack([ds["carto_loss_1"][:], ds["carto_loss_2"][:]], axis=1).astype(np.float64)
+    for q in (0.1, 0.45, 0.5, 0.9):
+        assert fit_cartography(ds, burn_in=1, eps=f"quantile:{q}").eps == float(np.quantile(matrix, q))
+
+
+def test_the_fit_counts_rows_never_below_eps_like_the_mask():
+    from hf_carto.scores import never_learned
+
+    rng = np.random.default_rng(8)
+    losses = rng.choice([0.3, 0.6, 1.2, 2.5, 4.0], size=(2000, 5)).astype(np.float32)
+    fit = fit_cartography(make_dataset(losses), burn_in=2, eps=1.2, batch_size=333)
+    naive = sum(all(float(v) >= 1.2 for v in row) for row in losses)
+    assert fit.num_never_learned == naive == int(never_learned(losses, 1.2).sum()) > 0
+    again = CartographyFit.from_dict(json.loads(json.dumps(fit.to_dict())))
+    assert again.num_never_learned == naive
+    assert f"never below eps={naive}" in format_summary(
+        cartography_summary(add_cartography(make_dataset(losses), fit), fit)
+    )
+    runs = [make_dataset(losses), make_dataset(losses[::-1].copy())]
+    combined = fit_cartography(runs, burn_in=2, eps=1.2)
+    both = never_learned(losses, 1.2) & never_learned(losses[::-1], 1.2)
+    assert combined.num_never_learned == int(both.sum())
+
+
+def test_a_summary_of_zero_rows_formats():
+    empty = Dataset.from_dict(
+        {
+            "carto_difficulty": np.zeros(0),
+            "carto_memorization": np.zeros(0),
+            "carto_quadrant": np.zeros(0, dtype=np.int64),
+        }
+    )
+    text = format_summary(cartography_summary(empty))
+    assert "samples=0" in text and "max m=-" in text
+
+
+def test_scored_datasets_save_and_load_with_their_fit_from_the_top_level(tmp_path, losses):
+    import hf_carto
+
+    ds = make_dataset(losses[:200])
+    fit = hf_carto.fit_cartography(ds, burn_in=2, eps="quantile:0.2")
+    scored = hf_carto.add_cartography(ds, fit)
+    hf_carto.save_scored(scored, tmp_path / "with_fit", fit=fit)
+    again, again_fit = hf_carto.load_scored(tmp_path / "with_fit")
+    assert again_fit == fit and again.num_rows == 200
+    scored.save_to_disk(str(tmp_path / "plain"))  # scored in Python, saved without its fit
+    with pytest.warns(UserWarning, match=r"holds scores but no cartography.json.*hf_carto.save_scored"):
+        _, missing = hf_carto.load_scored(tmp_path / "plain")
+    assert missing is None
+    assert "ensure_sample_ids" in hf_carto.__all__ and hf_carto.ensure_sample_ids(ds) is ds

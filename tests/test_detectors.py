@@ -44,7 +44,13 @@ MATRICES = [random_matrix(0), random_matrix(1, n=7, t=3), tie_heavy_matrix(0), t
 
 
 def naive_events(row, eps):
-    return sum(1 for t in range(len(row) - 1) if row[t] < eps and row[t + 1] > eps)
+    """Moves from fitted (below eps) to unfitted (above eps); a loss exactly at eps keeps the state."""
+    state, events = None, 0
+    for value in row:
+        now = "fitted" if value < eps else "unfitted" if value > eps else state
+        events += state == "fitted" and now == "unfitted"
+        state = now
+    return events
 
 
 def naive_mean(values):
@@ -63,8 +69,13 @@ NAIVE = {
     "final_loss": lambda row, ref: -float(row[-1]),
     "min_loss": lambda row, ref: -min(float(x) for x in row),
     "loss_drop": lambda row, ref: float(row[0]) - float(row[-1]),
-    "variability": lambda row, ref: math.sqrt(naive_mean([(float(x) - naive_mean(row)) ** 2 for x in row])),
-    "confidence": lambda row, ref: -naive_mean(row),
+    "mean_loss": lambda row, ref: -naive_mean(row),
+    "loss_std": lambda row, ref: math.sqrt(naive_mean([(float(x) - naive_mean(row)) ** 2 for x in row])),
+    # dataset cartography: mean and population std over epochs of the gold-label probability exp(-loss)
+    "confidence": lambda row, ref: naive_mean([math.exp(-float(x)) for x in row]),
+    "variability": lambda row, ref: math.sqrt(
+        naive_mean([(math.exp(-float(x)) - naive_mean([math.exp(-float(y)) for y in row])) ** 2 for x in row])
+    ),
     "reference_ratio": lambda row, ref: -float(row[-1]) / ref,
 }
 

@@ -22,6 +22,7 @@ from hf_carto.evaluation import (
     contamination_recall,
     ensure_pad_token,
     exposure,
+    exposure_rank,
     greedy_continuations,
     perplexity,
     secret_log_perplexities,
@@ -467,7 +468,7 @@ def test_exact_exposure_enumerates_word_secrets(random_gpt2, digit_tokenizer):
     candidates = [" ".join(p) for p in itertools.product(SECRET_WORDS, repeat=2)]
     scores = secret_log_perplexities(random_gpt2, digit_tokenizer, canary.prefix, candidates)
     own = candidates.index(canary.secret)
-    rank = 1 + int((np.delete(scores, own) < scores[own] - 1e-6).sum())
+    rank = 1 + int((np.delete(scores, own) <= scores[own] + 1e-6).sum())
     assert result["method"] == "exact" and result["space_size"] == len(SECRET_WORDS) ** 2
     assert result["rank"] == rank and result["log_perplexity"] == pytest.approx(scores[own], abs=1e-4)
     assert result["exposure"] == pytest.approx(math.log2(len(SECRET_WORDS) ** 2) - math.log2(rank))
@@ -498,3 +499,52 @@ def test_cached_scoring_refuses_a_prefix_that_tokenizes_differently(random_gpt2,
     canary = Canary(8, "the pin of user walnut-3 is", "85", "digits", 1)
     with pytest.raises(ValueError, match="tokenizes differently inside the full text of 100 candidates"):
         exposure(random_gpt2, tokenizer, canary)
+
+
+def _tensorflow_privacy_rank(scores: np.ndarray, own: int) -> int:
+    """tensorflow_privacy's interpolation rank, written out: sort the secret with the references
+    (every other candidate) and count the references in front of it, plus one."""
+    references = np.delete(scores, own)
+    values = np.concatenate([[scores[own]], references])
+    is_reference = np.concatenate([[False], np.ones(references.size, dtype=bool)])
+    in_front = np.cumsum(is_reference[np.argsort(values, kind="stable")])
+    position = int(np.flatnonzero(~is_reference[np.argsort(values, kind="stable")])[0])
+    return int(in_front[position]) + 1
+
+
+def test_exposure_rank_equals_the_interpolation_rank_on_continuous_scores():
+    rng = np.random.default_rng(11)
+    for size in (2, 10, 1000):
+        scores = rng.normal(10.0, 3.0, size)
+        for own in rng.choice(size, size=min(size, 50), replace=False):
+            rank = exposure_rank(scores, int(own))
+            assert rank == _tensorflow_privacy_rank(scores, int(own))
+            assert rank == 1 + sum(s < scores[own] for i, s in enumerate(scores) if i != own)
+
+
+def test_exposure_rank_counts_ties_against_the_secret():
+    tied = np.full(100, 7.25)
+    assert exposure_rank(tied, 0) == 100 and exposure_rank(tied, 63) == 100  # no preference: last
+    one_tie = np.array([5.0, 3.0, 3.0, 8.0])
+    assert exposure_rank(one_tie, 1) == 2 and exposure_rank(one_tie, 2) == 2  # the best two tie
+    assert exposure_rank(np.array([5.0, 3.0, 3.0 + 5e-7, 8.0]), 1) == 2  # within the float tolerance
+    assert exposure_rank(np.array([5.0, 3.0, 3.0 + 1e-3, 8.0]), 1) == 1  # a real difference
+
+
+def test_a_model_without_preference_has_no_exposure_exact_or_estimated():
+    # Digits are never adjacent in the tokenizer's training text, so every 3-digit secret is one
+    # space-digit token and two digit tokens; a model whose embeddings are zero gives every
+    # candidate the same log-perplexity.
+    texts = [f"the pin of user {name} is {' '.join('0123456789')}" for name in ("ash", "elm", "oak")] * 30
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=120)
+    prefix = "the pin of user ash is"
+    lengths = {len(tokenizer(f"{prefix} {i:03d}")["input_ids"]) for i in range(1000)}
+    assert len(lengths) == 1
+    model = tiny_gpt2(len(tokenizer), n_positions=32, n_embd=16, n_layer=1, n_head=2, seed=0).eval()
+    with torch.no_grad():
+        model.transformer.wte.weight.zero_()
+    canary = Canary(3, prefix, "407", "digits", 1)
+    exact = exposure(model, tokenizer, canary)
+    assert exact["method"] == "exact" and exact["rank"] == 1000 and exact["exposure"] == 0.0
+    estimate = exposure(model, tokenizer, canary, max_exact=100, sample_size=200)
+    assert estimate["method"] == "skewnorm" and estimate["exposure"] == 0.0

@@ -167,14 +167,14 @@ def test_lstm_canary_recipe_detector_arms_prune_as_much_and_report_detection(tmp
     argv = ["--output_dir", str(tmp_path), "--num_documents", "120", "--num_duplicate_groups", "2"]
     argv += ["--num_noise_documents", "2", "--num_canaries", "3", "--canary_repetitions", "2", "4"]
     argv += ["--num_control_canaries", "2", "--epochs", "3", "--burn_in", "1", "--hidden_dim", "16"]
-    argv += ["--vocab_size", "300", "--detectors", "final_loss", "variability"]
+    argv += ["--vocab_size", "300", "--detectors", "final_loss", "loss_std"]
     report = recipe.main(argv)
     (result,) = report["seeds"]
     arms = result["arms"]
-    assert set(arms) == {"no_intervention", "gendatacarto", "random", "final_loss", "variability"}
+    assert set(arms) == {"no_intervention", "gendatacarto", "random", "final_loss", "loss_std"}
     pruned = round(0.05 * result["num_samples"])
-    assert [arms[a]["num_pruned"] for a in ("gendatacarto", "random", "final_loss", "variability")] == [pruned] * 4
-    assert {"final_loss vs random", "variability vs no_intervention"} <= set(report["paired_differences"])
+    assert [arms[a]["num_pruned"] for a in ("gendatacarto", "random", "final_loss", "loss_std")] == [pruned] * 4
+    assert {"final_loss vs random", "loss_std vs no_intervention"} <= set(report["paired_differences"])
 
     # AP recomputed from the recorded losses and the rebuilt corpus's canary rows.
     (args,) = HfArgumentParser(recipe.LstmCanaryArguments).parse_args_into_dataclasses(args=argv)
@@ -183,7 +183,7 @@ def test_lstm_canary_recipe_detector_arms_prune_as_much_and_report_detection(tmp
     losses = load_loss_matrix(tmp_path / "seed0" / "mapping").losses
     entry = result["detection"]["planted"]
     assert entry["num_positive"] == canary.sum() == 2 + 4 + 2
-    for name in ("final_loss", "variability"):
+    for name in ("final_loss", "loss_std"):
         scores = detector_scores(name, losses)
         assert entry["detectors"][name]["average_precision"] == pytest.approx(
             naive_average_precision(scores, canary, np.arange(len(canary)))
@@ -489,7 +489,7 @@ def test_gpt2_recipe_detector_arms_share_budget_steps_and_report_detection(tmp_p
     for target, positives in targets.items():
         entry = detection["targets"][target]
         assert entry["num_positive"] == positives.sum()
-        for name in ("final_loss", "memorization", "variability", "random"):
+        for name in ("final_loss", "memorization", "loss_std", "random"):
             scores = detector_scores(name, losses, eps=fit.eps, burn_in=fit.burn_in, seed=0)
             got = entry["detectors"][name]
             want = naive_average_precision(scores, positives, ids)

@@ -30,14 +30,9 @@ def naive_difficulty(losses, burn_in):
 
 
 def naive_forget_events(losses, eps):
-    out = []
-    for row in losses:
-        count = 0
-        for t in range(len(row) - 1):
-            if row[t] < eps and row[t + 1] > eps:
-                count += 1
-        out.append(count)
-    return out
+    """Per row, the moves from fitted (below eps) to unfitted (above eps); a loss exactly at eps
+    keeps the state (see _naive_forget_events)."""
+    return [_naive_forget_events(row, eps) for row in losses]
 
 
 def naive_inverse_cdf(values, alpha):
@@ -234,16 +229,26 @@ def test_training_dynamics_against_loops():
     eps = 1.0
     stats = training_dynamics(losses, eps)
     for i, row in enumerate(losses):
-        assert stats.mean[i] == pytest.approx(sum(row) / len(row))
+        assert stats.mean_loss[i] == pytest.approx(sum(row) / len(row))
         mean = sum(row) / len(row)
-        assert stats.variability[i] == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in row) / len(row)))
+        assert stats.loss_std[i] == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in row) / len(row)))
+        # dataset cartography's confidence and variability: mean and std of p = exp(-loss)
+        probs = [math.exp(-x) for x in row]
+        mean_p = sum(probs) / len(probs)
+        assert stats.confidence[i] == pytest.approx(mean_p)
+        assert stats.variability[i] == pytest.approx(math.sqrt(sum((q - mean_p) ** 2 for q in probs) / len(probs)))
         assert stats.min[i] == min(row)
         assert stats.final[i] == row[-1]
         below = [t + 1 for t, x in enumerate(row) if x < eps]
         assert stats.first_learned[i] == (below[0] if below else -1)
         assert stats.never_learned[i] == (not below)
     np.testing.assert_array_equal(stats.forget_events, naive_forget_events(losses, eps))
-    assert set(stats.as_columns()) >= {"carto_variability", "carto_never_learned"}
+    assert set(stats.as_columns()) >= {
+        "carto_variability",
+        "carto_confidence",
+        "carto_loss_std",
+        "carto_never_learned",
+    }
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -324,3 +329,46 @@ def test_planted_vs_quadrant_rejects_unknown_ids():
         planted_vs_quadrant(np.array([0, 1]), np.array([0, -1]))
     with pytest.raises(ValueError, match="equal length"):
         planted_vs_quadrant(np.array([0, 1]), np.array([0]))
+
+
+def _naive_forget_events(row, eps: float) -> int:
+    """The rule written as a walk: a row is fitted below eps and unfitted above it; a loss exactly
+    at eps keeps the last state; an event is each move from fitted to unfitted."""
+    state, events = None, 0
+    for value in row:
+        value = float(value)
+        now = "fitted" if value < eps else "unfitted" if value > eps else state
+        if state == "fitted" and now == "unfitted":
+            events += 1
+        state = now
+    return events
+
+
+def test_a_loss_exactly_at_eps_carries_the_state_across():
+    assert forget_events(np.array([[0.5, 1.0, 2.0]]), eps=1.0).tolist() == [1]  # fitted, at eps, above
+    assert forget_events(np.array([[0.5, 1.0, 0.5]]), eps=1.0).tolist() == [0]  # never above
+    assert forget_events(np.array([[2.0, 1.0, 0.5, 1.0, 2.0]]), eps=1.0).tolist() == [1]
+    assert forget_events(np.array([[1.0, 1.0, 2.0]]), eps=1.0).tolist() == [0]  # never fitted
+    assert forget_events(np.array([[0.5, 2.0, 1.0, 2.0]]), eps=1.0).tolist() == [1]  # no refit between
+    # float32 losses are compared with eps in float64: 0.7 in float32 is below 0.7
+    assert forget_events(np.array([[0.7, 0.8]], dtype=np.float32), eps=0.7).tolist() == [1]
+
+
+def test_every_scoring_path_counts_forget_events_like_the_walk_on_grid_losses():
+    from datasets import Dataset
+
+    from hf_carto import add_cartography
+    from hf_carto.curation import read_columns
+    from hf_carto.detectors import memorization_score
+
+    rng = np.random.default_rng(17)
+    losses = rng.choice([0.25, 0.5, 1.0, 2.0], size=(3000, 7))
+    eps = 1.0  # a grid value: many losses sit exactly at eps
+    naive = np.array([_naive_forget_events(row, eps) for row in losses])
+    assert (losses == eps).mean() > 0.2 and naive.max() >= 2
+    assert forget_events(losses, eps).tolist() == naive.tolist()
+    np.testing.assert_array_equal(memorization(losses, eps), naive / 6.0)
+    assert np.floor(memorization_score(losses, eps=eps, burn_in=2)).astype(int).tolist() == naive.tolist()
+    ds = Dataset.from_dict({f"carto_loss_{t + 1}": losses[:, t] for t in range(7)})
+    scored = add_cartography(ds, burn_in=2, eps=eps, batch_size=401)
+    np.testing.assert_array_equal(read_columns(scored, ["carto_memorization"])["carto_memorization"], naive / 6.0)

@@ -130,3 +130,29 @@ def test_reading_claims_lower_only_when_the_interval_excludes_zero():
     assert "gendatacarto_prune0.1 vs random_prune0.1: canary extraction -100.0%" in text
     assert "(lower than random; 5 seeds x 16 canaries;" in text and "noise floor" in text
     assert "gendatacarto vs random: canary extraction +0.0% [+0.0%, +0.0%] (no measurable difference" in text
+
+
+def test_bootstrap_ends_are_stable_across_seeds_and_report_their_monte_carlo_error():
+    rng = np.random.default_rng(21)
+    arm, control = rng.normal(0.0, 1.0, (5, 32)), rng.normal(0.25, 1.0, (5, 32))
+    runs = [paired_difference(arm, control, seed=s) for s in range(6)]
+    lows = np.array([r["interval"][0] for r in runs])
+    highs = np.array([r["interval"][1] for r in runs])
+    err_low, err_high = runs[0]["interval_mc_error"]
+    assert runs[0]["num_resamples"] == 200_000 and 0 < err_low < 0.02 and 0 < err_high < 0.02
+    # the ends of independent runs agree within a few Monte Carlo errors (2 standard errors each)
+    assert np.ptp(lows) < 3 * err_low and np.ptp(highs) < 3 * err_high
+    # and the error is the spread a naive rerun shows: 2 SE of the end over many small runs
+    small = [paired_difference(arm, control, num_resamples=4000, seed=100 + s)["interval"][1] for s in range(60)]
+    predicted = paired_difference(arm, control, num_resamples=4000, seed=7)["interval_mc_error"][1]
+    assert 0.5 < predicted / (2 * np.std(small, ddof=1)) < 2.0
+
+
+def test_an_end_within_monte_carlo_error_of_zero_is_not_called_a_difference():
+    near = {"interval": [-0.508, -0.002], "interval_mc_error": [0.004, 0.003]}
+    assert verdict(near).startswith("no measurable difference") and "Monte Carlo" in verdict(near)
+    clear = {"interval": [-0.508, -0.01], "interval_mc_error": [0.004, 0.003]}
+    assert verdict(clear) == "lower"
+    assert verdict({"interval": [0.02, 0.3], "interval_mc_error": [0.001, 0.001]}) == "higher"
+    assert verdict({"interval": [-0.1, 0.2]}) == "no measurable difference"
+    assert verdict({"interval": [0.001, 0.2]}) == "higher"  # a t interval has no Monte Carlo error

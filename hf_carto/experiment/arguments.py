@@ -113,7 +113,7 @@ class CartoArguments:
     detectors: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Hotspot detectors (hf_carto.detectors: memorization, final_loss, variability, ...): for every "
+            "help": "Hotspot detectors (hf_carto.detectors: memorization, final_loss, loss_std, ...): for every "
             "prune and down-weighting fraction, one arm per detector plus the random arm, in place of the "
             "memorization sweep."
         },
