@@ -26,6 +26,7 @@ canary or planted rows, unless ``allow_private=True``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
 import logging
@@ -33,7 +34,10 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Sequence
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,7 @@ __all__ = [
     "PushResult",
     "dataset_card",
     "check_export_folder",
+    "check_push_source",
     "export_hub_layout",
     "mark_private",
     "private_columns_of",
@@ -347,7 +352,8 @@ def _withhold_canaries(dataset: Dataset, secrets: Sequence[str]) -> tuple[Datase
     withheld = int(withhold.sum())
     if withheld:
         logger.info("withholding %d canary rows from the export", withheld)
-        dataset = dataset.select(np.flatnonzero(~withhold))
+        # The row indices stay in memory (8 bytes a row) rather than in a cache file beside the source.
+        dataset = dataset.select(np.flatnonzero(~withhold), keep_in_memory=True)
     return dataset, withheld
 
 
@@ -472,8 +478,48 @@ def check_export_folder(folder: str | os.PathLike, sources: Sequence[str | os.Pa
     )
 
 
-def _renumber_sample_ids(dataset: Dataset) -> tuple[Dataset, np.ndarray | None]:
-    """``sample_id`` made ``0..n-1`` in row order; returns the original ids (None when unchanged)."""
+# What a run folder of the experiment or of the demo holds at its top, by which it is recognised.
+_RUN_FOLDER_FILES = (".hf_carto_run", "run_config.json", "run_config.pending.json", "report.json", "stage_times.json")
+
+
+def check_push_source(source: str | os.PathLike) -> None:
+    """Refuse to export a run folder of the experiment or of the demo: it is not a dataset, and it
+    holds private material (its ``PRIVATE.md``, its canary registry). Read as a dataset, it would be
+    every parquet file under it, of several schemas; the message names the private files and the
+    folder to push instead: the export or the scored dataset the run wrote.
+
+    Raises:
+        ValueError: naming the private files and the folder to push instead.
+    """
+    source = Path(source)
+    if not source.is_dir() or (source / "state.json").exists() or (source / "README.md").exists():
+        return  # a file, a saved dataset (its export withholds the canaries) or a Hub layout (checked on push)
+    if not any((source / name).exists() for name in _RUN_FOLDER_FILES):
+        return
+    private = sorted(
+        p.name
+        for p in source.iterdir()
+        if p.is_file() and (p.name.lower() == PRIVATE_NOTE.lower() or _REGISTRY_FILE.search(p.name))
+    )
+    exports = sorted(p for p in source.iterdir() if (p / EXPORT_MARKER).is_file() and not private_contents(p))
+    datasets = sorted(p for p in source.iterdir() if (p / "state.json").is_file())
+    if exports:
+        instead = f"push its export {exports[0]} (canary rows withheld) instead"
+    elif datasets:
+        instead = f"push its scored dataset {datasets[0]} instead (the export withholds the canary rows)"
+    else:
+        instead = "push the scored dataset a finished run writes instead (the export withholds the canary rows)"
+    held = (
+        f", and holds private material ({', '.join(private)}: the canary secrets and which rows were planted)"
+        if private
+        else ""
+    )
+    raise ValueError(f"{source} is a run folder, not a dataset{held}; it is never pushed: {instead}")
+
+
+def _renumber_sample_ids(dataset: Dataset, scratch: Path) -> tuple[Dataset, np.ndarray | None]:
+    """``sample_id`` made ``0..n-1`` in row order; returns the original ids (None when unchanged).
+    The renumbered copy is written into ``scratch``."""
     if SAMPLE_ID not in dataset.column_names:
         return dataset, None
     original = np.asarray(dataset.with_format("numpy")[SAMPLE_ID])
@@ -485,6 +531,7 @@ def _renumber_sample_ids(dataset: Dataset) -> tuple[Dataset, np.ndarray | None]:
         batched=True,
         input_columns=[SAMPLE_ID],
         features=dataset.features,
+        cache_file_name=str(scratch / "renumbered.arrow"),
         desc="renumbering sample_id",
     )
     return renumbered, original
@@ -597,6 +644,11 @@ def export_hub_layout(
             or lies inside the folder the dataset was loaded from.
         FileExistsError: when ``output_dir`` exists and ``overwrite`` is false, or holds what is not
             an earlier export.
+        FolderLocked: another live process is writing ``output_dir``.
+
+    The export holds :func:`~hf_carto.locking.output_lock` on ``output_dir`` while it writes, and
+    first removes what killed exports left beside it. Nothing is written into the folder the
+    dataset was loaded from (its ``datasets`` cache goes into a scratch folder removed at the end).
     """
     needed = [DIFFICULTY, MEMORIZATION, QUADRANT]
     missing = [c for c in needed if c not in dataset.column_names]
@@ -607,20 +659,99 @@ def export_hub_layout(
     output_dir = Path(os.path.abspath(output_dir))
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} already exists; choose another folder or pass overwrite=True")
-    check_export_folder(output_dir, [Path(f["filename"]).parent for f in dataset.cache_files])
+    sources = [Path(f["filename"]).parent for f in dataset.cache_files]
+    check_export_folder(output_dir, sources)
     copied_map = data_map not in (None, True, False)
     if copied_map and not include_private_columns:
         raise ValueError(
             "a data map drawn before the export shows the rows it withholds; pass data_map=True and the export "
             "draws one from the published rows"
         )
+    from .locking import output_lock, remove_stale_staging_of
+
+    # Every check above comes before the lock, so that a refusal leaves nothing behind, not even a lock file.
+    with output_lock(output_dir, "an export"), _cleaned_up_when_terminated():
+        check_export_folder(output_dir, sources)  # again under the lock: another export may have written it
+        # What killed exports left (staging folders, scratch, a set-aside earlier export): nobody else
+        # writes here while the lock is held.
+        remove_stale_staging_of(output_dir)
+        remove_stale_staging_of(_mapping_dir(output_dir))
+        # The datasets cache of the transformations below goes into this scratch folder, removed at the
+        # end: by default it would go into the folder the dataset was loaded from (cache-*.arrow files
+        # left in the user's source). Its name is a staging name, so a killed export's is removed too.
+        scratch = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".tmp"))
+        try:
+            _export(
+                dataset,
+                output_dir,
+                scratch,
+                repo_id=repo_id,
+                fit=fit,
+                summary=summary,
+                data_map=data_map,
+                copied_map=copied_map,
+                license=license,
+                pretty_name=pretty_name,
+                max_shard_rows=max_shard_rows,
+                include_private_columns=include_private_columns,
+                secrets=secrets,
+                recording=recording,
+                overwrite=overwrite,
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return output_dir
+
+
+@contextlib.contextmanager
+def _cleaned_up_when_terminated() -> Iterator[None]:
+    """Turn SIGTERM (what ``kill`` and ``timeout`` send) into ``SystemExit`` for the block, so that
+    a terminated export removes its staging folder and scratch as any other error does, instead of
+    leaving them for the next export. Only where Python lets a handler be set (the main thread) and
+    nobody has set one already; SIGKILL leaves them to the next export."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
+        signal.SIG_DFL,
+        None,
+    ):
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _export(
+    dataset: Dataset,
+    output_dir: Path,
+    scratch: Path,
+    *,
+    repo_id: str,
+    fit,
+    summary: dict[str, Any] | None,
+    data_map,
+    copied_map: bool,
+    license: str | None,
+    pretty_name: str | None,
+    max_shard_rows: int,
+    include_private_columns: bool,
+    secrets: Sequence[str],
+    recording: dict[str, Any] | None,
+    overwrite: bool,
+) -> None:
+    """The export itself, under the lock of :func:`export_hub_layout`."""
     withheld, private, original_ids = 0, [], None
     if not include_private_columns:
         dataset, withheld = _withhold_canaries(dataset, secrets)
         private = private_columns_of(dataset.column_names)
         if private:
             dataset = dataset.remove_columns(private)
-        dataset, original_ids = _renumber_sample_ids(dataset)
+        dataset, original_ids = _renumber_sample_ids(dataset, scratch)
         dataset = _published_clusters(dataset)
     summary = summary or cartography_summary(dataset, fit)
     summary = dict(summary)
@@ -672,7 +803,6 @@ def export_hub_layout(
             )
     if original_ids is not None:
         _write_id_mapping(output_dir, original_ids)
-    return output_dir
 
 
 @dataclass(frozen=True)
@@ -761,6 +891,7 @@ def push_curated_dataset(
         export_hub_layout(dataset, folder, repo_id=repo_id, overwrite=True, **export_kwargs)
     else:
         folder = Path(dataset)
+        check_push_source(folder)
         if not (folder / "README.md").exists() or not (folder / "data").is_dir():
             raise ValueError(f"{folder} is not a Hub export (it needs README.md and data/); run export_hub_layout")
     private_files = private_contents(folder)

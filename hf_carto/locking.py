@@ -5,13 +5,27 @@ with the thresholds of the other). :func:`folder_lock` takes an exclusive ``floc
 ``FOLDER/.hf_carto.lock`` and writes the holder's PID, host and start time into it. The operating
 system releases the lock when the process ends, however it ends (an exception, ``kill -9``), so a
 lock file left by a dead process never blocks a rerun: it is reported with the dead holder's PID
-and taken over. The file itself is never deleted (a process waiting on the old file while a new one
-is created would hold a second, separate lock); a clean end empties it.
+and taken over. A lock file inside its folder is never deleted, only emptied at a clean end; the
+lock of :func:`output_lock` sits beside its target, in a folder the tool does not own, and is
+deleted at a clean end (see :class:`HeldLock` for why that is safe).
 
 Under the lock, nothing else writes into the folder, so staging files found there (``.*.partial``
 folders, ``.*.tmp`` files) are what killed runs left: :func:`remove_stale_staging` removes them.
 :func:`replace_outputs` moves a finished staging folder's results over the earlier ones, deleting
 an earlier result only once its replacement is in place.
+
+Why ``fcntl.flock`` and not the ``filelock`` package: the refusal names the live holder, and a
+takeover names the dead one, because the holder writes its PID, host and start into the lock file
+and the refused process reads them from it. ``filelock`` 3.x (what many environments hold, and the
+line for Python 3.10, which this package supports; ``filelock`` 4.3 needs 3.11) opens the lock file
+with ``O_TRUNC`` before it tries the lock, so every refused attempt would erase the live holder's
+details, and the next taker would erase a dead holder's before it could name it. ``filelock`` 4.x
+keeps the contents and can write them (``on_acquired``), an API 3.x lacks; and whether the lock
+file is removed at release differs between its versions (late 3.x removes it, 4.x keeps it), where
+:func:`output_lock` must not leave one in the user's folder. ``filelock`` has no shared probe of a
+flock lock for :func:`lock_holder` either (its ``ReadWriteLock`` is an SQLite database, another file
+and protocol). The crash safety both rely on is the same: the kernel releases a ``flock`` when its
+holder dies. ``tests/test_run_safety.py`` holds these properties with real processes.
 """
 
 from __future__ import annotations
@@ -60,6 +74,16 @@ def _read_holder(path: Path) -> dict:
         return {}
 
 
+def _read_open(handle) -> dict:
+    """The holder details in an open lock file: the file the lock was tried on, which may no longer
+    be the one at its path."""
+    try:
+        handle.seek(0)
+        return json.loads(handle.read() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
 def _describe(holder: dict) -> str:
     if not holder:
         return "a process that left no details"
@@ -74,14 +98,16 @@ def _lock_path(target: Path, beside: bool) -> Path:
 def _holder_of(path: Path) -> dict | None:
     if path.resolve() in _HELD:
         return _read_holder(path)
-    if not path.exists():
+    try:
+        # Opened for reading only: a probe never creates a lock file (nor recreates one a holder just removed).
+        handle = open(path)  # noqa: SIM115  (closed below; the shared lock goes with it)
+    except FileNotFoundError:
         return None
-    with open(path, "a+") as handle:
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_holder(path)
-        fcntl.flock(handle, fcntl.LOCK_UN)
+            return _read_open(handle)
     return None
 
 
@@ -98,9 +124,15 @@ class HeldLock:
     Locks are re-entrant within one thread: taking a lock the same thread already holds nests inside
     it (the same run, not a concurrent one), and the lock is released when the outermost holder
     releases it. Another thread of the process is refused like another process.
+
+    With ``remove=True`` a clean release deletes the lock file. That is safe because the file is
+    unlinked while still locked, and whoever wins the lock next first checks that the file it locked
+    is still the one at the path: a process that opened the file before it was unlinked, and locks it
+    after, finds it gone, lets it go and locks the file now at the path instead; two processes can
+    therefore never each hold a different file of one path.
     """
 
-    def __init__(self, path: Path, label: str, what: str) -> None:
+    def __init__(self, path: Path, label: str, what: str, *, remove: bool = False) -> None:
         self.path = path
         self._key = path.resolve()
         self._released = False
@@ -114,19 +146,26 @@ class HeldLock:
                     )
                 held[1] += 1
                 return
-            self._acquire(path, label, what)
+            self._acquire(path, label, what, remove)
 
-    def _acquire(self, path: Path, label: str, what: str) -> None:
-        handle = open(path, "a+")  # noqa: SIM115  (held open while locked: closing it releases the lock)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise FolderLocked(
-                f"{label} is in use by {_describe(_read_holder(path))}: two runs writing it would mix "
-                "their results; wait for it, stop it, or use another output folder"
-            ) from None
-        earlier = _read_holder(path)
+    def _acquire(self, path: Path, label: str, what: str, remove: bool) -> None:
+        for _ in range(_REPLACED_TRIES):
+            handle = open(path, "a+")  # noqa: SIM115  (held open while locked: closing it releases the lock)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_open(handle)
+                handle.close()
+                raise FolderLocked(
+                    f"{label} is in use by {_describe(holder)}: two runs writing it would mix "
+                    "their results; wait for it, stop it, or use another output folder"
+                ) from None
+            if _is_at(path, handle):
+                break
+            handle.close()  # the previous holder removed this file as it released: lock the one at the path
+        else:
+            raise FolderLocked(f"{label}: its lock file {path} kept being replaced while this process took it")
+        earlier = _read_open(handle)
         if earlier.get("pid") not in (None, os.getpid()):
             logger.warning("%s: taking over a lock left by %s, which is gone", label, _describe(earlier))
         handle.seek(0)
@@ -135,7 +174,7 @@ class HeldLock:
             json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "what": what})
         )
         handle.flush()
-        _HELD[self._key] = [handle, 1, threading.get_ident()]
+        _HELD[self._key] = [handle, 1, threading.get_ident(), remove]
 
     def release(self) -> None:
         """Release this hold; the outermost release of the process gives the lock up."""
@@ -146,14 +185,29 @@ class HeldLock:
             held = _HELD[self._key]
             held[1] -= 1
             if held[1] == 0:
-                handle = _HELD.pop(self._key)[0]
+                handle, _, _, remove = _HELD.pop(self._key)
                 # A clean end leaves the file empty: only a holder that died leaves its details behind.
                 handle.seek(0)
                 handle.truncate()
+                if remove and _is_at(self.path, handle):
+                    self.path.unlink()  # still locked: see the class docstring
                 handle.close()  # releases the flock
 
 
-#: Locks this process holds: resolved lock path -> [open handle, nesting depth, owning thread].
+def _is_at(path: Path, handle) -> bool:
+    """Whether the open ``handle`` is the file at ``path`` now (not one unlinked or replaced since)."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(handle.fileno()))
+    except FileNotFoundError:
+        return False
+
+
+# Attempts at a lock whose file each time turned out removed by the holder releasing it: one retry
+# is what a release in the same instant needs; more mean something keeps replacing the file.
+_REPLACED_TRIES = 20
+
+#: Locks this process holds: resolved lock path -> [open handle, nesting depth, owning thread,
+#: whether the release deletes the file].
 _HELD: dict[Path, list] = {}
 _HELD_GUARD = threading.RLock()
 
@@ -188,14 +242,16 @@ def folder_lock(folder: str | os.PathLike, what: str = "a run") -> Iterator[Path
 def output_lock(target: str | os.PathLike, what: str = "a run") -> Iterator[Path]:
     """Hold an exclusive lock on an output ``target`` that is replaced as a whole (a folder written
     by ``atomic_folder``, a file): the lock file ``.NAME.lock`` sits beside it, so it survives the
-    replacement, and two targets in one folder do not exclude each other.
+    replacement, and two targets in one folder do not exclude each other. A clean end deletes it; a
+    killed writer's stays, naming that writer, until the next one takes it over.
 
     Raises:
         FolderLocked: another live process is writing ``target``; the message names its PID.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    lock = HeldLock(_lock_path(target, beside=True), str(target), what)
+    # The lock file goes at a clean end: it sits in a folder of the user's, not in the output.
+    lock = HeldLock(_lock_path(target, beside=True), str(target), what, remove=True)
     try:
         yield lock.path
     finally:

@@ -13,6 +13,8 @@ adds no forward pass and no second cross-entropy.
 
 from __future__ import annotations
 
+import copy
+import logging
 from typing import Any
 
 import torch
@@ -23,7 +25,38 @@ from .callback import CartographyCallback, PerSampleLoss, RecordingConfig, ensur
 from .columns import LOSS_WEIGHT, SAMPLE_ID
 from .recording import LossRecorder, hf_causal_lm_losses
 
-__all__ = ["RecordingConfig", "LossRecordingMixin", "RecordingTrainer", "ensure_sample_ids"]
+__all__ = ["RecordingConfig", "LossRecordingMixin", "RecordingTrainer", "ensure_sample_ids", "without_hub_token"]
+
+logger = logging.getLogger(__name__)
+
+
+def without_hub_token(args):
+    """``args`` without its Hub token (a copy; ``args`` itself is left as it is).
+
+    ``transformers.Trainer`` pickles its arguments whole into ``training_args.bin`` beside every
+    checkpoint and saved model, and its own pushes upload that file with the model: a token kept in
+    the arguments is written to disk and published. Without it, ``huggingface_hub`` takes the token
+    from the login (``hf auth login``) or the ``HF_TOKEN`` environment variable, which reach no file.
+    """
+    if getattr(args, "hub_token", None) is None:
+        return args
+    logger.warning(
+        "the Hub token in the training arguments is not kept: the Trainer would write it into training_args.bin "
+        "and push it with the model; pushes use the login (hf auth login) or HF_TOKEN instead"
+    )
+    args = copy.copy(args)
+    args.hub_token = None
+    return args
+
+
+def _trainer_call_without_hub_token(args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    """A Trainer constructor's positional and keyword arguments with :func:`without_hub_token`
+    applied to its ``args`` (the second positional, or the keyword)."""
+    if len(args) > 1:
+        return (args[0], without_hub_token(args[1]), *args[2:]), kwargs
+    if kwargs.get("args") is not None:
+        return args, {**kwargs, "args": without_hub_token(kwargs["args"])}
+    return args, kwargs
 
 
 class _TrainerBatch:
@@ -89,6 +122,8 @@ class LossRecordingMixin:
         if recording is None and self.records_by_default:
             recording = RecordingConfig()
         self.recording = recording
+        # Every trainer built on the mixin keeps the Hub token out of the arguments it pickles.
+        args, kwargs = _trainer_call_without_hub_token(args, kwargs)
         super().__init__(*args, **kwargs)
         self.recorder = None
         self._pending_sample_ids: torch.Tensor | None = None

@@ -159,6 +159,9 @@ class CartoTrainer(LossRecordingMixin, Trainer):
         recording (`RecordingConfig` or `str`, *optional*): also record per-sample losses (so the
             continuation phase is mapped too); off by default.
 
+    A ``hub_token`` in the arguments is dropped
+    (:func:`hf_carto.recording_trainer.without_hub_token`): no file the Trainer saves or pushes holds it.
+
     Example::
 
         curated = apply_interventions(add_cartography(ds, fit), gamma=2.0, alpha=0.5)

@@ -277,3 +277,101 @@ def test_gpt2_recipe_publishes_its_curated_dataset_and_model(servers, tmp_path):
     assert len(loaded["rows"]) == exported.num_rows > 0
     assert [r["sample_id"] for r in loaded["rows"]] == exported.column("sample_id").to_pylist()
     assert loaded["features"]["carto_quadrant"]["names"][2] == "hotspot_memorized"
+
+
+SENTINEL = "hf_sentinel_0451_must_reach_no_file"
+
+
+def files_holding(needle: str, *folders: Path) -> list[Path]:
+    """Every file under ``folders`` whose bytes contain ``needle`` (git's own store left out: its
+    objects are compressed; the files of the last commit are what the Hub serves)."""
+    return [
+        p
+        for folder in folders
+        for p in folder.rglob("*")
+        if p.is_file() and ".git" not in p.relative_to(folder).parts and needle.encode() in p.read_bytes()
+    ]
+
+
+def test_a_hub_token_on_the_command_line_reaches_no_file_local_or_pushed(servers, tmp_path):
+    """`--push_to_hub --hub_token T`: T is in no file of the run folder and in no file uploaded (the
+    model went up with its training_args.bin, the file the Trainer pickles its arguments into). The
+    upload authenticates with the login or HF_TOKEN (the environment here)."""
+    import torch
+
+    write, _, root = servers
+    out = tmp_path / "run"
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "gpt2_wikitext.py"
+    args = ["--preset", "cpu-tiny", "--output_dir", str(out), "--push_to_hub", "--hub_token", SENTINEL]
+    args += ["--hub_model_id", "someone/token-model", "--hub_dataset_id", "someone/token-data"]
+    result = subprocess.run(
+        [sys.executable, str(recipe), *args],
+        capture_output=True,
+        text=True,
+        env=client_env(write.endpoint, root),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert SENTINEL not in result.stdout + result.stderr
+    model_repo = write.repo_path("someone/token-model", "models")
+    dataset_repo = write.repo_path("someone/token-data")
+    pickled = [p.relative_to(out) for p in out.rglob("training_args.bin")]
+    assert len(pickled) >= 3 and (model_repo / "training_args.bin").exists()  # what could hold it was written
+    assert files_holding(SENTINEL, out) == []
+    assert files_holding(SENTINEL, model_repo, dataset_repo, write.lfs_store) == []
+    uploaded = torch.load(model_repo / "training_args.bin", weights_only=False)
+    assert uploaded.hub_token is None and uploaded.push_to_hub is False
+    # The check itself finds the token where it is.
+    (tmp_path / "canary.bin").write_bytes(b"\0" + SENTINEL.encode() + b"\0")
+    assert files_holding(SENTINEL, tmp_path) == [tmp_path / "canary.bin"]
+
+
+CARTO_TRAINER_PUSH = """
+import sys
+from pathlib import Path
+
+import numpy as np
+from transformers import TrainingArguments
+
+sys.path.insert(0, sys.argv[3])
+from record_tiny import collate, make_dataset, make_model
+from hf_carto.trainer import CartoTrainer
+
+data = make_dataset(16, 12, 50, 0)
+n = len(data)
+data = data.add_column("carto_loss_weight", np.full(n, 0.5, np.float32))
+data = data.add_column("carto_keep", np.ones(n, bool))
+args = TrainingArguments(
+    output_dir=sys.argv[1], hub_token=sys.argv[2], push_to_hub=True, hub_model_id="someone/carto-trainer",
+    hub_strategy="every_save", save_strategy="steps", save_steps=2, max_steps=4, per_device_train_batch_size=4,
+    report_to="none", use_cpu=True, disable_tqdm=True,
+)
+trainer = CartoTrainer(model=make_model(50, 12, 0), args=args, train_dataset=data, data_collator=collate)
+trainer.train()
+trainer.push_to_hub(blocking=True)
+assert args.hub_token == sys.argv[2]  # the caller's arguments are left as they were
+print("pushed")
+"""
+
+
+def test_carto_trainer_keeps_a_hub_token_in_its_arguments_out_of_every_file_it_saves_or_pushes(servers, tmp_path):
+    """The Trainer's own saves and pushes (checkpoints every 2 steps, each pushed, then the final
+    push): no file of the output folder or of the model repository holds the token."""
+    write, _, root = servers
+    out = tmp_path / "out"
+    launch = Path(__file__).parent / "launch"
+    result = subprocess.run(
+        [sys.executable, "-c", CARTO_TRAINER_PUSH, str(out), SENTINEL, str(launch)],
+        capture_output=True,
+        text=True,
+        env=client_env(write.endpoint, root),
+        timeout=300,
+    )
+    assert result.returncode == 0 and "pushed" in result.stdout, result.stderr[-3000:]
+    assert SENTINEL not in result.stdout + result.stderr
+    assert "the Hub token in the training arguments is not kept" in result.stderr
+    repo = write.repo_path("someone/carto-trainer", "models")
+    assert len(list(out.rglob("training_args.bin"))) >= 3 and (repo / "training_args.bin").exists()
+    assert (repo / "model.safetensors").exists()
+    assert files_holding(SENTINEL, out) == []
+    assert files_holding(SENTINEL, repo, write.lfs_store) == []

@@ -440,3 +440,149 @@ def test_another_thread_of_the_process_is_refused_like_another_process(tmp_path)
     assert len(results) == 1 and "another thread of this process" in results[0]
     with output_lock(tmp_path / "scored"), output_lock(tmp_path / "scored"):  # one thread nests
         pass
+
+
+def test_overwrite_output_dir_never_clears_a_folder_no_run_wrote(tmp_path):
+    thesis = tmp_path / "thesis"
+    (thesis / "notes").mkdir(parents=True)
+    (thesis / "thesis.tex").write_text("\\documentclass{book}")
+    (thesis / "notes" / "chapter1.md").write_text("mine")
+    before = {p.relative_to(thesis): p.read_bytes() for p in thesis.rglob("*") if p.is_file()}
+    result = subprocess.run(
+        tiny(thesis, "--overwrite_output_dir"), capture_output=True, text=True, env=env(), timeout=300
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert f"{thesis} holds 2 entries that no run of this experiment wrote (notes, thesis.tex)" in lines[0]
+    assert "nothing was deleted" in lines[0] and "--output_dir" in lines[0]
+    # Untouched, and nothing added: not even a lock file.
+    assert sorted(p.name for p in thesis.iterdir()) == ["notes", "thesis.tex"]
+    assert {p.relative_to(thesis): p.read_bytes() for p in thesis.rglob("*") if p.is_file()} == before
+
+
+class _OneProcess:
+    """The accelerate state of a run on one process."""
+
+    is_main_process = True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def test_overwrite_output_dir_clears_a_run_folder_and_one_written_before_the_marker(tmp_path):
+    from contextlib import ExitStack
+
+    from hf_carto.experiment import parse_arguments
+    from hf_carto.experiment.run_folder import CONFIG, RUN_MARKER, _clear, open_run_folder, run_settings
+
+    out = tmp_path / "run"
+    parsed = parse_arguments(["--preset", "cpu-tiny", "--output_dir", str(out)])
+    settings, carto = run_settings(*parsed), parsed[2]
+    with ExitStack() as stack:  # a run starts: the marker is its first file
+        open_run_folder(out, settings, carto, _OneProcess(), stack)
+    assert (out / RUN_MARKER).is_file()
+    (out / CONFIG).write_text(json.dumps(settings))
+    (out / "seed0" / "mapping").mkdir(parents=True)
+    (out / "seed0" / "mapping" / "losses.arrow").write_text("x")
+    carto.overwrite_output_dir = True
+    with ExitStack() as stack:
+        open_run_folder(out, settings, carto, _OneProcess(), stack)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, RUN_MARKER, "run_config.pending.json"]
+
+    # A run folder written before the marker existed: recognised by its settings.
+    legacy = tmp_path / "legacy"
+    (legacy / "seed0").mkdir(parents=True)
+    (legacy / CONFIG).write_text(json.dumps(settings))
+    _clear(legacy)
+    assert list(legacy.iterdir()) == []
+    # A run_config.json of another program's is not enough, and the deleting function refuses on its own.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / CONFIG).write_text(json.dumps({"learning_rate": 0.1}))
+    (other / "results.csv").write_text("mine")
+    with pytest.raises(SystemExit, match="holds 2 entries that no run of this experiment wrote"):
+        _clear(other)
+    assert sorted(p.name for p in other.iterdir()) == ["results.csv", CONFIG]
+
+
+HOLD_OUTPUT = (
+    "import sys\nfrom hf_carto.locking import output_lock\n"
+    "with output_lock(sys.argv[1], 'test holder'):\n    print('held', flush=True)\n    sys.stdin.readline()\n"
+)
+
+
+def _output_holder(target: Path) -> subprocess.Popen:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OUTPUT, str(target)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=env(),
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_an_output_lock_leaves_no_file_beside_the_output_and_a_killed_writers_is_taken_over(tmp_path, caplog):
+    import numpy as np
+    from datasets import Dataset
+
+    from hf_carto.cli import main
+    from hf_carto.locking import output_lock
+
+    losses = tmp_path / "data" / "losses"
+    columns = {f"carto_loss_{t}": np.linspace(3, 0.5, 8) + t for t in (1, 2, 3)}
+    Dataset.from_dict({"sample_id": np.arange(8), **columns}).save_to_disk(str(losses))
+    scored = tmp_path / "scored"
+    assert main(["score", str(losses), str(scored), "--burn-in", "1", "--eps", "0.5"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "scored"]  # no .scored.lock
+
+    # While a writer holds it, refused attempts leave its details in the file: they name it each time.
+    holder = _output_holder(scored)
+    for _ in range(3):
+        with pytest.raises(FolderLocked, match=f"in use by PID {holder.pid} .*test holder"), output_lock(scored):
+            pass
+    assert lock_holder(scored, beside=True)["pid"] == holder.pid
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    # A killed writer's lock file stays, naming it; the next writer takes it over and removes it at its end.
+    assert (tmp_path / ".scored.lock").exists() and lock_holder(scored, beside=True) is None
+    with caplog.at_level("WARNING"), output_lock(scored, "the next writer"):
+        assert lock_holder(scored, beside=True)["pid"] == os.getpid()
+    assert f"left by PID {holder.pid}" in caplog.text
+    assert not (tmp_path / ".scored.lock").exists()
+
+
+def test_a_writer_that_locked_a_removed_lock_file_takes_the_one_at_the_path(tmp_path, monkeypatch):
+    """The race of removing lock files: a writer opens the lock file, the holder releases and removes
+    it, then the writer's flock succeeds, on a file no other process can find any more. It must let
+    that one go and lock the file at the path, or a third writer would hold a lock of its own."""
+    import fcntl
+    import types
+
+    from hf_carto import locking
+    from hf_carto.locking import output_lock
+
+    target = tmp_path / "scored"
+    lock_file = tmp_path / ".scored.lock"
+    holder = _output_holder(target)
+    attempts = []
+
+    def flock(handle, operation):
+        if operation & fcntl.LOCK_EX:
+            attempts.append(os.fstat(handle.fileno()).st_ino)
+            if len(attempts) == 1:  # opened while held; now the holder releases and removes the file
+                holder.stdin.write("\n")
+                holder.stdin.flush()
+                assert holder.wait(timeout=60) == 0
+                assert not lock_file.exists()
+        fcntl.flock(handle, operation)
+
+    monkeypatch.setattr(locking, "fcntl", types.SimpleNamespace(**{**vars(fcntl), "flock": flock}))
+    with output_lock(target, "the writer"):
+        assert len(attempts) == 2 and lock_file.exists()
+        assert lock_holder(target, beside=True)["pid"] == os.getpid()
+        third = subprocess.run(
+            [sys.executable, "-c", HOLD_OUTPUT, str(target)], input="\n", capture_output=True, text=True, env=env(),
+            timeout=120,
+        )  # fmt: skip
+        assert third.returncode != 0 and f"in use by PID {os.getpid()}" in third.stderr, third.stderr[-2000:]
+    assert not lock_file.exists()

@@ -5,6 +5,11 @@ A run folder holds ``run_config.json`` (the settings that decide the results, wr
 stage has succeeded), one ``done.json`` per finished stage (written last, after every file of the
 stage, so a stage interrupted half-way is redone) and ``stage_times.json``. A rerun with the same
 settings reads finished stages back instead of redoing them; one with other settings is refused.
+
+A run writes ``.hf_carto_run`` into its folder before anything else. ``--overwrite_output_dir``
+clears only a folder that carries it (or, written before it existed, a ``run_config.json`` or
+``run_config.pending.json`` of this experiment): any other folder holds what the user put there,
+and is refused, naming what is in it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ CONFIG = "run_config.json"
 # folder holding it (and no run_config.json) is what a failed start left, safe to clear on the next.
 PENDING_CONFIG = "run_config.pending.json"
 DONE = "done.json"
+#: The file that marks a folder as a run folder of this experiment: only such a folder is ever cleared.
+RUN_MARKER = ".hf_carto_run"
+# Settings every run_config.json of this experiment holds, by which one written before RUN_MARKER
+# existed is told from a file of the same name that another program wrote.
+_OWN_SETTINGS = {"seeds", "burn_in", "eps", "per_device_train_batch_size"}
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -150,16 +160,59 @@ def check_output_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> bo
             )
         return True
     failed_start = (out / PENDING_CONFIG).exists()
-    holds_files = out.exists() and any(p.name != LOCK_FILE for p in out.iterdir())
-    if holds_files and not config_file.exists() and not overwrite and not failed_start:
+    entries = _entries(out)
+    if entries and overwrite and not is_run_folder(out):
+        raise SystemExit(_not_a_run_folder(out, entries))
+    if entries and not config_file.exists() and not overwrite and not failed_start:
         raise SystemExit(f"{out} is not empty and holds no {CONFIG}; use another --output_dir")
     return False
 
 
+def _entries(out: Path) -> list[str]:
+    """What ``out`` holds besides the files of the run's own bookkeeping (its lock and marker)."""
+    if not out.is_dir():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.name not in (LOCK_FILE, RUN_MARKER))
+
+
+def is_run_folder(out: Path) -> bool:
+    """Whether ``out`` is a run folder of this experiment: it carries :data:`RUN_MARKER`, or (a folder
+    written before the marker existed) a ``run_config.json`` or ``run_config.pending.json`` holding
+    this experiment's settings."""
+    if (out / RUN_MARKER).is_file():
+        return True
+    for name in (CONFIG, PENDING_CONFIG):
+        try:
+            settings = json.loads((out / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(settings, dict) and _OWN_SETTINGS <= set(settings):
+            return True
+    return False
+
+
+def _not_a_run_folder(out: Path, entries: list[str]) -> str:
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    return (
+        f"{out} holds {len(entries)} entries that no run of this experiment wrote ({shown}); "
+        f"--overwrite_output_dir only clears a run folder (one holding {RUN_MARKER}), so nothing was deleted: "
+        "choose another --output_dir"
+    )
+
+
 def _clear(out: Path) -> None:
-    """Remove everything in ``out`` but its lock file (held by this run; see hf_carto.locking)."""
+    """Remove everything in ``out`` but its lock file (held by this run; see hf_carto.locking) and
+    its :data:`RUN_MARKER`.
+
+    Raises:
+        SystemExit: ``out`` is not a run folder of this experiment (see :func:`is_run_folder`):
+            nothing is removed.
+    """
+    entries = _entries(out)
+    if entries and not is_run_folder(out):  # checked again here: this is the only place that deletes
+        raise SystemExit(_not_a_run_folder(out, entries))
     for path in out.iterdir():
-        if path.name == LOCK_FILE:
+        if path.name in (LOCK_FILE, RUN_MARKER):  # the run's own: the folder stays one it may clear
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -190,6 +243,9 @@ def open_run_folder(out: Path, settings: dict[str, Any], carto: CartoArguments, 
             raise SystemExit(str(err)) from None
         if (carto.overwrite_output_dir or (out / PENDING_CONFIG).exists()) and not resuming:
             _clear(out)  # discarded on request, or what a failed start left (see check_output_dir)
+        # Before anything else of the run: from now on the folder is one this experiment may clear.
+        if not (out / RUN_MARKER).exists():
+            write_json(out / RUN_MARKER, {"written_by": "hf_carto experiment", "clear_with": "--overwrite_output_dir"})
         remove_stale_staging(out)  # what killed runs left: under the lock nobody else writes here
         if resuming:
             print(f"resuming the run in {out}: finished stages are read back, not redone")

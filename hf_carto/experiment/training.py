@@ -47,8 +47,14 @@ def new_model(model_args: ModelArguments, tokenizer, seed: int):
 
 def training_args(training, **changes):
     """The TrainingArguments of one stage. The experiment publishes at the end; the Trainer itself
-    never pushes, evaluates or saves on its own."""
-    return dataclasses.replace(training, push_to_hub=False, save_strategy="no", eval_strategy="no", **changes)
+    never pushes, evaluates or saves on its own.
+
+    They hold no Hub token: the Trainer pickles its arguments whole into ``training_args.bin`` beside
+    every checkpoint and saved model, and the model folder is what the experiment uploads, so a
+    ``--hub_token`` kept here would be written to disk and published with the model."""
+    return dataclasses.replace(
+        training, push_to_hub=False, save_strategy="no", eval_strategy="no", hub_token=None, **changes
+    )
 
 
 def mapping_run(
