@@ -4,8 +4,15 @@ The page (``templates/data_map.html``) draws an SVG scatter with a few dozen lin
 JavaScript; the data are embedded as JSON. Nothing is fetched from a CDN or anywhere else, so the
 file opens offline and can be attached to a report or a dataset repository as it is.
 
-Canary rows are left out unless asked for: their text holds the secrets (``is_canary``, or a
-``truth`` label ``canary``).
+A map is a file people share, so by default it embeds scores only:
+
+- row texts (the ``text_column``, or decoded ``input_ids``) only with ``include_text=True``
+  (``--include-text``). A map with texts leaves the canary rows out (their text holds the secrets;
+  ``include_canaries=True`` keeps them), so the ``sample_id`` values it lacks are then the canary
+  rows'. A map without texts draws every row: nothing in it says which rows are canaries.
+- the planted ground truth (the ``truth`` label of each row: the "planted" tooltip line and the
+  ``color_by="planted"`` colours) only with ``include_ground_truth=True``
+  (``--include-ground-truth``). ``is_canary`` and ``carto_canary_id`` are never embedded.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import importlib.resources
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,8 @@ __all__ = ["write_interactive_map", "COLOR_BY"]
 TEMPLATE = importlib.resources.files(__package__) / "templates" / "data_map.html"
 COLOR_BY = ("quadrant", "planted")
 SNIPPET_CHARS = 200
+# What _script_json writes as \uXXXX inside the embedded JSON (see there for why).
+_SCRIPT_ESCAPES = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"}
 PLANTED_COLORS = ["#9aa5b1", "#2a9d8f", "#e63946", "#f4a261", "#6a4c93", "#264653", "#e9c46a"]
 
 
@@ -65,7 +75,8 @@ def _truth_names(dataset: Any) -> list[str] | None:
 
 def _snippets(dataset: Any, rows: np.ndarray, text_column: str | None, tokenizer: Any) -> list[str]:
     def cut(text: str) -> str:
-        text = " ".join(text.split())
+        # The text as it is (the tooltip keeps its line breaks), cut by code points so that a
+        # character outside the BMP is never split in half.
         return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1] + "…"
 
     if text_column is not None:
@@ -87,6 +98,8 @@ def write_interactive_map(
     fit: Any = None,
     text_column: str | None = "text",
     tokenizer: Any = None,
+    include_text: bool = False,
+    include_ground_truth: bool = False,
     include_canaries: bool = False,
     title: str = "Data map",
     seed: int = 0,
@@ -100,20 +113,29 @@ def write_interactive_map(
             memorization or any detector column `carto_score_<name>`. The horizontal axis is
             difficulty.
         color_by (`str`, *optional*, defaults to `"quadrant"`): `"quadrant"`, or `"planted"` (the
-            `truth` label of data built with planted material).
+            `truth` label of data built with planted material; needs `include_ground_truth`).
         fit (:class:`hf_carto.CartographyFit`, *optional*): draws `tau_d` (and `tau_m` when `y`
             is memorization) as dashed lines.
-        text_column (`str`, *optional*, defaults to `"text"`): where hover snippets come from; when
-            the dataset lacks it, `input_ids` are decoded with `tokenizer` (or shown as ids).
-        include_canaries (`bool`, *optional*, defaults to `False`): also draw canary rows.
+        text_column (`str`, *optional*, defaults to `"text"`): where hover texts come from when
+            `include_text`; when the dataset lacks it, `input_ids` are decoded with `tokenizer` (or
+            shown as ids).
+        include_text (`bool`, *optional*, defaults to `False`): embed each row's text (its first
+            200 characters) in the page, shown on hover. Canary rows are then left out unless
+            `include_canaries`.
+        include_ground_truth (`bool`, *optional*, defaults to `False`): embed each row's planted
+            `truth` label (shown on hover, and needed by `color_by="planted"`).
+        include_canaries (`bool`, *optional*, defaults to `False`): with `include_text`, also draw
+            the canary rows and their texts (the secrets). Without texts every row is drawn anyway.
         title (`str`, *optional*): the page title.
+        seed (`int`, *optional*, defaults to 0): the seed of the memorization jitter.
 
     Returns:
         `Path`: the file written.
 
     Raises:
         ValueError: a missing score column, a `y` that is neither memorization nor a detector
-            column, an unknown `color_by`, `"planted"` without a `truth` column, or no row left.
+            column, an unknown `color_by`, `"planted"` without a `truth` column or without
+            `include_ground_truth`, or no row left.
     """
     missing = [c for c in (DIFFICULTY, MEMORIZATION, QUADRANT) if c not in dataset.column_names]
     if missing:
@@ -126,14 +148,22 @@ def write_interactive_map(
     truth_names = _truth_names(dataset)
     if color_by == "planted" and truth_names is None:
         raise ValueError(f"color_by='planted' needs a '{TRUTH}' column; this dataset has none")
+    if color_by == "planted" and not include_ground_truth:
+        raise ValueError(
+            "color_by='planted' embeds every row's planted label in the page; pass include_ground_truth=True "
+            "(--include-ground-truth) to draw it"
+        )
 
-    canaries = _canary_rows(dataset)
-    rows = np.arange(len(dataset)) if include_canaries else np.flatnonzero(~canaries)
+    # Canary rows are withheld for their text alone: a map without texts draws them like any other
+    # row, so that the sample_ids it lacks do not point at them.
+    canaries = _canary_rows(dataset) if include_text and not include_canaries else np.zeros(len(dataset), bool)
+    rows = np.flatnonzero(~canaries)
     if rows.size == 0:
         raise ValueError(f"no row to draw: all {len(dataset)} rows are canaries (pass include_canaries=True)")
+    show_truth = include_ground_truth and truth_names is not None
     wanted = [DIFFICULTY, MEMORIZATION, QUADRANT, *([y] if y != MEMORIZATION else [])]
     wanted += [SAMPLE_ID] if SAMPLE_ID in dataset.column_names else []
-    wanted += [TRUTH] if truth_names is not None else []
+    wanted += [TRUTH] if show_truth else []
     leak = [c for c in (LEAK_EXTRACTABLE, LEAK_MATCHED, LEAK_LOSS) if c in dataset.column_names]
     wanted += leak
     cols = {k: v[rows] for k, v in read_columns(dataset, wanted).items()}
@@ -143,7 +173,11 @@ def write_interactive_map(
     y_plot = yv
     if y == MEMORIZATION:  # m is discrete: jitter within a third of one step, as the PNG does
         steps = fit.num_snapshots - 1 if fit is not None and fit.num_snapshots > 1 else 20
-        y_plot = yv + np.random.default_rng(seed).uniform(-0.3, 0.3, size=yv.size) / steps
+        jitter = np.random.default_rng(seed).uniform(-0.3, 0.3, size=yv.size) / steps
+        # m lives in [0, 1]: a jitter that would carry a point past either end goes inward instead,
+        # so that no point reads as a memorization below 0 or above 1.
+        jitter = np.where((yv + jitter < 0) | (yv + jitter > 1), -jitter, jitter)
+        y_plot = yv + jitter
 
     from .plots import QUADRANT_COLORS
     from .scores import Quadrant
@@ -161,11 +195,15 @@ def write_interactive_map(
     if y != MEMORIZATION:
         scores[y] = _finite_or_none(yv)
     for name in leak:  # the row's own leakage evidence, when the dataset carries it
-        scores[name] = _finite_or_none(cols[name].astype(np.float64))
-    left_out = int(canaries.sum()) if not include_canaries else 0
+        values = cols[name]
+        # A yes/no column travels as JSON true/false, so that the tooltip says so rather than 1.000.
+        scores[name] = values.tolist() if values.dtype == np.bool_ else _finite_or_none(values.astype(np.float64))
+    left_out = int(canaries.sum())
     note = f"{rows.size} samples"
-    note += f"; {left_out} canary rows left out" if left_out else ""
+    note += f"; {left_out} canary rows left out (their text holds the secrets)" if left_out else ""
     note += ". Hover a point for its sample; the buttons filter by quadrant."
+    if not include_text:
+        note += " Row texts are not included in this page."
     data = {
         "title": title,
         "note": note,
@@ -180,17 +218,33 @@ def write_interactive_map(
         "quadrant_names": quadrant_names,
         "group": group.tolist(),
         "groups": groups,
-        "planted": [truth_names[k] for k in cols[TRUTH].astype(np.int64)] if truth_names is not None else None,
+        "planted": [truth_names[k] for k in cols[TRUTH].astype(np.int64)] if show_truth else None,
         "scores": scores,
-        "snippet": _snippets(dataset, rows, text_column if text_column in dataset.column_names else None, tokenizer),
+        "snippet": _snippets(dataset, rows, text_column if text_column in dataset.column_names else None, tokenizer)
+        if include_text
+        else None,
     }
-    # "</" inside the JSON could close the script element early; "<\/" means the same in JSON.
-    payload = json.dumps(data, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
     page = TEMPLATE.read_text(encoding="utf-8")
-    page = page.replace("__TITLE__", _html_escape(title)).replace("__DATA__", payload)
+    # One pass over both placeholders, so that a title holding "__DATA__" stays a title.
+    fill = {"__TITLE__": _html_escape(title), "__DATA__": _script_json(data)}
+    page = re.sub("__TITLE__|__DATA__", lambda match: fill[match.group(0)], page)
     from .atomic import write_text_atomic
 
     return write_text_atomic(page, path)
+
+
+def _script_json(data: Any) -> str:
+    """``data`` as JSON that can sit inside a ``<script>`` element whatever its strings hold.
+
+    The HTML parser reads a script's text before JSON does: ``</script`` ends it, and ``<!--``
+    followed by ``<script`` makes it swallow the rest of the page, which then draws nothing. JSON
+    allows any character in a string to be written as ``\\uXXXX``, so ``<``, ``>`` and ``&`` (which
+    appear in JSON only inside strings) are written that way and the parser never sees markup. U+2028
+    and U+2029 end a line in JavaScript source before ES2019: escaped too, so the block stays valid
+    if it is ever pasted into a script.
+    """
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    return text.translate(_SCRIPT_ESCAPES)
 
 
 def _html_escape(text: str) -> str:

@@ -61,6 +61,8 @@ def plot_data_map(
     q = np.asarray(quadrants, dtype=np.int64)
     step = 1.0 / (num_snapshots - 1) if num_snapshots and num_snapshots > 1 else 0.05
     jitter = np.random.default_rng(seed).uniform(-0.3, 0.3, size=m.size) * step
+    # m lives in [0, 1]: a jitter that would carry a point past either end goes inward instead.
+    jitter = np.where((m + jitter < 0) | (m + jitter > 1), -jitter, jitter)
     fig, ax = new_figure((7, 5))
     for quad in Quadrant:
         sel = q == quad

@@ -74,3 +74,14 @@ def browser():
         _skip(f"chromium at {binary} did not start: {err}")
     yield driver
     driver.quit()
+
+
+def open_page(driver, path) -> None:
+    """Load the local file ``path``, after dropping the console messages earlier pages left."""
+    driver.get_log("browser")
+    driver.get(path.resolve().as_uri())
+
+
+def console_problems(driver) -> list[dict]:
+    """The page's console errors and warnings since the last look."""
+    return [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
