@@ -82,6 +82,7 @@ if TYPE_CHECKING:
         select_top_memorized,
         training_dynamics,
     )
+    from .sft import CartoSFTTrainer  # noqa: F401  (optional: not in __all__)
     from .tokenization import train_bpe_tokenizer
     from .trackers import log_cartography
     from .trainer import CartoTrainer, WeightedEpochSampler, prepare_curated_dataset
@@ -162,6 +163,10 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
     "trainer": ("CartoTrainer", "WeightedEpochSampler", "prepare_curated_dataset"),
 }
 _NAME_TO_SUBMODULE = {name: module for module, names in _SUBMODULE_NAMES.items() for name in names}
+
+#: Public names whose module needs an optional extra: name -> (submodule, extra). They resolve like
+#: the others but stay out of ``__all__``, so ``from hf_carto import *`` works without the extra.
+_OPTIONAL_NAMES: dict[str, tuple[str, str]] = {"CartoSFTTrainer": ("sft", "sft")}
 
 # Spelled out (not derived from the table above) so that linters and readers see the public names;
 # tests/test_packaging.py checks that the two agree.
@@ -264,6 +269,16 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     module = _NAME_TO_SUBMODULE.get(name)
+    if module is None and name in _OPTIONAL_NAMES:
+        module, extra = _OPTIONAL_NAMES[name]
+        try:
+            value = getattr(importlib.import_module(f".{module}", __name__), name)
+        except ImportError as err:
+            raise ImportError(
+                f"hf_carto.{name} needs the '{extra}' extra: pip install 'hf_carto[{extra}]' ({err})"
+            ) from err
+        globals()[name] = value
+        return value
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)
@@ -272,4 +287,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_OPTIONAL_NAMES))
