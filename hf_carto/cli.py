@@ -71,11 +71,26 @@ def _add_demo(sub: Any) -> None:
         "demo",
         help="cartography alone: a tiny GPT-2 on the generated corpus in a plain loop, its data mapped (CPU, ~1 min; "
         "the whole experiment is `make demo`)",
+        description="Cartography alone, on CPU in about a minute, nothing downloaded: generate the corpus "
+        "(planted duplicates, canaries and noise, each labelled), train a byte-level BPE tokenizer and a tiny "
+        "GPT-2 in a plain PyTorch loop (hf_carto/demo.py) recording every sample's eval-mode loss, then score "
+        "the samples, split them into quadrants and compare the quadrants with what was planted. Writes "
+        "OUTPUT_DIR/scored (the scored dataset with its leakage and duplicate columns), data_map.png, "
+        "data_map.html, report.json and the recorded losses (OUTPUT_DIR/run), replacing an earlier run once "
+        "complete. No arms, no leakage evaluation of arms: that is the experiment, "
+        "`python recipes/gpt2_wikitext.py --preset cpu-demo` (`make demo`).",
     )
-    demo.add_argument("--output-dir", default="outputs/demo")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--output-dir", default="outputs/demo", help="folder to write (default outputs/demo)")
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the model's weights and the data order; the corpus is always the same (default 0)",
+    )
     demo.add_argument("--epochs", type=int, default=None, help="training epochs (default 12)")
-    demo.add_argument("--snapshots-per-epoch", type=int, default=None)
+    demo.add_argument(
+        "--snapshots-per-epoch", type=int, default=None, help="eval-mode loss snapshots per epoch (default 2)"
+    )
     demo.add_argument("--eps", default=None, help="forget threshold policy (default quantile:0.05)")
 
 
@@ -104,7 +119,7 @@ def _add_arms(sub: Any) -> None:
         "the same treatments as gendatacarto to rows chosen by a seeded permutation.",
     )
     arms.add_argument("scored", help="a dataset scored by `hf-carto score`")
-    arms.add_argument("output")
+    arms.add_argument("output", help="folder to create for the three arms")
     arms.add_argument(
         "--budget",
         type=float,
@@ -115,7 +130,7 @@ def _add_arms(sub: Any) -> None:
     arms.add_argument("--gamma", type=float, default=1.0, help="up-sampling of ambiguous-hard (quadrant rules)")
     arms.add_argument("--remove-noisy", action="store_true", help="remove noisy outliers (quadrant rules)")
     arms.add_argument("--seed", type=int, default=0, help="seed of the random arm")
-    arms.add_argument("--overwrite", action="store_true")
+    arms.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
 
 def _add_evaluate(sub: Any) -> None:
@@ -138,7 +153,7 @@ def _add_evaluate(sub: Any) -> None:
     ev.add_argument("--reference-model", default=None, help="second model for the reference MIA signal")
     ev.add_argument("--k", type=int, default=32, help="tokens of prefix and continuation for k-extractability")
     ev.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
-    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default 32)")
 
 
 def _add_push(sub: Any) -> None:
@@ -149,7 +164,7 @@ def _add_push(sub: Any) -> None:
         "export folder (README.md + data/). Canary rows and secrets are withheld. The token comes from HF_TOKEN "
         "or the cached login and is never printed.",
     )
-    push.add_argument("dataset_dir")
+    push.add_argument("dataset_dir", help="a folder written by `hf-carto score`, or an export folder")
     push.add_argument("repo_id", help="namespace/name")
     visibility = push.add_mutually_exclusive_group()
     visibility.add_argument(
@@ -159,7 +174,7 @@ def _add_push(sub: Any) -> None:
         default=True,
         help="create the repository as private (default)",
     )
-    visibility.add_argument("--public", dest="private", action="store_false")
+    visibility.add_argument("--public", dest="private", action="store_false", help="create the repository as public")
     push.add_argument("--revision", default=None, help="branch to commit to")
     push.add_argument("--message", default="Upload curated dataset (hf_carto)", help="commit message")
     push.add_argument("--export-dir", default=None, help="where the Hub layout is written (default DATASET_DIR.hub)")
@@ -173,7 +188,13 @@ def _add_push(sub: Any) -> None:
 
 
 def _add_summary(sub: Any) -> None:
-    summary = sub.add_parser("summary", help="print the summary of a scored dataset folder")
+    summary = sub.add_parser(
+        "summary",
+        help="print the summary of a scored dataset folder",
+        description="Print the fit (eps, tau_d, tau_m), the quadrant counts with their mean difficulty and "
+        "memorization, and the intervention weights of a folder written by `hf-carto score`. A dataset with "
+        "no rows is refused (exit status 2).",
+    )
     summary.add_argument("path", help="folder written by `hf-carto score`")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -187,7 +208,7 @@ def _add_combine(sub: Any) -> None:
         "paths) and the combined OUT/report.json and OUT/report.md: the table over seeds, paired differences "
         "against the controls, detection quality, time per seed.",
     )
-    combine.add_argument("sources", nargs="+")
+    combine.add_argument("sources", nargs="+", help="run folders or report.json files, one seed each")
     combine.add_argument("--out", required=True, help="results folder, e.g. results/gpt2_paper_cpu")
 
 
@@ -196,24 +217,46 @@ def _add_map(sub: Any) -> None:
         "map",
         help="write the interactive data map of a scored dataset (one self-contained HTML file)",
         description="Difficulty against memorization (or a detector column), coloured by quadrant or planted "
-        "label; hovering a point shows its sample_id, scores and text; buttons filter by quadrant. Canary rows "
-        "are left out unless --include-canaries.",
+        "label; hovering a point shows its sample_id and scores; buttons filter by quadrant. A map is a file people "
+        "share: row texts are embedded only with --include-text (canary rows are then left out unless "
+        "--include-canaries), the planted ground truth only with --include-ground-truth.",
     )
     p.add_argument("scored", help="folder written by `hf-carto score` (its cartography.json draws the thresholds)")
     p.add_argument("output", help="the .html file to write")
     p.add_argument("--y", default="carto_memorization", help="carto_memorization or a carto_score_<detector> column")
-    p.add_argument("--color-by", default="quadrant", choices=["quadrant", "planted"])
-    p.add_argument("--text-column", default="text", help="hover snippets come from this column when present")
-    p.add_argument("--tokenizer", default=None, help="decode input_ids for the snippets (a tokenizer folder or id)")
-    p.add_argument("--include-canaries", action="store_true", help="also draw canary rows (their text holds secrets)")
-    p.add_argument("--title", default="Data map")
+    p.add_argument(
+        "--color-by",
+        default="quadrant",
+        choices=["quadrant", "planted"],
+        help="colour points by quadrant, or by planted kind (needs --include-ground-truth)",
+    )
+    p.add_argument("--include-text", action="store_true", help="embed each row's text (its first 200 characters)")
+    p.add_argument("--text-column", default="text", help="with --include-text: the texts come from this column")
+    p.add_argument("--tokenizer", default=None, help="with --include-text: decode input_ids (tokenizer folder or id)")
+    p.add_argument(
+        "--include-ground-truth",
+        action="store_true",
+        help="embed each row's planted truth label (needed by --color-by planted)",
+    )
+    p.add_argument(
+        "--include-canaries",
+        action="store_true",
+        help="with --include-text: also draw canary rows and their texts (the secrets)",
+    )
+    p.add_argument("--title", default="Data map", help="the page's title")
 
 
 def _add_generate(sub: Any) -> None:
-    gen = sub.add_parser("generate", help="write the generated default corpus (save_to_disk folder)")
-    gen.add_argument("output")
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--num-documents", type=int, default=None)
+    gen = sub.add_parser(
+        "generate",
+        help="write the generated default corpus (save_to_disk folder)",
+        description="Write the project's generated corpus (grammar text over a Zipf vocabulary, with planted "
+        "exact duplicates, canaries and random-character noise) as a save_to_disk folder with a text column and "
+        "its ground truth (truth: ordinary, duplicate, canary, noise).",
+    )
+    gen.add_argument("output", help="folder to create")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the corpus (default 0)")
+    gen.add_argument("--num-documents", type=int, default=None, help="ordinary documents (default 2000)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -443,13 +486,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from .hub import check_repo_id
+    from .hub import check_push_source, check_repo_id
     from .locking import output_lock
 
     check_repo_id(args.repo_id)  # before any export work
     source = Path(args.dataset_dir)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such folder")
+    check_push_source(source)  # a run folder: its private files and what to push instead, before any lock
     exported = (source / "README.md").exists() and (source / "data").is_dir()
     folder = (
         source if exported else Path(args.export_dir) if args.export_dir else source.with_name(source.name + ".hub")
@@ -502,6 +546,10 @@ def _run_summary(args: argparse.Namespace) -> int:
     from .io import load_scored
 
     dataset, fit = load_scored(args.path)
+    if len(dataset) == 0:  # a summary of nothing would print the fit's counts beside zero rows
+        raise ValueError(
+            f"{args.path}: the dataset is empty (0 rows, columns {dataset.column_names}); nothing to sum up"
+        )
     with _about(args.path):
         summary = cartography_summary(dataset, fit)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
@@ -514,7 +562,7 @@ def _run_map(args: argparse.Namespace) -> int:
 
     dataset, fit = load_scored(args.scored)
     tokenizer = None
-    if args.tokenizer is not None:
+    if args.tokenizer is not None and args.include_text:  # it only decodes texts
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
@@ -527,6 +575,8 @@ def _run_map(args: argparse.Namespace) -> int:
             fit=fit,
             text_column=args.text_column,
             tokenizer=tokenizer,
+            include_text=args.include_text,
+            include_ground_truth=args.include_ground_truth,
             include_canaries=args.include_canaries,
             title=args.title,
         )

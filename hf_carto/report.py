@@ -328,15 +328,36 @@ def plot_tradeoffs(runs: Sequence[dict[str, Any]], output_dir: str | os.PathLike
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     figures = (
-        ("figure1_extraction_vs_pruned.png", "canary extraction success", lambda r: r["extraction_success"]),
+        (
+            "figure1_extraction_vs_pruned.png",
+            "Canary extraction against pruned weight",
+            "canary extraction success",
+            lambda r: r["extraction_success"],
+        ),
         (
             "figure2_perplexity_vs_pruned.png",
+            "Validation perplexity against pruned weight",
             "validation perplexity increase (%)",
             lambda r: 100.0 * (r["perplexity"] / baseline[r["seed"]] - 1.0),
         ),
     )
-    for filename, ylabel, value in figures:
+    nothing_extracted = all(r["extraction_success"] == 0 for r in runs)
+    for filename, title, ylabel, value in figures:
         fig, ax = new_figure((5.5, 4))
+        ax.set_title(title, fontsize=10)
+        if nothing_extracted and filename.startswith("figure1"):
+            # Every line lies on 0: matplotlib would centre them on a +-0.04 axis, a flat pile that
+            # reads like a result. The rate's own axis, and the figure says there is nothing to compare.
+            ax.set_ylim(-0.05, 1.0)
+            ax.text(
+                0.5,
+                0.55,
+                "nothing extracted in any arm",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=11,
+            )
         for arm in sorted({r["arm"] for r in runs}):
             points: dict[float, list[float]] = {}
             for r in runs:

@@ -42,6 +42,10 @@ seeds), ``data_map.png``, ``figure1_extraction_vs_pruned.png``, ``figure2_perple
 layout with its dataset card, canary blocks withheld), ``model_card.md``. ``canaries.json`` holds
 the secrets and stays local. A rerun with the same settings resumes where the last one stopped.
 
+A run that cannot work (a setting, an input, data on a Hub that is off or out of reach) is refused
+before it trains, with one message and exit status 2, and leaves no folder it created. Under
+``accelerate launch``, ``--quiet`` keeps the launcher from adding its own traceback to the message.
+
 This script is the command line; the stages live in :mod:`hf_carto.experiment` (arguments and
 presets, run folder, data, training, evaluation, results, outputs), where they can be called one by
 one, for example to run the arms and the evaluation around a mapping run of one's own.
@@ -59,6 +63,7 @@ from hf_carto.experiment import (  # noqa: F401  (re-exported: the recipe's name
     parse_arguments,
     run_experiment,
 )
+from hf_carto.experiment.arguments import run_command_line
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -69,4 +74,4 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_command_line(main, sys.argv[1:]))  # a refusal: its message alone, status 2

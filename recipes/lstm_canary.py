@@ -665,9 +665,9 @@ def format_report(args: LstmCanaryArguments, results: list[dict], table: dict, c
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from transformers import HfArgumentParser
+    from hf_carto.experiment.arguments import command_line_parser, parse_command_line
 
-    (args,) = HfArgumentParser(LstmCanaryArguments).parse_args_into_dataclasses(args=argv)
+    (args,) = parse_command_line(command_line_parser((LstmCanaryArguments,)), argv)
     if not 1 <= args.burn_in < args.epochs:
         raise SystemExit(f"burn_in must be in [1, epochs - 1] = [1, {args.epochs - 1}]; got {args.burn_in}")
     if args.detectors:
@@ -699,4 +699,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from hf_carto.experiment.arguments import run_command_line
+
+    sys.exit(run_command_line(main, sys.argv[1:]))  # a refusal: its message alone, status 2

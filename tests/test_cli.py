@@ -325,3 +325,47 @@ def test_negative_losses_are_refused_unless_allowed(tmp_path, capsys):
     line = one_error_line(capsys, "score")
     assert str(path) in line and "1 of 2 rows have negative losses (in carto_loss_1); first sample_ids: [8]" in line
     assert main(["score", str(path), str(tmp_path / "o"), "--burn-in", "1", "--eps", "1", "--allow-negative"]) == 0
+
+
+# --- help and empty inputs ---------------------------------------------------------------------
+
+
+def _commands() -> dict:
+    import argparse
+
+    from hf_carto.cli import make_parser
+
+    [sub] = [a for a in make_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+@pytest.mark.parametrize("command", [None, *_commands()])
+def test_every_command_prints_its_help_and_documents_every_option(command, capsys):
+    argv = ["--help"] if command is None else [command, "--help"]
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: hf-carto{'' if command is None else ' ' + command}"), text
+    if command is None:
+        return
+    parser = _commands()[command]
+    assert parser.description, f"`hf-carto {command} --help` says nothing about what the command does"
+    undocumented = [a.dest for a in parser._actions if a.dest != "help" and not a.help]
+    assert undocumented == [], f"`hf-carto {command}` options without help: {undocumented}"
+    for action in parser._actions:
+        assert " ".join(action.help.split()[:3]) in " ".join(text.split()), action.dest
+
+
+def test_the_summary_of_a_dataset_with_no_rows_is_refused_in_one_line(tmp_path, loss_parquet, capsys):
+    from hf_carto.io import load_scored, save_scored
+
+    scored = tmp_path / "scored"
+    assert score(loss_parquet, scored) == 0
+    dataset, fit = load_scored(scored)
+    empty = tmp_path / "empty"
+    save_scored(dataset.select([]), empty, fit=fit)
+    capsys.readouterr()
+    assert main(["summary", str(empty)]) == 2
+    line = one_error_line(capsys, "summary")
+    assert str(empty) in line and "0 rows" in line

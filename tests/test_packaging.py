@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import hf_carto
 from hf_carto.hub import MODEL_CARD_TEMPLATE
 
@@ -67,3 +69,45 @@ def test_every_public_name_resolves_lazily():
         assert getattr(value, "__name__", name) == name, name
     assert hf_carto.__version__ == "0.1.0"
     from hf_carto import difficulty, render_model_card  # noqa: F401  (the `from` form)
+
+
+@pytest.mark.slow
+def test_the_wheel_builds_without_setuptools_warnings_and_holds_the_data_files(tmp_path):
+    import shutil
+    import zipfile
+
+    # A copy of what git would ship (tracked and not ignored), so the build writes nothing into the checkout.
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True, cwd=REPO_ROOT, check=True
+    ).stdout.decode()
+    source = tmp_path / "source"
+    for name in filter(None, listed.split("\0")):
+        if (REPO_ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, source / name)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v", str(source)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    for warning in ("Warning:", "is absent from the `packages` configuration", "License classifiers are deprecated"):
+        assert warning not in log, log[log.find(warning) - 400 : log.find(warning) + 1200]
+    [wheel] = tmp_path.glob("hf_carto-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    metadata = zipfile.ZipFile(wheel).read("hf_carto-0.1.0.dist-info/METADATA").decode()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    expected = [p.relative_to(source).as_posix() for p in (source / "hf_carto").rglob("*") if p.is_file()]
+    assert sorted(set(expected) - names) == []
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+
+
+def test_the_readme_activates_the_virtualenv_before_its_first_command():
+    """`make` installs into .venv; the README's `accelerate` and `hf-carto` lines need that environment."""
+    import re
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    activate = readme.find("source .venv/bin/activate")
+    assert activate >= 0, "the README never says to activate .venv"
+    first = min(m.start() for m in re.finditer(r"^(accelerate launch|hf-carto) ", readme, flags=re.MULTILINE))
+    assert activate < first, readme[first - 200 : first + 100]

@@ -142,20 +142,32 @@ def test_an_empty_training_file_stops_both_processes_with_the_same_message(tmp_p
 # 2. A failed start records no settings.
 
 
-def test_a_failed_start_records_no_settings_and_the_corrected_rerun_starts(tmp_path, corpus_file, stop_at_training):
+def test_a_failed_start_records_no_settings_and_the_corrected_rerun_starts(
+    tmp_path, corpus_file, stop_at_training, monkeypatch
+):
     out = tmp_path / "run"
     # Refused while reading the inputs: nothing is written.
     with pytest.raises(SystemExit, match="has no 'body' column"):
         main(file_args(out, corpus_file, "--text_column", "body"))
     assert not (out / "run_config.json").exists()
-    # Refused inside the data stage (all the documents held out): the folder holds what that start
-    # left, but not its settings; a partial data stage is added as if it had stopped while writing.
+    # Refused inside the data stage (all the documents held out): the folder that start created is gone.
     with pytest.raises(SystemExit, match="leaves none to train on"):
         main(file_args(out, corpus_file, "--validation_split_percentage", "100"))
-    assert not (out / "run_config.json").exists()
-    (out / "data" / "train_blocks").mkdir(parents=True)
-    (out / "data" / "train_blocks" / "data-00000-of-00001.arrow").write_bytes(b"partial")
-    (out / "tokenizer").mkdir()
+    assert not out.exists()
+    # A start that crashed half-way through its data stage leaves its folder, with no settings in it.
+    real_prepare = runner.prepare_data
+
+    def crash_while_writing(model_args, data_args, out, is_main):
+        (out / "data" / "train_blocks").mkdir(parents=True)
+        (out / "data" / "train_blocks" / "data-00000-of-00001.arrow").write_bytes(b"partial")
+        (out / "tokenizer").mkdir()
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(runner, "prepare_data", crash_while_writing)
+    with pytest.raises(RuntimeError, match="killed"):
+        main(file_args(out, corpus_file))
+    assert (out / PENDING_CONFIG).exists() and not (out / "run_config.json").exists()
+    monkeypatch.setattr(runner, "prepare_data", real_prepare)
     # The corrected start clears that folder and records its own settings once its data is ready.
     with pytest.raises(ReachedTraining):
         main(file_args(out, corpus_file))
@@ -254,3 +266,159 @@ def test_the_default_dataset_id_names_the_data():
     odd = dataset_id("--dataset_name", "", "--train_file", "/data/--my corpus (v2)..é" + "x" * 120 + ".git.txt")
     check_repo_id(odd)
     assert odd.startswith("your-name/gpt2-my-corpus-v2-.-x") and odd.endswith("x-curated")
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. The command line: help, presets, refusals, a machine without the Hub.
+
+
+def run_recipe(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(RECIPES / f"{name}.py"), *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+@pytest.mark.parametrize("name", ["gpt2_wikitext", "lstm_canary"])
+def test_each_recipe_prints_its_help(name):
+    result = run_recipe(name, "--help")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stdout.startswith("usage: ") and "--output_dir" in result.stdout and "--seeds" in result.stdout
+    if name == "gpt2_wikitext":
+        assert "min-k%++" in result.stdout  # the help text as written, not a format string
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--preset", "cpu-tiny", "--preset", "cpu-demo"], "--preset given twice (cpu-tiny, cpu-demo)"),
+        (["--preset", "cpu-tiny", "--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1"),
+        (["--preset", "cpu-tiny", "--train_file", "/nonexistent"], "--train_file /nonexistent: no such file"),
+    ],
+    ids=["two-presets", "unknown-flag", "missing-file"],
+)
+def test_a_refused_command_line_exits_2_with_its_message_alone(tmp_path, args, message):
+    result = run_recipe("gpt2_wikitext", *args, "--output_dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_two_different_presets_are_refused_and_a_repeated_one_is_not():
+    with pytest.raises(SystemExit, match=r"--preset given twice \(cpu-tiny, cpu-demo\): a run takes one preset"):
+        parse_arguments(["--preset", "cpu-tiny", "--output_dir", "x", "--preset=cpu-demo"])
+    _, data_args, _, _ = parse_arguments(["--preset", "cpu-tiny", "--preset", "cpu-tiny"])
+    assert data_args.generated_documents == 150
+
+
+def test_a_train_file_replaces_the_generated_corpus_of_a_preset(tmp_path, corpus_file, stop_at_training):
+    from datasets import load_from_disk
+
+    from hf_carto.columns import PLANTED_NAMES
+
+    _, data_args, _, _ = parse_arguments(["--preset", "cpu-tiny", "--train_file", str(corpus_file)])
+    assert data_args.dataset_name is None and data_args.train_file == str(corpus_file)
+    out = tmp_path / "run"
+    argv = ["--preset", "cpu-tiny", "--train_file", str(corpus_file), "--output_dir", str(out)]
+    with pytest.raises(ReachedTraining):
+        main([*argv, "--num_membership_samples", "10"])
+    recorded = json.loads((out / "run_config.json").read_text())
+    assert recorded["dataset_name"] is None and recorded["train_file"] == str(corpus_file.resolve())
+    # The generated corpus plants duplicates and noise documents; the file's blocks hold none.
+    truth = set(load_from_disk(str(out / "data" / "train_blocks"))["truth"][:])
+    assert not truth & {PLANTED_NAMES.index("duplicate"), PLANTED_NAMES.index("noise")}
+    # Both corpora named on the command line are still two corpora.
+    with pytest.raises(SystemExit, match="two corpora; choose one"):
+        main([*argv, "--dataset_name", "generated"])
+
+
+@pytest.fixture
+def no_hub_cache(tmp_path, monkeypatch):
+    """Empty Hub and datasets caches, and the working directory in tmp_path (the default
+    --output_dir is relative to it)."""
+    import datasets.config
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache" / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache" / "datasets")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("hub", ["offline", "unreachable"])
+def test_the_default_run_without_the_hub_says_what_to_run_instead(tmp_path, monkeypatch, no_hub_cache, hub):
+    import time
+
+    import datasets.config
+    from huggingface_hub import constants
+    from launching import free_port
+
+    offline = hub == "offline"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", offline)
+    if not offline:
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nobody listens there
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as refused:
+        main([])
+    assert time.monotonic() - start < 30
+    message = str(refused.value.code)
+    assert "\n" not in message
+    assert "--dataset_name wikitext" in message and "--tokenizer_name gpt2" in message
+    assert ("HF_HUB_OFFLINE" in message) == offline and (constants.ENDPOINT in message) != offline
+    assert "--preset cpu-demo" in message and "--train_file" in message
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_sources_in_the_local_cache_need_no_hub(monkeypatch, no_hub_cache):
+    import datasets.config
+    from huggingface_hub import constants
+
+    from hf_carto.experiment.arguments import check_hub_sources
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    model_args, data_args, _, _ = parse_arguments([])
+    (no_hub_cache / "hub" / "models--gpt2" / "snapshots" / "abc").mkdir(parents=True)
+    with pytest.raises(SystemExit) as refused:
+        check_hub_sources(model_args, data_args)
+    assert "start: --dataset_name wikitext comes from the Hugging Face Hub" in str(refused.value)  # alone
+    (no_hub_cache / "datasets" / "wikitext").mkdir(parents=True)
+    check_hub_sources(model_args, data_args)  # both cached: the libraries read them offline
+    check_hub_sources(*parse_arguments(["--preset", "cpu-tiny"])[:2])  # nothing from the Hub
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "--preset cpu-demo"),
+        (["--train_file", "/nonexistent"], "--train_file /nonexistent: no such file"),
+        (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1"),
+    ],
+    ids=["no-flags", "missing-file", "unknown-flag"],
+)
+def test_refusals_under_accelerate_launch_end_with_the_message_alone(tmp_path, args, message):
+    import time
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE", "TRANSFORMERS_CACHE"):
+        env.pop(name, None)
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    launch = [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+    script = [str(RECIPES / "gpt2_wikitext.py"), *args]
+    # accelerate's launcher turns any failed child into its own CalledProcessError traceback unless
+    # --quiet: the child's exit status is read from that report, its own output from the quiet run.
+    start = time.monotonic()
+    loud = subprocess.run([*launch, *script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert time.monotonic() - start < 120
+    assert "returned non-zero exit status 2" in loud.stderr, loud.stderr[-3000:]
+    quiet = subprocess.run(
+        [*launch, "--quiet", *script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert quiet.returncode != 0
+    assert "Traceback" not in quiet.stderr, quiet.stderr[-3000:]
+    assert message in quiet.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "outputs").exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,7 +123,8 @@ class CartoArguments:
     row_evidence: bool = field(
         default=True,
         metadata={
-            "help": "Leakage (carto_leak_*: k-extractability of each block's own continuation, loss, min-k%++ under "
+            # argparse formats help strings with %: a literal % is written %%.
+            "help": "Leakage (carto_leak_*: k-extractability of each block's own continuation, loss, min-k%%++ under "
             "the mapping run's final model, every process computing a share) and duplicate-cluster (carto_dup_*) "
             "columns on every training block, in the curated dataset, its card and the report."
         },
@@ -138,35 +141,92 @@ class CartoArguments:
     license: str | None = field(default="cc-by-sa-3.0")
 
 
+def command_line_parser(classes: tuple, defaults: dict | None = None):
+    """An ``HfArgumentParser`` of ``classes`` whose usage errors (an unknown flag, a value of the
+    wrong type) print one line and exit with argparse's status 2, as :func:`parse_command_line` does
+    for flags it does not know."""
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        def error(self, message: str):
+            # argparse prints the usage first; with every TrainingArguments flag it runs to a hundred
+            # lines above the one that says what is wrong.
+            self.exit(2, f"{self.prog}: error: {message} (every flag: --help)\n")
+
+    parser = Parser(classes)
+    if defaults:
+        parser.set_defaults(**defaults)
+    return parser
+
+
+def parse_command_line(parser, argv: list[str] | None) -> tuple:
+    """The dataclasses of ``parser`` (:func:`command_line_parser`) from ``argv``; an unknown flag is a
+    usage error (status 2), where ``HfArgumentParser`` raises a ValueError with a traceback."""
+    *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if remaining:
+        parser.error(f"unrecognized arguments: {' '.join(remaining)}")
+    return tuple(parsed)
+
+
+def run_command_line(main: Callable[[list[str] | None], object], argv: list[str] | None) -> int:
+    """``main(argv)`` as a shell command: the exit status, 2 for a refusal.
+
+    A refusal is a ``SystemExit`` carrying its message (every check of the experiment raises one);
+    Python would print it and exit with 1. It is printed alone and gives 2, argparse's status for a
+    command line that cannot run, so that a script or a launcher can tell it from a crash.
+    """
+    try:
+        main(argv)
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr, flush=True)
+            return 2
+        raise
+    return 0
+
+
 def _parser(defaults: dict):
     import dataclasses
 
-    from transformers import HfArgumentParser, TrainingArguments
+    from transformers import TrainingArguments
 
     classes = (ModelArguments, DataArguments, CartoArguments, TrainingArguments)
     # HfArgumentParser names every argument after its dataclass field.
     fields = {f.name for cls in classes for f in dataclasses.fields(cls)}
     unknown = sorted(set(defaults) - fields)
-    parser = HfArgumentParser(classes)
-    parser.set_defaults(**defaults)
-    return parser, unknown
+    return command_line_parser(classes, defaults), unknown
 
 
 def parse_arguments(argv: list[str] | None):
     """``(ModelArguments, DataArguments, CartoArguments, TrainingArguments)`` from the command line,
-    the preset named by ``--preset`` (if any) giving the defaults."""
+    the preset named by ``--preset`` (if any) giving the defaults.
+
+    Every flag wins over the preset, the corpus included: ``--train_file`` with a preset that
+    generates its corpus reads the file (``--dataset_name generated --train_file F``, both given,
+    is refused as two corpora)."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", default=None)
+    pre.add_argument("--preset", action="append", default=[])
+    pre.add_argument("--train_file", default=None)
+    pre.add_argument("--dataset_name", action="append", default=[])
     known, _ = pre.parse_known_args(argv)
+    presets = list(dict.fromkeys(known.preset))
+    if len(presets) > 1:
+        raise SystemExit(
+            f"--preset given twice ({', '.join(presets)}): a run takes one preset; keep one and set the "
+            "other's values as flags"
+        )
+    preset = presets[0] if presets else None
     defaults = dict(COMMON)
-    if known.preset is not None:
-        if known.preset not in PRESETS:
-            raise SystemExit(f"unknown preset {known.preset!r}; choose one of {sorted(PRESETS)}")
-        defaults.update(PRESETS[known.preset])
+    if preset is not None:
+        if preset not in PRESETS:
+            raise SystemExit(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        defaults.update(PRESETS[preset])
+        if known.train_file is not None and not known.dataset_name and defaults.get("dataset_name") == GENERATED:
+            defaults["dataset_name"] = None  # the file is the corpus; the preset's generated one is a default
     parser, unknown = _parser(defaults)
     if unknown:
-        raise SystemExit(f"preset {known.preset!r} sets unknown arguments {unknown}")
-    return parser.parse_args_into_dataclasses(args=argv)
+        raise SystemExit(f"preset {preset!r} sets unknown arguments {unknown}")
+    return parse_command_line(parser, argv)
 
 
 def is_local(name: str | None) -> bool:
@@ -277,11 +337,96 @@ def _detector_problems(detectors: list[str]) -> list[str]:
     return []
 
 
+def hub_sources(model_args: ModelArguments, data_args: DataArguments) -> list[tuple[str, str, str]]:
+    """What the run reads from the Hugging Face Hub: ``(flag, repository id, repository type)``."""
+    sources = []
+    name = data_args.dataset_name
+    if data_args.train_file is None and name and name != GENERATED and not is_local(name):
+        sources.append(("--dataset_name", name, "dataset"))
+    model = model_args.model_name_or_path
+    if model and not is_local(model):
+        sources.append(("--model_name_or_path", model, "model"))
+    elif not model and model_args.config_name not in (None, "gpt2") and not is_local(model_args.config_name):
+        sources.append(("--config_name", model_args.config_name, "model"))  # "gpt2" is built, not read
+    tokenizer = model_args.tokenizer_name
+    if not model_args.train_tokenizer_vocab_size and tokenizer and not is_local(tokenizer) and tokenizer != model:
+        sources.append(("--tokenizer_name", tokenizer, "model"))
+    return sources
+
+
+def _maybe_cached(repo_id: str, repo_type: str) -> bool:
+    """Whether the local caches may hold ``repo_id``: a Hub cache folder of it, or (a dataset) a
+    ``datasets`` cache folder. Generous on purpose (a renamed repository matches by its last name
+    part): a false yes only lets the libraries try their cache, a false no would refuse a run that works."""
+    from huggingface_hub import constants
+
+    last = repo_id.split("/")[-1]
+    hub = Path(constants.HF_HUB_CACHE)
+    prefix = f"{repo_type}s--"
+    if (hub / (prefix + repo_id.replace("/", "--"))).is_dir() or any(hub.glob(f"{prefix}*--{last}")):
+        return True
+    if repo_type == "dataset":
+        import datasets.config
+
+        cache = Path(datasets.config.HF_DATASETS_CACHE)
+        return (cache / repo_id.replace("/", "___")).is_dir() or any(cache.glob(f"*___{last}"))
+    return False
+
+
+# How long the Hub gets to answer before a run that needs it is refused.
+HUB_PROBE_SECONDS = 5.0
+
+
+def _hub_unavailable(repo_types: set[str]) -> str | None:
+    """Why the Hub cannot serve ``repo_types`` ("dataset", "model"), or None when it answers."""
+    from huggingface_hub import constants
+
+    if "model" in repo_types and constants.HF_HUB_OFFLINE:
+        return "is switched off (HF_HUB_OFFLINE)"
+    if "dataset" in repo_types:
+        import datasets.config
+
+        if datasets.config.HF_HUB_OFFLINE:
+            return "is switched off (HF_HUB_OFFLINE)"
+    from huggingface_hub.utils import get_session
+
+    try:  # one request with a short timeout, where the libraries retry for a minute and more
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_SECONDS)
+    except Exception as err:  # no answer: DNS, refused, timeout, proxy, TLS
+        if getattr(err, "response", None) is not None:
+            return None  # an HTTP error status is an answer: the Hub is there
+        return f"cannot be reached at {constants.ENDPOINT} ({type(err).__name__})"
+    return None
+
+
+def check_hub_sources(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """Refuse, in seconds and in one line, a run that needs the Hugging Face Hub on a machine where
+    it is off or out of reach and the local caches do not hold what the run reads, saying what runs
+    without it. The libraries themselves would retry for a minute and more, then end in a traceback."""
+    missing = [
+        (flag, repo, kind) for flag, repo, kind in hub_sources(model_args, data_args) if not _maybe_cached(repo, kind)
+    ]
+    if not missing:
+        return
+    why = _hub_unavailable({kind for _, _, kind in missing})
+    if why is None:
+        return
+    named = " and ".join(f"{flag} {repo}" for flag, repo, _ in missing)
+    raise SystemExit(
+        f"refusing to start: {named} come{'s' if len(missing) == 1 else ''} from the Hugging Face Hub, which {why}, "
+        "and the local cache does not hold "
+        f"{'it' if len(missing) == 1 else 'them'}. Without the Hub: `python recipes/gpt2_wikitext.py --preset "
+        "cpu-demo` (the generated corpus), or your own text with --train_file FILE and a local tokenizer "
+        "(--tokenizer_name FOLDER or --train_tokenizer_vocab_size N)"
+    )
+
+
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, carto: CartoArguments, training) -> None:
     """Refuse settings that cannot work, each with a message that says which and why."""
     problems = _problems(model_args, data_args, carto, training)
     if problems:
         raise SystemExit("refusing to start:\n  - " + "\n  - ".join(problems))
+    check_hub_sources(model_args, data_args)  # before model_config, which may read a config from the Hub
     config = model_config(model_args)
     context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
     if context is not None and data_args.block_size > context:

@@ -55,8 +55,8 @@ def _overview(report: dict) -> list[str]:
         f"{counts['contaminating']} held-out sequences inserted x {s['contamination_repetitions']} and "
         f"{counts['control']} never inserted (2k = {2 * s['contamination_k']} tokens from inside one document "
         f"each; {counts['heldout_documents_long_enough']} of {counts['heldout_documents']} held-out documents "
-        f"were long enough). Planted blocks: {counts['planted_blocks']} ({counts['planted_share']:.1%} of the "
-        "training blocks). Values are means over seeds ± their standard deviation (population, ddof = 0); "
+        f"were long enough). {_planted_blocks(counts, report['num_blocks'])} Values are means over seeds ± their "
+        "standard deviation (population, ddof = 0); "
         "membership columns use the loss signal, on the members every arm of the seed trained on and, "
         "separately, on the planted blocks against blocks built the same way from never-trained material.",
         "",
@@ -74,6 +74,64 @@ def _overview(report: dict) -> list[str]:
         "decodings over every arm and seed (the floor of the extraction column). "
         f"Exposure: {report['exposure_methods']}.",
     ]
+    return lines
+
+
+def _planted_blocks(counts: dict, num_blocks: int) -> str:
+    """The planted blocks, each count with its own share: the blocks holding canary or contaminating
+    tokens (the planted-block membership test's members) and, when the corpus plants more (the
+    generated one adds duplicates and noise documents), the blocks holding planted material of any kind."""
+    planted = counts["planted_blocks"]
+    text = (
+        f"Planted blocks: {planted:,} of the {num_blocks:,} training blocks ({planted / max(num_blocks, 1):.1%}) "
+        "hold canary or contaminating tokens"
+    )
+    # planted_share is the share of blocks holding any planted material, so its count is a whole number
+    any_kind = round(counts["planted_share"] * num_blocks)
+    if any_kind > planted:
+        text += (
+            f"; {any_kind:,} ({counts['planted_share']:.1%}) hold planted material of any kind (canaries, "
+            "contaminating sequences, duplicates, noise)"
+        )
+    return text + "."
+
+
+def format_reading(report: dict) -> list[str]:
+    """The report's reading as short bullets: what the no-intervention arm leaves to show, then one
+    bullet per curated arm against its random control, one sub-bullet per metric, each with its
+    verdict, what it rests on and the noise floor beside it (the same statements as
+    :func:`hf_carto.comparison.reading`, one per line)."""
+    from hf_carto.comparison import COMPARED, NOISE_FLOOR, control_of, format_difference, units_on
+    from hf_carto.stats import verdict
+
+    lines = ["**Reading:**", ""]
+    base = report["summary"].get("no_intervention")
+    if base is not None:
+        if base["extraction_success"]["mean"] == 0:
+            lines.append(
+                "- The no-intervention arm extracts no canary, so this run cannot show a reduction in extraction."
+            )
+        if base["contamination_recall"]["mean"] == 0:
+            lines.append("- No inserted held-out sequence is k-extractable without intervention either.")
+    comparisons = report["comparisons"]
+    floor = comparisons.get(f"{NOISE_FLOOR[0]} vs {NOISE_FLOOR[1]}", {})
+    labels = {key: (label, fmt) for key, label, _, fmt in COMPARED}
+
+    def difference(result: dict, fmt: str) -> str:  # the verdict says when there is no interval
+        return format_difference(result, fmt) if result.get("interval") else format(result["difference"], fmt)
+
+    for name, metrics in comparisons.items():
+        arm, control = name.split(" vs ")
+        if control_of(arm) != control or not metrics:  # only a curated arm against its random control
+            continue
+        lines.append(f"- {name}, the difference with its 95% interval:")
+        for key, result in metrics.items():
+            label, fmt = labels[key]
+            words = verdict(result, lower="lower than random", higher="higher than random")
+            noise = f"; noise floor {difference(floor[key], fmt)}" if key in floor else ""
+            lines.append(f"  - {label}: {difference(result, fmt)}, {words} ({units_on(result)}{noise}).")
+    if len(lines) == 2:
+        lines.append("- No curated arm has a random control to compare with.")
     return lines
 
 
@@ -314,7 +372,7 @@ def format_markdown(report: dict) -> str:
     """``report.md``: the table over seeds, paired differences, extraction by copies, the reading,
     the cartography of each seed, which blocks the detectors find, time and memory."""
     lines = _overview(report) + _paired_differences(report) + _by_copies(report)
-    lines += ["", f"**Reading:** {report['conclusion']}"]
+    lines += ["", *format_reading(report)]
     lines += _cartography(report) + _detection(report) + _time_and_memory(report)
     return "\n".join(lines) + "\n"
 
@@ -413,8 +471,9 @@ def write_outputs(
     card = _model_card(report, model_args, data_args, carto, model_id, dataset_id)
     (out / "model_card.md").write_text(card)
     if training.push_to_hub:
-        pushed = push_curated_dataset(out / "hub", dataset_id)
+        # The token is used in memory only: no stage's arguments (and so no saved file) hold it.
+        pushed = push_curated_dataset(out / "hub", dataset_id, token=training.hub_token)
         model_dir = out / f"seed{seed}" / "arms" / "gendatacarto" / "model"
-        model_pushed = push_model(model_dir, model_id, card)
+        model_pushed = push_model(model_dir, model_id, card, token=training.hub_token)
         report["pushed"] = {"dataset": pushed.commit_url, "model": model_pushed.commit_url}
         print(f"pushed the dataset ({pushed.commit_url}) and the model ({model_pushed.commit_url})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from .detection import detection_section
 from .evaluation import eval_settings, evaluate_saved_model, leakage_probes, trained_by_every_arm
 from .outputs import format_markdown, write_outputs
 from .results import MAPPING_RUN, arm_rows, build_report, cartography_section
-from .run_folder import StageTimer, open_run_folder, record_settings, run_settings, write_json
+from .run_folder import CONFIG, StageTimer, open_run_folder, record_settings, run_settings, write_json
 from .training import add_row_evidence, keep_unscored, make_arms, mapping_run, score_blocks, train_arm
 
 
@@ -119,9 +120,39 @@ def run_experiment(model_args: ModelArguments, data_args: DataArguments, carto: 
     )
     out = Path(training.output_dir)
     settings = run_settings(model_args, data_args, carto, training, state.num_processes)
+    created = _missing_folders(out) if state.is_main_process else []
     with ExitStack() as stack:
         open_run_folder(out, settings, carto, state, stack)
-        return _run(model_args, data_args, carto, training, settings, out, state)
+        try:
+            return _run(model_args, data_args, carto, training, settings, out, state)
+        except SystemExit:
+            # A refused start (its data stage found a problem) leaves no folder of its own making;
+            # once the settings are recorded the folder holds a run to resume, and stays.
+            if created and not (out / CONFIG).exists():
+                stack.close()  # the lock's file is inside
+                _remove_folders(created)
+            raise
+
+
+def _missing_folders(out: Path) -> list[Path]:
+    """``out`` and each of its parents that does not exist yet, deepest first: what a start creates."""
+    missing = []
+    path = out.absolute()
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_folders(created: list[Path]) -> None:
+    """Remove the folder this start created and the parents it created, as long as they are empty
+    (another run may have started in one of them since)."""
+    shutil.rmtree(created[0], ignore_errors=True)
+    for parent in created[1:]:
+        try:
+            parent.rmdir()
+        except OSError:
+            return
 
 
 def _run(model_args, data_args, carto, training, settings: dict, out: Path, state):
