@@ -34,6 +34,7 @@ __all__ = [
     "format_difference",
     "units_on",
     "reading",
+    "reading_statements",
 ]
 
 # (key, label, format) of every column of the arm table.
@@ -220,22 +221,27 @@ def units_on(comparison: dict[str, Any]) -> str:
     return text
 
 
-def reading(summary: dict[str, Any], comparisons: dict[str, dict[str, Any]]) -> str:
-    """What the paired intervals support, one sentence per curated arm, the noise floor beside."""
-    parts = []
+def reading_statements(
+    summary: dict[str, Any], comparisons: dict[str, dict[str, Any]]
+) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """What the paired intervals support: sentences about what the no-intervention arm leaves to
+    show, then for every curated arm against its random control one statement per metric (the
+    difference with its interval, the verdict, the units and the noise floor beside it)."""
+    preamble = []
     base = summary.get("no_intervention")
     if base is not None:
         if base["extraction_success"]["mean"] == 0:
-            parts.append(
+            preamble.append(
                 "The no-intervention arm extracts no canary, so this run cannot show a reduction in extraction."
             )
         if base["contamination_recall"]["mean"] == 0:
-            parts.append("No inserted held-out sequence is k-extractable without intervention either.")
+            preamble.append("No inserted held-out sequence is k-extractable without intervention either.")
     floor = comparisons.get(f"{NOISE_FLOOR[0]} vs {NOISE_FLOOR[1]}", {})
     labels = {key: (label, fmt) for key, label, _, fmt in COMPARED}
+    arms = []
     for name, metrics in comparisons.items():
         arm, control = name.split(" vs ")
-        if control_of(arm) != control:  # only a curated arm against its random control
+        if control_of(arm) != control or not metrics:  # only a curated arm against its random control
             continue
         said = []
         for key, result in metrics.items():
@@ -243,5 +249,11 @@ def reading(summary: dict[str, Any], comparisons: dict[str, dict[str, Any]]) -> 
             words = verdict(result, lower="lower than random", higher="higher than random")
             noise = f"; noise floor {format_difference(floor[key], fmt)}" if key in floor else ""
             said.append(f"{label} {format_difference(result, fmt)} ({words}; {units_on(result)}{noise})")
-        parts.append(f"{arm} vs {control}: " + "; ".join(said) + ".")
-    return " ".join(parts)
+        arms.append((name, said))
+    return preamble, arms
+
+
+def reading(summary: dict[str, Any], comparisons: dict[str, dict[str, Any]]) -> str:
+    """:func:`reading_statements` as one paragraph, a sentence per curated arm."""
+    preamble, arms = reading_statements(summary, comparisons)
+    return " ".join(preamble + [f"{name}: " + "; ".join(said) + "." for name, said in arms])

@@ -484,24 +484,17 @@ def _estimated_exposure(
     true, sample = float(scores[0]), scores[1:]
     if np.ptp(sample) <= _TIE_TOLERANCE:  # nothing to fit: the model scores every sampled candidate alike
         tail = max(float(np.mean(sample <= true + _TIE_TOLERANCE)), 1.0 / space)
-        return {
-            "canary_id": canary.canary_id,
-            "method": "skewnorm",
-            "space_size": space,
-            "rank": tail * space,
-            "log_perplexity": true,
-            "exposure": -math.log2(tail),
-            "sample_size": sample_size,
-            "exposure_ci95": [-math.log2(tail)] * 2,
-        }
-    params = skewnorm.fit(sample)
-    tail = _skewnorm_tail(true, params, space, sample)
-    # Each resample's fit starts from the full sample's parameters, which keeps the refits fast.
-    boot = []
-    for _ in range(resamples):
-        resample = rng.choice(sample, sample.size)
-        refit = skewnorm.fit(resample, params[0], loc=params[1], scale=params[2])
-        boot.append(-math.log2(_skewnorm_tail(true, refit, space, resample)))
+        interval = [-math.log2(tail)] * 2
+    else:
+        params = skewnorm.fit(sample)
+        tail = _skewnorm_tail(true, params, space, sample)
+        # Each resample's fit starts from the full sample's parameters, which keeps the refits fast.
+        boot = []
+        for _ in range(resamples):
+            resample = rng.choice(sample, sample.size)
+            refit = skewnorm.fit(resample, params[0], loc=params[1], scale=params[2])
+            boot.append(-math.log2(_skewnorm_tail(true, refit, space, resample)))
+        interval = [float(v) for v in np.percentile(boot, [2.5, 97.5])]
     return {
         "canary_id": canary.canary_id,
         "method": "skewnorm",
@@ -510,7 +503,7 @@ def _estimated_exposure(
         "log_perplexity": true,
         "exposure": -math.log2(tail),
         "sample_size": sample_size,
-        "exposure_ci95": [float(v) for v in np.percentile(boot, [2.5, 97.5])],
+        "exposure_ci95": interval,
     }
 
 

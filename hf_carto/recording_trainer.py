@@ -49,7 +49,7 @@ def without_hub_token(args):
     return args
 
 
-def _trainer_call_without_hub_token(args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+def trainer_call_without_hub_token(args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
     """A Trainer constructor's positional and keyword arguments with :func:`without_hub_token`
     applied to its ``args`` (the second positional, or the keyword)."""
     if len(args) > 1:
@@ -123,7 +123,7 @@ class LossRecordingMixin:
             recording = RecordingConfig()
         self.recording = recording
         # Every trainer built on the mixin keeps the Hub token out of the arguments it pickles.
-        args, kwargs = _trainer_call_without_hub_token(args, kwargs)
+        args, kwargs = trainer_call_without_hub_token(args, kwargs)
         super().__init__(*args, **kwargs)
         self.recorder = None
         self._pending_sample_ids: torch.Tensor | None = None

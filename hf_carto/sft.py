@@ -37,8 +37,8 @@ except ImportError as err:  # trl is an optional dependency: the rest of hf_cart
     raise ImportError("hf_carto.sft needs trl: pip install 'hf_carto[sft]'") from err
 
 from .columns import LOSS_WEIGHT, SAMPLING_WEIGHT
-from .recording_trainer import _trainer_call_without_hub_token
-from .trainer import WeightedEpochSampler, prepare_curated_dataset
+from .recording_trainer import trainer_call_without_hub_token
+from .trainer import WeightedEpochSampler, check_trainer_call, prepare_curated_dataset
 
 __all__ = ["CartoSFTTrainer", "LossWeightCollator"]
 
@@ -176,12 +176,7 @@ class CartoSFTTrainer(SFTTrainer):
         epoch_samples: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if len(args) > 3:
-            raise TypeError("pass train_dataset (and what follows it) to CartoSFTTrainer by keyword")
-        if train_dataset is None:
-            raise ValueError("CartoSFTTrainer needs a train_dataset with intervention columns")
-        if epoch_samples is not None and epoch_samples < 1:
-            raise ValueError(f"epoch_samples must be >= 1; got {epoch_samples}")
+        check_trainer_call("CartoSFTTrainer", args, train_dataset, epoch_samples)
         n_before = len(train_dataset) if hasattr(train_dataset, "__len__") else None
         # Checked and filtered before trl tokenizes: removed rows cost nothing and bad columns fail fast.
         train_dataset, sampling_weights = prepare_curated_dataset(train_dataset)
@@ -190,7 +185,7 @@ class CartoSFTTrainer(SFTTrainer):
         self.uses_loss_weights = LOSS_WEIGHT in train_dataset.column_names
         self.epoch_samples = epoch_samples
         # As every trainer of the package: the Hub token stays out of the pickled arguments.
-        args, kwargs = _trainer_call_without_hub_token(args, kwargs)
+        args, kwargs = trainer_call_without_hub_token(args, kwargs)
         super().__init__(*args, train_dataset=train_dataset, **kwargs)
         parallelism = getattr(self.accelerator, "parallelism_config", None)
         if self.uses_loss_weights and getattr(parallelism, "sp_enabled", False):

@@ -150,6 +150,16 @@ def prepare_curated_dataset(dataset: Dataset) -> tuple[Dataset, np.ndarray | Non
     return dataset, weights
 
 
+def check_trainer_call(owner: str, args: tuple, train_dataset: Any, epoch_samples: int | None) -> None:
+    """The checks a curated trainer's constructor makes before it touches the dataset."""
+    if len(args) > 3:
+        raise TypeError(f"pass train_dataset (and what follows it) to {owner} by keyword")
+    if train_dataset is None:
+        raise ValueError(f"{owner} needs a train_dataset with intervention columns")
+    if epoch_samples is not None and epoch_samples < 1:
+        raise ValueError(f"epoch_samples must be >= 1; got {epoch_samples}")
+
+
 class CartoTrainer(LossRecordingMixin, Trainer):
     """``transformers.Trainer`` for a curated dataset: loss weights, up-sampling, removal.
 
@@ -179,14 +189,9 @@ class CartoTrainer(LossRecordingMixin, Trainer):
         epoch_samples: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if len(args) > 3:
-            raise TypeError("pass train_dataset (and what follows it) to CartoTrainer by keyword")
-        if train_dataset is None:
-            raise ValueError("CartoTrainer needs a train_dataset with intervention columns")
+        check_trainer_call("CartoTrainer", args, train_dataset, epoch_samples)
         n_before = len(train_dataset) if hasattr(train_dataset, "__len__") else None
         train_dataset, self.sampling_weights = prepare_curated_dataset(train_dataset)
-        if epoch_samples is not None and epoch_samples < 1:
-            raise ValueError(f"epoch_samples must be >= 1; got {epoch_samples}")
         self.epoch_samples = epoch_samples
         self.uses_loss_weights = LOSS_WEIGHT in train_dataset.column_names
         super().__init__(*args, train_dataset=train_dataset, **kwargs)

@@ -97,40 +97,17 @@ def _planted_blocks(counts: dict, num_blocks: int) -> str:
 
 
 def format_reading(report: dict) -> list[str]:
-    """The report's reading as short bullets: what the no-intervention arm leaves to show, then one
-    bullet per curated arm against its random control, one sub-bullet per metric, each with its
-    verdict, what it rests on and the noise floor beside it (the same statements as
-    :func:`hf_carto.comparison.reading`, one per line)."""
-    from hf_carto.comparison import COMPARED, NOISE_FLOOR, control_of, format_difference, units_on
-    from hf_carto.stats import verdict
+    """The report's reading (:func:`hf_carto.comparison.reading_statements`) as short bullets: what
+    the no-intervention arm leaves to show, then one bullet per curated arm against its random
+    control, one sub-bullet per metric."""
+    from hf_carto.comparison import reading_statements
 
-    lines = ["**Reading:**", ""]
-    base = report["summary"].get("no_intervention")
-    if base is not None:
-        if base["extraction_success"]["mean"] == 0:
-            lines.append(
-                "- The no-intervention arm extracts no canary, so this run cannot show a reduction in extraction."
-            )
-        if base["contamination_recall"]["mean"] == 0:
-            lines.append("- No inserted held-out sequence is k-extractable without intervention either.")
-    comparisons = report["comparisons"]
-    floor = comparisons.get(f"{NOISE_FLOOR[0]} vs {NOISE_FLOOR[1]}", {})
-    labels = {key: (label, fmt) for key, label, _, fmt in COMPARED}
-
-    def difference(result: dict, fmt: str) -> str:  # the verdict says when there is no interval
-        return format_difference(result, fmt) if result.get("interval") else format(result["difference"], fmt)
-
-    for name, metrics in comparisons.items():
-        arm, control = name.split(" vs ")
-        if control_of(arm) != control or not metrics:  # only a curated arm against its random control
-            continue
+    preamble, arms = reading_statements(report["summary"], report["comparisons"])
+    lines = ["**Reading:**", "", *(f"- {sentence}" for sentence in preamble)]
+    for name, said in arms:
         lines.append(f"- {name}, the difference with its 95% interval:")
-        for key, result in metrics.items():
-            label, fmt = labels[key]
-            words = verdict(result, lower="lower than random", higher="higher than random")
-            noise = f"; noise floor {difference(floor[key], fmt)}" if key in floor else ""
-            lines.append(f"  - {label}: {difference(result, fmt)}, {words} ({units_on(result)}{noise}).")
-    if len(lines) == 2:
+        lines += [f"  - {statement}." for statement in said]
+    if not arms:
         lines.append("- No curated arm has a random control to compare with.")
     return lines
 
