@@ -213,6 +213,7 @@ def write_interactive_map(
         "y_label": "memorization m (forget events / (T - 1), jittered)" if y == MEMORIZATION else y,
         "tau_x": float(fit.tau_d) if fit is not None else None,
         "tau_y": float(fit.tau_m) if fit is not None and y == MEMORIZATION else None,
+        "y_floor": 0.0 if y == MEMORIZATION else None,  # the axis starts at 0: no tick reads a negative m
         "sample_id": [int(i) for i in ids],
         "quadrant": quadrant.tolist(),
         "quadrant_names": quadrant_names,
