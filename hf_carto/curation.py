@@ -520,7 +520,8 @@ def _streamed_scores(
             if counting:
                 forget[:] += np.bincount(_forget_counts(batch, state["eps"]), minlength=num_snapshots)
                 eps64 = np.float64(state["eps"])
-                never[0] += int((~np.logical_or.reduce([np.asarray(c) < eps64 for c in batch])).sum())
+                below = [np.asarray(c, dtype=np.float64) < eps64 for c in batch]
+                never[0] += int((~np.logical_or.reduce(below)).sum())
             yield _difficulty(batch, burn_in)  # d exactly as _batch_scores computes it
 
     def d_rank(count: int) -> list[int]:

@@ -7,8 +7,10 @@ column per snapshot ``t = 1..T`` (column ``t - 1``).
 Definitions (Generative Data Cartography, sections 3.1-3.3):
 
 - difficulty ``d_i = mean(L[i, :T_e])`` over the burn-in snapshots;
-- a forget event between snapshots ``t`` and ``t + 1`` is ``L[i, t] < eps and L[i, t + 1] > eps``,
-  strict on both sides, so a loss exactly equal to ``eps`` is neither fitted nor forgotten;
+- a sample is fitted while its loss is below ``eps`` and unfitted while it is above; a forget
+  event is a move from fitted to unfitted between two snapshots (``L[i, t] < eps and
+  L[i, t + 1] > eps``, strict on both sides), and a loss exactly at ``eps`` keeps the state the
+  sample had (:func:`forget_event_counts`);
 - memorization ``m_i = (#forget events) / (T - 1)``;
 - thresholds ``tau = F^{-1}(alpha)``, the empirical quantile function. With numpy's
   ``"inverted_cdf"`` method this is the smallest observed value whose empirical CDF reaches
@@ -195,9 +197,10 @@ def forget_event_counts(columns: Sequence[np.ndarray], eps: float, dtype=np.int6
     """
     eps = np.float64(eps)
     counts = np.zeros(np.shape(columns[0])[0], dtype=dtype)
-    fitted = np.asarray(columns[0]) < eps
+    # Cast explicitly: numpy 1.x would compare a float32 column with a float64 scalar in float32.
+    fitted = np.asarray(columns[0], dtype=np.float64) < eps
     for column in columns[1:]:
-        column = np.asarray(column)
+        column = np.asarray(column, dtype=np.float64)
         counts += fitted & (column > eps)
         # A loss at eps carries the state across; elsewhere the state is what the loss says.
         fitted = np.where(column == eps, fitted, column < eps)
@@ -228,7 +231,7 @@ def never_learned(losses: np.ndarray, eps: float) -> np.ndarray:
         >>> never_learned(np.array([[2.0, 1.5], [2.0, 0.5], [1.0, 1.0]]), 1.0).tolist()
         [True, False, True]
     """
-    arr = check_loss_matrix(losses)
+    arr = check_loss_matrix(losses).astype(np.float64, copy=False)
     return ~(arr < np.float64(_check_eps(eps))).any(axis=1)
 
 
@@ -540,7 +543,7 @@ def training_dynamics(losses: np.ndarray, eps: float) -> TrainingDynamics:
     below ``eps``, never-learned flag and forget-event count for every sample."""
     arr = check_loss_matrix(losses, min_snapshots=2)
     eps = _check_eps(eps)
-    below = arr < np.float64(eps)
+    below = arr.astype(np.float64, copy=False) < np.float64(eps)  # float64 under numpy 1.x too
     ever = below.any(axis=1)
     first = np.where(ever, below.argmax(axis=1) + 1, -1).astype(np.int64)
     p = np.exp(-arr.astype(np.float64))

@@ -15,11 +15,13 @@ zero, "no measurable difference" otherwise.
 
 A bootstrap interval's ends are themselves estimates: another bootstrap seed moves them. Every
 bootstrap interval therefore comes with the Monte Carlo error of each end (``interval_mc_error``,
-twice the standard error, from the spread of the ends over independent batches of the draws),
-and the default 200,000 draws keep that error small against the digits the reports print (about
-0.006 standard deviations of the bootstrap distribution). An interval counts as excluding zero
-only when its end is farther from zero than its Monte Carlo error, so no verdict depends on the
-bootstrap's seed.
+twice the standard error, from the spread of the ends over independent batches of the draws).
+200,000 draws keep that error near 0.006 standard deviations of the bootstrap distribution, below
+the digits the reports print. When an end lies within four standard errors of zero, where a
+verdict could flip with the bootstrap's seed, the draws are quadrupled until it does not or
+12.8 million draws are reached (``num_resamples`` says how many were used). An interval counts as
+excluding zero only when its end is beyond zero by more than its Monte Carlo error; an end that
+is not stays "within Monte Carlo error of zero" and is never called a difference.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def paired_difference(
     *,
     level: float = 0.95,
     num_resamples: int = 200_000,
+    max_resamples: int = 12_800_000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Mean paired difference ``arm - control`` with a ``level`` interval.
@@ -61,7 +64,8 @@ def paired_difference(
     Returns ``difference`` (the mean over every seed and unit), ``interval`` ``[low, high]``
     (``None`` with a single seed of a seed-level metric: no interval exists), ``method``,
     ``num_seeds`` and ``num_units`` (units per seed; 1 for seed-level metrics); a bootstrap also
-    ``num_resamples`` and ``interval_mc_error`` (the Monte Carlo error of each end: see the module).
+    ``num_resamples`` (the draws used: ``num_resamples``, or up to ``max_resamples`` when an end
+    is near zero) and ``interval_mc_error`` (the Monte Carlo error of each end: see the module).
 
     Example:
         >>> out = paired_difference([0.30, 0.28, 0.31, 0.29], [0.20, 0.19, 0.22, 0.18])
@@ -84,8 +88,14 @@ def paired_difference(
         out["interval"] = _t_interval(diff[:, 0], level)
     else:
         out["method"] = "bootstrap over seeds and units"
-        out["interval"], out["interval_mc_error"] = _two_level_bootstrap(diff, level, num_resamples, seed)
-        out["num_resamples"] = int(num_resamples)
+        draws = num_resamples
+        interval, errors = _two_level_bootstrap(diff, level, draws, seed)
+        # An end within two Monte Carlo errors (four standard errors) of zero could change its
+        # side with the bootstrap's seed: more draws until it cannot, or the cap.
+        while draws < max_resamples and any(abs(end) < 2.0 * err for end, err in zip(interval, errors, strict=True)):
+            draws = min(4 * draws, max_resamples)
+            interval, errors = _two_level_bootstrap(diff, level, draws, seed)
+        out["interval"], out["interval_mc_error"], out["num_resamples"] = interval, errors, int(draws)
     return out
 
 

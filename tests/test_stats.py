@@ -156,3 +156,24 @@ def test_an_end_within_monte_carlo_error_of_zero_is_not_called_a_difference():
     assert verdict({"interval": [0.02, 0.3], "interval_mc_error": [0.001, 0.001]}) == "higher"
     assert verdict({"interval": [-0.1, 0.2]}) == "no measurable difference"
     assert verdict({"interval": [0.001, 0.2]}) == "higher"  # a t interval has no Monte Carlo error
+
+
+@pytest.mark.slow
+def test_a_verdict_near_zero_does_not_depend_on_the_bootstrap_seed():
+    rng = np.random.default_rng(3)
+    diff = rng.normal(0.0, 1.0, (4, 8))  # few units: each draw is cheap
+    zeros = np.zeros_like(diff)
+    precise = paired_difference(diff, zeros, num_resamples=3_200_000, max_resamples=3_200_000)
+    at_200k = paired_difference(diff, zeros, max_resamples=200_000)
+    # Shift the differences so that the upper end sits 1.2 Monte Carlo errors (of 200,000 draws)
+    # below zero: there a fixed 200,000 draws give different verdicts for different seeds.
+    shifted = diff - (precise["interval"][1] + 1.2 * at_200k["interval_mc_error"][1])
+
+    def kind(result):  # lower / higher / no measurable difference, without the note
+        return verdict(result).split(" (")[0]
+
+    runs = [paired_difference(shifted, zeros, seed=s) for s in range(4)]
+    assert any(r["num_resamples"] > 200_000 for r in runs)  # near zero, more draws were taken
+    assert {kind(r) for r in runs} == {"lower"}
+    capped = [paired_difference(shifted, zeros, seed=s, max_resamples=200_000) for s in range(16)]
+    assert {kind(r) for r in capped} == {"lower", "no measurable difference"}
