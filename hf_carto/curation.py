@@ -56,6 +56,7 @@ from .scores import (
     check_burn_in,
     eps_from_min,
     forget_event_counts,
+    never_below,
     never_learned,
     parse_eps,
 )
@@ -519,9 +520,7 @@ def _streamed_scores(
         for batch in fitted_columns():
             if counting:
                 forget[:] += np.bincount(_forget_counts(batch, state["eps"]), minlength=num_snapshots)
-                eps64 = np.float64(state["eps"])
-                below = [np.asarray(c, dtype=np.float64) < eps64 for c in batch]
-                never[0] += int((~np.logical_or.reduce(below)).sum())
+                never[0] += int(never_below(batch, state["eps"]).sum())
             yield _difficulty(batch, burn_in)  # d exactly as _batch_scores computes it
 
     def d_rank(count: int) -> list[int]:

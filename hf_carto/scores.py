@@ -231,8 +231,18 @@ def never_learned(losses: np.ndarray, eps: float) -> np.ndarray:
         >>> never_learned(np.array([[2.0, 1.5], [2.0, 0.5], [1.0, 1.0]]), 1.0).tolist()
         [True, False, True]
     """
-    arr = check_loss_matrix(losses).astype(np.float64, copy=False)
-    return ~(arr < np.float64(_check_eps(eps))).any(axis=1)
+    arr = check_loss_matrix(losses)
+    return never_below([arr[:, t] for t in range(arr.shape[1])], _check_eps(eps))
+
+
+def never_below(columns: Sequence[np.ndarray], eps: float) -> np.ndarray:
+    """:func:`never_learned` from a row batch's loss columns, without the checks: True where no
+    column is below ``eps`` (compared in float64, as :func:`forget_event_counts` does)."""
+    eps = np.float64(eps)
+    learned = np.zeros(np.shape(columns[0])[0], dtype=bool)
+    for column in columns:
+        learned |= np.asarray(column, dtype=np.float64) < eps
+    return ~learned
 
 
 def memorization(losses: np.ndarray, eps: float) -> np.ndarray:
