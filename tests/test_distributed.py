@@ -96,18 +96,24 @@ def test_uneven_n_padding_duplicates_loops_and_streams(tmp_path):
     must give exactly the one-process eval-mode matrix: the Trainer in both modes, a hand-written
     accelerate loop, and a streaming (iterable) dataset in train mode.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     common = ["--num-samples", "37", "--lr", "0", "--batch-size", "4"]
-    run_one(tmp_path / "reference", "--mode", "eval", *common)
-    ids = np.arange(100, 137)
-    reference = load_loss_matrix(tmp_path / "reference", ids).losses
     variants = {
         "trainer-eval": ["--mode", "eval"],
         "trainer-train": ["--mode", "train"],
         "loop-eval": ["--mode", "eval", "--loop", "accelerate"],
         "stream-train": ["--mode", "train", "--iterable", "--max-steps", "10"],
     }
-    for name, extra in variants.items():
-        launch_two(tmp_path / name, *common, *extra)
+    # The launches are independent and mostly start-up: two at a time, beside the reference run.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        launches = [pool.submit(launch_two, tmp_path / name, *common, *extra) for name, extra in variants.items()]
+        run_one(tmp_path / "reference", "--mode", "eval", *common)
+        for launch in launches:
+            launch.result()
+    ids = np.arange(100, 137)
+    reference = load_loss_matrix(tmp_path / "reference", ids).losses
+    for name in variants:
         shards = LossStore(tmp_path / name).shards(1)
         rows = sum(len(record_tiny_rows(p)) for p in shards.values())
         assert rows >= 37, name

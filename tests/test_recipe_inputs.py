@@ -411,14 +411,32 @@ def test_refusals_under_accelerate_launch_end_with_the_message_alone(tmp_path, a
     script = [str(RECIPES / "gpt2_wikitext.py"), *args]
     # accelerate's launcher turns any failed child into its own CalledProcessError traceback unless
     # --quiet: the child's exit status is read from that report, its own output from the quiet run.
+    # The two launches are independent: they run at the same time (each is mostly start-up).
     start = time.monotonic()
-    loud = subprocess.run([*launch, *script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert time.monotonic() - start < 120
+    with (
+        _started([*launch, *script], env=env, cwd=tmp_path) as loud_process,
+        _started([*launch, "--quiet", *script], env=env, cwd=tmp_path) as quiet_process,
+    ):
+        loud = _finished(loud_process, timeout=300)
+        assert time.monotonic() - start < 120
+        quiet = _finished(quiet_process, timeout=300)
     assert "returned non-zero exit status 2" in loud.stderr, loud.stderr[-3000:]
-    quiet = subprocess.run(
-        [*launch, "--quiet", *script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
-    )
     assert quiet.returncode != 0
     assert "Traceback" not in quiet.stderr, quiet.stderr[-3000:]
     assert message in quiet.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "outputs").exists()
+
+
+def _started(cmd: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _finished(process: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
+    """What ``subprocess.run(..., capture_output=True, timeout=timeout)`` returns, for a started process."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
