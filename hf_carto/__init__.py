@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from .membership import membership_metrics, membership_signals, roc_auc, tpr_at_fpr
     from .merge import LossMatrix, add_loss_columns, load_loss_matrix
     from .models import tiny_gpt2
+    from .policy import PAPER, RECOMMENDED, CurationPolicy, curate
     from .recording import LossRecorder, LossStore, RecordingSettings
     from .recording_trainer import LossRecordingMixin, RecordingConfig, RecordingTrainer
     from .report import EvalSettings, LeakageProbes, evaluate_leakage, evaluate_model, plot_tradeoffs
@@ -138,6 +139,7 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
     "losses": ("per_sample_loss", "token_nll"),
     "membership": ("membership_metrics", "membership_signals", "roc_auc", "tpr_at_fpr"),
     "merge": ("LossMatrix", "add_loss_columns", "load_loss_matrix"),
+    "policy": ("CurationPolicy", "PAPER", "RECOMMENDED", "curate"),
     "recording": ("LossRecorder", "LossStore", "RecordingSettings"),
     "recording_trainer": ("LossRecordingMixin", "RecordingConfig", "RecordingTrainer"),
     "report": ("EvalSettings", "LeakageProbes", "evaluate_leakage", "evaluate_model", "plot_tradeoffs"),
@@ -244,6 +246,10 @@ __all__ = [
     "evaluate_leakage",
     "evaluate_model",
     "plot_tradeoffs",
+    "CurationPolicy",
+    "PAPER",
+    "RECOMMENDED",
+    "curate",
     "BudgetSelection",
     "Quadrant",
     "QuadrantAssignment",

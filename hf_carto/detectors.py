@@ -45,6 +45,9 @@ __all__ = [
     "confidence",
     "variability",
     "reference_ratio",
+    "COMBINED_COMPONENTS",
+    "average_ranks",
+    "combined_rank",
     "random_score",
 ]
 
@@ -229,6 +232,59 @@ def reference_ratio(
     return -arr[:, -1].astype(np.float64) / ref
 
 
+#: The detectors :func:`combined_rank` averages by default: the three loss-based detectors that
+#: lowered leakage most at a 10% pruning budget in the committed ``cpu-paper`` runs (README,
+#: results/gpt2_paper_cpu), each one a different view of memorization (how far the loss fell, how
+#: far below the model the arms start from, how much it moved).
+COMBINED_COMPONENTS = ("loss_drop", "reference_ratio", "loss_std")
+
+
+def average_ranks(scores: np.ndarray) -> np.ndarray:
+    """Ranks ``1 .. N`` of ``scores`` in ascending order, tied values sharing the mean of their
+    ranks (``scipy.stats.rankdata(method="average")``), as float64."""
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(s, kind="stable")
+    sorted_s = s[order]
+    # Runs of equal values: each gets the mean of the positions it spans.
+    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
+    ends = np.r_[starts[1:], s.size]
+    mean_rank = (starts + ends + 1) / 2.0  # positions start+1 .. end, averaged
+    ranks = np.empty(s.size, dtype=np.float64)
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+def combined_rank(
+    losses: np.ndarray,
+    *,
+    burn_in: int | None = None,
+    reference: np.ndarray | None = None,
+    components: Sequence[str] = COMBINED_COMPONENTS,
+) -> np.ndarray:
+    """The mean over ``components`` of each sample's rank under that detector, divided by ``N``:
+    in ``(0, 1]``, higher = curate first; needs no planted truth.
+
+    Averaging ranks rather than scores puts detectors of different units (nats, ratios, nats of
+    spread) on one scale, and a sample reaches the top only if several views agree that it was
+    memorized, which is what a single detector's outliers (a block the first snapshot found odd,
+    a block whose loss is noisy) do not do. Ties within a component share their mean rank.
+
+    Source: rank aggregation of membership-inference signals (the Borda count); the components
+    are :data:`COMBINED_COMPONENTS` unless given.
+
+    Unlike the other detectors (but like ``random``), a row's score depends on every other row, so
+    :func:`add_detector_scores` computes it once over the whole matrix.
+    """
+    arr = check_loss_matrix(losses)
+    names = list(components)
+    if not names or "combined" in names or "random" in names:
+        raise ValueError(f"components must be loss-based detectors other than combined and random; got {names}")
+    total = np.zeros(arr.shape[0], dtype=np.float64)
+    for name in names:
+        total += average_ranks(detector_scores(name, arr, burn_in=burn_in, reference=reference))
+    return total / (len(names) * arr.shape[0])
+
+
 def random_score(losses: np.ndarray, *, seed: int = 0) -> np.ndarray:
     """Uniform random scores from ``numpy.random.default_rng(seed)``, one per row in row order:
     the control every detector is compared with."""
@@ -265,6 +321,7 @@ DETECTORS: dict[str, Detector] = {
         Detector("confidence", confidence),
         Detector("variability", variability),
         Detector("reference_ratio", reference_ratio, accepts=("burn_in", "reference")),
+        Detector("combined", combined_rank, accepts=("burn_in", "reference")),
         Detector("random", random_score, accepts=("seed",)),
     )
 }
@@ -347,9 +404,10 @@ def add_detector_scores(
     """Write one ``carto_score_<name>`` float64 column per detector with a batched ``Dataset.map``.
 
     Each batch reads only the ``carto_loss_1 .. carto_loss_T`` columns and scores its rows; every
-    detector here is a function of a row's own losses, so the columns equal the pure functions
-    applied to the whole matrix. ``random`` is the exception (its number for a row depends on the
-    row's position), so its column is drawn once for all ``N`` rows and indexed per batch.
+    detector here but two is a function of a row's own losses, so the columns equal the pure
+    functions applied to the whole matrix. ``random`` (its number for a row depends on the row's
+    position) and ``combined`` (ranks over every row) are computed once for all ``N`` rows and
+    indexed per batch.
 
     Args:
         dataset (`datasets.Dataset`): carries the loss columns (see :func:`hf_carto.add_loss_columns`).
@@ -382,6 +440,12 @@ def add_detector_scores(
     full = {}
     if "random" in names:
         full["random"] = np.random.default_rng(seed).random(len(dataset))
+    if "combined" in names:  # ranks over every row: computed once on the whole matrix
+        from .columns import read_columns
+
+        matrix = read_columns(dataset, columns)
+        losses = np.column_stack([np.asarray(matrix[c], dtype=np.float64) for c in columns])
+        full["combined"] = detector_scores("combined", losses, **settings)
     features = dataset.features.copy()
     for name in names:
         features[score_column(name)] = Value("float64")

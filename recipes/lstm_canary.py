@@ -79,6 +79,17 @@ class LstmCanaryArguments:
             "its ranking, compared with the random arm."
         },
     )
+    frontier_fractions: list[float] = field(
+        default_factory=list,
+        metadata={
+            "help": "More pruning budgets for the budget frontier: at each, one arm per --frontier_detectors and "
+            "a random arm of the same size (arms <detector>_prune<f>, random_prune<f>)."
+        },
+    )
+    frontier_detectors: list[str] = field(
+        default_factory=list,
+        metadata={"help": "The detectors of the --frontier_fractions budgets (default: every one of --detectors)."},
+    )
     eps: str = field(default="quantile:0.05", metadata={"help": "Forget threshold policy."})
     snapshots_per_epoch: int = field(
         default=1, metadata={"help": "Eval-mode loss snapshots per epoch; burn-in covers the first burn_in epochs."}
@@ -378,7 +389,12 @@ def detector_arms_and_quality(scored, fit, args: LstmCanaryArguments, seed: int)
     if not names:
         return detection, {}
     built = build_detector_arms(with_scores, names, budget=args.prune_fraction, alpha=0.0)
-    return detection, {name: built[name] for name in names}
+    arms = {name: built[name] for name in names}
+    frontier = [n for n in (args.frontier_detectors or names) if n != "random"]
+    for fraction in args.frontier_fractions:  # the frontier's other budgets, each with its random arm
+        built = build_detector_arms(with_scores, frontier, budget=fraction, alpha=0.0)
+        arms.update({f"{name}_prune{fraction:g}": arm for name, arm in built.items()})
+    return detection, arms
 
 
 def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
@@ -514,12 +530,89 @@ def compare_arms(results: list[dict]) -> dict:
 
     rows = comparison_rows(results)
     out = {}
+    from hf_carto.comparison import budget_suffix, control_of
+
     detector_arms = [a for a in results[0]["arms"] if a not in ("no_intervention", "gendatacarto", "random")]
-    pairs = [*COMPARISONS, *((a, c) for a in detector_arms for c in ("random", "no_intervention"))]
+    pairs = list(COMPARISONS)
+    for arm in detector_arms:  # an arm of a frontier budget has the random arm of its own budget as control
+        if budget_suffix(arm) is None:
+            pairs += [(arm, "random"), (arm, "no_intervention")]
+        elif arm.startswith("random"):
+            pairs.append((arm, "no_intervention"))
+        else:
+            pairs += [(arm, control_of(arm)), (arm, "no_intervention")]
     for arm, control in pairs:
         c = compare(rows, arm, control, metrics=COMPARED, name_control=True)
         out[f"{arm} vs {control}"] = {"extraction": c["extraction_success"], "perplexity_relative": c["perplexity"]}
     return out
+
+
+def frontier_view(args: LstmCanaryArguments, results: list[dict], comparisons: dict) -> dict:
+    """The runs in the shape :mod:`hf_carto.frontier` reads (``summary``, ``comparisons``,
+    ``rows``), every pruning arm named by its budget: the arms at ``--prune_fraction`` become
+    ``<detector>_prune<f>``, the paper's cut ``gendatacarto_prune<f>``, random ``random_prune<f>``."""
+    from hf_carto.comparison import budget_suffix
+
+    main = f"_prune{args.prune_fraction:g}"
+
+    def name(arm: str) -> str:
+        if arm == "no_intervention" or budget_suffix(arm):
+            return arm
+        return arm + main
+
+    summary, rows = {}, []
+    for arm in results[0]["arms"]:
+        success = _success(results, arm, "extraction")
+        change = [r["arms"][arm]["perplexity"] / r["arms"]["no_intervention"]["perplexity"] - 1 for r in results]
+        pruned = [r["arms"][arm]["num_pruned"] / r["num_samples"] for r in results]
+        summary[name(arm)] = {
+            "seeds": [r["seed"] for r in results],
+            "fraction_pruned": {"mean": float(np.mean(pruned))},
+            "extraction_success": {"mean": float(np.mean(success))},
+            "perplexity_change": {"mean": float(np.mean(change))},
+        }
+        family = "no_intervention" if arm == "no_intervention" else arm.split("_prune")[0]
+        family = "memorization (the paper's cut)" if family == "gendatacarto" else family
+        rows.append({"arm": name(arm), "family": family if family == "no_intervention" else f"{family} (pruned)"})
+    renamed = {}
+    for key, value in comparisons.items():
+        arm, control = key.split(" vs ")
+        metrics = {"extraction_success": value["extraction"], "perplexity": value["perplexity_relative"]}
+        renamed[f"{name(arm)} vs {name(control)}"] = metrics
+    return {"summary": summary, "comparisons": renamed, "rows": rows, "settings": {"alpha": 0.0}}
+
+
+def write_frontier(args: LstmCanaryArguments, results: list[dict], comparisons: dict, out_dir: Path) -> dict | None:
+    """``frontier_extraction.png`` and the recommendation (:func:`hf_carto.frontier.recommend_policy`)
+    when the run has more than one pruning budget; None otherwise."""
+    from hf_carto.frontier import frontier_points, plot_frontier, recommend_policy
+
+    if not args.frontier_fractions:
+        return None
+    view = frontier_view(args, results, comparisons)
+    plot_frontier(frontier_points(view), out_dir / "frontier_extraction.png")
+    return recommend_policy(view)
+
+
+def _frontier_lines(recommendation: dict | None) -> list[str]:
+    if recommendation is None:
+        return []
+    figure = (
+        "`frontier_extraction.png`: extraction against held-out perplexity change, a line per detector through "
+        "its budgets, bars the paired 95% intervals against no intervention."
+    )
+    lines = ["", "## Budget frontier", "", figure, ""]
+    if recommendation["policy"] is None:
+        lines.append(f"Recommended policy: none ({recommendation['reason']}).")
+    else:
+        point, policy = recommendation["point"], recommendation["policy"]
+        lines.append(
+            f"Recommended policy (largest measured extraction reduction at <= 1% perplexity cost): prune the top "
+            f"{policy['budget']:.0%} by {policy['detector']}: extraction "
+            f"{recommendation['no_intervention_extraction']:.1%} -> {point['extraction_success']:.1%} "
+            f"({recommendation['relative_reduction']:.0%} fewer), perplexity {point['perplexity_change']:+.2%}."
+        )
+    return lines
 
 
 def _by_repetitions(results: list[dict], arm: str) -> dict[str, float]:
@@ -677,11 +770,22 @@ def main(argv: list[str] | None = None) -> dict:
             detector_names(args.detectors)
         except ValueError as err:
             raise SystemExit(f"--detectors: {err}") from None
+    outside = [d for d in args.frontier_detectors if d not in args.detectors]
+    if outside:
+        raise SystemExit(f"--frontier_detectors {outside} are not among --detectors {args.detectors}")
+    bad = [f for f in args.frontier_fractions if not 0 < f < 1 or f == args.prune_fraction]
+    if bad or (args.frontier_fractions and not args.detectors):
+        raise SystemExit(
+            f"--frontier_fractions must lie in (0, 1), differ from --prune_fraction and come with --detectors; "
+            f"got {args.frontier_fractions}"
+        )
     out_dir = Path(args.output_dir)
     results = [run_seed(args, seed, out_dir) for seed in args.seeds]
     table = summarize(results)
     comparisons = compare_arms(results)
     report = {"arguments": asdict(args), "summary": table, "paired_differences": comparisons, "seeds": results}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report["recommendation"] = write_frontier(args, results, comparisons, out_dir)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Every process evaluated the same models; one writes. Leaving the process group to
         # interpreter shutdown can abort gloo's worker threads.
@@ -691,7 +795,7 @@ def main(argv: list[str] | None = None) -> dict:
             return report
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = format_report(args, results, table, comparisons)
+    text = format_report(args, results, table, comparisons) + "\n".join(_frontier_lines(report["recommendation"]))
     (out_dir / "report.md").write_text(text)
     print(text)
     print(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.md'}")

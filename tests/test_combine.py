@@ -12,7 +12,7 @@ from hf_carto.experiment.combine import _portable, collect, combine, load_seed_r
 
 
 def tiny(out, *extra):
-    return ["--preset", "cpu-tiny", "--output_dir", str(out), *extra]
+    return ["--preset", "cpu-tiny", "--output_dir", str(out), "--policy", "paper", *extra]
 
 
 @pytest.mark.slow

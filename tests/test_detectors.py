@@ -89,6 +89,55 @@ def test_every_detector_matches_its_naive_per_sample_loop(name, losses):
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
+def naive_average_rank(values, i):
+    """Rank of ``values[i]`` among all (1 = lowest), ties sharing the mean of their ranks."""
+    below = sum(1 for v in values if v < values[i])
+    tied = sum(1 for v in values if v == values[i])  # itself included
+    return below + (tied + 1) / 2
+
+
+@pytest.mark.parametrize("losses", MATRICES, ids=["random", "random-small", "ties", "ties-small"])
+def test_combined_detector_is_the_mean_rank_of_its_components_by_a_naive_loop(losses):
+    rows = [list(row) for row in losses]
+    components = {
+        "loss_drop": [NAIVE["loss_drop"](row, None) for row in rows],
+        "reference_ratio": [NAIVE["reference_ratio"](row, row[BURN_IN - 1]) for row in rows],
+        "loss_std": [NAIVE["loss_std"](row, None) for row in rows],
+    }
+    n = len(rows)
+    expected = [sum(naive_average_rank(v, i) for v in components.values()) / (3 * n) for i in range(n)]
+    got = detector_scores("combined", losses, burn_in=BURN_IN)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert 0 < got.min() and got.max() <= 1
+
+
+def test_combined_detector_puts_first_what_every_component_puts_first():
+    losses = random_matrix(3, n=30)
+    losses[7] = [9.0, 8.0, 6.0, 3.0, 0.5, 0.01]  # largest drop, largest spread, far below its burn-in loss
+    got = detector_scores("combined", losses, burn_in=BURN_IN)
+    assert got.argmax() == 7 and got[7] == pytest.approx(1.0)
+    from hf_carto.detectors import average_ranks, combined_rank
+
+    one = combined_rank(losses, burn_in=BURN_IN, components=["loss_std"])
+    np.testing.assert_array_equal(one, average_ranks(detector_scores("loss_std", losses)) / 30)
+
+
+def test_average_ranks_match_scipy_convention_on_ties():
+    from hf_carto.detectors import average_ranks
+
+    np.testing.assert_array_equal(average_ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0])), [4.0, 1.0, 4.0, 2.0, 4.0])
+    values = np.random.default_rng(0).integers(0, 5, size=40).astype(float)
+    np.testing.assert_array_equal(average_ranks(values), [naive_average_rank(list(values), i) for i in range(40)])
+
+
+def test_combined_detector_refuses_itself_or_random_as_a_component():
+    from hf_carto.detectors import combined_rank
+
+    for bad in (["combined"], ["random", "loss_std"], []):
+        with pytest.raises(ValueError, match="components"):
+            combined_rank(random_matrix(0), burn_in=BURN_IN, components=bad)
+
+
 def test_reference_ratio_takes_a_given_reference_model():
     losses = random_matrix(2)
     reference = np.random.default_rng(3).uniform(1.0, 5.0, size=len(losses))

@@ -43,15 +43,22 @@ def test_arms_and_evaluation_run_around_an_own_mapping_run(tmp_path):
     scored, fit = score_blocks(data.blocks, out / "mine", per_epoch, carto, out / "scored")
     assert fit.num_snapshots == 2 and fit.burn_in == 1
     assert (out / "scored" / "done.json").exists()
-    arms, cuts = make_arms(scored, carto, seed=0)
+    arms, cuts = make_arms(scored, carto, seed=0, fit=fit)
     # The regime line's training perplexity: exp of the mean eval-mode loss of every block, per snapshot.
     from hf_carto.experiment.results import cartography_section
 
     section = cartography_section(scored, fit, cuts)
     naive = [float(np.exp(sum(scored[f"carto_loss_{t}"]) / len(scored))) for t in (1, 2)]
     assert section["train_perplexity_by_snapshot"] == pytest.approx(naive, rel=1e-6)
-    assert [c["fraction"] for c in cuts] == [0.1] and cuts[0]["num_selected"] == round(0.1 * len(scored))
-    assert {"no_intervention", "gendatacarto", "random", "gendatacarto_prune0.1", "random_prune0.1"} == set(arms)
+    assert [c["fraction"] for c in cuts][0] == 0.1 and cuts[0]["num_selected"] == round(0.1 * len(scored))
+    # the recommended policy (the default) is always one of the arms, beside its random control
+    from hf_carto import RECOMMENDED
+
+    policy = {RECOMMENDED.arm_name, f"random_prune{RECOMMENDED.budget:g}"}
+    assert {"no_intervention", "gendatacarto", "random", "gendatacarto_prune0.1", "random_prune0.1"} | policy == set(
+        arms
+    )
+    assert [c["fraction"] for c in cuts][1:] == [RECOMMENDED.budget] * 2
     state = PartialState(cpu=True)
     chosen = {name: arms[name] for name in ("no_intervention", "gendatacarto_prune0.1")}
     for name, (_, arm) in chosen.items():

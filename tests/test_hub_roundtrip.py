@@ -270,8 +270,17 @@ def test_gpt2_recipe_publishes_its_curated_dataset_and_model(servers, tmp_path):
     assert set(report["pushed"]) == {"dataset", "model"}
     model_repo = write.repo_path("someone/tiny-gpt2-curated", "models")
     assert (model_repo / "README.md").read_text() == (out / "model_card.md").read_text()
-    trained = out / "seed0" / "arms" / "gendatacarto" / "model" / "model.safetensors"
+    # The default, recommended policy: its arm is trained, published, and the curated data follows it.
+    from hf_carto import RECOMMENDED, load_scored
+    from hf_carto.columns import KEEP, score_column
+
+    trained = out / "seed0" / "arms" / RECOMMENDED.arm_name / "model" / "model.safetensors"
     assert (model_repo / "model.safetensors").read_bytes() == trained.read_bytes()
+    assert RECOMMENDED.arm_name in (model_repo / "README.md").read_text()
+    curated, _ = load_scored(out / "curated")
+    scores, keep = np.asarray(curated[score_column(RECOMMENDED.detector)]), np.asarray(curated[KEEP])
+    k = int(np.floor(RECOMMENDED.budget * len(curated) + 0.5))
+    assert (~keep).sum() == k > 0 and scores[~keep].min() >= scores[keep].max()
     loaded = load_in_fresh_process(read_endpoint, root, "main", repo="someone/recipe-curated")
     exported = pq.read_table(next((out / "hub" / "data").glob("*.parquet")))
     assert len(loaded["rows"]) == exported.num_rows > 0

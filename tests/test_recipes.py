@@ -191,6 +191,30 @@ def test_lstm_canary_recipe_detector_arms_prune_as_much_and_report_detection(tmp
     assert "## Which documents the detectors find" in (tmp_path / "report.md").read_text()
 
 
+def test_lstm_canary_recipe_frontier_budgets_have_their_own_random_control_and_a_figure(tmp_path):
+    recipe = load_recipe("lstm_canary")
+    argv = ["--output_dir", str(tmp_path), "--num_documents", "120", "--num_duplicate_groups", "2"]
+    argv += ["--num_noise_documents", "2", "--num_canaries", "3", "--canary_repetitions", "2", "4"]
+    argv += ["--num_control_canaries", "2", "--epochs", "3", "--burn_in", "1", "--hidden_dim", "16"]
+    argv += ["--vocab_size", "300", "--detectors", "loss_std", "combined", "--frontier_fractions", "0.02", "0.1"]
+    argv += ["--frontier_detectors", "combined"]
+    report = recipe.main(argv)
+    (result,) = report["seeds"]
+    n = result["num_samples"]
+    frontier = {f"{d}_prune{f:g}" for d in ("combined", "random") for f in (0.02, 0.1)}
+    assert set(result["arms"]) == {"no_intervention", "gendatacarto", "random", "loss_std", "combined"} | frontier
+    for name in frontier:
+        assert result["arms"][name]["num_pruned"] == int(0.02 * n + 0.5 if "0.02" in name else 0.1 * n + 0.5)
+    assert {"combined_prune0.1 vs random_prune0.1", "combined_prune0.02 vs no_intervention"} <= set(
+        report["paired_differences"]
+    )
+    assert (tmp_path / "frontier_extraction.png").read_bytes().startswith(b"\x89PNG")
+    assert "## Budget frontier" in (tmp_path / "report.md").read_text()
+    assert report["recommendation"]["max_perplexity_cost"] == 0.01
+    with pytest.raises(SystemExit, match="frontier_detectors"):
+        recipe.main([*argv[:-1], "final_loss"])
+
+
 def test_lstm_canary_recipe_rejects_a_bad_burn_in(tmp_path):
     recipe = load_recipe("lstm_canary")
     with pytest.raises(SystemExit, match="burn_in must be in"):
@@ -202,7 +226,45 @@ def test_lstm_canary_recipe_rejects_a_bad_burn_in(tmp_path):
 
 
 def tiny_args(out: Path, *extra: str) -> list[str]:
-    return ["--preset", "cpu-tiny", "--output_dir", str(out), *extra]
+    # The paper's policy: its arm is one of the three every run trains, so these runs train only the
+    # arms they are about (test_hub_roundtrip runs the default, recommended policy end to end).
+    return ["--preset", "cpu-tiny", "--output_dir", str(out), "--policy", "paper", *extra]
+
+
+@pytest.fixture
+def fewer_bootstrap_resamples(monkeypatch):
+    """In-process runs whose evaluation draws 100 bootstrap resamples for the membership metrics'
+    intervals instead of 1,000: most of the evaluation's time at cpu-tiny scale, and nothing the
+    tests that use this read (the point estimates and everything else are unchanged)."""
+    import dataclasses
+
+    from hf_carto.experiment import runner
+
+    real = runner.eval_settings
+
+    def eval_settings(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), num_resamples=100)
+
+    monkeypatch.setattr(runner, "eval_settings", eval_settings)
+
+
+# The same for a recipe under `accelerate launch`: ``python FEWER_RESAMPLES RECIPE ARGS...`` runs
+# ``RECIPE ARGS...`` as its own script, with 100 bootstrap resamples in its evaluation.
+FEWER_RESAMPLES = """
+import dataclasses, runpy, sys
+from hf_carto.experiment import runner
+
+real = runner.eval_settings
+runner.eval_settings = lambda *args, **kwargs: dataclasses.replace(real(*args, **kwargs), num_resamples=100)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def fewer_resamples_script(folder: Path) -> Path:
+    path = folder / "fewer_resamples.py"
+    path.write_text(FEWER_RESAMPLES)
+    return path
 
 
 @pytest.mark.slow
@@ -219,8 +281,10 @@ def test_gpt2_recipe_on_two_processes_writes_a_consistent_report_and_resumes(tmp
     from hf_carto.canaries import load_registry, verify_registry
 
     out = tmp_path / "run"
+    # The recipe itself, with fewer bootstrap resamples (nothing here reads the intervals).
+    recipe = [fewer_resamples_script(tmp_path), RECIPES / "gpt2_wikitext.py"]
     accelerate_launch(
-        RECIPES / "gpt2_wikitext.py",
+        *recipe,
         *tiny_args(out, "--seeds", "0", "1"),
         cleanup=lambda: shutil.rmtree(out, ignore_errors=True),
     )
@@ -328,7 +392,7 @@ def test_gpt2_recipe_on_two_processes_writes_a_consistent_report_and_resumes(tmp
     with pytest.raises(SystemExit, match="num_processes: earlier 2, now 1"):
         main(tiny_args(out, "--seeds", "0", "1"))
     shutil.rmtree(out / "seed1" / "arms" / "random")
-    accelerate_launch(RECIPES / "gpt2_wikitext.py", *tiny_args(out, "--seeds", "0", "1"))
+    accelerate_launch(*recipe, *tiny_args(out, "--seeds", "0", "1"))
     again = json.loads((out / "report.json").read_text())
     assert (out / "seed1" / "arms" / "random" / "done.json").exists()
     # Same checkpoint, seed and processes: the retrained arm reproduces its first run exactly.
@@ -434,7 +498,7 @@ def naive_average_precision(scores, positives, ids) -> float:
 
 
 @pytest.mark.slow
-def test_gpt2_recipe_detector_arms_share_budget_steps_and_report_detection(tmp_path):
+def test_gpt2_recipe_detector_arms_share_budget_steps_and_report_detection(tmp_path, fewer_bootstrap_resamples):
 
     import numpy as np
 
@@ -536,7 +600,9 @@ def test_gpt2_recipe_records_detector_settings_only_when_given(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpt2_recipe_snapshot_rows_scores_a_seeded_subset_and_trains_the_other_blocks_unchanged(tmp_path):
+def test_gpt2_recipe_snapshot_rows_scores_a_seeded_subset_and_trains_the_other_blocks_unchanged(
+    tmp_path, fewer_bootstrap_resamples
+):
     import numpy as np
     from datasets import load_from_disk
 

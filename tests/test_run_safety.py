@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -20,11 +21,34 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(RECIPE), "--preset", "cpu-tiny", "--output_dir", str(out), *extra]
+    return [sys.executable, str(RECIPE), "--preset", "cpu-tiny", "--output_dir", str(out), "--policy", "paper", *extra]
 
 
 def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+# Prepended to a recipe run: 100 bootstrap resamples for the membership metrics' intervals instead
+# of 1,000 (most of the evaluation's time at cpu-tiny scale). The tests that use it read which files
+# a run left, its settings, and whether two runs give the same rows, each of them run with it.
+FEWER_RESAMPLES = """
+import dataclasses
+from hf_carto.experiment import runner
+
+real = runner.eval_settings
+runner.eval_settings = lambda *args, **kwargs: dataclasses.replace(real(*args, **kwargs), num_resamples=100)
+"""
+
+RUN_THE_RECIPE = """
+import sys
+sys.argv = sys.argv[1:]
+exec(compile(open(sys.argv[0]).read(), sys.argv[0], "exec"), {"__name__": "__main__"})
+"""
+
+
+def tiny_fewer_resamples(out: Path, *extra: str) -> list[str]:
+    """``tiny(out, *extra)`` with :data:`FEWER_RESAMPLES`."""
+    return [sys.executable, "-c", FEWER_RESAMPLES + RUN_THE_RECIPE, *tiny(out, *extra)[1:]]
 
 
 def test_a_second_holder_is_refused_and_a_dead_holder_is_taken_over(tmp_path, caplog):
@@ -48,21 +72,39 @@ def test_a_second_holder_is_refused_and_a_dead_holder_is_taken_over(tmp_path, ca
     assert (tmp_path / LOCK_FILE).read_text() == ""  # a clean end leaves no holder behind
 
 
-@pytest.mark.slow
-def test_two_runs_into_one_folder_exclude_each_other(tmp_path):
-    out = tmp_path / "run"
-    first = subprocess.Popen(tiny(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
-    deadline = time.monotonic() + 120
-    while lock_holder(out) is None:
-        assert first.poll() is None and time.monotonic() < deadline, "the first run never took the lock"
-        time.sleep(0.2)
-    second = subprocess.run(
-        tiny(out, "--learning_rate", "1e-3"), capture_output=True, text=True, env=env(), timeout=300
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """A cpu-tiny run into a folder and, while it holds the folder, a second run (another learning
+    rate) started into the same folder. The tests read what both left; the first run's folder is
+    also the clean run the kill test below compares its numbers with (one full run fewer)."""
+    out = tmp_path_factory.mktemp("two_runs") / "run"
+    first = subprocess.Popen(
+        tiny_fewer_resamples(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env()
     )
+    second, err = None, ""
+    try:
+        deadline = time.monotonic() + 120
+        while lock_holder(out) is None and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if lock_holder(out) is not None:  # the first run holds the folder: start the second one now
+            second = subprocess.run(
+                tiny(out, "--learning_rate", "1e-3"), capture_output=True, text=True, env=env(), timeout=300
+            )
+        _, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    return SimpleNamespace(out=out, first=first, first_stderr=err, second=second)
+
+
+@pytest.mark.slow
+def test_two_runs_into_one_folder_exclude_each_other(two_runs):
+    first, second, out = two_runs.first, two_runs.second, two_runs.out
+    assert second is not None, "the first run never took the lock"
     assert second.returncode != 0
     assert f"in use by PID {first.pid}" in second.stderr
-    _, err = first.communicate(timeout=600)
-    assert first.returncode == 0, err[-2000:]
+    assert first.returncode == 0, two_runs.first_stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["learning_rate"] == 0.003  # the first run's, untouched by the second
 
@@ -81,8 +123,8 @@ exec(compile(open(sys.argv[0]).read(), sys.argv[0], "exec"), {"__name__": "__mai
 
 
 @pytest.mark.slow
-def test_a_kill_while_the_burn_in_checkpoint_is_written_does_not_block_the_rerun(tmp_path):
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
+def test_a_kill_while_the_burn_in_checkpoint_is_written_does_not_block_the_rerun(tmp_path, two_runs):
+    killed = tmp_path / "killed"
     died = subprocess.run(
         [sys.executable, "-c", KILL_WHILE_SAVING, *tiny(killed)[1:]],
         capture_output=True,
@@ -94,11 +136,12 @@ def test_a_kill_while_the_burn_in_checkpoint_is_written_does_not_block_the_rerun
     partial = list((killed / "seed0" / "mapping").glob("checkpoint-*"))
     assert partial and not (partial[0] / "trainer_state.json").exists()  # the state a kill leaves
 
-    rerun = subprocess.run(tiny(killed), capture_output=True, text=True, env=env(), timeout=600)
+    rerun = subprocess.run(tiny_fewer_resamples(killed), capture_output=True, text=True, env=env(), timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "is incomplete" in rerun.stderr and "restarts from scratch" in rerun.stderr
-    reference = subprocess.run(tiny(clean), capture_output=True, text=True, env=env(), timeout=600)
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    # The reference: a clean cpu-tiny run of the same settings, shared with the test above.
+    assert two_runs.first.returncode == 0, two_runs.first_stderr[-3000:]
+    clean = two_runs.out
     rows = json.loads((killed / "report.json").read_text())["rows"]
     assert rows == json.loads((clean / "report.json").read_text())["rows"]  # the same numbers
 
@@ -120,13 +163,13 @@ exec(compile(open(sys.argv[0]).read(), sys.argv[0], "exec"), {"__name__": "__mai
 def test_a_stage_killed_before_its_last_file_is_redone(tmp_path):
     out = tmp_path / "run"
     died = subprocess.run(
-        [sys.executable, "-c", KILL_BEFORE_THE_ROC_FIGURE, *tiny(out)[1:]], capture_output=True, text=True, env=env(),
-        timeout=600,
+        [sys.executable, "-c", FEWER_RESAMPLES + KILL_BEFORE_THE_ROC_FIGURE, *tiny(out)[1:]], capture_output=True,
+        text=True, env=env(), timeout=600,
     )  # fmt: skip
     assert died.returncode == -signal.SIGKILL
     half = [p.parent for p in out.glob("seed0/**/eval/report.json")]
     assert len(half) == 1 and not (half[0] / "membership_roc.png").exists() and not (half[0] / "done.json").exists()
-    rerun = subprocess.run(tiny(out), capture_output=True, text=True, env=env(), timeout=600)
+    rerun = subprocess.run(tiny_fewer_resamples(out), capture_output=True, text=True, env=env(), timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     evals = list(out.glob("seed0/**/eval"))
     assert len(evals) == 6  # five arms and the mapping run
@@ -141,14 +184,32 @@ def _small_demo(out: Path):
     return DemoConfig(output_dir=str(out), epochs=2, corpus=CorpusConfig(num_documents=300, seed=0))
 
 
+@pytest.fixture(scope="module")
+def small_demo_run(tmp_path_factory):
+    """One finished run of the small demo, made once: ``copy(folder) -> the report of that run``
+    copies its folder to ``folder``, as if the run had been made there."""
+    from hf_carto.demo import run_demo
+
+    reference = tmp_path_factory.mktemp("small_demo") / "demo"
+    report = run_demo(_small_demo(reference))
+
+    def copy(folder: Path) -> dict:
+        import shutil
+
+        shutil.copytree(reference, folder)
+        return {**report, "config": {**report["config"], "output_dir": str(folder)}}
+
+    return copy
+
+
 @pytest.mark.slow
-def test_a_failed_demo_rerun_leaves_the_earlier_results_whole(tmp_path, monkeypatch):
+def test_a_failed_demo_rerun_leaves_the_earlier_results_whole(tmp_path, monkeypatch, small_demo_run):
     import errno
 
     import hf_carto.demo as demo
 
     out = tmp_path / "demo"
-    first = demo.run_demo(_small_demo(out))
+    first = small_demo_run(out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE}
     assert (out / "run").exists() and (out / "scored").exists()
 
@@ -297,7 +358,7 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_real_full_disk_loses_nothing_and_names_the_folder(tmp_path, small_disk, capsys):
+def test_a_real_full_disk_loses_nothing_and_names_the_folder(tmp_path, small_disk, capsys, small_demo_run):
     import shutil
 
     from hf_carto.atomic import is_disk_full
@@ -305,7 +366,7 @@ def test_a_real_full_disk_loses_nothing_and_names_the_folder(tmp_path, small_dis
     from hf_carto.demo import run_demo
 
     reference = tmp_path / "reference"
-    first = run_demo(_small_demo(reference))
+    first = small_demo_run(reference)
     size = sum(p.stat().st_size for p in reference.rglob("*") if p.is_file())
     # Room for the earlier run and half of another: the rerun must fail part way.
     disk = small_disk(size + size // 2)
@@ -338,11 +399,11 @@ def test_a_real_full_disk_loses_nothing_and_names_the_folder(tmp_path, small_dis
 
 
 @pytest.mark.slow
-def test_a_demo_killed_half_way_leaves_the_earlier_run_whole_and_its_staging_is_removed(tmp_path):
+def test_a_demo_killed_half_way_leaves_the_earlier_run_whole_and_its_staging_is_removed(tmp_path, small_demo_run):
     from hf_carto.demo import run_demo
 
     out = tmp_path / "demo"
-    first = run_demo(_small_demo(out))
+    first = small_demo_run(out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE}
     # A real process reruns the demo into the folder and is SIGKILLed after its new recording,
     # before any result of it is in place.

@@ -120,6 +120,43 @@ class CartoArguments:
             "memorization sweep."
         },
     )
+    frontier_fractions: list[float] = field(
+        default_factory=list,
+        metadata={
+            "help": "More pruning budgets for the frontier, each with an arm per --frontier_detectors and the "
+            "random arm (the fewer detectors keep a seed's cost down)."
+        },
+    )
+    frontier_detectors: list[str] = field(
+        default_factory=list,
+        metadata={"help": "The detectors of the --frontier_fractions budgets (default: every one of --detectors)."},
+    )
+    downweight_detectors: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "The detectors that get the down-weighting arms (default: every one of --detectors); the "
+            "random arm is built in any case."
+        },
+    )
+    downweight_alpha: float | None = field(
+        default=None,
+        metadata={"help": "Loss weight of the down-weighted blocks of the budget arms (default: --alpha)."},
+    )
+    policy: str = field(
+        default="recommended",
+        metadata={
+            "help": "The curation the curated dataset and the published model follow: recommended (the toolkit's "
+            "default, hf_carto.RECOMMENDED) or paper (the per-quadrant rules with --alpha, --gamma, "
+            "--remove_noisy). A policy's arm (and its random control) is trained if no other arm is it."
+        },
+    )
+    dedup_arm: bool = field(
+        default=False,
+        metadata={
+            "help": "Add deduplication as an arm: every block but the first of each exact or near-duplicate "
+            "cluster (MinHash, carto_dup_*) is pruned, at the budget that makes, beside a random arm of that size."
+        },
+    )
     row_evidence: bool = field(
         default=True,
         metadata={
@@ -293,7 +330,24 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
         problems.append(f"downweight_fractions must lie in (0, 1); got {bad}")
     if carto.downweight_fractions and not 0.0 < carto.alpha < 1.0:
         problems.append(f"down-weighting needs a loss weight --alpha in (0, 1); got {carto.alpha}")
+    if carto.downweight_alpha is not None and not 0.0 < carto.downweight_alpha < 1.0:
+        problems.append(f"downweight_alpha must lie in (0, 1); got {carto.downweight_alpha}")
     problems += _detector_problems(carto.detectors)
+    from hf_carto.policy import POLICIES
+
+    if carto.policy not in POLICIES:
+        problems.append(f"--policy {carto.policy!r}: choose one of {list(POLICIES)}")
+    for option in ("downweight_detectors", "frontier_detectors"):
+        outside = [d for d in getattr(carto, option) if d not in carto.detectors]
+        if outside:
+            problems.append(f"--{option} {outside} are not among --detectors {carto.detectors}")
+    bad = [f for f in carto.frontier_fractions if not 0.0 < f < 1.0 or f in carto.prune_fractions]
+    if bad:
+        problems.append(f"frontier_fractions must lie in (0, 1) and differ from --prune_fractions; got {bad}")
+    if carto.frontier_fractions and not carto.detectors:
+        problems.append("--frontier_fractions needs --detectors")
+    if carto.downweight_detectors and not carto.downweight_fractions:
+        problems.append("--downweight_detectors needs --downweight_fractions")
     for name in ("train_file", "validation_file"):
         path = getattr(data_args, name)
         if path is not None and not Path(path).is_file():

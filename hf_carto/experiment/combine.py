@@ -130,6 +130,7 @@ def collect(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dic
     new seed is added by collecting again with the folder's own ``seed_*`` reports).
     """
     from .outputs import format_markdown
+    from .results import write_frontier_figures
 
     out = Path(out)
     reports = [load_seed_report(source) for source in sources]
@@ -146,4 +147,5 @@ def collect(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dic
     combined = _portable(combined, start)
     write_json_atomic({k: v for k, v in combined.items() if k != "stage_table"}, out / "report.json")
     (out / "report.md").write_text(format_markdown(combined))
+    write_frontier_figures(combined, out)
     return combined

@@ -10,7 +10,7 @@ import numpy as np
 
 from .arguments import CartoArguments, DataArguments, ModelArguments
 from .presets import GENERATED
-from .results import MAPPING_RUN, tradeoff_points
+from .results import MAPPING_RUN, tradeoff_points, write_frontier_figures
 
 
 def default_dataset_id(data_args: DataArguments) -> str:
@@ -137,6 +137,63 @@ def _paired_differences(report: dict) -> list[str]:
             m = metrics[key]
             cells.append(f"{format_difference(m, fmt)}, {units_on(m)}: {m['verdict']}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _interval_text(diff: dict | None, fmt: str) -> str:
+    if not diff:
+        return ""
+    text = format(diff["difference"], fmt)
+    if diff.get("interval") is not None:
+        low, high = diff["interval"]
+        text += f" [{format(low, fmt)}, {format(high, fmt)}]"
+    return text
+
+
+def _frontier(report: dict) -> list[str]:
+    """The budget frontier (every curated and random arm with a budget) and the recommendation."""
+    from hf_carto.frontier import frontier_points
+
+    if "recommendation" not in report:
+        return []
+    points = [p for p in frontier_points(report) if p["arm"] != "no_intervention"]
+    points.sort(key=lambda p: (p["policy"], p["kind"], p["fraction"] if p["fraction"] is not None else -1))
+    lines = [
+        "",
+        "## Budget frontier",
+        "",
+        "Each arm against no intervention (and against random at the same budget), paired 95% intervals; "
+        "`frontier_extraction.png` and `frontier_exposure.png` draw them.",
+        "",
+        "| arm | pruned weight | extraction | vs none | vs random | exposure vs none | contamination vs none "
+        "| planted MIA AUC vs none | ppl change |",
+        "|---|---:|---:|---|---|---|---|---|---:|",
+    ]
+    for p in points:
+        none, rand = p["vs_none"], p["vs_random"]
+        lines.append(
+            f"| {p['arm']} | {p['fraction_pruned']:.2%} | {p['extraction_success']:.1%} "
+            f"| {_interval_text(none.get('extraction_success'), '+.1%')} "
+            f"| {_interval_text(rand.get('extraction_success'), '+.1%')} "
+            f"| {_interval_text(none.get('mean_exposure'), '+.2f')} "
+            f"| {_interval_text(none.get('contamination_recall'), '+.1%')} "
+            f"| {_interval_text(none.get('planted_mia_auc'), '+.3f')} "
+            f"| {_interval_text(none.get('perplexity'), '+.2%')} |"
+        )
+    rec = report["recommendation"]
+    cost = f"{rec['max_perplexity_cost']:.0%}"
+    lines += ["", f"**Recommended policy** (largest measured extraction reduction at <= {cost} perplexity cost): "]
+    if rec["policy"] is None:
+        lines[-1] += f"none. {rec['reason']}."
+    else:
+        pol = rec["policy"]
+        lines[-1] += (
+            f"`{pol['detector']}`, {pol['kind']} at {pol['budget']:g} (weight {pol['weight']:g}): extraction "
+            f"{rec['no_intervention_extraction']:.1%} -> {rec['point']['extraction_success']:.1%} "
+            f"({rec['relative_reduction']:.0%} fewer), perplexity {rec['point']['perplexity_change']:+.2%}; "
+            + ("meets" if rec["meets_paper_bar"] else "does not meet")
+            + " the paper's bar (>= 40% fewer extractions at <= 1% perplexity)."
+        )
     return lines
 
 
@@ -350,6 +407,7 @@ def format_markdown(report: dict) -> str:
     the cartography of each seed, which blocks the detectors find, time and memory."""
     lines = _overview(report) + _paired_differences(report) + _by_copies(report)
     lines += ["", *format_reading(report)]
+    lines += _frontier(report)
     lines += _cartography(report) + _detection(report) + _time_and_memory(report)
     return "\n".join(lines) + "\n"
 
@@ -389,15 +447,24 @@ def _model_card(report: dict, model_args: ModelArguments, data_args, carto: Cart
         {"arm": arm, **{key: entry[key]["values"] for key, _, _ in METRICS if key != "perplexity_change"}}
         for arm, entry in report["summary"].items()
     ]
+    from .training import curation_policy
+
+    policy = curation_policy(carto)
     curation = {
+        "policy": f"{carto.policy}: {policy.describe()} (this model is the {policy.arm_name} arm)",
         "burn-in (epochs)": carto.burn_in,
         "eps": carto.eps,
         "alpha_d / alpha_m": f"{carto.alpha_d} / {carto.alpha_m}",
-        "hotspot loss weight": carto.alpha,
-        "up-sampling of ambiguous-hard": carto.gamma,
-        "remove noisy outliers": carto.remove_noisy,
         "seeds": carto.seeds,
     }
+    if carto.policy == "paper":
+        curation.update(
+            {
+                "hotspot loss weight": carto.alpha,
+                "up-sampling of ambiguous-hard": carto.gamma,
+                "remove noisy outliers": carto.remove_noisy,
+            }
+        )
     if carto.snapshot_rows:
         rows = f"--snapshot_rows {carto.snapshot_rows:g}, seed {carto.snapshot_seed}"
         curation["scored blocks"] = f"a fixed seeded subset ({rows}); the other blocks trained with weight 1"
@@ -420,16 +487,24 @@ def write_outputs(
     from hf_carto import LossStore, apply_interventions, cartography_summary, plot_tradeoffs
     from hf_carto.hub import export_hub_layout, mark_private, push_curated_dataset, push_model
     from hf_carto.io import save_scored
+    from hf_carto.policy import curate
+
+    from .training import curation_policy
 
     seed = carto.seeds[0]
     scored, fit = seeds_data[seed]
     _data_map(scored, fit, seed, out, tokenizer)  # the local maps; the export draws its own
     plot_tradeoffs(tradeoff_points(report["rows"]), out)
-    curated = apply_interventions(scored, gamma=carto.gamma, alpha=carto.alpha, remove_noisy=carto.remove_noisy)
+    write_frontier_figures(report, out)
+    policy = curation_policy(carto)
+    if carto.policy == "paper":  # the per-quadrant rules with every setting of the run
+        curated = apply_interventions(scored, gamma=carto.gamma, alpha=carto.alpha, remove_noisy=carto.remove_noisy)
+    else:
+        curated = curate(scored, policy, fit=fit, seed=seed)
     curated = curated.remove_columns("labels")  # the same tokens as input_ids
     # what the mapping run's snapshots covered (every block, or the --snapshot_rows subset): the card says it
     recording = dataclasses.asdict(LossStore(out / f"seed{seed}" / "mapping").settings())
-    summary = {**cartography_summary(curated, fit), "recording": recording}
+    summary = {**cartography_summary(curated, fit), "recording": recording, "policy": policy.describe()}
     save_scored(curated, out / "curated", fit=fit, summary=summary, overwrite=True)
     mark_private(out / "curated", "every scored training block, the canary blocks and the columns that mark them")
     dataset_id = carto.hub_dataset_id or default_dataset_id(data_args)
@@ -450,7 +525,7 @@ def write_outputs(
     if training.push_to_hub:
         # The token is used in memory only: no stage's arguments (and so no saved file) hold it.
         pushed = push_curated_dataset(out / "hub", dataset_id, token=training.hub_token)
-        model_dir = out / f"seed{seed}" / "arms" / "gendatacarto" / "model"
+        model_dir = out / f"seed{seed}" / "arms" / policy.arm_name / "model"
         model_pushed = push_model(model_dir, model_id, card, token=training.hub_token)
         report["pushed"] = {"dataset": pushed.commit_url, "model": model_pushed.commit_url}
         print(f"pushed the dataset ({pushed.commit_url}) and the model ({model_pushed.commit_url})")

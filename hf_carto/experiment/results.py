@@ -123,7 +123,7 @@ def build_report(rows: list[dict], settings: dict, num_blocks: int, counts: dict
     summary = summarize([r for r in rows if r["arm"] != MAPPING_RUN])
     summary[MAPPING_RUN] = summarize([r for r in rows if r["arm"] == MAPPING_RUN])[MAPPING_RUN]
     comparisons = compare_arms(rows)
-    return {
+    report = {
         "settings": settings,
         "num_blocks": num_blocks,
         "data_counts": counts,
@@ -139,6 +139,36 @@ def build_report(rows: list[dict], settings: dict, num_blocks: int, counts: dict
         "exposure_methods": exposure_methods(rows),
         "cartography": cartography,
     }
+    if has_frontier(report):
+        from hf_carto.frontier import recommend_policy
+
+        report["recommendation"] = recommend_policy(report)
+    return report
+
+
+def has_frontier(report: dict) -> bool:
+    """Whether ``report`` has budget arms to draw a frontier through."""
+    from hf_carto.frontier import parse_arm
+
+    return any((parse_arm(arm) or {}).get("fraction") for arm in report["summary"])
+
+
+def write_frontier_figures(report: dict, out) -> list:
+    """``frontier_extraction.png`` and ``frontier_exposure.png`` in ``out`` (none without budget arms)."""
+    from pathlib import Path
+
+    from hf_carto.frontier import frontier_points, plot_frontier
+
+    if not has_frontier(report):
+        return []
+    points = frontier_points(report)
+    out = Path(out)
+    return [
+        plot_frontier(points, out / "frontier_extraction.png"),
+        plot_frontier(
+            points, out / "frontier_exposure.png", metric="mean_exposure", label="mean exposure (bits)", percent=False
+        ),
+    ]
 
 
 def tradeoff_points(rows: list[dict]) -> list[dict]:

@@ -257,10 +257,21 @@ def _cut(kind: str, fraction: float, detector: str, selection) -> dict:
 
 def budgets(carto: CartoArguments) -> list[tuple[str, float, float]]:
     """``(kind, fraction, loss weight)`` of every budget: the prune fractions (weight 0), then the
-    down-weighting fractions (weight ``--alpha``)."""
-    return [("prune", f, 0.0) for f in carto.prune_fractions] + [
-        ("downweight", f, carto.alpha) for f in carto.downweight_fractions
-    ]
+    down-weighting fractions (weight ``--downweight_alpha``, by default ``--alpha``)."""
+    weight = carto.alpha if carto.downweight_alpha is None else carto.downweight_alpha
+    prune = sorted([*carto.prune_fractions, *(carto.frontier_fractions if carto.detectors else [])])
+    return [("prune", f, 0.0) for f in prune] + [("downweight", f, weight) for f in carto.downweight_fractions]
+
+
+def budget_detectors(carto: CartoArguments, kind: str, fraction: float) -> list[str]:
+    """The detectors that get an arm at a budget: every one of ``--detectors`` at the prune
+    fractions, ``--frontier_detectors`` (when given) at the frontier fractions,
+    ``--downweight_detectors`` (when given) at the down-weighting ones."""
+    if kind == "downweight" and carto.downweight_detectors:
+        return list(carto.downweight_detectors)
+    if kind == "prune" and fraction in carto.frontier_fractions and carto.frontier_detectors:
+        return list(carto.frontier_detectors)
+    return list(carto.detectors)
 
 
 def make_arms(scored, carto: CartoArguments, seed: int, fit=None) -> tuple[dict[str, tuple[str, Any]], list[dict]]:
@@ -295,20 +306,100 @@ def make_arms(scored, carto: CartoArguments, seed: int, fit=None) -> tuple[dict[
             continue
         from hf_carto import build_detector_arms
 
-        built = build_detector_arms(with_scores, carto.detectors, budget=fraction, alpha=alpha)
+        built = build_detector_arms(with_scores, budget_detectors(carto, kind, fraction), budget=fraction, alpha=alpha)
         for name, arm in built.items():
             arms[name + suffix] = (budget_family(name, kind), arm)
             cuts.append(_cut(kind, fraction, name, built.selections[name]))
+    if carto.dedup_arm:
+        dedup, cut = dedup_arms(scored, seed)
+        add_arms(arms, dedup)
+        cuts.append(cut)
+    policy = curation_policy(carto)
+    if policy.arm_name not in arms:  # the published curation is always one of the arms measured
+        from hf_carto import build_detector_arms
+
+        if fit is None:
+            raise ValueError(f"the policy's arm ({policy.describe()}) needs the CartographyFit of the scores")
+        with_scores = detector_scored(scored, carto, seed, fit, names=[policy.detector])
+        built = build_detector_arms(with_scores, [policy.detector], budget=policy.budget, alpha=policy.weight)
+        suffix = f"_{policy.kind}{policy.budget:g}"
+        add_arms(arms, {name + suffix: (budget_family(name, policy.kind), arm) for name, arm in built.items()})
+        cuts += [_cut(policy.kind, policy.budget, name, built.selections[name]) for name in built]
     return arms, cuts
 
 
-def detector_scored(scored, carto: CartoArguments, seed: int, fit):
-    """``scored`` with a ``carto_score_<name>`` column for each of ``--detectors`` and ``random``."""
+def curation_policy(carto: CartoArguments):
+    """The :class:`hf_carto.CurationPolicy` of ``--policy``; ``paper`` takes the run's ``--alpha``."""
+    import dataclasses as dc
+
+    from hf_carto.policy import PAPER, resolve_policy
+
+    policy = resolve_policy(carto.policy)
+    return dc.replace(PAPER, weight=carto.alpha) if policy.detector == PAPER.detector else policy
+
+
+def dedup_arms(scored, seed: int) -> tuple[dict[str, tuple[str, Any]], dict]:
+    """Deduplication as an arm, the field's standard baseline (Lee et al. 2022; Kandpal et al.
+    2022): every block but the first (smallest ``sample_id``) of each near-duplicate cluster is
+    pruned (exact clusters lie inside near ones), and a random arm prunes as many blocks.
+
+    The arms are named by their natural budget, ``dedup_prune<f>`` and ``random_prune<f>`` with
+    ``f`` the pruned fraction, so the random one is dedup's control. Returns the arms (none when
+    no block has a duplicate: dedup is then the no-intervention arm) and the cut, with the share of
+    the canary and contaminating blocks it removed.
+    """
+    from hf_carto import add_duplicate_columns, top_budget
+    from hf_carto.columns import DUP_COLUMNS, DUP_NEAR_ID, PLANTED_NAMES, SAMPLE_ID, TRUTH, read_columns
+    from hf_carto.continuation import _treatment, _with_treatment
+
+    clustered = scored
+    if not all(c in scored.column_names for c in DUP_COLUMNS):
+        clustered = add_duplicate_columns(scored.select_columns(["input_ids", SAMPLE_ID]))
+    cols = read_columns(clustered, [SAMPLE_ID, DUP_NEAR_ID])
+    if TRUTH in scored.column_names:
+        cols[TRUTH] = read_columns(scored, [TRUTH])[TRUTH]
+    redundant = cols[DUP_NEAR_ID] != cols[SAMPLE_ID]  # a cluster's id is its smallest sample_id
+    n, k = len(redundant), int(redundant.sum())
+    fraction = k / n
+    cut = {"fraction": fraction, "kind": "dedup", "detector": "dedup", "num_selected": k}
+    if TRUTH in cols:
+        for kind in ("canary", "contaminated", "duplicate"):
+            planted = cols[TRUTH] == PLANTED_NAMES.index(kind)
+            cut[f"{kind}_blocks"] = int(planted.sum())
+            cut[f"{kind}_blocks_removed"] = int((planted & redundant).sum())
+    if k == 0:
+        logger.info("dedup: no block has a duplicate; the dedup arm would be the no-intervention arm")
+        return {}, cut
+    suffix = f"_prune{fraction:g}"
+    rand = top_budget(np.random.default_rng(seed).random(n), fraction, sample_ids=cols[SAMPLE_ID])
+    if rand.n_selected != k:
+        raise RuntimeError(f"the random control of dedup selects {rand.n_selected} blocks, not {k}")
+    arms = {
+        "dedup" + suffix: ("dedup (one copy kept)", _with_treatment(scored, *_treatment(redundant, 0.0))),
+        "random" + suffix: (RANDOM_PRUNED_FAMILY, _with_treatment(scored, *_treatment(rand.mask(n), 0.0))),
+    }
+    return arms, cut
+
+
+def add_arms(arms: dict, new: dict) -> None:
+    """``arms`` updated with ``new``; a random arm already there at the same budget stays (it is a
+    control of that size already), any other clash is an error."""
+    for name, arm in new.items():
+        if name in arms:
+            if name.startswith("random"):
+                continue
+            raise ValueError(f"two arms are named {name!r}")
+        arms[name] = arm
+
+
+def detector_scored(scored, carto: CartoArguments, seed: int, fit, names=None):
+    """``scored`` with a ``carto_score_<name>`` column for each of ``names`` (default
+    ``--detectors``) and ``random``."""
     from hf_carto import add_detector_scores
 
     if fit is None:
         raise ValueError("arms by --detectors need the CartographyFit of the scores (its eps and burn-in)")
-    names = list(dict.fromkeys([*carto.detectors, "random"]))
+    names = list(dict.fromkeys([*(carto.detectors if names is None else names), "random"]))
     return add_detector_scores(scored, names, eps=fit.eps, burn_in=fit.burn_in, seed=seed, keep_in_memory=True)
 
 

@@ -1,6 +1,6 @@
 """Pilot for the leaky regime: one mapping run (seed 0) and its final model probed for leakage.
 
-    python results/gpt2_leaky_cpu/pilot/pilot_leak.py OUT [flags over the cpu-paper preset]
+    python results/gpt2_leaky_cpu/pilot/pilot_leak.py OUT [flags over the cpu-paper preset, or --preset P ...]
 
 Prints and writes ``OUT/pilot.json``: extraction of the inserted canaries by copy count (plain
 greedy, end-of-text allowed), of the never-inserted control canaries, contamination recall,
@@ -28,9 +28,9 @@ from hf_carto.report import EvalSettings, LeakageProbes, evaluate_leakage
 
 out = Path(sys.argv[1])
 extra = sys.argv[2:]
+preset = [] if "--preset" in extra else ["--preset", "cpu-paper"]  # a preset given among the flags wins
 argv = [
-    "--preset",
-    "cpu-paper",
+    *preset,
     "--train_file",
     "../shared/data/wikitext-2-raw/wiki.train.raw",
     "--validation_file",
