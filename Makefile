@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch: an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install browser demo test lint bench wheel-check clean
+.PHONY: install browser data demo test lint bench wheel-check clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ demo: $(STAMP)
 	$(PY) recipes/gpt2_wikitext.py --preset cpu-demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hf_carto tests benchmarks recipes
-	$(VENV)/bin/ruff format --check hf_carto tests benchmarks recipes
+	$(VENV)/bin/ruff check hf_carto tests benchmarks recipes scripts
+	$(VENV)/bin/ruff format --check hf_carto tests benchmarks recipes scripts
+
+## The real corpora the tests read (WikiText-2 raw, GPT-2's tokenizer), from the Hub, into data/;
+## then `export HF_CARTO_DATA=data`. Not needed where ../shared/data exists (this project's CI).
+data: $(STAMP)
+	$(PY) scripts/fetch_data.py data
 
 ## A real headless browser for the interactive data map's test: Debian's chromium and its
 ## chromedriver (root). Without them that test tries the same install, then skips, saying so loudly.

@@ -246,7 +246,8 @@ def write_corpus(path: Path, source: Path, copies: int) -> None:
 
 
 def part_data(tmp: Path, target_tokens: int) -> None:
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    # the one data setting the tests read too (tests/shared_data.py)
+    shared = Path(os.environ.get("HF_CARTO_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
     source, valid, tokenizer = (
         shared / "wikitext-2-raw" / "wiki.train.raw",
         shared / "wikitext-2-raw" / "wiki.valid.raw",

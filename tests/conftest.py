@@ -12,7 +12,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +23,6 @@ def tiny_gpt2():
 
 @pytest.fixture(scope="session")
 def gpt2_tokenizer_dir() -> Path:
-    path = SHARED / "data" / "gpt2-tokenizer"
-    if not path.exists():
-        pytest.fail(f"the shared GPT-2 tokenizer is expected at {path}")
-    return path
+    from shared_data import GPT2_TOKENIZER, require
+
+    return require(GPT2_TOKENIZER, "the GPT-2 tokenizer")

@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasets import load_dataset
+from shared_data import DATA_DIR as SHARED
+from shared_data import WIKITEXT
 
 from hf_carto.canaries import canary_id_column
 from hf_carto.experiment import parse_arguments
 from hf_carto.experiment.data import prepare_data
 from hf_carto.packing import insert_documents, pack_documents, whole_copies
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-WIKITEXT = SHARED / "wikitext-2-raw"
 
 
 def _prepare(out: Path, *argv):

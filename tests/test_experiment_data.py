@@ -4,16 +4,15 @@ they claim to, and the presets that produce results are large enough to mean som
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import WIKITEXT as SHARED
+from shared_data import require
 
 from hf_carto.canaries import make_canaries, unused_templates
 from hf_carto.experiment import parse_arguments
 from hf_carto.experiment.data import load_documents, prepare_data
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2-raw"
 
 
 def _contains(haystack: list[int], needle: list[int]) -> bool:
@@ -84,8 +83,7 @@ def test_evaluation_sets_separate_members_planted_blocks_and_controls(tmp_path):
 def test_result_presets_plant_at_most_five_percent_with_enough_canaries_and_seeds(tmp_path, preset):
     argv = ["--preset", preset]
     if preset == "cpu-wikitext2":
-        if not SHARED.exists():
-            pytest.fail(f"the WikiText-2 files are missing from {SHARED}")
+        require(SHARED, "WikiText-2 (raw)")
         argv += ["--train_file", str(SHARED / "wiki.train.raw"), "--validation_file", str(SHARED / "wiki.valid.raw")]
     data_args, carto, _, blocks, canaries, eval_sets = prepare(tmp_path, *argv)
     assert data_args.num_canaries >= 32 and len(set(data_args.canary_repetitions)) >= 4
