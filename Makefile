@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch: an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install browser data demo test lint bench wheel-check clean
+.PHONY: install browser data demo docs test lint bench wheel-check clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,13 +23,18 @@ demo: $(STAMP)
 	$(PY) recipes/gpt2_wikitext.py --preset cpu-demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hf_carto tests benchmarks recipes scripts
-	$(VENV)/bin/ruff format --check hf_carto tests benchmarks recipes scripts
+	$(VENV)/bin/ruff check hf_carto tests benchmarks recipes scripts docs
+	$(VENV)/bin/ruff format --check hf_carto tests benchmarks recipes scripts docs
 
 ## The real corpora the tests read (WikiText-2 raw, GPT-2's tokenizer), from the Hub, into data/;
 ## then `export HF_CARTO_DATA=data`. Not needed where ../shared/data exists (this project's CI).
 data: $(STAMP)
 	$(PY) scripts/fetch_data.py data
+
+## The documentation site, built strictly (a broken link or docstring fails), into site/.
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 ## A real headless browser for the interactive data map's test: Debian's chromium and its
 ## chromedriver (root). Without them that test tries the same install, then skips, saying so loudly.
@@ -98,4 +103,4 @@ endef
 export WHEEL_CHECK_PY
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) outputs site quickstart .pytest_cache .ruff_cache *.egg-info

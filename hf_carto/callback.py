@@ -211,7 +211,7 @@ class CartographyCallback(TrainerCallback):
         progress (`bool`, *optional*, defaults to `True`): progress bar on eval-mode passes.
         overwrite (`bool`, *optional*, defaults to `False`): discard an earlier recording in the
             folder when a fresh run starts.
-        eps (`float` or `str`, *optional*, defaults to `"quantile:0.05"`): the forget threshold
+        eps (`float` or `str`, *optional*): the forget threshold (default ``quantile`` 0.05)
             used only for what the snapshots report to the trackers (the fraction of samples
             with a forget event so far), resolved on the losses recorded so far.
 

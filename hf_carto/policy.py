@@ -107,7 +107,7 @@ def curate(
     Args:
         scored (`datasets.Dataset`): output of :func:`hf_carto.add_cartography` (loss columns included).
         policy: ``"recommended"`` (default), ``"paper"`` or a :class:`CurationPolicy`.
-        fit (:class:`hf_carto.CartographyFit`): the fit behind ``scored``; its eps and burn-in feed
+        fit (`CartographyFit`): the fit behind ``scored``; its eps and burn-in feed
             the detectors that need them (every detector of a budget policy but the plain-loss ones).
         reference (`np.ndarray`, *optional*): a reference model's per-block losses for
             ``reference_ratio`` / ``combined`` (default: the burn-in snapshot).

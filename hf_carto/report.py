@@ -38,17 +38,19 @@ class LeakageProbes:
         canaries: inserted canaries (extraction and exposure).
         control_canaries: canaries that were never inserted, decoded the same way: their extraction
             rate is the floor a trained canary's rate is read against.
-        contaminating, control: token sequences of ``2k`` tokens inserted into training, and
-            sequences cut the same way that were not (contamination recall).
-        members, non_members: token blocks trained on and never trained on (membership inference);
-            ``member_texts`` / ``non_member_texts`` their texts, for the zlib signal.
+        contaminating: token sequences of ``2k`` tokens inserted into training (contamination recall).
+        control: sequences cut the same way that were not inserted.
+        members: token blocks trained on (membership inference); ``member_texts`` their texts, for
+            the zlib signal.
+        non_members: token blocks never trained on; ``non_member_texts`` their texts.
         member_subsets: named boolean masks over ``members``; each subset is measured against the
             same non-members (``membership_subsets`` in the report). Comparing arms that trained on
             different rows needs the members every arm trained on.
-        planted_members, planted_non_members: blocks holding planted material (canaries,
-            contaminating sequences) that were trained on, and blocks built the same way from
-            held-out text and never-inserted material: the membership question the curation
-            targets (``planted_membership`` in the report).
+        planted_members: blocks holding planted material (canaries, contaminating sequences)
+            that were trained on: the membership question the curation targets
+            (``planted_membership`` in the report).
+        planted_non_members: blocks built the same way from held-out text and never-inserted
+            material.
         validation: token blocks for validation perplexity.
     """
 

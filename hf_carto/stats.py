@@ -58,8 +58,9 @@ def paired_difference(
     """Mean paired difference ``arm - control`` with a ``level`` interval.
 
     Args:
-        arm, control: shape ``(num_seeds,)`` for a seed-level metric, or ``(num_seeds, num_units)``
-            for a unit-level one (row ``s`` of both holds the same seed, column ``u`` the same unit).
+        arm: shape ``(num_seeds,)`` for a seed-level metric, or ``(num_seeds, num_units)`` for a
+            unit-level one (row ``s`` holds a seed, column ``u`` a unit).
+        control: the same shape, the same seeds and units in the same places.
 
     Returns ``difference`` (the mean over every seed and unit), ``interval`` ``[low, high]``
     (``None`` with a single seed of a seed-level metric: no interval exists), ``method``,
@@ -69,7 +70,8 @@ def paired_difference(
 
     Example:
         >>> out = paired_difference([0.30, 0.28, 0.31, 0.29], [0.20, 0.19, 0.22, 0.18])
-        >>> round(out["difference"], 3), out["method"], out["interval"][0] > 0
+        >>> low, high = out["interval"]
+        >>> round(out["difference"], 3), out["method"], low > 0
         (0.098, 'paired t over seeds', True)
     """
     a, b = _as_matrix(arm), _as_matrix(control)
