@@ -13,7 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 # The pages whose every Python block is a complete program (the quickstart is also the README's).
-EXECUTED = ["docs/quickstart.md"]
+# The other pages' examples still assume state from earlier steps and are not yet run here.
+EXECUTED = ["docs/quickstart.md", "docs/concepts.md"]
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -33,6 +34,9 @@ def test_every_python_block_of_the_page_runs_as_written_in_a_fresh_folder(page, 
     assert program.strip()
     result = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "no intervention: canary extraction" in result.stdout
-    assert "recommended policy: canary extraction" in result.stdout
-    assert (tmp_path / "quickstart" / "recommended policy" / "leakage" / "report.json").is_file()
+    if page == "docs/quickstart.md":
+        assert "no intervention: canary extraction" in result.stdout
+        assert "recommended policy: canary extraction" in result.stdout
+        assert (tmp_path / "quickstart" / "recommended policy" / "leakage" / "report.json").is_file()
+    else:  # the detectors page prints each detector's average precision on its planted rows
+        assert "'final_loss': 1.0" in result.stdout
