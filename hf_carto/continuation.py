@@ -45,7 +45,7 @@ from .curation import apply_interventions
 from .detectors import detector_names, top_budget
 from .scores import BudgetSelection, select_top_memorized
 
-__all__ = ["Arms", "build_arms", "build_detector_arms", "arm_budget", "continue_from_checkpoint"]
+__all__ = ["Arms", "build_arms", "build_detector_arms", "treated", "arm_budget", "continue_from_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,12 @@ def _treatment(chosen: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray
     sample_w = np.where(keep, 1.0, 0.0)
     loss_w = np.where(keep, loss_w, 0.0)
     return loss_w, sample_w, keep
+
+
+def treated(dataset: Dataset, chosen: np.ndarray, weight: float) -> Dataset:
+    """``dataset`` with the treatment columns of one selection: loss weight ``weight`` on the
+    ``chosen`` rows (``weight = 0`` removes them: ``carto_keep`` False, both weights 0), 1 elsewhere."""
+    return _with_treatment(dataset, *_treatment(np.asarray(chosen, dtype=bool), weight))
 
 
 def build_arms(

@@ -116,7 +116,7 @@ def curate(
         ValueError: on an unknown policy, or a detector's policy without ``fit``.
     """
     from .columns import SAMPLE_ID, read_columns, score_column
-    from .continuation import _treatment, _with_treatment
+    from .continuation import treated
     from .curation import apply_interventions
     from .detectors import add_detector_scores, top_budget
 
@@ -131,4 +131,4 @@ def curate(
     ids = [SAMPLE_ID] if SAMPLE_ID in with_scores.column_names else []
     cols = read_columns(with_scores, [score_column(chosen.detector)] + ids)
     selection = top_budget(cols[score_column(chosen.detector)], chosen.budget, sample_ids=cols.get(SAMPLE_ID))
-    return _with_treatment(with_scores, *_treatment(selection.mask(len(with_scores)), chosen.weight))
+    return treated(with_scores, selection.mask(len(with_scores)), chosen.weight)

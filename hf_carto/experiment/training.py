@@ -350,7 +350,7 @@ def dedup_arms(scored, seed: int) -> tuple[dict[str, tuple[str, Any]], dict]:
     """
     from hf_carto import add_duplicate_columns, top_budget
     from hf_carto.columns import DUP_COLUMNS, DUP_NEAR_ID, PLANTED_NAMES, SAMPLE_ID, TRUTH, read_columns
-    from hf_carto.continuation import _treatment, _with_treatment
+    from hf_carto.continuation import treated
 
     clustered = scored
     if not all(c in scored.column_names for c in DUP_COLUMNS):
@@ -375,8 +375,8 @@ def dedup_arms(scored, seed: int) -> tuple[dict[str, tuple[str, Any]], dict]:
     if rand.n_selected != k:
         raise RuntimeError(f"the random control of dedup selects {rand.n_selected} blocks, not {k}")
     arms = {
-        "dedup" + suffix: ("dedup (one copy kept)", _with_treatment(scored, *_treatment(redundant, 0.0))),
-        "random" + suffix: (RANDOM_PRUNED_FAMILY, _with_treatment(scored, *_treatment(rand.mask(n), 0.0))),
+        "dedup" + suffix: ("dedup (one copy kept)", treated(scored, redundant, 0.0)),
+        "random" + suffix: (RANDOM_PRUNED_FAMILY, treated(scored, rand.mask(n), 0.0)),
     }
     return arms, cut
 
