@@ -23,8 +23,8 @@ demo: $(STAMP)
 	$(PY) recipes/gpt2_wikitext.py --preset cpu-demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hf_carto tests benchmarks recipes scripts docs
-	$(VENV)/bin/ruff format --check hf_carto tests benchmarks recipes scripts docs
+	$(VENV)/bin/ruff check hf_carto tests benchmarks recipes scripts docs/hooks.py
+	$(VENV)/bin/ruff format --check hf_carto tests benchmarks recipes scripts docs/hooks.py
 
 ## The real corpora the tests read (WikiText-2 raw, GPT-2's tokenizer), from the Hub, into data/;
 ## then `export HF_CARTO_DATA=data`. Not needed where ../shared/data exists (this project's CI).

@@ -142,7 +142,8 @@ def recommend_policy(report: dict[str, Any], *, max_perplexity_cost: float = 0.0
         if extraction is None or not math.isfinite(cost):
             continue
         interval = extraction.get("interval")
-        measured = interval is not None and interval[1] < 0 and extraction.get("verdict") == "lower"
+        # "lower", or "lower than <control>" when the comparison names its control
+        measured = interval is not None and interval[1] < 0 and str(extraction.get("verdict")).startswith("lower")
         candidates.append(
             {
                 "arm": point["arm"],
@@ -252,4 +253,6 @@ def _err(point: FrontierPoint, key: str, value: float, scale: float, origin: flo
     if origin is not None:
         low, high, centre = origin + low, origin + high, origin + centre
     low, high = scale * low, scale * high
+    if origin is not None:  # a rate or an exposure cannot fall below 0: the bar stops there
+        low = max(low, 0.0)
     return [max(0.0, value - low), max(0.0, high - value)]

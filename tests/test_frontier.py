@@ -133,6 +133,17 @@ def test_the_recommendation_is_the_largest_measured_reduction_within_the_cost(re
     assert tight["policy"]["weight"] == 0.1
 
 
+def test_a_verdict_that_names_its_control_counts_as_lower(report):
+    import copy
+
+    named = copy.deepcopy(report)
+    for key, metrics in named["comparisons"].items():
+        control = key.split(" vs ")[1]
+        for result in metrics.values():
+            result["verdict"] = result["verdict"].replace("lower", f"lower than {control}", 1)
+    assert recommend_policy(named)["policy"] == report["recommendation"]["policy"] is not None
+
+
 def test_no_recommendation_when_nothing_is_extracted_or_nothing_is_measurably_lower():
     rows = [r for seed in SEEDS for r in seed_rows(seed, FEW)]
     for r in rows:
