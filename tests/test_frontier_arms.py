@@ -57,6 +57,12 @@ def test_dedup_prunes_all_but_one_copy_and_its_random_control_as_many(scored):
     removed = ~np.asarray(arms[name][1][KEEP])
     assert set(np.flatnonzero(removed)) == {51, 52, 53, 54, 55, 201, 202, 203}
     assert (~np.asarray(arms[f"random_prune{k / N:g}"][1][KEEP])).sum() == k
+    from hf_carto.experiment.outputs import _cut_line  # the report's line for this cut
+
+    assert (
+        _cut_line(cut) == f"  - dedup: 8 blocks ({8 / N:.2%}) beyond the first of their cluster, 5 of 7 canary "
+        "blocks, 3 of 4 contaminated blocks, 0 of 0 duplicate blocks"
+    )
 
 
 def test_no_duplicate_no_dedup_arm():

@@ -300,6 +300,15 @@ def _regime(report: dict) -> list[str]:
 
 
 def _cut_line(cut: dict) -> str:
+    if cut.get("kind") == "dedup":  # a natural budget, no score: what it removed of each planted kind
+        caught = [
+            f"{cut[f'{k}_blocks_removed']} of {cut[f'{k}_blocks']} {k} blocks"
+            for k in ("canary", "contaminated", "duplicate")
+            if f"{k}_blocks" in cut
+        ]
+        return f"  - dedup: {cut['num_selected']} blocks ({cut['fraction']:.2%}) beyond the first of their cluster" + (
+            f", {', '.join(caught)}" if caught else ""
+        )
     kind = "down-weight" if cut.get("kind") == "downweight" else "prune"
     detector = cut.get("detector", "gendatacarto")
     if detector == "gendatacarto":  # the paper's cut: top m, ties by difficulty
