@@ -120,8 +120,8 @@ def test_the_paper_policy_adds_no_arm_and_bad_frontier_flags_are_refused(scored)
 
 def test_the_leaky_preset_measures_every_frontier_arm_the_issue_names(scored):
     """The cpu-leaky preset's settings (not its outcome): no dropout on twice the cpu-paper text,
-    the paper's burn-in, three pruning budgets for memorization, loss_std and combined (every
-    detector at the middle one), a down-weighting variant, deduplication and the recommended policy."""
+    burn-in 2 of 3, three pruning budgets for every detector, a down-weighting variant,
+    deduplication and the recommended policy."""
     from test_data_stage_arrow import WIKITEXT
 
     from hf_carto import RECOMMENDED
@@ -134,7 +134,7 @@ def test_the_leaky_preset_measures_every_frontier_arm_the_issue_names(scored):
     assert (config.n_layer, config.n_embd) == (2, 128)
     assert config.resid_pdrop == config.embd_pdrop == config.attn_pdrop == 0.0
     assert data_args.max_train_samples == 32000 and data_args.block_size == 32
-    assert training.num_train_epochs == 3 and carto.burn_in == 1
+    assert training.num_train_epochs == 3 and carto.burn_in == 2
     assert data_args.num_canaries >= 32 and max(data_args.canary_repetitions) == 128
     assert {"memorization", "loss_std", "loss_drop", "reference_ratio", "combined"} == set(carto.detectors)
     budgets = sorted([*carto.prune_fractions, *carto.frontier_fractions])
@@ -143,7 +143,8 @@ def test_the_leaky_preset_measures_every_frontier_arm_the_issue_names(scored):
 
     data, fit = scored
     arms, _ = make_arms(data, carto, seed=0, fit=fit)
-    for detector in ("memorization", "loss_std", "combined", "random"):
+    for detector in ("memorization", "loss_std", "loss_drop", "reference_ratio", "combined", "random"):
         assert {f"{detector}_prune{b:g}" for b in budgets} <= set(arms)
+    assert len(arms) == 24
     assert {"no_intervention", "gendatacarto", "random", "combined_downweight0.05", RECOMMENDED.arm_name} <= set(arms)
     assert any(name.startswith("dedup_prune") for name in arms)

@@ -107,27 +107,29 @@ _DIFFS: dict[str, dict[str, Any]] = {
         output_dir="outputs/gpt2_paper_cpu",
     ),
     # A regime that regurgitates (results/gpt2_leaky_cpu): the cpu-paper model without dropout on
-    # twice the text (the first 1.0M tokens of WikiText-2's training file, 32,667 blocks), which
-    # keeps the mapping run's validation perplexity within 1.5x its training perplexity (1.49 in
-    # pilot K, against 1.63 without dropout on the cpu-paper text) while the canaries with 64 and
-    # 128 copies are extracted (50% and 100% in pilot K). Canaries at 1-128 copies and 8
-    # contaminating sequences x 24 keep the planted blocks at 5% or under. The budget frontier:
-    # every detector at 2%, memorization, loss_std and combined also at 1% and 5%, the combined
-    # detector down-weighted to 0.1 at 5%, deduplication, and the recommended policy.
+    # twice the text (the first 1.0M tokens of WikiText-2's training file, 32,633 blocks), which
+    # keeps the mapping run's validation perplexity within 1.5x its training perplexity (1.47 in
+    # pilot L) while the canaries with 64 and 128 copies are extracted (75% and 100% in pilot L).
+    # Canaries at 1-128 copies and 8 contaminating sequences x 24 keep the planted blocks at 5% or
+    # under. Burn-in 2 of 3 epochs (the paper only asks T_e < T): the arms continue for one epoch,
+    # which halves the cost of the 24 arms against burn-in 1, and the detectors see two epochs of
+    # losses (four snapshots). The budget frontier: every detector at 1%, 2% and 5% with a random
+    # arm at each, the combined detector down-weighted to 0.1 at 5%, deduplication with its random
+    # control, the quadrant rules with theirs; the recommended policy is one of the pruning arms.
     "cpu-leaky": dict(
         dataset_name=None,
         config_overrides="n_layer=2,n_embd=128,n_head=4,resid_pdrop=0.0,embd_pdrop=0.0,attn_pdrop=0.0",
         train_tokenizer_vocab_size=4096,
         max_train_samples=32000,
         num_train_epochs=3,
-        burn_in=1,
+        burn_in=2,
         snapshots_per_epoch=2,
         canary_repetitions=[1, 2, 4, 8, 16, 32, 64, 128],
         contamination_repetitions=24,
         detectors=["memorization", "loss_std", "loss_drop", "reference_ratio", "combined"],
         prune_fractions=[0.02],
         frontier_fractions=[0.01, 0.05],
-        frontier_detectors=["memorization", "loss_std", "combined"],
+        frontier_detectors=["memorization", "loss_std", "loss_drop", "reference_ratio", "combined"],
         downweight_fractions=[0.05],
         downweight_detectors=["combined"],
         downweight_alpha=0.1,
