@@ -21,13 +21,13 @@ import torch
 
 
 def tiny_model(vocab: int = 4096):
-    from hf_carto.models import tiny_gpt2
+    from hf_carto.core.models import tiny_gpt2
 
     return tiny_gpt2(vocab, n_positions=64, n_embd=128, n_layer=2, n_head=4, eos_token_id=0, seed=0).eval()
 
 
 def bench_signals(num_samples: int) -> None:
-    from hf_carto.membership import membership_signals
+    from hf_carto.measure.membership import membership_signals
 
     model, reference = tiny_model(), tiny_model()
     rng = np.random.default_rng(0)
@@ -49,8 +49,8 @@ def bench_signals(num_samples: int) -> None:
 
 
 def bench_exposure(num_candidates: int) -> None:
-    from hf_carto.evaluation import secret_log_perplexities
-    from hf_carto.tokenization import train_bpe_tokenizer
+    from hf_carto.data.tokenization import train_bpe_tokenizer
+    from hf_carto.measure.leakage import secret_log_perplexities
 
     tokenizer = train_bpe_tokenizer([f"the secret code is {i:06d}" for i in range(2000)], vocab_size=600)
     model = tiny_model(len(tokenizer))
@@ -71,8 +71,8 @@ def _timed(score, *args) -> tuple[float, np.ndarray]:
 
 
 def bench_cached_exposure(repeats: int) -> None:
-    from hf_carto.evaluation import cached_secret_log_perplexities, secret_log_perplexities
-    from hf_carto.tokenization import train_bpe_tokenizer
+    from hf_carto.data.tokenization import train_bpe_tokenizer
+    from hf_carto.measure.leakage import cached_secret_log_perplexities, secret_log_perplexities
 
     texts = [f"the locker combination of employee walnut-{i} is {i * 7919 % 10**4:04d}" for i in range(2000)]
     tokenizer = train_bpe_tokenizer(texts, vocab_size=600)

@@ -25,7 +25,7 @@ import time
 COMMANDS = {
     "import numpy (baseline)": ["-c", "import numpy"],
     "import hf_carto": ["-c", "import hf_carto"],
-    "hf-carto --help": ["-m", "hf_carto.cli", "--help"],
+    "hf-carto --help": ["-m", "hf_carto.commands.main", "--help"],
     "import transformers, datasets, torch": ["-c", "import transformers, datasets, torch"],
 }
 TARGETS = {"import hf_carto": "[target <= 1x]", "hf-carto --help": "[target < 1 s]"}

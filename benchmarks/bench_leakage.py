@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from hf_carto import add_leakage_columns
-    from hf_carto.models import tiny_gpt2
+    from hf_carto.core.models import tiny_gpt2
 
     vocab, k = args.vocab, args.block_size // 2
     model = tiny_gpt2(
@@ -74,8 +74,8 @@ def main() -> None:
     dataset = Dataset.from_dict({"input_ids": blocks.tolist(), "sample_id": np.arange(args.blocks)})
 
     def generate_and_score() -> np.ndarray:
-        from hf_carto.batching import right_pad
-        from hf_carto.membership import lowest_fraction_mean, statistics_from_logits
+        from hf_carto.core.batching import right_pad
+        from hf_carto.measure.membership import lowest_fraction_mean, statistics_from_logits
 
         extractable = (bare_generate() == suffixes).all(axis=1)
         with torch.no_grad():

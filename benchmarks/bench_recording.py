@@ -27,7 +27,7 @@ import torch
 def tiny_setup(num_samples: int, block: int, vocab: int):
     from datasets import Dataset
 
-    from hf_carto.models import tiny_gpt2
+    from hf_carto.core.models import tiny_gpt2
 
     rng = np.random.default_rng(0)
     ids = rng.integers(0, vocab, size=(num_samples, block)).tolist()
@@ -58,7 +58,7 @@ def report(
 def bench_train_mode(repeats: int) -> None:
     from transformers import Trainer, TrainingArguments
 
-    from hf_carto.recording_trainer import RecordingConfig, RecordingTrainer
+    from hf_carto.record.recording_trainer import RecordingConfig, RecordingTrainer
 
     dataset, model = tiny_setup(1024, 64, 4096)
     plain_data = dataset.remove_columns("sample_id")
@@ -101,7 +101,7 @@ def bench_train_mode(repeats: int) -> None:
 def bench_eval_mode(repeats: int) -> None:
     from torch.utils.data import DataLoader
 
-    from hf_carto.recording import LossRecorder
+    from hf_carto.record.recording import LossRecorder
 
     dataset, model_fn = tiny_setup(1024, 64, 4096)
     model = model_fn().eval()
@@ -137,8 +137,8 @@ def _status(field: str) -> float:
 
 
 def bench_merge(num_samples: int, snapshots: int = 8) -> None:
-    from hf_carto.merge import load_loss_matrix
-    from hf_carto.recording import LossStore, RecordingSettings
+    from hf_carto.record.merge import load_loss_matrix
+    from hf_carto.record.recording import LossStore, RecordingSettings
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

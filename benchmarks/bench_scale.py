@@ -66,7 +66,7 @@ MERGE = (
     PRELUDE
     + r"""
 from datasets import load_from_disk
-from hf_carto.merge import add_loss_columns
+from hf_carto.record.merge import add_loss_columns
 
 run, data = sys.argv[1], sys.argv[2]
 dataset = load_from_disk(data)
@@ -121,7 +121,7 @@ DATA_STAGE = (
     + r"""
 from pathlib import Path
 from hf_carto.experiment import parse_arguments
-from hf_carto.experiment.data import prepare_data
+from hf_carto.experiment.stage_data import prepare_data
 
 corpus, valid, tokenizer_dir, out = sys.argv[1:5]
 argv = [
@@ -194,7 +194,7 @@ memory.report(seconds=time.perf_counter() - start, fit_seconds=fitted, rows=len(
 
 
 def write_recording(run: Path, n: int, snapshots: int, ranks: int, seed: int = 0) -> None:
-    from hf_carto.recording import LossStore, RecordingSettings
+    from hf_carto.record.recording import LossStore, RecordingSettings
 
     store = LossStore(run)
     store.create_or_check(RecordingSettings(mode="eval", world_size=ranks, num_samples=n))

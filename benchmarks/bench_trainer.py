@@ -22,7 +22,7 @@ from bench_recording import collate, report, tiny_setup
 def bench_weighted_step(repeats: int) -> None:
     from transformers import Trainer, TrainingArguments
 
-    from hf_carto.trainer import CartoTrainer
+    from hf_carto.curation.weighted_trainer import CartoTrainer
 
     dataset, model = tiny_setup(1024, 64, 4096)
     rng = np.random.default_rng(0)
@@ -70,7 +70,7 @@ def bench_weighted_step(repeats: int) -> None:
 
 
 def bench_sampler(num_samples: int) -> None:
-    from hf_carto.trainer import WeightedEpochSampler
+    from hf_carto.curation.weighted_trainer import WeightedEpochSampler
 
     weights = np.random.default_rng(0).choice([0.0, 0.5, 1.0, 2.0], size=num_samples)
     start = time.perf_counter()

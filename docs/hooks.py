@@ -36,7 +36,7 @@ def _help(parser: argparse.ArgumentParser) -> str:
 
 def cli_reference() -> str:
     """``hf-carto --help`` and every command's help, as the parsers print them."""
-    from hf_carto.cli import make_parser
+    from hf_carto.commands.main import make_parser
 
     parser = make_parser()
     lines = ["## `hf-carto`", "", "```text", _help(parser).rstrip(), "```", ""]

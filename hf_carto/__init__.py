@@ -12,88 +12,16 @@ needs them is used; ``from hf_carto import X`` works as usual.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .callback import CartographyCallback, ensure_sample_ids
-    from .canaries import (
-        Canary,
-        canary_id_column,
-        insert_canaries_dataset,
-        load_registry,
-        make_canaries,
-        mark_canary_blocks,
-        save_registry,
-    )
-    from .continuation import Arms, arm_budget, build_arms, build_detector_arms, continue_from_checkpoint
-    from .curation import (
-        CartographyFit,
-        add_cartography,
-        apply_interventions,
-        cartography_summary,
-        fit_cartography,
-        format_summary,
-        loss_columns,
-    )
-    from .detection import (
-        average_precision,
-        dataset_detection_quality,
-        detection_quality,
-        memorization_sensitivity,
-        memorization_tie_breaks,
-        planted_targets,
-        precision_recall_at,
-        precision_recall_curve,
-    )
-    from .detectors import (
-        DETECTORS,
-        Detector,
-        add_detector_scores,
-        decided_by_tie_break,
-        detector_scores,
-        top_budget,
-    )
-    from .duplicates import add_duplicate_columns, duplicate_clusters, hotspot_duplication
-    from .evaluation import canary_extraction, contamination_recall, exposure, exposure_rank, perplexity
-    from .hub import export_hub_layout, push_curated_dataset, push_model, render_model_card
-    from .interactive_map import write_interactive_map
-    from .io import load_scored, save_scored
-    from .leakage_columns import add_leakage_columns, leakage_evidence, leakage_summary
-    from .losses import per_sample_loss, token_nll
-    from .membership import membership_metrics, membership_signals, roc_auc, tpr_at_fpr
-    from .merge import LossMatrix, add_loss_columns, load_loss_matrix
-    from .models import tiny_gpt2
-    from .policy import PAPER, RECOMMENDED, CurationPolicy, curate
-    from .recording import LossRecorder, LossStore, RecordingSettings
-    from .recording_trainer import LossRecordingMixin, RecordingConfig, RecordingTrainer
-    from .report import EvalSettings, LeakageProbes, evaluate_leakage, evaluate_model, plot_tradeoffs
-    from .scores import (
-        BudgetSelection,
-        Quadrant,
-        QuadrantAssignment,
-        TrainingDynamics,
-        assign_quadrants,
-        difficulty,
-        forget_event_counts,
-        forget_events,
-        memorization,
-        never_learned,
-        planted_vs_quadrant,
-        resolve_eps,
-        select_top_memorized,
-        training_dynamics,
-    )
-    from .sft import CartoSFTTrainer  # noqa: F401  (optional: not in __all__)
-    from .tokenization import train_bpe_tokenizer
-    from .trackers import log_cartography
-    from .trainer import CartoTrainer, WeightedEpochSampler, prepare_curated_dataset
+from typing import Any
 
 __version__ = "0.1.0"
 
-#: Submodule -> the public names it defines.
-_SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
-    "callback": ("CartographyCallback", "ensure_sample_ids"),
-    "canaries": (
+#: The public names, each under the stage module that defines it: the one place they are written.
+#: Stages follow the data: core -> data -> record -> score -> curate -> measure -> publish.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "core.io": ("load_scored", "save_scored"),
+    "core.models": ("tiny_gpt2",),
+    "data.canaries": (
         "Canary",
         "canary_id_column",
         "insert_canaries_dataset",
@@ -102,8 +30,14 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "mark_canary_blocks",
         "save_registry",
     ),
-    "continuation": ("Arms", "arm_budget", "build_arms", "build_detector_arms", "continue_from_checkpoint"),
-    "curation": (
+    "data.tokenization": ("train_bpe_tokenizer",),
+    "record.callback": ("CartographyCallback", "ensure_sample_ids"),
+    "record.losses": ("per_sample_loss", "token_nll"),
+    "record.merge": ("LossMatrix", "add_loss_columns", "load_loss_matrix"),
+    "record.recording": ("LossRecorder", "LossStore", "RecordingSettings"),
+    "record.recording_trainer": ("LossRecordingMixin", "RecordingConfig", "RecordingTrainer"),
+    "record.trackers": ("log_cartography",),
+    "score.cartography": (
         "CartographyFit",
         "add_cartography",
         "apply_interventions",
@@ -112,17 +46,7 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "format_summary",
         "loss_columns",
     ),
-    "detection": (
-        "average_precision",
-        "dataset_detection_quality",
-        "detection_quality",
-        "memorization_sensitivity",
-        "memorization_tie_breaks",
-        "planted_targets",
-        "precision_recall_at",
-        "precision_recall_curve",
-    ),
-    "detectors": (
+    "score.detectors": (
         "DETECTORS",
         "Detector",
         "add_detector_scores",
@@ -130,20 +54,8 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "detector_scores",
         "top_budget",
     ),
-    "duplicates": ("add_duplicate_columns", "duplicate_clusters", "hotspot_duplication"),
-    "evaluation": ("canary_extraction", "contamination_recall", "exposure", "exposure_rank", "perplexity"),
-    "hub": ("export_hub_layout", "push_curated_dataset", "push_model", "render_model_card"),
-    "interactive_map": ("write_interactive_map",),
-    "io": ("load_scored", "save_scored"),
-    "leakage_columns": ("add_leakage_columns", "leakage_evidence", "leakage_summary"),
-    "losses": ("per_sample_loss", "token_nll"),
-    "membership": ("membership_metrics", "membership_signals", "roc_auc", "tpr_at_fpr"),
-    "merge": ("LossMatrix", "add_loss_columns", "load_loss_matrix"),
-    "policy": ("CurationPolicy", "PAPER", "RECOMMENDED", "curate"),
-    "recording": ("LossRecorder", "LossStore", "RecordingSettings"),
-    "recording_trainer": ("LossRecordingMixin", "RecordingConfig", "RecordingTrainer"),
-    "report": ("EvalSettings", "LeakageProbes", "evaluate_leakage", "evaluate_model", "plot_tradeoffs"),
-    "scores": (
+    "score.duplicates": ("add_duplicate_columns", "duplicate_clusters", "hotspot_duplication"),
+    "score.scores": (
         "BudgetSelection",
         "Quadrant",
         "QuadrantAssignment",
@@ -159,118 +71,45 @@ _SUBMODULE_NAMES: dict[str, tuple[str, ...]] = {
         "select_top_memorized",
         "training_dynamics",
     ),
-    "tokenization": ("train_bpe_tokenizer",),
-    "trackers": ("log_cartography",),
-    "models": ("tiny_gpt2",),
-    "trainer": ("CartoTrainer", "WeightedEpochSampler", "prepare_curated_dataset"),
+    "curation.arms": ("Arms", "arm_budget", "build_arms", "build_detector_arms", "continue_from_checkpoint"),
+    "curation.policy": ("CurationPolicy", "PAPER", "RECOMMENDED", "curate"),
+    "curation.weighted_trainer": ("CartoTrainer", "WeightedEpochSampler", "prepare_curated_dataset"),
+    "measure.detection_quality": (
+        "average_precision",
+        "dataset_detection_quality",
+        "detection_quality",
+        "memorization_sensitivity",
+        "memorization_tie_breaks",
+        "planted_targets",
+        "precision_recall_at",
+        "precision_recall_curve",
+    ),
+    "measure.leakage": (
+        "canary_extraction",
+        "contamination_recall",
+        "exposure",
+        "exposure_rank",
+        "perplexity",
+    ),
+    "measure.leakage_columns": ("add_leakage_columns", "leakage_evidence", "leakage_summary"),
+    "measure.membership": ("membership_metrics", "membership_signals", "roc_auc", "tpr_at_fpr"),
+    "measure.model_report": (
+        "EvalSettings",
+        "LeakageProbes",
+        "evaluate_leakage",
+        "evaluate_model",
+        "plot_tradeoffs",
+    ),
+    "publish.hub": ("export_hub_layout", "push_curated_dataset", "push_model", "render_model_card"),
+    "publish.interactive_map": ("write_interactive_map",),
 }
-_NAME_TO_SUBMODULE = {name: module for module, names in _SUBMODULE_NAMES.items() for name in names}
+_NAME_TO_SUBMODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 #: Public names whose module needs an optional extra: name -> (submodule, extra). They resolve like
 #: the others but stay out of ``__all__``, so ``from hf_carto import *`` works without the extra.
-_OPTIONAL_NAMES: dict[str, tuple[str, str]] = {"CartoSFTTrainer": ("sft", "sft")}
+_OPTIONAL_NAMES: dict[str, tuple[str, str]] = {"CartoSFTTrainer": ("curation.sft", "sft")}
 
-# Spelled out (not derived from the table above) so that linters and readers see the public names;
-# tests/test_packaging.py checks that the two agree.
-__all__ = [
-    "CartographyCallback",
-    "ensure_sample_ids",
-    "Canary",
-    "canary_id_column",
-    "insert_canaries_dataset",
-    "load_registry",
-    "make_canaries",
-    "mark_canary_blocks",
-    "save_registry",
-    "Arms",
-    "arm_budget",
-    "build_arms",
-    "build_detector_arms",
-    "continue_from_checkpoint",
-    "CartographyFit",
-    "add_cartography",
-    "apply_interventions",
-    "cartography_summary",
-    "fit_cartography",
-    "format_summary",
-    "loss_columns",
-    "average_precision",
-    "dataset_detection_quality",
-    "detection_quality",
-    "memorization_sensitivity",
-    "memorization_tie_breaks",
-    "planted_targets",
-    "precision_recall_at",
-    "precision_recall_curve",
-    "DETECTORS",
-    "Detector",
-    "add_detector_scores",
-    "decided_by_tie_break",
-    "detector_scores",
-    "top_budget",
-    "add_duplicate_columns",
-    "duplicate_clusters",
-    "hotspot_duplication",
-    "add_leakage_columns",
-    "leakage_evidence",
-    "leakage_summary",
-    "canary_extraction",
-    "contamination_recall",
-    "exposure",
-    "exposure_rank",
-    "perplexity",
-    "export_hub_layout",
-    "push_curated_dataset",
-    "push_model",
-    "render_model_card",
-    "write_interactive_map",
-    "load_scored",
-    "save_scored",
-    "per_sample_loss",
-    "token_nll",
-    "membership_metrics",
-    "membership_signals",
-    "roc_auc",
-    "tpr_at_fpr",
-    "LossMatrix",
-    "add_loss_columns",
-    "load_loss_matrix",
-    "LossRecorder",
-    "LossStore",
-    "RecordingSettings",
-    "LossRecordingMixin",
-    "RecordingConfig",
-    "RecordingTrainer",
-    "EvalSettings",
-    "LeakageProbes",
-    "evaluate_leakage",
-    "evaluate_model",
-    "plot_tradeoffs",
-    "CurationPolicy",
-    "PAPER",
-    "RECOMMENDED",
-    "curate",
-    "BudgetSelection",
-    "Quadrant",
-    "QuadrantAssignment",
-    "TrainingDynamics",
-    "assign_quadrants",
-    "difficulty",
-    "forget_event_counts",
-    "forget_events",
-    "memorization",
-    "never_learned",
-    "planted_vs_quadrant",
-    "resolve_eps",
-    "select_top_memorized",
-    "training_dynamics",
-    "train_bpe_tokenizer",
-    "log_cartography",
-    "tiny_gpt2",
-    "CartoTrainer",
-    "WeightedEpochSampler",
-    "prepare_curated_dataset",
-]
+__all__ = sorted(_NAME_TO_SUBMODULE)
 
 
 def __getattr__(name: str) -> Any:

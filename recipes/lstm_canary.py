@@ -6,7 +6,7 @@ pruning the top 5% of samples by memorization, against pruning a random 5%.
     accelerate launch --multi_gpu --num_processes 2 recipes/lstm_canary.py --output_dir outputs/lstm_canary
 
 Per seed: generate the corpus (ordinary documents, exact duplicates, noise) and hold out some
-ordinary documents; insert canaries made by :func:`hf_carto.canaries.make_canaries` (each its own
+ordinary documents; insert canaries made by :func:`hf_carto.data.canaries.make_canaries` (each its own
 prompt template and a random digit secret, copies cycled over `canary_repetitions`) as documents of
 their own; train a BPE tokenizer and an LSTM language model for `epochs` epochs in a hand-written
 `accelerate` loop (1..N processes; `batch_size` is per process), recording eval-mode loss
@@ -16,7 +16,7 @@ optimizer state with the same seed: `no_intervention`, `gendatacarto` (top `prun
 memorization removed) and `random` (the same number of random samples removed).
 
 Every arm is scored by plain greedy decoding from each canary's prompt, stopping at end-of-text,
-compared by characters (:func:`hf_carto.evaluation.score_extraction`); never-inserted control
+compared by characters (:func:`hf_carto.measure.leakage.score_extraction`); never-inserted control
 canaries, decoded the same way, give the extraction floor. With several seeds the report gives
 paired differences (canary x seed for extraction, seed for relative held-out perplexity) with 95%
 intervals. It also reports how well each quadrant recovers the planted duplicates, canaries and
@@ -75,7 +75,8 @@ class LstmCanaryArguments:
     detectors: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Hotspot detectors (hf_carto.detectors): one more arm each, pruning the top prune_fraction of "
+            "help": "Hotspot detectors (hf_carto.score.detectors): one more arm each, pruning the top "
+            "prune_fraction of "
             "its ranking, compared with the random arm."
         },
     )
@@ -135,7 +136,7 @@ class Documents(torch.utils.data.Dataset):
 
 
 def collate(items: list[tuple[int, list[int]]]) -> dict[str, torch.Tensor]:
-    from hf_carto.batching import right_pad
+    from hf_carto.core.batching import right_pad
 
     return {"sample_id": torch.tensor([i for i, _ in items]), **right_pad([row for _, row in items])}
 
@@ -231,7 +232,7 @@ def greedy_continuation(model, prompt: list[int], max_new_tokens: int, eos_token
 def extraction(model, tokenizer, canaries) -> dict:
     """Greedy continuation of every canary's prompt, up to its secret's token count plus
     ``BOUNDARY_TOKENS``, decoded to text and scored by characters."""
-    from hf_carto.evaluation import score_extraction
+    from hf_carto.measure.leakage import score_extraction
 
     model.eval()
     texts, stopped = [], []
@@ -261,7 +262,7 @@ def plant_canaries(corpus, canaries, seed: int):
     its canary id), shuffled into the corpus; fills each canary's ``sample_ids`` with its rows."""
     from datasets import Dataset
 
-    from hf_carto.columns import PLANTED_NAMES
+    from hf_carto.core.columns import PLANTED_NAMES
 
     label = PLANTED_NAMES.index("canary")
     columns = corpus.to_dict()
@@ -282,8 +283,8 @@ def plant_canaries(corpus, canaries, seed: int):
 
 def build_corpus(args: LstmCanaryArguments, seed: int):
     """The training corpus with its canaries, the held-out texts, the canaries and the controls."""
-    from hf_carto.canaries import make_canaries, unused_templates
-    from hf_carto.data import CorpusConfig, generate_corpus, hold_out
+    from hf_carto.data.canaries import make_canaries, unused_templates
+    from hf_carto.data.generated import CorpusConfig, generate_corpus, hold_out
 
     # One corpus, split: the held-out documents share the training text's pseudo-word vocabulary.
     # The generator's own canaries all share one template; the canaries come from make_canaries.
@@ -316,8 +317,8 @@ def build_corpus(args: LstmCanaryArguments, seed: int):
 def planted_recovery(truth: np.ndarray, quadrants: np.ndarray, pruned: np.ndarray) -> dict:
     """Per planted kind (duplicate, canary, noise): precision and recall of every quadrant and of
     the pruned set, from the one planted-vs-quadrant table."""
-    from hf_carto.columns import PLANTED_NAMES
-    from hf_carto.scores import planted_vs_quadrant
+    from hf_carto.core.columns import PLANTED_NAMES
+    from hf_carto.score.scores import planted_vs_quadrant
 
     table = planted_vs_quadrant(truth, quadrants)
     # Every block has one kind, so a quadrant's size is its column's total over the kinds.
@@ -375,7 +376,7 @@ def detector_arms_and_quality(scored, fit, args: LstmCanaryArguments, seed: int)
     top ``prune_fraction`` of its ranking, as many rows as the other arms prune; ``random`` names
     the recipe's random arm, which exists anyway)."""
     from hf_carto import add_detector_scores, build_detector_arms, dataset_detection_quality
-    from hf_carto.columns import PLANTED_NAMES
+    from hf_carto.core.columns import PLANTED_NAMES
 
     # Every canary document holds a whole copy: its canary id marks both detection targets.
     canary = np.asarray(scored["truth"][:]) == PLANTED_NAMES.index("canary")
@@ -402,8 +403,8 @@ def run_seed(args: LstmCanaryArguments, seed: int, out_dir: Path) -> dict:
     from accelerate import Accelerator
 
     from hf_carto import LossRecorder, add_cartography, add_loss_columns, build_arms, fit_cartography
-    from hf_carto.columns import PLANTED_NAMES, read_columns
-    from hf_carto.tokenization import train_bpe_tokenizer
+    from hf_carto.core.columns import PLANTED_NAMES, read_columns
+    from hf_carto.data.tokenization import train_bpe_tokenizer
 
     torch.manual_seed(seed)
     corpus, heldout, canaries, controls = build_corpus(args, seed)
@@ -510,7 +511,7 @@ COMPARED = [
 
 
 def comparison_rows(results: list[dict]) -> list[dict]:
-    """One row per (seed, arm) in the shape :mod:`hf_carto.comparison` compares."""
+    """One row per (seed, arm) in the shape :mod:`hf_carto.measure.comparison` compares."""
     return [
         {
             "seed": r["seed"],
@@ -525,12 +526,12 @@ def comparison_rows(results: list[dict]) -> list[dict]:
 
 
 def compare_arms(results: list[dict]) -> dict:
-    """Paired differences ``arm - control`` with 95% intervals (:func:`hf_carto.comparison.compare`)."""
-    from hf_carto.comparison import compare
+    """Paired differences ``arm - control`` with 95% intervals (:func:`hf_carto.measure.comparison.compare`)."""
+    from hf_carto.measure.comparison import compare
 
     rows = comparison_rows(results)
     out = {}
-    from hf_carto.comparison import budget_suffix, control_of
+    from hf_carto.measure.comparison import budget_suffix, control_of
 
     detector_arms = [a for a in results[0]["arms"] if a not in ("no_intervention", "gendatacarto", "random")]
     pairs = list(COMPARISONS)
@@ -548,10 +549,10 @@ def compare_arms(results: list[dict]) -> dict:
 
 
 def frontier_view(args: LstmCanaryArguments, results: list[dict], comparisons: dict) -> dict:
-    """The runs in the shape :mod:`hf_carto.frontier` reads (``summary``, ``comparisons``,
+    """The runs in the shape :mod:`hf_carto.measure.frontier` reads (``summary``, ``comparisons``,
     ``rows``), every pruning arm named by its budget: the arms at ``--prune_fraction`` become
     ``<detector>_prune<f>``, the paper's cut ``gendatacarto_prune<f>``, random ``random_prune<f>``."""
-    from hf_carto.comparison import budget_suffix
+    from hf_carto.measure.comparison import budget_suffix
 
     main = f"_prune{args.prune_fraction:g}"
 
@@ -583,9 +584,9 @@ def frontier_view(args: LstmCanaryArguments, results: list[dict], comparisons: d
 
 
 def write_frontier(args: LstmCanaryArguments, results: list[dict], comparisons: dict, out_dir: Path) -> dict | None:
-    """``frontier_extraction.png`` and the recommendation (:func:`hf_carto.frontier.recommend_policy`)
+    """``frontier_extraction.png`` and the recommendation (:func:`hf_carto.measure.frontier.recommend_policy`)
     when the run has more than one pruning budget; None otherwise."""
-    from hf_carto.frontier import frontier_points, plot_frontier, recommend_policy
+    from hf_carto.measure.frontier import frontier_points, plot_frontier, recommend_policy
 
     if not args.frontier_fractions:
         return None
@@ -623,7 +624,7 @@ def _by_repetitions(results: list[dict], arm: str) -> dict[str, float]:
 
 def _comparisons_and_cuts(results: list[dict], comparisons: dict) -> list[str]:
     """The paired-differences table, the forget-event counts and how each pruning cut was decided."""
-    from hf_carto.comparison import format_difference
+    from hf_carto.measure.comparison import format_difference
 
     lines: list[str] = []
     first = next(iter(comparisons.values()))
@@ -764,7 +765,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not 1 <= args.burn_in < args.epochs:
         raise SystemExit(f"burn_in must be in [1, epochs - 1] = [1, {args.epochs - 1}]; got {args.burn_in}")
     if args.detectors:
-        from hf_carto.detectors import detector_names
+        from hf_carto.score.detectors import detector_names
 
         try:
             detector_names(args.detectors)

@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def tiny_gpt2():
-    from hf_carto.models import tiny_gpt2 as build
+    from hf_carto.core.models import tiny_gpt2 as build
 
     return build(97, n_positions=32, n_embd=16, n_layer=2, n_head=2, seed=0).eval()
 

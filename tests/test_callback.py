@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from transformers import Trainer, TrainingArguments
 
-from hf_carto.callback import CartographyCallback
-from hf_carto.merge import load_loss_matrix
-from hf_carto.recording_trainer import RecordingConfig, RecordingTrainer
+from hf_carto.record.callback import CartographyCallback
+from hf_carto.record.merge import load_loss_matrix
+from hf_carto.record.recording_trainer import RecordingConfig, RecordingTrainer
 
 sys.path.insert(0, str(Path(__file__).parent / "launch"))
 from record_tiny import collate, make_dataset, make_model  # noqa: E402
@@ -70,7 +70,7 @@ def test_eval_mode_needs_no_loss_function_and_snapshots_every_k_steps(tmp_path):
 
 
 def test_the_folder_lock_is_released_at_train_end(tmp_path):
-    from hf_carto.locking import lock_holder
+    from hf_carto.core.locking import lock_holder
 
     callback = CartographyCallback("eval", progress=False)
     stock_trainer(tmp_path, callback, num_train_epochs=1).train()
@@ -105,7 +105,7 @@ def test_sft_trainer_records_a_full_matrix(tmp_path, mode, gpt2_tokenizer_dir):
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from hf_carto.models import tiny_gpt2
+    from hf_carto.core.models import tiny_gpt2
 
     tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)
     tokenizer.pad_token = tokenizer.eos_token

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_carto.canaries import SECRET_FORMATS, SECRET_WORDS, Canary, canary_id_column, draw_secret
+from hf_carto.data.canaries import SECRET_FORMATS, SECRET_WORDS, Canary, canary_id_column, draw_secret
 
 
 def naive_canary_ids(canaries, sample_ids):

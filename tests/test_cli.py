@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from datasets import Dataset, load_from_disk
 
-from hf_carto.cli import main
-from hf_carto.io import FIT_FILE, SUMMARY_FILE
-from hf_carto.recording import LossStore, RecordingSettings
+from hf_carto.commands.main import main
+from hf_carto.core.io import FIT_FILE, SUMMARY_FILE
+from hf_carto.record.recording import LossStore, RecordingSettings
 
 
 @pytest.fixture()
@@ -333,7 +333,7 @@ def test_negative_losses_are_refused_unless_allowed(tmp_path, capsys):
 def _commands() -> dict:
     import argparse
 
-    from hf_carto.cli import make_parser
+    from hf_carto.commands.main import make_parser
 
     [sub] = [a for a in make_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     return sub.choices
@@ -358,7 +358,7 @@ def test_every_command_prints_its_help_and_documents_every_option(command, capsy
 
 
 def test_the_summary_of_a_dataset_with_no_rows_is_refused_in_one_line(tmp_path, loss_parquet, capsys):
-    from hf_carto.io import load_scored, save_scored
+    from hf_carto.core.io import load_scored, save_scored
 
     scored = tmp_path / "scored"
     assert score(loss_parquet, scored) == 0

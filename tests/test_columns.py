@@ -1,5 +1,5 @@
-"""Column names and labels are defined once, in `hf_carto.columns`, and the old import paths still
-resolve to those same objects; no module imports another's private names."""
+"""Column names and labels are defined once, in `hf_carto.core.columns`; no module imports another's
+private names."""
 
 from __future__ import annotations
 
@@ -7,37 +7,19 @@ import ast
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import hf_carto
-from hf_carto import columns
-from hf_carto.columns import PLANTED_NAMES, loss_column, loss_columns
+from hf_carto.core import columns
+from hf_carto.core.columns import PLANTED_NAMES, loss_column, loss_columns
 
 PACKAGE_DIR = Path(hf_carto.__file__).resolve().parent
 
 
-@pytest.mark.parametrize(
-    ("module", "names"),
-    [
-        ("curation", ["SAMPLE_ID", "LOSS_COLUMN_PREFIX", "DIFFICULTY", "MEMORIZATION", "QUADRANT", "LOSS_WEIGHT"]),
-        ("curation", ["SAMPLING_WEIGHT", "KEEP", "loss_columns", "read_columns"]),
-        ("recording", ["SAMPLE_ID"]),
-        ("packing", ["PLANTED_NAMES"]),
-    ],
-)
-def test_old_import_paths_give_the_same_objects(module, names):
-    import importlib
-
-    old = importlib.import_module(f"hf_carto.{module}")
-    for name in names:
-        assert getattr(old, name) is getattr(columns, name), f"hf_carto.{module}.{name}"
-
-
 def test_the_generated_corpus_and_packed_blocks_share_one_label_list():
-    from hf_carto.data import TRUTH_NAMES, CorpusConfig, generate_corpus
-    from hf_carto.demo import build_tokenizer
-    from hf_carto.packing import pack_documents
-    from hf_carto.tokenization import train_bpe_tokenizer
+    from hf_carto.data.generated import TRUTH_NAMES, CorpusConfig, generate_corpus
+    from hf_carto.data.packing import pack_documents
+    from hf_carto.data.tokenization import train_bpe_tokenizer
+    from hf_carto.experiment.loop_demo import build_tokenizer
 
     assert TRUTH_NAMES == PLANTED_NAMES[: len(TRUTH_NAMES)]  # same ids for the kinds both hold
     corpus = generate_corpus(
@@ -54,7 +36,7 @@ def test_loss_column_names_round_trip():
     names = [loss_column(t) for t in (3, 1, 2)] + ["carto_loss_weight", "text"]
     assert loss_columns(names) == ["carto_loss_1", "carto_loss_2", "carto_loss_3"]
     assert columns.LOSS_COLUMN_PATTERN.match(loss_column(12))[1] == "12"
-    from hf_carto.curation import quadrant_feature
+    from hf_carto.score.cartography import quadrant_feature
 
     assert quadrant_feature().names == ["stable_easy", "ambiguous_hard", "hotspot_memorized", "noisy_outlier"]
 
@@ -73,7 +55,7 @@ def test_no_module_imports_another_modules_private_names():
 
 
 def test_tiny_gpt2_is_seeded_and_sets_end_of_text():
-    from hf_carto.models import tiny_gpt2
+    from hf_carto.core.models import tiny_gpt2
 
     one = tiny_gpt2(40, n_layer=1, n_embd=8, n_head=2, n_positions=16, eos_token_id=3, seed=5)
     two = tiny_gpt2(40, n_layer=1, n_embd=8, n_head=2, n_positions=16, eos_token_id=3, seed=5)

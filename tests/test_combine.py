@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hf_carto.cli import main as cli
+from hf_carto.commands.main import main as cli
 from hf_carto.experiment import main
 from hf_carto.experiment.combine import _portable, collect, combine, load_seed_report
 

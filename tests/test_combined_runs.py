@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from hf_carto.curation import CartographyFit, add_cartography, fit_cartography
-from hf_carto.scores import difficulty, forget_events
+from hf_carto.score.cartography import CartographyFit, add_cartography, fit_cartography
+from hf_carto.score.scores import difficulty, forget_events
 
 N = 300
 

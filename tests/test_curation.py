@@ -24,8 +24,8 @@ from hf_carto import (
     memorization,
     resolve_eps,
 )
-from hf_carto.curation import read_columns
-from hf_carto.io import FIT_FILE, load_scored, load_table, save_scored
+from hf_carto.core.io import FIT_FILE, load_scored, load_table, save_scored
+from hf_carto.score.cartography import read_columns
 
 
 def make_dataset(losses: np.ndarray, *, ids_offset: int = 1000, extra: bool = True) -> Dataset:
@@ -390,8 +390,8 @@ def test_column_scores_equal_the_matrix_arithmetic_to_the_bit(dtype):
     """The fit and the map score a batch from its columns; the values are those of the float64
     matrix formulas (mean of the burn-in slice, count_forget_events), bit for bit, whatever the
     column type, with exponents spread wide and eps between two float32 values."""
-    from hf_carto.curation import _difficulty, _forget_counts
-    from hf_carto.scores import count_forget_events
+    from hf_carto.score.cartography import _difficulty, _forget_counts
+    from hf_carto.score.scores import count_forget_events
 
     rng = np.random.default_rng(5)
     for snapshots in (2, 3, 9, 12):
@@ -457,7 +457,7 @@ def test_mixed_and_integer_loss_columns_resolve_a_quantile_in_float64():
 
 
 def test_the_fit_counts_rows_never_below_eps_like_the_mask():
-    from hf_carto.scores import never_learned
+    from hf_carto.score.scores import never_learned
 
     rng = np.random.default_rng(8)
     losses = rng.choice([0.3, 0.6, 1.2, 2.5, 4.0], size=(2000, 5)).astype(np.float32)

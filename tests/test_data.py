@@ -6,7 +6,7 @@ import collections
 
 import pytest
 
-from hf_carto.data import TRUTH_NAMES, CorpusConfig, generate_corpus
+from hf_carto.data.generated import TRUTH_NAMES, CorpusConfig, generate_corpus
 
 SMALL = CorpusConfig(
     num_documents=200,

@@ -1,5 +1,5 @@
 """The recipe's data stage, tokenized into Arrow and packed in one streaming pass, against the
-in-memory path it replaced (documents as Python lists, inserted and packed by `hf_carto.packing`):
+in-memory path it replaced (documents as Python lists, inserted and packed by `hf_carto.data.packing`):
 the same blocks, the same canary registry, the same planted labels, whichever way the text is read."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from datasets import load_dataset
 from shared_data import DATA_DIR as SHARED
 from shared_data import WIKITEXT
 
-from hf_carto.canaries import canary_id_column
+from hf_carto.data.canaries import canary_id_column
+from hf_carto.data.packing import insert_documents, pack_documents, whole_copies
 from hf_carto.experiment import parse_arguments
-from hf_carto.experiment.data import prepare_data
-from hf_carto.packing import insert_documents, pack_documents, whole_copies
+from hf_carto.experiment.stage_data import prepare_data
 
 
 def _prepare(out: Path, *argv):
@@ -68,7 +68,7 @@ def _check_against_in_memory(prepared, train_texts, kinds, data_args):
 
 def test_generated_corpus_with_planted_kinds_equals_the_in_memory_stage(tmp_path):
     data_args, prepared = _prepare(tmp_path, "--preset", "cpu-tiny")
-    from hf_carto.experiment.data import load_documents
+    from hf_carto.experiment.stage_data import load_documents
 
     train, kinds, _ = load_documents(data_args, data_args.data_seed_offset)
     blocks = _check_against_in_memory(prepared, train["text"][:], list(kinds), data_args)
@@ -147,7 +147,7 @@ def test_streaming_and_budget_refusals_come_before_any_process_starts_the_stage(
 
 
 def test_checking_inputs_does_not_read_a_streamed_training_file(tmp_path):
-    from hf_carto.experiment.data import check_inputs
+    from hf_carto.experiment.stage_data import check_inputs
 
     bad = tmp_path / "train.jsonl"
     bad.write_text('{"text": null}\n')  # would be refused if it were read whole

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from hf_carto.curation import read_columns
-from hf_carto.data import CorpusConfig
-from hf_carto.demo import DemoConfig, run_demo
-from hf_carto.io import load_scored
+from hf_carto.core.io import load_scored
+from hf_carto.data.generated import CorpusConfig
+from hf_carto.experiment.loop_demo import DemoConfig, run_demo
+from hf_carto.score.cartography import read_columns
 
 
 @pytest.mark.slow
@@ -38,7 +38,7 @@ def test_small_demo_end_to_end(tmp_path):
     assert sum(sum(row.values()) for row in table.values()) == len(scored) == report["num_samples"]
     assert sorted(scored["sample_id"][:]) == list(range(len(scored)))
     # Every sample's own leakage evidence and duplicate cluster; the planted duplicates are found.
-    from hf_carto.columns import DUP_COLUMNS, LEAK_COLUMNS, PLANTED_NAMES
+    from hf_carto.core.columns import DUP_COLUMNS, LEAK_COLUMNS, PLANTED_NAMES
 
     assert set(LEAK_COLUMNS + DUP_COLUMNS) <= set(scored.column_names)
     cols = read_columns(scored, ["truth", "carto_dup_exact_size", "carto_leak_k", "carto_leak_loss"])

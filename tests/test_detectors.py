@@ -24,7 +24,7 @@ from hf_carto import (
     select_top_memorized,
     top_budget,
 )
-from hf_carto.columns import PLANTED_NAMES, loss_column, score_column, score_columns
+from hf_carto.core.columns import PLANTED_NAMES, loss_column, score_column, score_columns
 
 EPS, BURN_IN = 1.5, 2
 
@@ -116,14 +116,14 @@ def test_combined_detector_puts_first_what_every_component_puts_first():
     losses[7] = [9.0, 8.0, 6.0, 3.0, 0.5, 0.01]  # largest drop, largest spread, far below its burn-in loss
     got = detector_scores("combined", losses, burn_in=BURN_IN)
     assert got.argmax() == 7 and got[7] == pytest.approx(1.0)
-    from hf_carto.detectors import average_ranks, combined_rank
+    from hf_carto.score.detectors import average_ranks, combined_rank
 
     one = combined_rank(losses, burn_in=BURN_IN, components=["loss_std"])
     np.testing.assert_array_equal(one, average_ranks(detector_scores("loss_std", losses)) / 30)
 
 
 def test_average_ranks_match_scipy_convention_on_ties():
-    from hf_carto.detectors import average_ranks
+    from hf_carto.score.detectors import average_ranks
 
     np.testing.assert_array_equal(average_ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0])), [4.0, 1.0, 4.0, 2.0, 4.0])
     values = np.random.default_rng(0).integers(0, 5, size=40).astype(float)
@@ -131,7 +131,7 @@ def test_average_ranks_match_scipy_convention_on_ties():
 
 
 def test_combined_detector_refuses_itself_or_random_as_a_component():
-    from hf_carto.detectors import combined_rank
+    from hf_carto.score.detectors import combined_rank
 
     for bad in (["combined"], ["random", "loss_std"], []):
         with pytest.raises(ValueError, match="components"):
@@ -367,7 +367,7 @@ def test_bad_input_is_refused_with_the_reason():
 
 
 def test_figures_are_written(tmp_path):
-    from hf_carto.plots import plot_precision_recall, plot_sensitivity
+    from hf_carto.core.plots import plot_precision_recall, plot_sensitivity
 
     losses = random_matrix(3, n=40, t=8)
     positives = np.arange(40) < 8

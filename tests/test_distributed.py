@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hf_carto.merge import load_loss_matrix
-from hf_carto.recording import LossStore
+from hf_carto.record.merge import load_loss_matrix
+from hf_carto.record.recording import LossStore
 
 SCRIPT = Path(__file__).parent / "launch" / "record_tiny.py"
 sys.path.insert(0, str(SCRIPT.parent))

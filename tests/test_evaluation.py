@@ -14,9 +14,18 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
 
-from hf_carto.canaries import Canary, insert_canaries, load_registry, locate_canaries, make_canaries, save_registry
-from hf_carto.data import CorpusConfig, generate_corpus
-from hf_carto.evaluation import (
+from hf_carto.core.models import tiny_gpt2
+from hf_carto.data.canaries import (
+    Canary,
+    insert_canaries,
+    load_registry,
+    locate_canaries,
+    make_canaries,
+    save_registry,
+)
+from hf_carto.data.generated import CorpusConfig, generate_corpus
+from hf_carto.data.tokenization import train_bpe_tokenizer
+from hf_carto.measure.leakage import (
     cached_secret_log_perplexities,
     canary_extraction,
     contamination_recall,
@@ -27,9 +36,7 @@ from hf_carto.evaluation import (
     perplexity,
     secret_log_perplexities,
 )
-from hf_carto.membership import membership_signals, roc_auc
-from hf_carto.models import tiny_gpt2
-from hf_carto.tokenization import train_bpe_tokenizer
+from hf_carto.measure.membership import membership_signals, roc_auc
 
 pytestmark = pytest.mark.slow
 K = 8
@@ -213,7 +220,7 @@ def test_bad_inputs_are_named(world, caplog):
 
 
 def test_evaluate_model_writes_a_report_without_secrets(world, tmp_path):
-    from hf_carto.report import evaluate_model
+    from hf_carto.measure.model_report import evaluate_model
 
     report = evaluate_model(
         world["trained"],
@@ -244,7 +251,7 @@ def test_evaluate_model_writes_a_report_without_secrets(world, tmp_path):
 def test_evaluate_cli(world, tmp_path, capsys):
     from datasets import Dataset
 
-    from hf_carto.cli import main
+    from hf_carto.commands.main import main
 
     world["trained"].save_pretrained(tmp_path / "model")
     world["tokenizer"].save_pretrained(tmp_path / "model")
@@ -279,7 +286,7 @@ def test_evaluate_cli(world, tmp_path, capsys):
 
 
 def test_tradeoff_figures(tmp_path):
-    from hf_carto.report import plot_tradeoffs
+    from hf_carto.measure.model_report import plot_tradeoffs
 
     runs = [
         {
@@ -307,7 +314,7 @@ def test_tradeoff_figures(tmp_path):
 def test_canary_columns_and_registry_verification(world):
     from datasets import Dataset
 
-    from hf_carto.canaries import insert_canaries_dataset, mark_canary_blocks, verify_registry
+    from hf_carto.data.canaries import insert_canaries_dataset, mark_canary_blocks, verify_registry
 
     tokenizer = world["tokenizer"]
     canaries = make_canaries(2, repetitions=(3, 1), secret_length=4, seed=7)
@@ -461,7 +468,7 @@ def test_cached_scores_equal_full_sequence_scores_for_every_candidate(random_gpt
 
 
 def test_exact_exposure_enumerates_word_secrets(random_gpt2, digit_tokenizer):
-    from hf_carto.canaries import SECRET_WORDS
+    from hf_carto.data.canaries import SECRET_WORDS
 
     canary = Canary(5, "the code of vault amber-3 is", "tiger ocean", "words", 1)
     result = exposure(random_gpt2, digit_tokenizer, canary, batch_size=128)

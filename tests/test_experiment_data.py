@@ -10,9 +10,9 @@ import pytest
 from shared_data import WIKITEXT as SHARED
 from shared_data import require
 
-from hf_carto.canaries import make_canaries, unused_templates
+from hf_carto.data.canaries import make_canaries, unused_templates
 from hf_carto.experiment import parse_arguments
-from hf_carto.experiment.data import load_documents, prepare_data
+from hf_carto.experiment.stage_data import load_documents, prepare_data
 
 
 def _contains(haystack: list[int], needle: list[int]) -> bool:

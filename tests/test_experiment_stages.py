@@ -13,9 +13,14 @@ from transformers import TrainingArguments, default_data_collator
 
 from hf_carto import RecordingConfig, RecordingTrainer
 from hf_carto.experiment import parse_arguments
-from hf_carto.experiment.data import prepare_data
-from hf_carto.experiment.evaluation import eval_settings, evaluate_saved_model, leakage_probes, trained_by_every_arm
-from hf_carto.experiment.training import make_arms, new_model, score_blocks, steps_per_epoch, train_arm
+from hf_carto.experiment.stage_data import prepare_data
+from hf_carto.experiment.stage_evaluation import (
+    eval_settings,
+    evaluate_saved_model,
+    leakage_probes,
+    trained_by_every_arm,
+)
+from hf_carto.experiment.stage_training import make_arms, new_model, score_blocks, steps_per_epoch, train_arm
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 
 from hf_carto.experiment.combine import collect
 from hf_carto.experiment.results import build_report
-from hf_carto.frontier import frontier_points, parse_arm, recommend_policy
+from hf_carto.measure.frontier import frontier_points, parse_arm, recommend_policy
 
 SEEDS = range(5)
 NUM_CANARIES, NUM_SEQUENCES = 32, 8

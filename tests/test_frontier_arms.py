@@ -8,10 +8,10 @@ import pytest
 from datasets import Dataset
 
 from hf_carto import add_cartography, fit_cartography
-from hf_carto.columns import KEEP, LOSS_WEIGHT, PLANTED_NAMES, loss_column
+from hf_carto.core.columns import KEEP, LOSS_WEIGHT, PLANTED_NAMES, loss_column
 from hf_carto.experiment import parse_arguments
 from hf_carto.experiment.arguments import check_arguments
-from hf_carto.experiment.training import dedup_arms, make_arms
+from hf_carto.experiment.stage_training import dedup_arms, make_arms
 
 N = 400
 CANARY, CONTAMINATED = PLANTED_NAMES.index("canary"), PLANTED_NAMES.index("contaminated")

@@ -18,8 +18,8 @@ import pytest
 from datasets import load_from_disk
 
 from hf_carto import add_cartography, apply_interventions, cartography_summary, fit_cartography
-from hf_carto.data import CorpusConfig, generate_corpus
-from hf_carto.io import save_scored
+from hf_carto.core.io import save_scored
+from hf_carto.data.generated import CorpusConfig, generate_corpus
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_standin import HubStandIn  # noqa: E402
@@ -97,7 +97,7 @@ def client_env(endpoint: str, root: Path) -> dict[str, str]:
 
 
 def push(args: list[str], endpoint: str, root: Path) -> subprocess.CompletedProcess:
-    cli = [sys.executable, "-c", "import sys; from hf_carto.cli import main; sys.exit(main(sys.argv[1:]))"]
+    cli = [sys.executable, "-c", "import sys; from hf_carto.commands.main import main; sys.exit(main(sys.argv[1:]))"]
     result = subprocess.run(
         cli + ["push", *args], capture_output=True, text=True, env=client_env(endpoint, root), timeout=120
     )
@@ -190,7 +190,7 @@ def test_failed_pushes_keep_the_export_and_a_retry_succeeds(servers, scored_dir,
 
 @pytest.mark.parametrize("repo_id", ["no-namespace", "bad//id", "x/" + "y" * 200])
 def test_invalid_repo_ids(scored_dir, repo_id, capsys):
-    from hf_carto.cli import main
+    from hf_carto.commands.main import main
 
     assert main(["push", str(scored_dir), repo_id, "--export-dir", str(scored_dir.with_name("x.hub"))]) == 2
     assert "not a valid Hub repository id" in capsys.readouterr().err
@@ -200,8 +200,8 @@ def test_invalid_repo_ids(scored_dir, repo_id, capsys):
 def test_model_card_renders_and_is_pushed_with_the_model(servers, tmp_path):
     from huggingface_hub import ModelCard
 
-    from hf_carto.hub import render_model_card
-    from hf_carto.models import tiny_gpt2
+    from hf_carto.core.models import tiny_gpt2
+    from hf_carto.publish.hub import render_model_card
 
     write, _, root = servers
     card = render_model_card(
@@ -231,7 +231,7 @@ def test_model_card_renders_and_is_pushed_with_the_model(servers, tmp_path):
     tiny_gpt2(50, n_layer=1, n_embd=8, n_head=2, n_positions=16).save_pretrained(model_dir)
     (tmp_path / "card.md").write_text(card)
     script = (
-        "import sys; from pathlib import Path; from hf_carto.hub import push_model; "
+        "import sys; from pathlib import Path; from hf_carto.publish.hub import push_model; "
         "r = push_model(sys.argv[1], 'someone/tiny-curated', Path(sys.argv[2]).read_text()); print(r.commit)"
     )
     result = subprocess.run(
@@ -272,7 +272,7 @@ def test_gpt2_recipe_publishes_its_curated_dataset_and_model(servers, tmp_path):
     assert (model_repo / "README.md").read_text() == (out / "model_card.md").read_text()
     # The default, recommended policy: its arm is trained, published, and the curated data follows it.
     from hf_carto import RECOMMENDED, load_scored
-    from hf_carto.columns import KEEP, score_column
+    from hf_carto.core.columns import KEEP, score_column
 
     trained = out / "seed0" / "arms" / RECOMMENDED.arm_name / "model" / "model.safetensors"
     assert (model_repo / "model.safetensors").read_bytes() == trained.read_bytes()
@@ -344,7 +344,7 @@ from transformers import TrainingArguments
 
 sys.path.insert(0, sys.argv[3])
 from record_tiny import collate, make_dataset, make_model
-from hf_carto.trainer import CartoTrainer
+from hf_carto.curation.weighted_trainer import CartoTrainer
 
 data = make_dataset(16, 12, 50, 0)
 n = len(data)

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from hf_carto.cli import main
-from hf_carto.merge import load_loss_matrix
-from hf_carto.recording import LossRecorder, LossStore, read_records
+from hf_carto.commands.main import main
+from hf_carto.record.merge import load_loss_matrix
+from hf_carto.record.recording import LossRecorder, LossStore, read_records
 
 N = 64
 
@@ -104,7 +104,7 @@ def test_recordings_from_before_checksums_still_merge_unverified(tmp_path):
 
 def test_a_shard_written_after_its_snapshot_was_completed_is_refused(tmp_path):
     store = LossStore(tmp_path)
-    from hf_carto.recording import RecordingSettings
+    from hf_carto.record.recording import RecordingSettings
 
     store.create_or_check(RecordingSettings(mode="eval", world_size=2, num_samples=4))
     ids = np.arange(4)

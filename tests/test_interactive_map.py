@@ -10,11 +10,11 @@ import pytest
 from browser import browser, console_problems, open_page  # noqa: F401  (browser: the fixture)
 from datasets import ClassLabel, Dataset
 
-from hf_carto.cli import main
-from hf_carto.columns import PLANTED_NAMES
-from hf_carto.curation import add_cartography, fit_cartography
-from hf_carto.interactive_map import write_interactive_map
-from hf_carto.io import save_scored
+from hf_carto.commands.main import main
+from hf_carto.core.columns import PLANTED_NAMES
+from hf_carto.core.io import save_scored
+from hf_carto.publish.interactive_map import write_interactive_map
+from hf_carto.score.cartography import add_cartography, fit_cartography
 
 N, T, CANARIES = 150, 6, 12
 

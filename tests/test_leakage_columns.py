@@ -9,9 +9,9 @@ import pytest
 import torch
 from datasets import Dataset
 
-from hf_carto.columns import LEAK_COLUMNS
-from hf_carto.leakage_columns import add_leakage_columns, leakage_evidence, leakage_summary
-from hf_carto.models import tiny_gpt2
+from hf_carto.core.columns import LEAK_COLUMNS
+from hf_carto.core.models import tiny_gpt2
+from hf_carto.measure.leakage_columns import add_leakage_columns, leakage_evidence, leakage_summary
 
 VOCAB, K = 40, 6
 

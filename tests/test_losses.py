@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hf_carto.losses import per_sample_loss
+from hf_carto.record.losses import per_sample_loss
 
 
 def loop_reference(logits, labels, ignore_index=-100):

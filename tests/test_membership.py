@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hf_carto.membership import bootstrap_interval, membership_metrics, plot_roc, roc_auc, roc_curve, tpr_at_fpr
+from hf_carto.measure.membership import (
+    bootstrap_interval,
+    membership_metrics,
+    plot_roc,
+    roc_auc,
+    roc_curve,
+    tpr_at_fpr,
+)
 
 
 def pairwise_auc(members, non_members):
@@ -78,7 +85,7 @@ def test_bad_score_sets(members, non_members, match):
 def test_evaluate_metric_modules_load_from_the_package():
     import evaluate
 
-    from hf_carto.metrics import metric_path
+    from hf_carto.measure.metrics import metric_path
 
     scores = np.array([0.9, 0.8, 0.1, 0.2, 0.5, 0.55])
     labels = np.array([1, 1, 0, 0, 1, 0])

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-import hf_carto.order_statistics as order_statistics
+import hf_carto.score.order_statistics as order_statistics
 from hf_carto import add_cartography, assign_quadrants, difficulty, fit_cartography, memorization, resolve_eps
-from hf_carto.order_statistics import inverted_cdf_rank, lerp, linear_quantile_ranks, select_ranks
+from hf_carto.score.order_statistics import inverted_cdf_rank, lerp, linear_quantile_ranks, select_ranks
 
 
 def _values(rng, kind: str, n: int, dtype) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import hf_carto
-from hf_carto.hub import MODEL_CARD_TEMPLATE
+from hf_carto.publish.hub import MODEL_CARD_TEMPLATE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = Path(hf_carto.__file__).resolve().parent
@@ -23,7 +23,7 @@ HEAVY = ("torch", "transformers", "datasets", "accelerate", "scipy", "matplotlib
 
 def test_packaged_model_card_template_is_the_documented_copy():
     documented = REPO_ROOT / "model_cards" / "curated_model.md"
-    packaged = PACKAGE_DIR / "templates" / "curated_model.md"
+    packaged = PACKAGE_DIR / "publish" / "templates" / "curated_model.md"
     assert packaged.read_bytes() == documented.read_bytes(), (
         f"{packaged.relative_to(REPO_ROOT)} and {documented.relative_to(REPO_ROOT)} differ: "
         "edit one and copy it over the other"
@@ -40,7 +40,7 @@ def test_the_template_is_declared_as_package_data():
     config = configparser.ConfigParser()
     config.read(REPO_ROOT / "setup.cfg")
     patterns = config["options.package_data"]["hf_carto"].replace(",", " ").split()
-    template = (PACKAGE_DIR / "templates" / "curated_model.md").relative_to(PACKAGE_DIR).as_posix()
+    template = (PACKAGE_DIR / "publish" / "templates" / "curated_model.md").relative_to(PACKAGE_DIR).as_posix()
     assert any(fnmatch.fnmatch(template, pattern) for pattern in patterns), patterns
 
 
@@ -57,7 +57,7 @@ def _imported_after(code: str) -> list[str]:
 
 def test_import_and_command_line_parser_load_no_heavy_library():
     assert _imported_after("import hf_carto") == []
-    assert _imported_after("from hf_carto.cli import make_parser\nmake_parser()") == []
+    assert _imported_after("from hf_carto.commands.main import make_parser\nmake_parser()") == []
 
 
 def test_every_public_name_resolves_lazily():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hf_carto.packing import PLANTED_NAMES, insert_documents, pack_documents, whole_copies
+from hf_carto.data.packing import PLANTED_NAMES, insert_documents, pack_documents, whole_copies
 
 PRIORITY = ["canary", "contaminated", "duplicate", "noise", "ordinary"]
 

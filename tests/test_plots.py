@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hf_carto import plots
+from hf_carto.core import plots
 
 
 def test_the_png_data_map_keeps_jittered_memorization_between_0_and_1(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from hf_carto import (
     detector_scores,
     fit_cartography,
 )
-from hf_carto.columns import KEEP, LOSS_WEIGHT, SAMPLING_WEIGHT, loss_column
+from hf_carto.core.columns import KEEP, LOSS_WEIGHT, SAMPLING_WEIGHT, loss_column
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from hf_carto.experiment.run_folder import PENDING_CONFIG, check_output_dir, run
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory) -> Path:
     """A .jsonl training file big enough for the cpu-tiny data stage (with 10 membership samples)."""
-    from hf_carto.data import CorpusConfig, generate_corpus
+    from hf_carto.data.generated import CorpusConfig, generate_corpus
 
     texts = generate_corpus(CorpusConfig(num_documents=300, num_canaries=0, seed=0))["text"][:]
     path = tmp_path_factory.mktemp("corpus") / "my corpus.v1.jsonl"
@@ -248,7 +248,7 @@ def test_resume_fingerprints_the_validation_file_and_a_local_tokenizer_folder(
 
 
 def test_the_default_dataset_id_names_the_data():
-    from hf_carto.hub import check_repo_id
+    from hf_carto.publish.hub import check_repo_id
 
     def dataset_id(*argv: str) -> str:
         _, data_args, _, _ = parse_arguments(["--output_dir", "x", *argv])
@@ -315,7 +315,7 @@ def test_two_different_presets_are_refused_and_a_repeated_one_is_not():
 def test_a_train_file_replaces_the_generated_corpus_of_a_preset(tmp_path, corpus_file, stop_at_training):
     from datasets import load_from_disk
 
-    from hf_carto.columns import PLANTED_NAMES
+    from hf_carto.core.columns import PLANTED_NAMES
 
     _, data_args, _, _ = parse_arguments(["--preset", "cpu-tiny", "--train_file", str(corpus_file)])
     assert data_args.dataset_name is None and data_args.train_file == str(corpus_file)

@@ -12,7 +12,7 @@ import pytest
 from hf_carto.experiment import main, parse_arguments
 from hf_carto.experiment.results import tradeoff_points
 from hf_carto.experiment.run_folder import StageTimer, run_settings
-from hf_carto.experiment.training import PRUNED_FAMILY, QUADRANT_FAMILIES
+from hf_carto.experiment.stage_training import PRUNED_FAMILY, QUADRANT_FAMILIES
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -30,7 +30,7 @@ def test_lstm_canary_recipe_small(tmp_path):
     import numpy as np
     from transformers import HfArgumentParser
 
-    from hf_carto.data import TRUTH_NAMES
+    from hf_carto.data.generated import TRUTH_NAMES
 
     recipe = load_recipe("lstm_canary")
     argv = [
@@ -161,7 +161,7 @@ def test_lstm_canary_recipe_detector_arms_prune_as_much_and_report_detection(tmp
     from transformers import HfArgumentParser
 
     from hf_carto import detector_scores, load_loss_matrix
-    from hf_carto.columns import PLANTED_NAMES
+    from hf_carto.core.columns import PLANTED_NAMES
 
     recipe = load_recipe("lstm_canary")
     argv = ["--output_dir", str(tmp_path), "--num_documents", "120", "--num_duplicate_groups", "2"]
@@ -278,7 +278,7 @@ def test_gpt2_recipe_on_two_processes_writes_a_consistent_report_and_resumes(tmp
     from transformers import AutoTokenizer
 
     from hf_carto import LossStore
-    from hf_carto.canaries import load_registry, verify_registry
+    from hf_carto.data.canaries import load_registry, verify_registry
 
     out = tmp_path / "run"
     # The recipe itself, with fewer bootstrap resamples (nothing here reads the intervals).
@@ -358,7 +358,7 @@ def test_gpt2_recipe_on_two_processes_writes_a_consistent_report_and_resumes(tmp
     assert not any(s in text for s in secrets for text in published["text"][:])
     assert published["sample_id"][:] == list(range(len(published)))  # no gaps where the canaries were
     # What holds canaries is marked private, and a push of it is refused.
-    from hf_carto.hub import private_contents
+    from hf_carto.publish.hub import private_contents
 
     assert (out / "PRIVATE.md").exists() and (out / "curated" / "PRIVATE.md").exists()
     assert private_contents(out / "hub") == []
@@ -369,7 +369,7 @@ def test_gpt2_recipe_on_two_processes_writes_a_consistent_report_and_resumes(tmp
     from transformers import AutoModelForCausalLM
 
     from hf_carto import add_leakage_columns
-    from hf_carto.columns import DUP_COLUMNS, LEAK_COLUMNS
+    from hf_carto.core.columns import DUP_COLUMNS, LEAK_COLUMNS
 
     assert set(LEAK_COLUMNS + DUP_COLUMNS) <= set(curated.column_names) & set(published.column_names)
     final = AutoModelForCausalLM.from_pretrained(out / "seed0" / "mapping" / "final")
@@ -503,8 +503,8 @@ def test_gpt2_recipe_detector_arms_share_budget_steps_and_report_detection(tmp_p
     import numpy as np
 
     from hf_carto import detector_scores, select_top_memorized
-    from hf_carto.columns import PLANTED_NAMES, loss_columns, read_columns
-    from hf_carto.io import load_scored
+    from hf_carto.core.columns import PLANTED_NAMES, loss_columns, read_columns
+    from hf_carto.core.io import load_scored
 
     out = tmp_path / "run"
     report = main(
@@ -607,9 +607,9 @@ def test_gpt2_recipe_snapshot_rows_scores_a_seeded_subset_and_trains_the_other_b
     from datasets import load_from_disk
 
     from hf_carto import LossStore
-    from hf_carto.columns import read_columns
-    from hf_carto.io import load_scored
-    from hf_carto.recording import snapshot_subset
+    from hf_carto.core.columns import read_columns
+    from hf_carto.core.io import load_scored
+    from hf_carto.record.recording import snapshot_subset
 
     out = tmp_path / "run"
     report = main(tiny_args(out, "--snapshot_rows", "0.5", "--snapshot_seed", "7", "--detectors", "final_loss"))
@@ -658,7 +658,7 @@ def test_keep_unscored_gives_every_block_the_arms_treatment_or_weight_one():
     import numpy as np
     from datasets import Dataset
 
-    from hf_carto.experiment.training import ARM_COLUMNS, keep_unscored
+    from hf_carto.experiment.stage_training import ARM_COLUMNS, keep_unscored
 
     blocks = Dataset.from_dict(
         {

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hf_carto.membership import membership_metrics, membership_signals
-from hf_carto.report import evaluate_model, format_report
+from hf_carto.measure.membership import membership_metrics, membership_signals
+from hf_carto.measure.model_report import evaluate_model, format_report
 
 
 class _Tokenizer:
@@ -19,7 +19,7 @@ class _Tokenizer:
 
 @pytest.fixture(scope="module")
 def model():
-    from hf_carto.models import tiny_gpt2
+    from hf_carto.core.models import tiny_gpt2
 
     return tiny_gpt2(50, n_positions=32, n_embd=32, n_layer=1, n_head=2, seed=0).eval()
 
@@ -66,7 +66,7 @@ def test_planted_blocks_get_their_own_membership_test(model):
 
 def _experiment_rows() -> list[dict]:
     """Rows of three seeds and six arms as the experiment evaluates them; nothing is extracted."""
-    from hf_carto.comparison import COMPARED, METRICS
+    from hf_carto.measure.comparison import COMPARED, METRICS
 
     rng = np.random.default_rng(0)
     arms = {
@@ -91,7 +91,7 @@ def _experiment_rows() -> list[dict]:
 
 
 def _experiment_report(num_blocks: int, planted_blocks: int, any_planted: int) -> dict:
-    from hf_carto.comparison import compare_arms, reading, summarize
+    from hf_carto.measure.comparison import compare_arms, reading, summarize
 
     rows = _experiment_rows()
     summary = summarize([r for r in rows if r["arm"] != "mapping_run"])
@@ -177,7 +177,7 @@ def _captured_figures(monkeypatch) -> dict:
     """plot_tradeoffs's figures, as drawn: title, y range and every text on the axes, by file name."""
     from pathlib import Path
 
-    import hf_carto.plots as plots
+    import hf_carto.core.plots as plots
 
     drawn = {}
     save = plots.save_figure
@@ -213,7 +213,7 @@ def _tradeoff_runs(extracted: float) -> list[dict]:
 
 
 def test_figure_1_says_when_no_arm_extracts_anything(tmp_path, monkeypatch):
-    from hf_carto.report import plot_tradeoffs
+    from hf_carto.measure.model_report import plot_tradeoffs
 
     drawn = _captured_figures(monkeypatch)
     plot_tradeoffs(_tradeoff_runs(0.0), tmp_path)

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hf_carto.locking import LOCK_FILE, FolderLocked, folder_lock, lock_holder
+from hf_carto.core.locking import LOCK_FILE, FolderLocked, folder_lock, lock_holder
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "gpt2_wikitext.py"
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def tiny_fewer_resamples(out: Path, *extra: str) -> list[str]:
 def test_a_second_holder_is_refused_and_a_dead_holder_is_taken_over(tmp_path, caplog):
     # A real process takes the lock and is killed with SIGKILL while holding it.
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom hf_carto.locking import folder_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom hf_carto.core.locking import folder_lock\n"
          "with folder_lock(sys.argv[1], 'test holder'):\n    print('held', flush=True)\n    time.sleep(600)\n",
          str(tmp_path)],
         stdout=subprocess.PIPE, text=True, env=env(),
@@ -148,12 +148,12 @@ def test_a_kill_while_the_burn_in_checkpoint_is_written_does_not_block_the_rerun
 
 KILL_BEFORE_THE_ROC_FIGURE = """
 import os, signal, sys
-import hf_carto.report
+import hf_carto.measure.model_report
 
 def die(*args, **kwargs):  # report.json of the first evaluated model is written; its figure is not
     os.kill(os.getpid(), signal.SIGKILL)
 
-hf_carto.report.plot_roc = die
+hf_carto.measure.model_report.plot_roc = die
 sys.argv = sys.argv[1:]
 exec(compile(open(sys.argv[0]).read(), sys.argv[0], "exec"), {"__name__": "__main__"})
 """
@@ -178,8 +178,8 @@ def test_a_stage_killed_before_its_last_file_is_redone(tmp_path):
 
 
 def _small_demo(out: Path):
-    from hf_carto.data import CorpusConfig
-    from hf_carto.demo import DemoConfig
+    from hf_carto.data.generated import CorpusConfig
+    from hf_carto.experiment.loop_demo import DemoConfig
 
     return DemoConfig(output_dir=str(out), epochs=2, corpus=CorpusConfig(num_documents=300, seed=0))
 
@@ -188,7 +188,7 @@ def _small_demo(out: Path):
 def small_demo_run(tmp_path_factory):
     """One finished run of the small demo, made once: ``copy(folder) -> the report of that run``
     copies its folder to ``folder``, as if the run had been made there."""
-    from hf_carto.demo import run_demo
+    from hf_carto.experiment.loop_demo import run_demo
 
     reference = tmp_path_factory.mktemp("small_demo") / "demo"
     report = run_demo(_small_demo(reference))
@@ -206,7 +206,7 @@ def small_demo_run(tmp_path_factory):
 def test_a_failed_demo_rerun_leaves_the_earlier_results_whole(tmp_path, monkeypatch, small_demo_run):
     import errno
 
-    import hf_carto.demo as demo
+    import hf_carto.experiment.loop_demo as demo
 
     out = tmp_path / "demo"
     first = small_demo_run(out)
@@ -231,7 +231,7 @@ def test_a_failed_demo_rerun_leaves_the_earlier_results_whole(tmp_path, monkeypa
 
 
 def test_stale_staging_is_removed_and_finished_outputs_replace_the_earlier_ones(tmp_path):
-    from hf_carto.locking import remove_stale_staging, replace_outputs
+    from hf_carto.core.locking import remove_stale_staging, replace_outputs
 
     (tmp_path / "scored" / ".data.partial").mkdir(parents=True)
     (tmp_path / ".report.json.abc.tmp").write_text("{")
@@ -260,7 +260,7 @@ def _paused_cli(command: list[str], patch: str) -> subprocess.Popen:
         f"mod = importlib.import_module({module!r})\n"
         "def paused(*args, **kwargs):\n    print('inside', flush=True)\n    time.sleep(600)\n"
         f"setattr(mod, {function!r}, paused)\n"
-        "from hf_carto.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+        "from hf_carto.commands.main import main\nsys.exit(main(sys.argv[1:]))\n"
     )
     process = subprocess.Popen([sys.executable, "-c", code, *command], stdout=subprocess.PIPE, text=True, env=env())
     assert process.stdout.readline().strip() == "inside"
@@ -271,8 +271,8 @@ def test_score_merge_and_the_recorder_refuse_an_output_another_process_writes(tm
     import numpy as np
     from datasets import Dataset
 
-    from hf_carto.cli import main
-    from hf_carto.recording import LossRecorder
+    from hf_carto.commands.main import main
+    from hf_carto.record.recording import LossRecorder
 
     losses = tmp_path / "losses"
     Dataset.from_dict(
@@ -280,7 +280,8 @@ def test_score_merge_and_the_recorder_refuse_an_output_another_process_writes(tm
     ).save_to_disk(str(losses))
     scored = tmp_path / "scored"
     holder = _paused_cli(
-        ["score", str(losses), str(scored), "--burn-in", "1", "--eps", "0.5"], "hf_carto.curation.fit_cartography"
+        ["score", str(losses), str(scored), "--burn-in", "1", "--eps", "0.5"],
+        "hf_carto.score.cartography.fit_cartography",
     )
     try:
         assert main(["score", str(losses), str(scored), "--burn-in", "1", "--eps", "0.5", "--overwrite"]) == 2
@@ -291,7 +292,7 @@ def test_score_merge_and_the_recorder_refuse_an_output_another_process_writes(tm
         holder.wait()
     assert main(["score", str(losses), str(scored), "--burn-in", "1", "--eps", "0.5"]) == 0  # the lock died with it
     arms = tmp_path / "arms"
-    arms_holder = _paused_cli(["arms", str(scored), str(arms)], "hf_carto.continuation.build_arms")
+    arms_holder = _paused_cli(["arms", str(scored), str(arms)], "hf_carto.curation.arms.build_arms")
     try:
         assert main(["arms", str(scored), str(arms), "--overwrite"]) == 2
         assert f"{arms} is in use by PID {arms_holder.pid}" in capsys.readouterr().err
@@ -302,7 +303,7 @@ def test_score_merge_and_the_recorder_refuse_an_output_another_process_writes(tm
     # The recorder: a second recording into a run folder another live process records into.
     run = tmp_path / "run"
     recorder_process = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom hf_carto.recording import LossRecorder\n"
+        [sys.executable, "-c", "import sys, time\nfrom hf_carto.record.recording import LossRecorder\n"
          "LossRecorder(sys.argv[1], num_samples=4).start()\nprint('inside', flush=True)\ntime.sleep(600)\n",
          str(run)],
         stdout=subprocess.PIPE, text=True, env=env(),
@@ -314,7 +315,7 @@ def test_score_merge_and_the_recorder_refuse_an_output_another_process_writes(tm
         # merge of that run into a dataset, while another process merges into the same output
         out = tmp_path / "merged"
         merger = _paused_cli(
-            ["merge", str(run), "--dataset", str(losses), "--out", str(out)], "hf_carto.merge.add_loss_columns"
+            ["merge", str(run), "--dataset", str(losses), "--out", str(out)], "hf_carto.record.merge.add_loss_columns"
         )
         try:
             assert main(["merge", str(run), "--dataset", str(losses), "--out", str(out)]) == 2
@@ -361,9 +362,9 @@ def small_disk(tmp_path):
 def test_a_real_full_disk_loses_nothing_and_names_the_folder(tmp_path, small_disk, capsys, small_demo_run):
     import shutil
 
-    from hf_carto.atomic import is_disk_full
-    from hf_carto.cli import main
-    from hf_carto.demo import run_demo
+    from hf_carto.commands.main import main
+    from hf_carto.core.atomic import is_disk_full
+    from hf_carto.experiment.loop_demo import run_demo
 
     reference = tmp_path / "reference"
     first = small_demo_run(reference)
@@ -400,7 +401,7 @@ def test_a_real_full_disk_loses_nothing_and_names_the_folder(tmp_path, small_dis
 
 @pytest.mark.slow
 def test_a_demo_killed_half_way_leaves_the_earlier_run_whole_and_its_staging_is_removed(tmp_path, small_demo_run):
-    from hf_carto.demo import run_demo
+    from hf_carto.experiment.loop_demo import run_demo
 
     out = tmp_path / "demo"
     first = small_demo_run(out)
@@ -408,7 +409,8 @@ def test_a_demo_killed_half_way_leaves_the_earlier_run_whole_and_its_staging_is_
     # A real process reruns the demo into the folder and is SIGKILLed after its new recording,
     # before any result of it is in place.
     code = (
-        "import sys, time\nimport hf_carto.demo as demo\nfrom hf_carto.data import CorpusConfig\n"
+        "import sys, time\nimport hf_carto.experiment.loop_demo as demo\n"
+        "from hf_carto.data.generated import CorpusConfig\n"
         "def paused(*args, **kwargs):\n    print('inside', flush=True)\n    time.sleep(600)\n"
         "demo.fit_cartography = paused\n"
         "demo.run_demo(demo.DemoConfig(output_dir=sys.argv[1], epochs=2, corpus=CorpusConfig(num_documents=300, "
@@ -436,8 +438,8 @@ def test_what_killed_writers_left_beside_an_output_is_cleared_or_put_back(tmp_pa
     import numpy as np
     from datasets import Dataset
 
-    from hf_carto.cli import main
-    from hf_carto.locking import remove_stale_staging_of
+    from hf_carto.commands.main import main
+    from hf_carto.core.locking import remove_stale_staging_of
 
     losses = tmp_path / "losses"
     columns = {f"carto_loss_{t}": np.linspace(3, 0.5, 8) + t for t in (1, 2, 3)}
@@ -462,7 +464,7 @@ def test_what_killed_writers_left_beside_an_output_is_cleared_or_put_back(tmp_pa
 def test_atomic_writes_get_the_mode_of_any_new_file(tmp_path):
     import pyarrow as pa
 
-    from hf_carto.atomic import write_json_atomic, write_parquet_atomic
+    from hf_carto.core.atomic import write_json_atomic, write_parquet_atomic
 
     previous = os.umask(0o022)
     try:
@@ -477,7 +479,7 @@ def test_atomic_writes_get_the_mode_of_any_new_file(tmp_path):
 def test_another_thread_of_the_process_is_refused_like_another_process(tmp_path):
     import threading
 
-    from hf_carto.locking import output_lock
+    from hf_carto.core.locking import output_lock
 
     results = []
     inside = threading.Event()
@@ -568,7 +570,7 @@ def test_overwrite_output_dir_clears_a_run_folder_and_one_written_before_the_mar
 
 
 HOLD_OUTPUT = (
-    "import sys\nfrom hf_carto.locking import output_lock\n"
+    "import sys\nfrom hf_carto.core.locking import output_lock\n"
     "with output_lock(sys.argv[1], 'test holder'):\n    print('held', flush=True)\n    sys.stdin.readline()\n"
 )
 
@@ -586,8 +588,8 @@ def test_an_output_lock_leaves_no_file_beside_the_output_and_a_killed_writers_is
     import numpy as np
     from datasets import Dataset
 
-    from hf_carto.cli import main
-    from hf_carto.locking import output_lock
+    from hf_carto.commands.main import main
+    from hf_carto.core.locking import output_lock
 
     losses = tmp_path / "data" / "losses"
     columns = {f"carto_loss_{t}": np.linspace(3, 0.5, 8) + t for t in (1, 2, 3)}
@@ -619,8 +621,8 @@ def test_a_writer_that_locked_a_removed_lock_file_takes_the_one_at_the_path(tmp_
     import fcntl
     import types
 
-    from hf_carto import locking
-    from hf_carto.locking import output_lock
+    from hf_carto.core import locking
+    from hf_carto.core.locking import output_lock
 
     target = tmp_path / "scored"
     lock_file = tmp_path / ".scored.lock"

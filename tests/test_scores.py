@@ -20,7 +20,7 @@ from hf_carto import (
     select_top_memorized,
     training_dynamics,
 )
-from hf_carto.scores import parse_eps
+from hf_carto.score.scores import parse_eps
 
 # --- naive references: one sample, one snapshot at a time ---------------------------------------
 
@@ -282,7 +282,7 @@ def test_non_finite_losses_name_rows_and_sample_ids():
     losses[9, 0] = np.inf
     with pytest.raises(ValueError, match=r"3 of 10 samples; first rows: \[2, 7, 9\]"):
         memorization(losses, 0.5)
-    from hf_carto.scores import check_loss_matrix
+    from hf_carto.score.scores import check_loss_matrix
 
     with pytest.raises(ValueError, match=r"first sample_ids: \[102, 107, 109\]"):
         check_loss_matrix(losses, sample_ids=np.arange(100, 110))
@@ -292,7 +292,7 @@ def test_non_finite_losses_name_rows_and_sample_ids():
 
 
 def naive_planted_table(truth, quadrants):
-    from hf_carto.columns import PLANTED_NAMES
+    from hf_carto.core.columns import PLANTED_NAMES
 
     table = {}
     for k, kind in enumerate(PLANTED_NAMES):
@@ -310,7 +310,7 @@ def naive_planted_table(truth, quadrants):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 3)), min_size=0, max_size=60))
 def test_planted_vs_quadrant_matches_a_naive_count(pairs):
-    from hf_carto.scores import planted_vs_quadrant
+    from hf_carto.score.scores import planted_vs_quadrant
 
     truth = np.array([t for t, _ in pairs], dtype=np.int64)
     quadrants = np.array([q for _, q in pairs], dtype=np.int8)
@@ -321,7 +321,7 @@ def test_planted_vs_quadrant_matches_a_naive_count(pairs):
 
 
 def test_planted_vs_quadrant_rejects_unknown_ids():
-    from hf_carto.scores import planted_vs_quadrant
+    from hf_carto.score.scores import planted_vs_quadrant
 
     with pytest.raises(ValueError, match=r"truth has 1 ids outside \[0, 4\]"):
         planted_vs_quadrant(np.array([0, 5]), np.array([0, 0]))
@@ -358,8 +358,8 @@ def test_every_scoring_path_counts_forget_events_like_the_walk_on_grid_losses():
     from datasets import Dataset
 
     from hf_carto import add_cartography
-    from hf_carto.curation import read_columns
-    from hf_carto.detectors import memorization_score
+    from hf_carto.score.cartography import read_columns
+    from hf_carto.score.detectors import memorization_score
 
     rng = np.random.default_rng(17)
     losses = rng.choice([0.25, 0.5, 1.0, 2.0], size=(3000, 7))

@@ -10,9 +10,9 @@ import trl  # a test dependency (the test extra): a missing trl fails these test
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from hf_carto.columns import KEEP, LOSS_WEIGHT, SAMPLE_ID, SAMPLING_WEIGHT
-from hf_carto.models import tiny_gpt2
-from hf_carto.sft import CartoSFTTrainer
+from hf_carto.core.columns import KEEP, LOSS_WEIGHT, SAMPLE_ID, SAMPLING_WEIGHT
+from hf_carto.core.models import tiny_gpt2
+from hf_carto.curation.sft import CartoSFTTrainer
 
 # A chat template with generation markers, so that assistant_only_loss can find the assistant turns
 # (the GPT-2 tokenizer has no template of its own).
@@ -298,7 +298,7 @@ def test_a_loss_computed_without_the_fused_head_is_refused(tmp_path, tokenizer, 
 
 def test_the_weighted_sft_trainer_is_a_top_level_name_outside_star_imports():
     import hf_carto
-    from hf_carto.sft import CartoSFTTrainer
+    from hf_carto.curation.sft import CartoSFTTrainer
 
     assert hf_carto.CartoSFTTrainer is CartoSFTTrainer and "CartoSFTTrainer" in dir(hf_carto)
     assert "CartoSFTTrainer" not in hf_carto.__all__  # `import *` must not need trl

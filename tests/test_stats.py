@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from hf_carto.comparison import compare_arms, leakage_row, reading, summarize
-from hf_carto.stats import paired_difference, verdict
+from hf_carto.measure.comparison import compare_arms, leakage_row, reading, summarize
+from hf_carto.measure.statistics import paired_difference, verdict
 
 
 def naive_two_level_bootstrap(diff: np.ndarray, num_resamples: int, seed: int) -> list[float]:

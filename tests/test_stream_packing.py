@@ -7,8 +7,8 @@ import pytest
 from datasets import Dataset, Features, Value
 from datasets import Sequence as SequenceFeature
 
-from hf_carto.packing import insert_documents, pack_documents, whole_copies
-from hf_carto.stream_packing import pack_arrow
+from hf_carto.data.packing import insert_documents, pack_documents, whole_copies
+from hf_carto.data.stream_packing import pack_arrow
 
 
 def _tokenized(docs, tmp_path):

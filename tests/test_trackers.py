@@ -9,11 +9,11 @@ import pytest
 from datasets import Dataset
 from test_callback import IDS, N, stock_trainer  # the stock Trainer on tiny random blocks
 
-from hf_carto.callback import CartographyCallback
-from hf_carto.curation import add_cartography, fit_cartography
-from hf_carto.merge import load_loss_matrix
-from hf_carto.scores import Quadrant, count_forget_events, resolve_eps
-from hf_carto.trackers import log_cartography, tracker_log_dir
+from hf_carto.record.callback import CartographyCallback
+from hf_carto.record.merge import load_loss_matrix
+from hf_carto.record.trackers import log_cartography, tracker_log_dir
+from hf_carto.score.cartography import add_cartography, fit_cartography
+from hf_carto.score.scores import Quadrant, count_forget_events, resolve_eps
 
 pytest.importorskip("tensorboard", reason="tensorboard is a test dependency: pip install -e '.[test]'")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402

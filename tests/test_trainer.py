@@ -13,10 +13,10 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 from hf_carto import add_cartography
-from hf_carto.continuation import arm_budget, build_arms, continue_from_checkpoint
-from hf_carto.losses import token_nll
-from hf_carto.merge import load_loss_matrix
-from hf_carto.trainer import CartoTrainer, WeightedEpochSampler
+from hf_carto.curation.arms import arm_budget, build_arms, continue_from_checkpoint
+from hf_carto.curation.weighted_trainer import CartoTrainer, WeightedEpochSampler
+from hf_carto.record.losses import token_nll
+from hf_carto.record.merge import load_loss_matrix
 
 sys.path.insert(0, str(Path(__file__).parent / "launch"))
 from record_tiny import collate, make_dataset, make_model  # noqa: E402

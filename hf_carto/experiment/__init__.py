@@ -3,9 +3,9 @@ in the order data flows through them.
 
 - :mod:`.presets`, :mod:`.arguments`: what a run is told, and the checks that refuse what cannot work;
 - :mod:`.run_folder`: settings check and resumption, one cached-stage helper, stage times;
-- :mod:`.data`: documents -> canaries and contamination inserted -> packed blocks, evaluation sets;
-- :mod:`.training`: the mapping run, scoring, the arms and their continuation;
-- :mod:`.evaluation`: every model probed for leakage on the same sets;
+- :mod:`.stage_data`: documents -> canaries and contamination inserted -> packed blocks, evaluation sets;
+- :mod:`.stage_training`: the mapping run, scoring, the arms and their continuation;
+- :mod:`.stage_evaluation`: every model probed for leakage on the same sets;
 - :mod:`.results`: rows, summaries over seeds, paired comparisons, trade-off points;
 - :mod:`.outputs`: report, figures, curated dataset, Hub layout and cards;
 - :mod:`.runner`: all of it as :func:`run_experiment` (what ``recipes/gpt2_wikitext.py`` and
@@ -14,9 +14,15 @@ in the order data flows through them.
 Nothing heavy is imported until a stage runs.
 """
 
-from .arguments import CartoArguments, DataArguments, ModelArguments, check_arguments, parse_arguments
-from .presets import GENERATED, PRESETS
-from .runner import evaluate_seed, main, run_experiment, train_seed
+from hf_carto.experiment.arguments import (
+    CartoArguments,
+    DataArguments,
+    ModelArguments,
+    check_arguments,
+    parse_arguments,
+)
+from hf_carto.experiment.presets import GENERATED, PRESETS
+from hf_carto.experiment.runner import evaluate_seed, main, run_experiment, train_seed
 
 __all__ = [
     "GENERATED",

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .presets import COMMON, GENERATED, PRESETS
+from hf_carto.experiment.presets import COMMON, GENERATED, PRESETS
 
 
 @dataclass
@@ -115,7 +115,7 @@ class CartoArguments:
     detectors: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Hotspot detectors (hf_carto.detectors: memorization, final_loss, loss_std, ...): for every "
+            "help": "Hotspot detectors (hf_carto.score.detectors: memorization, final_loss, loss_std, ...): for every "
             "prune and down-weighting fraction, one arm per detector plus the random arm, in place of the "
             "memorization sweep."
         },
@@ -304,7 +304,7 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
     if carto.snapshots_per_epoch < 1:
         problems.append(f"snapshots_per_epoch must be >= 1; got {carto.snapshots_per_epoch}")
     if carto.snapshot_rows is not None:
-        from hf_carto.recording import check_snapshot_rows
+        from hf_carto.record.recording import check_snapshot_rows
 
         try:
             check_snapshot_rows(carto.snapshot_rows)
@@ -333,7 +333,7 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
     if carto.downweight_alpha is not None and not 0.0 < carto.downweight_alpha < 1.0:
         problems.append(f"downweight_alpha must lie in (0, 1); got {carto.downweight_alpha}")
     problems += _detector_problems(carto.detectors)
-    from hf_carto.policy import POLICIES
+    from hf_carto.curation.policy import POLICIES
 
     if carto.policy not in POLICIES:
         problems.append(f"--policy {carto.policy!r}: choose one of {list(POLICIES)}")
@@ -380,7 +380,7 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
 
 
 def _detector_problems(detectors: list[str]) -> list[str]:
-    from hf_carto.detectors import detector_names
+    from hf_carto.score.detectors import detector_names
 
     if not detectors:
         return []

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .arguments import CartoArguments, DataArguments, ModelArguments
-from .presets import GENERATED
-from .results import MAPPING_RUN, tradeoff_points, write_frontier_figures
+from hf_carto.experiment.arguments import CartoArguments, DataArguments, ModelArguments
+from hf_carto.experiment.presets import GENERATED
+from hf_carto.experiment.results import MAPPING_RUN, tradeoff_points, write_frontier_figures
 
 
 def default_dataset_id(data_args: DataArguments) -> str:
     """A placeholder Hub id named after the data, for the card when --hub_dataset_id is not given."""
-    from hf_carto.hub import repo_name
+    from hf_carto.publish.hub import repo_name
 
     if data_args.train_file is not None:
         source = Path(data_args.train_file).stem  # wiki.train.raw -> wiki.train
@@ -41,7 +41,7 @@ def mean_std(values: list[float], fmt: str) -> str:
 
 
 def _overview(report: dict) -> list[str]:
-    from hf_carto.comparison import METRICS
+    from hf_carto.measure.comparison import METRICS
 
     s = report["settings"]
     counts = report["data_counts"]
@@ -97,10 +97,10 @@ def _planted_blocks(counts: dict, num_blocks: int) -> str:
 
 
 def format_reading(report: dict) -> list[str]:
-    """The report's reading (:func:`hf_carto.comparison.reading_statements`) as short bullets: what
+    """The report's reading (:func:`hf_carto.measure.comparison.reading_statements`) as short bullets: what
     the no-intervention arm leaves to show, then one bullet per curated arm against its random
     control, one sub-bullet per metric."""
-    from hf_carto.comparison import reading_statements
+    from hf_carto.measure.comparison import reading_statements
 
     preamble, arms = reading_statements(report["summary"], report["comparisons"])
     lines = ["**Reading:**", "", *(f"- {sentence}" for sentence in preamble)]
@@ -113,7 +113,7 @@ def format_reading(report: dict) -> list[str]:
 
 
 def _paired_differences(report: dict) -> list[str]:
-    from hf_carto.comparison import COMPARED, format_difference, units_on
+    from hf_carto.measure.comparison import COMPARED, format_difference, units_on
 
     lines = [
         "",
@@ -152,7 +152,7 @@ def _interval_text(diff: dict | None, fmt: str) -> str:
 
 def _frontier(report: dict) -> list[str]:
     """The budget frontier (every curated and random arm with a budget) and the recommendation."""
-    from hf_carto.frontier import frontier_points
+    from hf_carto.measure.frontier import frontier_points
 
     if "recommendation" not in report:
         return []
@@ -259,7 +259,7 @@ def _row_evidence(report: dict) -> list[str]:
     k_range = first.get("leak_k_range")
     if k_range is None and first.get("leak_k"):  # reports written before k_range: the k values seen
         k_range = [min(first["leak_k"]), max(first["leak_k"])]
-    from hf_carto.leakage_columns import describe_k
+    from hf_carto.measure.leakage_columns import describe_k
 
     lines += [
         "",
@@ -333,7 +333,8 @@ def _detection(report: dict) -> list[str]:
         "",
         "## Which blocks the detectors find",
         "",
-        "Each detector (hf_carto.detectors) ranks every scored training block, higher score = curate first, equal "
+        "Each detector (hf_carto.score.detectors) ranks every scored training block, higher score = curate first, "
+        "equal "
         "scores by sample_id; a budget arm treats the top of its ranking. AP is the average precision over the whole "
         "ranking (a random ranking scores about the base rate); P@f and R@f are the precision and recall of the "
         "top fraction f, the cut a budget f makes. Means over seeds ± their standard deviation (ddof = 0).",
@@ -429,8 +430,8 @@ def _data_map(scored, fit, seed: int, out: Path, tokenizer=None) -> Path:
     """``data_map.png`` (canary blocks circled) and, beside it, the interactive ``data_map.html``
     (hover a block for its id, scores, leakage columns and text; canary blocks left out)."""
     from hf_carto import write_interactive_map
-    from hf_carto.columns import read_columns
-    from hf_carto.plots import plot_data_map
+    from hf_carto.core.columns import read_columns
+    from hf_carto.core.plots import plot_data_map
 
     write_interactive_map(scored, out / "data_map.html", fit=fit, tokenizer=tokenizer, title=f"Data map (seed {seed})")
     cols = read_columns(scored, ["carto_difficulty", "carto_memorization", "carto_quadrant", "is_canary"])
@@ -450,13 +451,13 @@ def _data_map(scored, fit, seed: int, out: Path, tokenizer=None) -> Path:
 
 def _model_card(report: dict, model_args: ModelArguments, data_args, carto: CartoArguments, model_id, dataset_id):
     from hf_carto import render_model_card
-    from hf_carto.comparison import METRICS
+    from hf_carto.measure.comparison import METRICS
 
     results = [
         {"arm": arm, **{key: entry[key]["values"] for key, _, _ in METRICS if key != "perplexity_change"}}
         for arm, entry in report["summary"].items()
     ]
-    from .training import curation_policy
+    from hf_carto.experiment.stage_training import curation_policy
 
     policy = curation_policy(carto)
     curation = {
@@ -494,11 +495,10 @@ def write_outputs(
 ) -> None:
     """Figures, the curated dataset (save_to_disk and Hub layout), the model card; push if asked."""
     from hf_carto import LossStore, apply_interventions, cartography_summary, plot_tradeoffs
-    from hf_carto.hub import export_hub_layout, mark_private, push_curated_dataset, push_model
-    from hf_carto.io import save_scored
-    from hf_carto.policy import curate
-
-    from .training import curation_policy
+    from hf_carto.core.io import save_scored
+    from hf_carto.curation.policy import curate
+    from hf_carto.experiment.stage_training import curation_policy
+    from hf_carto.publish.hub import export_hub_layout, mark_private, push_curated_dataset, push_model
 
     seed = carto.seeds[0]
     scored, fit = seeds_data[seed]

@@ -23,9 +23,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from hf_carto.locking import LOCK_FILE, FolderLocked, folder_lock, lock_holder, remove_stale_staging
-
-from .arguments import CartoArguments, DataArguments, ModelArguments, is_local
+from hf_carto.core.locking import LOCK_FILE, FolderLocked, folder_lock, lock_holder, remove_stale_staging
+from hf_carto.experiment.arguments import CartoArguments, DataArguments, ModelArguments, is_local
 
 # Settings that may change between a run and its resumption; every other field of the experiment's
 # own arguments must match.
@@ -54,7 +53,7 @@ _OWN_SETTINGS = {"seeds", "burn_in", "eps", "per_device_train_batch_size"}
 
 
 def write_json(path: Path, data: Any) -> None:
-    from hf_carto.atomic import write_json_atomic
+    from hf_carto.core.atomic import write_json_atomic
 
     write_json_atomic(data, path)
 
@@ -201,7 +200,7 @@ def _not_a_run_folder(out: Path, entries: list[str]) -> str:
 
 
 def _clear(out: Path) -> None:
-    """Remove everything in ``out`` but its lock file (held by this run; see hf_carto.locking) and
+    """Remove everything in ``out`` but its lock file (held by this run; see hf_carto.core.locking) and
     its :data:`RUN_MARKER`.
 
     Raises:

@@ -13,14 +13,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .arguments import CartoArguments, DataArguments, ModelArguments, check_arguments, parse_arguments
-from .data import PreparedData, check_inputs, prepare_data
-from .detection import detection_section
-from .evaluation import eval_settings, evaluate_saved_model, leakage_probes, trained_by_every_arm
-from .outputs import format_markdown, write_outputs
-from .results import MAPPING_RUN, arm_rows, build_report, cartography_section
-from .run_folder import CONFIG, StageTimer, open_run_folder, record_settings, run_settings, write_json
-from .training import add_row_evidence, keep_unscored, make_arms, mapping_run, score_blocks, train_arm
+from hf_carto.experiment.arguments import (
+    CartoArguments,
+    DataArguments,
+    ModelArguments,
+    check_arguments,
+    parse_arguments,
+)
+from hf_carto.experiment.outputs import format_markdown, write_outputs
+from hf_carto.experiment.results import MAPPING_RUN, arm_rows, build_report, cartography_section
+from hf_carto.experiment.run_folder import (
+    CONFIG,
+    StageTimer,
+    open_run_folder,
+    record_settings,
+    run_settings,
+    write_json,
+)
+from hf_carto.experiment.stage_data import PreparedData, check_inputs, prepare_data
+from hf_carto.experiment.stage_detection import detection_section
+from hf_carto.experiment.stage_evaluation import (
+    eval_settings,
+    evaluate_saved_model,
+    leakage_probes,
+    trained_by_every_arm,
+)
+from hf_carto.experiment.stage_training import (
+    add_row_evidence,
+    keep_unscored,
+    make_arms,
+    mapping_run,
+    score_blocks,
+    train_arm,
+)
 
 
 @dataclass
@@ -42,7 +67,7 @@ def _report_to(training) -> list[str]:
 
 def _check_push(carto: CartoArguments, training) -> None:
     if training.push_to_hub:
-        from hf_carto.hub import check_repo_id
+        from hf_carto.publish.hub import check_repo_id
 
         if not (training.hub_model_id and carto.hub_dataset_id):
             raise SystemExit("--push_to_hub needs --hub_model_id and --hub_dataset_id")
@@ -60,7 +85,7 @@ def train_seed(seed: int, model_args, carto: CartoArguments, training, data: Pre
             data.blocks, seed_dir / "mapping", mapping["burn_in_step"], carto, seed_dir / "scored"
         )
     if state.is_main_process and "tensorboard" in _report_to(training):
-        from hf_carto.trackers import log_cartography, tracker_log_dir
+        from hf_carto.record.trackers import log_cartography, tracker_log_dir
 
         # beside the mapping run's snapshots: quadrant counts, thresholds, the data map
         log_cartography(scored, fit, tracker_log_dir(seed_dir / "mapping"), step=mapping["global_step"])

@@ -17,12 +17,12 @@ import torch
 def main(argv: list[str]) -> None:
     from accelerate import PartialState
 
-    from hf_carto.batching import map_batches, split_across_processes
-    from hf_carto.canaries import make_canaries
-    from hf_carto.data import CorpusConfig, generate_corpus
-    from hf_carto.models import tiny_gpt2
-    from hf_carto.report import evaluate_model
-    from hf_carto.tokenization import train_bpe_tokenizer
+    from hf_carto.core.batching import map_batches, split_across_processes
+    from hf_carto.core.models import tiny_gpt2
+    from hf_carto.data.canaries import make_canaries
+    from hf_carto.data.generated import CorpusConfig, generate_corpus
+    from hf_carto.data.tokenization import train_bpe_tokenizer
+    from hf_carto.measure.model_report import evaluate_model
 
     state = PartialState(cpu=True)
     out = Path(argv[0])

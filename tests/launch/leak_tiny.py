@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from hf_carto.leakage_columns import add_leakage_columns
-from hf_carto.models import tiny_gpt2
+from hf_carto.core.models import tiny_gpt2
+from hf_carto.measure.leakage_columns import add_leakage_columns
 
 
 def main(argv: list[str]) -> None:

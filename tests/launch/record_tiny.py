@@ -25,7 +25,7 @@ def make_dataset(num_samples: int, block_size: int, vocab_size: int, seed: int) 
 
 
 def make_model(vocab_size: int, block_size: int, seed: int):
-    from hf_carto.models import tiny_gpt2
+    from hf_carto.core.models import tiny_gpt2
 
     return tiny_gpt2(
         vocab_size,
@@ -57,9 +57,9 @@ def add_interventions(dataset: Dataset, seed: int) -> Dataset:
 def run_trainer(args, dataset, model) -> None:
     from transformers import Trainer, TrainingArguments
 
-    from hf_carto.callback import CartographyCallback
-    from hf_carto.recording_trainer import RecordingConfig, RecordingTrainer
-    from hf_carto.trainer import CartoTrainer
+    from hf_carto.curation.weighted_trainer import CartoTrainer
+    from hf_carto.record.callback import CartographyCallback
+    from hf_carto.record.recording_trainer import RecordingConfig, RecordingTrainer
 
     if args.iterable:
         dataset = dataset.to_iterable_dataset(num_shards=1)
@@ -114,8 +114,8 @@ def run_accelerate_loop(args, dataset, model) -> None:
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
-    from hf_carto.losses import per_sample_loss
-    from hf_carto.recording import LossRecorder
+    from hf_carto.record.losses import per_sample_loss
+    from hf_carto.record.recording import LossRecorder
 
     accelerator = Accelerator(cpu=True)
     train_loader = DataLoader(

@@ -1,0 +1,1 @@
+"""The ``hf-carto`` command line: one module per command."""

@@ -1,0 +1,1 @@
+"""Acting on the scores: curation policies, the comparison arms, and weighted retraining."""

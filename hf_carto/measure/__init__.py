@@ -1,0 +1,1 @@
+"""Leakage and its comparison: extraction, exposure, contamination, membership, detection quality, statistics."""

@@ -1,0 +1,258 @@
+"""The budget frontier: what each curation policy buys in leakage for what it costs in perplexity.
+
+A report over seeds (:func:`hf_carto.experiment.combine`, or one multi-seed run) holds, for every
+arm, its metrics and the paired differences against no intervention and against random at the
+same budget (:func:`hf_carto.measure.comparison.compare_arms`). :func:`frontier_points` turns them into one
+point per curated arm, grouped into lines (a detector through its budgets); :func:`plot_frontier`
+draws leakage against perplexity cost with the paired 95% intervals as bars;
+:func:`recommend_policy` picks the arm with the largest extraction reduction at a perplexity cost
+within a bound, and says plainly when none reduces extraction measurably.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hf_carto.measure.comparison import control_of
+
+__all__ = ["FrontierPoint", "parse_arm", "frontier_points", "plot_frontier", "recommend_policy", "PAPER_BAR"]
+
+#: The paper's claim to aim at: at least 40% fewer extractions at no more than 1% perplexity cost.
+PAPER_BAR = {"extraction_reduction": 0.40, "perplexity_cost": 0.01}
+
+_ARM = re.compile(r"^(?P<policy>.+)_(?P<kind>prune|downweight)(?P<fraction>[0-9][0-9.e+-]*)$")
+_LEAKAGE = ("extraction_success", "mean_exposure", "contamination_recall", "planted_mia_auc")
+
+FrontierPoint = dict  # one arm: see frontier_points
+
+
+def parse_arm(arm: str) -> dict[str, Any] | None:
+    """``{"policy", "kind", "fraction"}`` of a budget arm's name (``loss_std_prune0.05`` ->
+    ``loss_std``, ``prune``, 0.05); the paper's per-quadrant rules (``gendatacarto``) are
+    ``{"policy": "quadrants", "kind": "quadrants", "fraction": None}``; None for anything else
+    (no_intervention, random at the quadrant rules' budget, the mapping run).
+
+    Example:
+        >>> parse_arm("combined_downweight0.02")
+        {'policy': 'combined', 'kind': 'downweight', 'fraction': 0.02}
+    """
+    if arm == "gendatacarto":
+        return {"policy": "quadrants", "kind": "quadrants", "fraction": None}
+    match = _ARM.match(arm)
+    if not match:
+        return None
+    try:
+        fraction = float(match["fraction"])
+    except ValueError:
+        return None
+    policy = "memorization_sweep" if match["policy"] == "gendatacarto" else match["policy"]
+    return {"policy": policy, "kind": match["kind"], "fraction": fraction}
+
+
+def _difference(comparisons: dict, arm: str, control: str, key: str) -> dict[str, Any] | None:
+    result = comparisons.get(f"{arm} vs {control}", {}).get(key)
+    if result is None:
+        return None
+    return {
+        "difference": result["difference"],
+        "interval": result.get("interval"),
+        "verdict": result.get("verdict"),
+        "units": result.get("unit"),
+        "num_seeds": result.get("num_seeds"),
+    }
+
+
+def frontier_points(report: dict[str, Any]) -> list[FrontierPoint]:
+    """One point per curated or random arm of ``report`` with a budget (and the quadrant rules and
+    their random control), plus the no-intervention origin.
+
+    Each point: ``arm``, ``family`` (the line it belongs to), ``policy``/``kind``/``fraction``
+    (:func:`parse_arm`), ``fraction_pruned`` (mean over seeds), the mean of every leakage metric and
+    of ``perplexity_change``, and under ``vs_none`` / ``vs_random`` the paired differences (with
+    their 95% intervals and verdicts) against no intervention and against random at the same budget.
+    """
+    summary, comparisons = report["summary"], report["comparisons"]
+    if "no_intervention" not in summary:
+        raise ValueError("the report has no no_intervention arm: the frontier has no origin")
+    families = {row["arm"]: row["family"] for row in report["rows"]}
+    points = []
+    for arm, entry in summary.items():
+        if arm == "mapping_run":
+            continue
+        parsed = parse_arm(arm)
+        if arm == "no_intervention":
+            parsed = {"policy": "none", "kind": "none", "fraction": 0.0}
+        elif arm == "random":
+            parsed = {"policy": "random", "kind": "quadrants", "fraction": None}
+        if parsed is None:
+            continue
+        point = {"arm": arm, "family": families.get(arm, arm), **parsed}
+        point["fraction_pruned"] = entry["fraction_pruned"]["mean"]
+        point["num_seeds"] = len(entry["seeds"])
+        for key in (*_LEAKAGE, "perplexity_change"):
+            value = entry.get(key, {}).get("mean", float("nan"))
+            point[key] = value
+        control = control_of(arm)
+        point["vs_none"] = {
+            k: d for k in (*_LEAKAGE, "perplexity") if (d := _difference(comparisons, arm, "no_intervention", k))
+        }
+        point["vs_random"] = (
+            {k: d for k in (*_LEAKAGE, "perplexity") if (d := _difference(comparisons, arm, control, k))}
+            if control
+            else {}
+        )
+        points.append(point)
+    return points
+
+
+def _policy_of(point: FrontierPoint, settings: dict[str, Any]) -> dict[str, Any]:
+    weight = 0.0
+    if point["kind"] == "downweight":
+        weight = settings.get("downweight_alpha")
+        weight = settings.get("alpha") if weight is None else weight
+    elif point["kind"] == "quadrants":
+        weight = settings.get("alpha")
+    return {"detector": point["policy"], "kind": point["kind"], "budget": point["fraction"], "weight": weight}
+
+
+def recommend_policy(report: dict[str, Any], *, max_perplexity_cost: float = 0.01) -> dict[str, Any]:
+    """The curated arm with the largest mean extraction reduction against no intervention among
+    those whose mean relative perplexity change is at most ``max_perplexity_cost``, counted only
+    when its paired 95% interval against no intervention lies below zero (a reduction the seeds
+    and canaries support). Random arms are controls, never recommended.
+
+    Returns ``{"policy": {...} or None, "point": ..., "reason": str, "meets_paper_bar": bool,
+    "relative_reduction": float, "candidates": [...]}``; ``policy`` is None, with the reason,
+    when no arm qualifies.
+    """
+    points = frontier_points(report)
+    base = next(p for p in points if p["arm"] == "no_intervention")
+    candidates = []
+    for point in points:
+        if point["policy"] in ("none", "random"):
+            continue
+        extraction = point["vs_none"].get("extraction_success")
+        cost = point["perplexity_change"]
+        if extraction is None or not math.isfinite(cost):
+            continue
+        interval = extraction.get("interval")
+        # "lower", or "lower than <control>" when the comparison names its control
+        measured = interval is not None and interval[1] < 0 and str(extraction.get("verdict")).startswith("lower")
+        candidates.append(
+            {
+                "arm": point["arm"],
+                "reduction": -extraction["difference"],
+                "interval": interval,
+                "perplexity_change": cost,
+                "within_cost": cost <= max_perplexity_cost,
+                "measured": measured,
+            }
+        )
+    eligible = [c for c in candidates if c["within_cost"] and c["measured"]]
+    base_rate = base["extraction_success"]
+    result: dict[str, Any] = {
+        "max_perplexity_cost": max_perplexity_cost,
+        "no_intervention_extraction": base_rate,
+        "candidates": sorted(candidates, key=lambda c: -c["reduction"]),
+    }
+    nothing = {**result, "policy": None, "point": None, "meets_paper_bar": False, "relative_reduction": math.nan}
+    if base_rate == 0:
+        return {**nothing, "reason": "the no-intervention arm extracts nothing: no reduction can be shown"}
+    if not eligible:
+        best = max(candidates, key=lambda c: c["reduction"], default=None)
+        why = f"; the largest mean reduction is {best['arm']}'s" if best else ""
+        reason = f"no curated arm lowers extraction measurably at <= {max_perplexity_cost:.1%} perplexity cost{why}"
+        return {**nothing, "reason": reason}
+    chosen = max(eligible, key=lambda c: (c["reduction"], -c["perplexity_change"]))
+    point = next(p for p in points if p["arm"] == chosen["arm"])
+    relative = chosen["reduction"] / base_rate
+    meets = (
+        relative >= PAPER_BAR["extraction_reduction"] and chosen["perplexity_change"] <= PAPER_BAR["perplexity_cost"]
+    )
+    return {
+        **result,
+        "policy": _policy_of(point, report.get("settings", {})),
+        "point": point,
+        "relative_reduction": relative,
+        "meets_paper_bar": meets,
+        "reason": f"{chosen['arm']}: the largest extraction reduction measured at <= {max_perplexity_cost:.1%} "
+        "perplexity cost",
+    }
+
+
+def plot_frontier(
+    points: Sequence[FrontierPoint],
+    path: str | Path,
+    *,
+    metric: str = "extraction_success",
+    label: str = "canary extraction",
+    percent: bool = True,
+) -> Path:
+    """``metric`` against relative perplexity change, one line per family through its budgets
+    (starting at the no-intervention origin), bars the paired 95% intervals against no
+    intervention (vertical: the metric, offset by the no-intervention mean; horizontal: perplexity).
+    The quadrant rules and dedup are single points."""
+    from hf_carto.core.plots import new_figure, save_figure
+
+    base = next(p for p in points if p["arm"] == "no_intervention")
+    scale = 100.0 if percent else 1.0
+    fig, ax = new_figure((7.5, 5))
+    lines: dict[str, list[FrontierPoint]] = {}
+    for point in points:
+        if point["arm"] != "no_intervention":
+            lines.setdefault(point["family"], []).append(point)
+    for family, members in sorted(lines.items()):
+        budgeted = [p for p in members if p["fraction"] is not None]
+        members = sorted(budgeted, key=lambda p: p["fraction"]) if budgeted else members
+        chain = ([base] if budgeted and len(budgeted) > 1 else []) + members
+        xs = [100.0 * p["perplexity_change"] for p in chain]
+        ys = [scale * p[metric] for p in chain]
+        xerr = [
+            [0.0, 0.0] if p is base else _err(p, "perplexity", 100.0 * p["perplexity_change"], 100.0) for p in chain
+        ]
+        yerr = [
+            [0.0, 0.0] if p is base else _err(p, metric, scale * p[metric], scale, origin=base[metric]) for p in chain
+        ]
+        style = "--" if family.startswith("random") else "-"
+        ax.errorbar(
+            xs,
+            ys,
+            xerr=np.asarray(xerr).T,
+            yerr=np.asarray(yerr).T,
+            marker="o",
+            linestyle=style if len(chain) > 1 else "none",
+            capsize=2,
+            linewidth=1.2,
+            markersize=4,
+            label=family,
+        )
+    ax.axhline(scale * base[metric], color="grey", linewidth=0.8, linestyle=":")
+    ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
+    ax.axvline(100.0 * PAPER_BAR["perplexity_cost"], color="red", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("validation perplexity change against no intervention (%)")
+    ax.set_ylabel(label + (" (%)" if percent else ""))
+    ax.set_title(f"{label} against perplexity cost; bars: paired 95% intervals vs no intervention", fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+    return save_figure(fig, path)
+
+
+def _err(point: FrontierPoint, key: str, value: float, scale: float, origin: float | None = None) -> list[float]:
+    """Distances below and above ``value`` of the paired interval against no intervention; the
+    interval of a difference is placed at ``origin + difference`` (or at the value itself)."""
+    diff = point["vs_none"].get(key)
+    if not diff or diff.get("interval") is None:
+        return [0.0, 0.0]
+    low, high = diff["interval"]
+    centre = diff["difference"]
+    if origin is not None:
+        low, high, centre = origin + low, origin + high, origin + centre
+    low, high = scale * low, scale * high
+    if origin is not None:  # a rate or an exposure cannot fall below 0: the bar stops there
+        low = max(low, 0.0)
+    return [max(0.0, value - low), max(0.0, high - value)]

@@ -1,0 +1,36 @@
+"""`evaluate` metric: exact-match extraction rate of secrets from greedy continuations.
+
+metric = evaluate.load("path/to/hf_carto/measure/metrics/extraction_success")
+metric.compute(predictions=generated_secrets, references=true_secrets)
+"""
+
+import datasets
+import evaluate
+
+_DESCRIPTION = """Fraction of canaries whose greedy continuation reproduces the secret exactly
+(surrounding whitespace ignored)."""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `str`): decoded greedy continuations of the canary prefixes.
+    references (`list` of `str`): the secrets.
+Returns:
+    extraction_success (`float`), num_extracted (`int`).
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class ExtractionSuccess(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
+        )
+
+    def _compute(self, predictions, references):
+        hits = [p.strip() == r.strip() for p, r in zip(predictions, references, strict=True)]
+        return {"extraction_success": sum(hits) / len(hits) if hits else 0.0, "num_extracted": int(sum(hits))}

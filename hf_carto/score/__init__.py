@@ -1,0 +1,1 @@
+"""Scores from the loss matrix: difficulty, forget events, quadrants, detectors, duplicates, several runs."""
