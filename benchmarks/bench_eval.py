@@ -50,7 +50,7 @@ def bench_signals(num_samples: int) -> None:
 
 def bench_exposure(num_candidates: int) -> None:
     from hf_carto.data.tokenization import train_bpe_tokenizer
-    from hf_carto.measure.leakage import secret_log_perplexities
+    from hf_carto.measure.exposure import secret_log_perplexities
 
     tokenizer = train_bpe_tokenizer([f"the secret code is {i:06d}" for i in range(2000)], vocab_size=600)
     model = tiny_model(len(tokenizer))
@@ -72,7 +72,7 @@ def _timed(score, *args) -> tuple[float, np.ndarray]:
 
 def bench_cached_exposure(repeats: int) -> None:
     from hf_carto.data.tokenization import train_bpe_tokenizer
-    from hf_carto.measure.leakage import cached_secret_log_perplexities, secret_log_perplexities
+    from hf_carto.measure.exposure import cached_secret_log_perplexities, secret_log_perplexities
 
     texts = [f"the locker combination of employee walnut-{i} is {i * 7919 % 10**4:04d}" for i in range(2000)]
     tokenizer = train_bpe_tokenizer(texts, vocab_size=600)

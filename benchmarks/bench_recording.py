@@ -58,7 +58,8 @@ def report(
 def bench_train_mode(repeats: int) -> None:
     from transformers import Trainer, TrainingArguments
 
-    from hf_carto.record.recording_trainer import RecordingConfig, RecordingTrainer
+    from hf_carto.record.callback import RecordingConfig
+    from hf_carto.record.recording_trainer import RecordingTrainer
 
     dataset, model = tiny_setup(1024, 64, 4096)
     plain_data = dataset.remove_columns("sample_id")
@@ -101,7 +102,7 @@ def bench_train_mode(repeats: int) -> None:
 def bench_eval_mode(repeats: int) -> None:
     from torch.utils.data import DataLoader
 
-    from hf_carto.record.recording import LossRecorder
+    from hf_carto.record.recorder import LossRecorder
 
     dataset, model_fn = tiny_setup(1024, 64, 4096)
     model = model_fn().eval()
@@ -138,7 +139,7 @@ def _status(field: str) -> float:
 
 def bench_merge(num_samples: int, snapshots: int = 8) -> None:
     from hf_carto.record.merge import load_loss_matrix
-    from hf_carto.record.recording import LossStore, RecordingSettings
+    from hf_carto.record.store import LossStore, RecordingSettings
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

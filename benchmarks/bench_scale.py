@@ -194,7 +194,7 @@ memory.report(seconds=time.perf_counter() - start, fit_seconds=fitted, rows=len(
 
 
 def write_recording(run: Path, n: int, snapshots: int, ranks: int, seed: int = 0) -> None:
-    from hf_carto.record.recording import LossStore, RecordingSettings
+    from hf_carto.record.store import LossStore, RecordingSettings
 
     store = LossStore(run)
     store.create_or_check(RecordingSettings(mode="eval", world_size=ranks, num_samples=n))

@@ -1,9 +1,12 @@
 """Build-time additions to the docs site: the committed results (reports, figures, pilots) served
-beside the pages that cite them, and the command-line reference generated from the parsers."""
+beside the pages that cite them, and the references that would go stale if written by hand: the
+command line (from the parsers), the package layout (from the modules' docstrings) and the API
+(from the table of public names)."""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import io
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -13,6 +16,8 @@ from mkdocs.structure.files import File
 REPO = Path(__file__).resolve().parents[1]
 RESULT_SUFFIXES = {".md", ".png", ".json", ".py"}
 CLI_MARKER = "<!-- cli-reference -->"
+LAYOUT_MARKER = "<!-- package-layout -->"
+API_MARKER = "<!-- api-reference -->"
 
 
 def on_files(files, config):
@@ -46,7 +51,55 @@ def cli_reference() -> str:
     return "\n".join(lines)
 
 
+#: The stage packages in the order data flows through them.
+STAGES = ("core", "data", "record", "score", "curation", "measure", "publish", "experiment", "commands")
+
+
+def _summary(path: Path) -> str:
+    """The first sentence of a module's or package's docstring, on one line."""
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    return paragraph.split(". ")[0].rstrip(".")
+
+
+def package_layout() -> str:
+    """Every stage package of ``hf_carto`` and its modules, each described by its own docstring."""
+    package = REPO / "hf_carto"
+    lines = []
+    for stage in STAGES:
+        folder = package / stage
+        lines += [
+            f"### `hf_carto/{stage}/`",
+            "",
+            _summary(folder / "__init__.py") + ".",
+            "",
+            "| module | what it holds |",
+            "|---|---|",
+        ]
+        for module in sorted(folder.glob("*.py")):
+            if module.name != "__init__.py":
+                lines.append(f"| `{module.name}` | {_summary(module)} |")
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+            lines.append(f"| `{sub.name}/` | {_summary(sub / '__init__.py')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def api_reference() -> str:
+    """A section per stage, holding every module that defines a public name of ``hf_carto``."""
+    import hf_carto
+
+    modules = sorted(set(hf_carto._EXPORTS) | {m for m, _ in hf_carto._OPTIONAL_NAMES.values()})
+    lines = []
+    for stage in STAGES:
+        mine = [m for m in modules if m.split(".")[0] == stage]
+        if mine:
+            lines += [f"## `hf_carto.{stage}`", ""] + [f"::: hf_carto.{m}\n" for m in mine]
+    return "\n".join(lines)
+
+
 def on_page_markdown(markdown, page, config, files):
-    if CLI_MARKER in markdown:
-        return markdown.replace(CLI_MARKER, cli_reference())
+    for marker, build in ((CLI_MARKER, cli_reference), (LAYOUT_MARKER, package_layout), (API_MARKER, api_reference)):
+        if marker in markdown:
+            markdown = markdown.replace(marker, build())
     return markdown

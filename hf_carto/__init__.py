@@ -17,9 +17,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 #: The public names, each under the stage module that defines it: the one place they are written.
-#: Stages follow the data: core -> data -> record -> score -> curate -> measure -> publish.
+#: Stages follow the data: core -> data -> record -> score -> curation -> measure -> publish.
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "core.io": ("load_scored", "save_scored"),
+    "core.columns": ("Quadrant", "loss_columns"),
+    "core.eps": ("resolve_eps",),
+    "core.kernel": ("forget_event_counts",),
     "core.models": ("tiny_gpt2",),
     "data.canaries": (
         "Canary",
@@ -31,21 +33,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "save_registry",
     ),
     "data.tokenization": ("train_bpe_tokenizer",),
-    "record.callback": ("CartographyCallback", "ensure_sample_ids"),
+    "record.callback": ("CartographyCallback", "RecordingConfig", "ensure_sample_ids"),
     "record.losses": ("per_sample_loss", "token_nll"),
     "record.merge": ("LossMatrix", "add_loss_columns", "load_loss_matrix"),
-    "record.recording": ("LossRecorder", "LossStore", "RecordingSettings"),
-    "record.recording_trainer": ("LossRecordingMixin", "RecordingConfig", "RecordingTrainer"),
+    "record.recorder": ("LossRecorder",),
+    "record.recording_trainer": ("LossRecordingMixin", "RecordingTrainer"),
+    "record.store": ("LossStore", "RecordingSettings"),
     "record.trackers": ("log_cartography",),
-    "score.cartography": (
-        "CartographyFit",
-        "add_cartography",
-        "apply_interventions",
-        "cartography_summary",
-        "fit_cartography",
-        "format_summary",
-        "loss_columns",
-    ),
+    "score.cartography": ("CartographyFit", "add_cartography", "fit_cartography"),
     "score.detectors": (
         "DETECTORS",
         "Detector",
@@ -54,23 +49,22 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "detector_scores",
         "top_budget",
     ),
+    "score.scored_io": ("load_scored", "save_scored"),
     "score.duplicates": ("add_duplicate_columns", "duplicate_clusters", "hotspot_duplication"),
     "score.scores": (
         "BudgetSelection",
-        "Quadrant",
         "QuadrantAssignment",
         "TrainingDynamics",
         "assign_quadrants",
         "difficulty",
-        "forget_event_counts",
         "forget_events",
         "memorization",
         "never_learned",
         "planted_vs_quadrant",
-        "resolve_eps",
         "select_top_memorized",
         "training_dynamics",
     ),
+    "curation.interventions": ("apply_interventions",),
     "curation.arms": ("Arms", "arm_budget", "build_arms", "build_detector_arms", "continue_from_checkpoint"),
     "curation.policy": ("CurationPolicy", "PAPER", "RECOMMENDED", "curate"),
     "curation.weighted_trainer": ("CartoTrainer", "WeightedEpochSampler", "prepare_curated_dataset"),
@@ -84,13 +78,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "precision_recall_at",
         "precision_recall_curve",
     ),
-    "measure.leakage": (
-        "canary_extraction",
-        "contamination_recall",
-        "exposure",
-        "exposure_rank",
-        "perplexity",
-    ),
+    "measure.extraction": ("canary_extraction",),
+    "measure.exposure": ("exposure", "exposure_rank"),
+    "measure.contamination": ("contamination_recall",),
+    "measure.perplexity": ("perplexity",),
     "measure.leakage_columns": ("add_leakage_columns", "leakage_evidence", "leakage_summary"),
     "measure.membership": ("membership_metrics", "membership_signals", "roc_auc", "tpr_at_fpr"),
     "measure.model_report": (
@@ -100,7 +91,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "evaluate_model",
         "plot_tradeoffs",
     ),
-    "publish.hub": ("export_hub_layout", "push_curated_dataset", "push_model", "render_model_card"),
+    "publish.summary": ("cartography_summary", "format_summary"),
+    "publish.export": ("export_hub_layout",),
+    "publish.push": ("push_curated_dataset", "push_model"),
+    "publish.model_card": ("render_model_card",),
     "publish.interactive_map": ("write_interactive_map",),
 }
 _NAME_TO_SUBMODULE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -55,23 +55,10 @@ from __future__ import annotations
 
 import sys
 
-from hf_carto.experiment import (  # noqa: F401  (re-exported: the recipe's names before the package held them)
-    PRESETS,
-    CartoArguments,
-    DataArguments,
-    ModelArguments,
-    parse_arguments,
-    run_experiment,
-)
+from hf_carto.experiment import main
 from hf_carto.experiment.arguments import run_command_line
 
-
-def main(argv: list[str] | None = None) -> dict | None:
-    """Parse the arguments (``--preset`` gives the defaults, every flag wins over it), then run or
-    resume the experiment: data, mapping run, scores, arms, evaluation, report and outputs."""
-    model_args, data_args, carto, training = parse_arguments(argv)
-    return run_experiment(model_args, data_args, carto, training)
-
-
 if __name__ == "__main__":
-    sys.exit(run_command_line(main, sys.argv[1:]))  # a refusal: its message alone, status 2
+    # ``main`` parses the arguments (``--preset`` gives the defaults, every flag wins over it), then
+    # runs or resumes the experiment; a refusal prints its message alone and exits with status 2.
+    sys.exit(run_command_line(main, sys.argv[1:]))

@@ -16,7 +16,7 @@ optimizer state with the same seed: `no_intervention`, `gendatacarto` (top `prun
 memorization removed) and `random` (the same number of random samples removed).
 
 Every arm is scored by plain greedy decoding from each canary's prompt, stopping at end-of-text,
-compared by characters (:func:`hf_carto.measure.leakage.score_extraction`); never-inserted control
+compared by characters (:func:`hf_carto.measure.extraction.score_extraction`); never-inserted control
 canaries, decoded the same way, give the extraction floor. With several seeds the report gives
 paired differences (canary x seed for extraction, seed for relative held-out perplexity) with 95%
 intervals. It also reports how well each quadrant recovers the planted duplicates, canaries and
@@ -232,7 +232,7 @@ def greedy_continuation(model, prompt: list[int], max_new_tokens: int, eos_token
 def extraction(model, tokenizer, canaries) -> dict:
     """Greedy continuation of every canary's prompt, up to its secret's token count plus
     ``BOUNDARY_TOKENS``, decoded to text and scored by characters."""
-    from hf_carto.measure.leakage import score_extraction
+    from hf_carto.measure.extraction import score_extraction
 
     model.eval()
     texts, stopped = [], []
@@ -760,23 +760,24 @@ def format_report(args: LstmCanaryArguments, results: list[dict], table: dict, c
 
 def main(argv: list[str] | None = None) -> dict:
     from hf_carto.experiment.arguments import command_line_parser, parse_command_line
+    from hf_carto.experiment.errors import SettingsError
 
     (args,) = parse_command_line(command_line_parser((LstmCanaryArguments,)), argv)
     if not 1 <= args.burn_in < args.epochs:
-        raise SystemExit(f"burn_in must be in [1, epochs - 1] = [1, {args.epochs - 1}]; got {args.burn_in}")
+        raise SettingsError(f"burn_in must be in [1, epochs - 1] = [1, {args.epochs - 1}]; got {args.burn_in}")
     if args.detectors:
         from hf_carto.score.detectors import detector_names
 
         try:
             detector_names(args.detectors)
         except ValueError as err:
-            raise SystemExit(f"--detectors: {err}") from None
+            raise SettingsError(f"--detectors: {err}") from None
     outside = [d for d in args.frontier_detectors if d not in args.detectors]
     if outside:
-        raise SystemExit(f"--frontier_detectors {outside} are not among --detectors {args.detectors}")
+        raise SettingsError(f"--frontier_detectors {outside} are not among --detectors {args.detectors}")
     bad = [f for f in args.frontier_fractions if not 0 < f < 1 or f == args.prune_fraction]
     if bad or (args.frontier_fractions and not args.detectors):
-        raise SystemExit(
+        raise SettingsError(
             f"--frontier_fractions must lie in (0, 1), differ from --prune_fraction and come with --detectors; "
             f"got {args.frontier_fractions}"
         )

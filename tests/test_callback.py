@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from transformers import Trainer, TrainingArguments
 
-from hf_carto.record.callback import CartographyCallback
+from hf_carto.record.callback import CartographyCallback, RecordingConfig
 from hf_carto.record.merge import load_loss_matrix
-from hf_carto.record.recording_trainer import RecordingConfig, RecordingTrainer
+from hf_carto.record.recording_trainer import RecordingTrainer
 
 sys.path.insert(0, str(Path(__file__).parent / "launch"))
 from record_tiny import collate, make_dataset, make_model  # noqa: E402

@@ -12,8 +12,8 @@ import pytest
 from datasets import Dataset, load_from_disk
 
 from hf_carto.commands.main import main
-from hf_carto.core.io import FIT_FILE, SUMMARY_FILE
-from hf_carto.record.recording import LossStore, RecordingSettings
+from hf_carto.record.store import LossStore, RecordingSettings
+from hf_carto.score.scored_io import FIT_FILE, SUMMARY_FILE
 
 
 @pytest.fixture()
@@ -358,7 +358,7 @@ def test_every_command_prints_its_help_and_documents_every_option(command, capsy
 
 
 def test_the_summary_of_a_dataset_with_no_rows_is_refused_in_one_line(tmp_path, loss_parquet, capsys):
-    from hf_carto.core.io import load_scored, save_scored
+    from hf_carto.score.scored_io import load_scored, save_scored
 
     scored = tmp_path / "scored"
     assert score(loss_parquet, scored) == 0

@@ -18,8 +18,6 @@ PACKAGE_DIR = Path(hf_carto.__file__).resolve().parent
 def test_the_generated_corpus_and_packed_blocks_share_one_label_list():
     from hf_carto.data.generated import TRUTH_NAMES, CorpusConfig, generate_corpus
     from hf_carto.data.packing import pack_documents
-    from hf_carto.data.tokenization import train_bpe_tokenizer
-    from hf_carto.experiment.loop_demo import build_tokenizer
 
     assert TRUTH_NAMES == PLANTED_NAMES[: len(TRUTH_NAMES)]  # same ids for the kinds both hold
     corpus = generate_corpus(
@@ -29,7 +27,6 @@ def test_the_generated_corpus_and_packed_blocks_share_one_label_list():
     assert corpus.features[columns.TRUTH].names == TRUTH_NAMES
     assert blocks.features[columns.TRUTH].names == PLANTED_NAMES
     assert set(np.asarray(corpus[columns.TRUTH][:]).tolist()) == {0, 1, 2, 3}
-    assert build_tokenizer is train_bpe_tokenizer
 
 
 def test_loss_column_names_round_trip():

@@ -24,8 +24,8 @@ from hf_carto import (
     memorization,
     resolve_eps,
 )
-from hf_carto.core.io import FIT_FILE, load_scored, load_table, save_scored
-from hf_carto.score.cartography import read_columns
+from hf_carto.core.columns import read_columns
+from hf_carto.score.scored_io import FIT_FILE, load_scored, load_table, save_scored
 
 
 def make_dataset(losses: np.ndarray, *, ids_offset: int = 1000, extra: bool = True) -> Dataset:
@@ -388,10 +388,9 @@ def test_scoring_keeps_a_restricted_format_as_map_does(losses, kind):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
 def test_column_scores_equal_the_matrix_arithmetic_to_the_bit(dtype):
     """The fit and the map score a batch from its columns; the values are those of the float64
-    matrix formulas (mean of the burn-in slice, count_forget_events), bit for bit, whatever the
+    matrix formulas (mean of the burn-in slice, forget events of the matrix), bit for bit, whatever the
     column type, with exponents spread wide and eps between two float32 values."""
-    from hf_carto.score.cartography import _difficulty, _forget_counts
-    from hf_carto.score.scores import count_forget_events
+    from hf_carto.core.kernel import burn_in_difficulty, forget_count_dtype, forget_event_counts
 
     rng = np.random.default_rng(5)
     for snapshots in (2, 3, 9, 12):
@@ -405,9 +404,10 @@ def test_column_scores_equal_the_matrix_arithmetic_to_the_bit(dtype):
         matrix = values.astype(np.float64)
         for burn_in in range(1, snapshots):
             want = matrix[:, :burn_in].mean(axis=1)
-            assert _difficulty(columns, burn_in).tobytes() == want.tobytes()
+            assert burn_in_difficulty(columns, burn_in).tobytes() == want.tobytes()
         for eps in (4.7055, float(np.float32(4.7055)), 1e-20, 3.0):
-            np.testing.assert_array_equal(_forget_counts(columns, eps), count_forget_events(matrix, eps))
+            counts = forget_event_counts(columns, eps, dtype=forget_count_dtype(snapshots))
+            np.testing.assert_array_equal(counts, forget_event_counts(matrix, eps))
 
 
 def test_a_direct_map_over_python_lists_reads_none_as_a_non_finite_loss():

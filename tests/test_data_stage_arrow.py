@@ -15,7 +15,7 @@ from shared_data import WIKITEXT
 
 from hf_carto.data.canaries import canary_id_column
 from hf_carto.data.packing import insert_documents, pack_documents, whole_copies
-from hf_carto.experiment import parse_arguments
+from hf_carto.experiment import InputDataError, SettingsError, parse_arguments
 from hf_carto.experiment.stage_data import prepare_data
 
 
@@ -136,13 +136,13 @@ def test_a_streamed_dataset_folder_with_a_validation_file_gives_the_same_stage(t
 
 def test_streaming_and_budget_refusals_come_before_any_process_starts_the_stage(tmp_path):
     """Refused in check_arguments, which every process runs, not inside the main process's stage."""
-    with pytest.raises(SystemExit, match="--streaming needs a pretrained tokenizer"):
+    with pytest.raises(SettingsError, match="--streaming needs a pretrained tokenizer"):
         _check(tmp_path / "a", *_wikitext_args("--streaming", "true", "--train_tokenizer_vocab_size", "300"))
     args = [a for a in _wikitext_args("--streaming", "true") if a != str(WIKITEXT / "wiki.valid.raw")]
     args.remove("--validation_file")
-    with pytest.raises(SystemExit, match="--streaming needs --validation_file"):
+    with pytest.raises(SettingsError, match="--streaming needs --validation_file"):
         _check(tmp_path / "b", *args)
-    with pytest.raises(SystemExit, match="max_train_samples must be >= 1"):
+    with pytest.raises(SettingsError, match="max_train_samples must be >= 1"):
         _check(tmp_path / "c", *_wikitext_args("--max_train_samples", "0"))
 
 
@@ -156,7 +156,7 @@ def test_checking_inputs_does_not_read_a_streamed_training_file(tmp_path):
     )
     check_inputs(data_args)  # the validation file is read and fine; the stream is checked as it is read
     data_args.streaming = False
-    with pytest.raises(SystemExit, match="1 of 1 rows are null"):
+    with pytest.raises(InputDataError, match="1 of 1 rows are null"):
         check_inputs(data_args)
 
 

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from hf_carto.core.io import load_scored
+from hf_carto.core.columns import read_columns
 from hf_carto.data.generated import CorpusConfig
 from hf_carto.experiment.loop_demo import DemoConfig, run_demo
-from hf_carto.score.cartography import read_columns
+from hf_carto.score.scored_io import load_scored
 
 
 @pytest.mark.slow

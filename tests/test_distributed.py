@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from hf_carto.record.merge import load_loss_matrix
-from hf_carto.record.recording import LossStore
+from hf_carto.record.store import LossStore
 
 SCRIPT = Path(__file__).parent / "launch" / "record_tiny.py"
 sys.path.insert(0, str(SCRIPT.parent))

@@ -9,7 +9,7 @@ import pytest
 from datasets import Dataset
 
 from hf_carto.core.columns import DUP_EXACT_ID, DUP_EXACT_SIZE, DUP_NEAR_ID, DUP_NEAR_SIZE
-from hf_carto.score.cartography import apply_interventions
+from hf_carto.curation.interventions import apply_interventions
 from hf_carto.score.duplicates import add_duplicate_columns, duplicate_clusters, hotspot_duplication
 
 datasketch = pytest.importorskip("datasketch", reason="datasketch is a dependency: pip install -e '.[test]'")
@@ -150,7 +150,7 @@ def test_missing_columns_are_named():
 
 
 def test_the_summary_reports_duplicated_and_unique_hotspots():
-    from hf_carto.score.cartography import cartography_summary, format_summary
+    from hf_carto.publish.summary import cartography_summary, format_summary
 
     dataset = Dataset.from_dict(
         {

@@ -25,18 +25,12 @@ from hf_carto.data.canaries import (
 )
 from hf_carto.data.generated import CorpusConfig, generate_corpus
 from hf_carto.data.tokenization import train_bpe_tokenizer
-from hf_carto.measure.leakage import (
-    cached_secret_log_perplexities,
-    canary_extraction,
-    contamination_recall,
-    ensure_pad_token,
-    exposure,
-    exposure_rank,
-    greedy_continuations,
-    perplexity,
-    secret_log_perplexities,
-)
+from hf_carto.measure.causal_lm import ensure_pad_token, greedy_continuations
+from hf_carto.measure.contamination import contamination_recall
+from hf_carto.measure.exposure import cached_secret_log_perplexities, exposure, exposure_rank, secret_log_perplexities
+from hf_carto.measure.extraction import canary_extraction
 from hf_carto.measure.membership import membership_signals, roc_auc
+from hf_carto.measure.perplexity import perplexity
 
 pytestmark = pytest.mark.slow
 K = 8

@@ -11,7 +11,7 @@ import pytest
 from accelerate import PartialState
 from transformers import TrainingArguments, default_data_collator
 
-from hf_carto import RecordingConfig, RecordingTrainer
+from hf_carto import LossStore, RecordingConfig, RecordingTrainer
 from hf_carto.experiment import parse_arguments
 from hf_carto.experiment.stage_data import prepare_data
 from hf_carto.experiment.stage_evaluation import (
@@ -45,7 +45,7 @@ def test_arms_and_evaluation_run_around_an_own_mapping_run(tmp_path):
     per_epoch = steps_per_epoch(len(data.blocks), own, world_size=1)
     checkpoint = str(out / "mine" / f"checkpoint-{per_epoch}")
 
-    scored, fit = score_blocks(data.blocks, out / "mine", per_epoch, carto, out / "scored")
+    scored, fit = score_blocks(data.blocks, LossStore(out / "mine"), per_epoch, carto, out / "scored", seed=0)
     assert fit.num_snapshots == 2 and fit.burn_in == 1
     assert (out / "scored" / "done.json").exists()
     arms, cuts = make_arms(scored, carto, seed=0, fit=fit)

@@ -9,7 +9,7 @@ from datasets import Dataset
 
 from hf_carto import add_cartography, fit_cartography
 from hf_carto.core.columns import KEEP, LOSS_WEIGHT, PLANTED_NAMES, loss_column
-from hf_carto.experiment import parse_arguments
+from hf_carto.experiment import SettingsError, parse_arguments
 from hf_carto.experiment.arguments import check_arguments
 from hf_carto.experiment.stage_training import dedup_arms, make_arms
 
@@ -57,7 +57,7 @@ def test_dedup_prunes_all_but_one_copy_and_its_random_control_as_many(scored):
     removed = ~np.asarray(arms[name][1][KEEP])
     assert set(np.flatnonzero(removed)) == {51, 52, 53, 54, 55, 201, 202, 203}
     assert (~np.asarray(arms[f"random_prune{k / N:g}"][1][KEEP])).sum() == k
-    from hf_carto.experiment.outputs import _cut_line  # the report's line for this cut
+    from hf_carto.experiment.report_markdown import _cut_line  # the report's line for this cut
 
     assert (
         _cut_line(cut) == f"  - dedup: 8 blocks ({8 / N:.2%}) beyond the first of their cluster, 5 of 7 canary "
@@ -114,7 +114,7 @@ def test_the_paper_policy_adds_no_arm_and_bad_frontier_flags_are_refused(scored)
         model_args, data_args, carto, training = parse_arguments(
             ["--preset", "cpu-tiny", "--output_dir", "unused", *flags]
         )
-        with pytest.raises(SystemExit, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
             check_arguments(model_args, data_args, carto, training)
 
 

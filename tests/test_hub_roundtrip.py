@@ -18,8 +18,8 @@ import pytest
 from datasets import load_from_disk
 
 from hf_carto import add_cartography, apply_interventions, cartography_summary, fit_cartography
-from hf_carto.core.io import save_scored
 from hf_carto.data.generated import CorpusConfig, generate_corpus
+from hf_carto.score.scored_io import save_scored
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_standin import HubStandIn  # noqa: E402
@@ -201,7 +201,7 @@ def test_model_card_renders_and_is_pushed_with_the_model(servers, tmp_path):
     from huggingface_hub import ModelCard
 
     from hf_carto.core.models import tiny_gpt2
-    from hf_carto.publish.hub import render_model_card
+    from hf_carto.publish.model_card import render_model_card
 
     write, _, root = servers
     card = render_model_card(
@@ -231,7 +231,7 @@ def test_model_card_renders_and_is_pushed_with_the_model(servers, tmp_path):
     tiny_gpt2(50, n_layer=1, n_embd=8, n_head=2, n_positions=16).save_pretrained(model_dir)
     (tmp_path / "card.md").write_text(card)
     script = (
-        "import sys; from pathlib import Path; from hf_carto.publish.hub import push_model; "
+        "import sys; from pathlib import Path; from hf_carto.publish.push import push_model; "
         "r = push_model(sys.argv[1], 'someone/tiny-curated', Path(sys.argv[2]).read_text()); print(r.commit)"
     )
     result = subprocess.run(

@@ -10,7 +10,9 @@ import pytest
 
 from hf_carto.commands.main import main
 from hf_carto.record.merge import load_loss_matrix
-from hf_carto.record.recording import LossRecorder, LossStore, read_records
+from hf_carto.record.recorder import LossRecorder
+from hf_carto.record.shards import read_records
+from hf_carto.record.store import LossStore
 
 N = 64
 
@@ -104,7 +106,7 @@ def test_recordings_from_before_checksums_still_merge_unverified(tmp_path):
 
 def test_a_shard_written_after_its_snapshot_was_completed_is_refused(tmp_path):
     store = LossStore(tmp_path)
-    from hf_carto.record.recording import RecordingSettings
+    from hf_carto.record.store import RecordingSettings
 
     store.create_or_check(RecordingSettings(mode="eval", world_size=2, num_samples=4))
     ids = np.arange(4)

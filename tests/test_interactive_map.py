@@ -12,9 +12,9 @@ from datasets import ClassLabel, Dataset
 
 from hf_carto.commands.main import main
 from hf_carto.core.columns import PLANTED_NAMES
-from hf_carto.core.io import save_scored
 from hf_carto.publish.interactive_map import write_interactive_map
 from hf_carto.score.cartography import add_cartography, fit_cartography
+from hf_carto.score.scored_io import save_scored
 
 N, T, CANARIES = 150, 6, 12
 

@@ -10,7 +10,7 @@ import pytest
 from datasets import Dataset
 
 from hf_carto.record.merge import add_loss_columns, load_loss_matrix, merged_snapshot
-from hf_carto.record.recording import LossStore, RecordingSettings
+from hf_carto.record.store import LossStore, RecordingSettings
 
 
 def records(ids, losses, step=0, n_tokens=10):

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import hf_carto
-from hf_carto.publish.hub import MODEL_CARD_TEMPLATE
+from hf_carto.publish.dataset_card import DATASET_CARD_TEMPLATE
+from hf_carto.publish.model_card import MODEL_CARD_TEMPLATE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = Path(hf_carto.__file__).resolve().parent
@@ -30,18 +31,20 @@ def test_packaged_model_card_template_is_the_documented_copy():
     )
 
 
-def test_render_model_card_reads_the_template_inside_the_package():
-    template = Path(str(MODEL_CARD_TEMPLATE)).resolve()
-    assert template.is_file()
-    assert template.is_relative_to(PACKAGE_DIR)
+def test_the_cards_read_their_templates_inside_the_package():
+    for packaged in (MODEL_CARD_TEMPLATE, DATASET_CARD_TEMPLATE):
+        template = Path(str(packaged)).resolve()
+        assert template.is_file()
+        assert template.is_relative_to(PACKAGE_DIR)
 
 
 def test_the_template_is_declared_as_package_data():
     config = configparser.ConfigParser()
     config.read(REPO_ROOT / "setup.cfg")
     patterns = config["options.package_data"]["hf_carto"].replace(",", " ").split()
-    template = (PACKAGE_DIR / "publish" / "templates" / "curated_model.md").relative_to(PACKAGE_DIR).as_posix()
-    assert any(fnmatch.fnmatch(template, pattern) for pattern in patterns), patterns
+    for name in ("curated_model.md", "dataset_card.md"):
+        template = (PACKAGE_DIR / "publish" / "templates" / name).relative_to(PACKAGE_DIR).as_posix()
+        assert any(fnmatch.fnmatch(template, pattern) for pattern in patterns), patterns
 
 
 def _imported_after(code: str) -> list[str]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hf_carto.data.packing import PLANTED_NAMES, insert_documents, pack_documents, whole_copies
+from hf_carto.core.columns import PLANTED_NAMES
+from hf_carto.data.packing import insert_documents, pack_documents, whole_copies
 
 PRIORITY = ["canary", "contaminated", "duplicate", "noise", "ordinary"]
 

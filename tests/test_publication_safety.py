@@ -8,9 +8,10 @@ import pytest
 
 from hf_carto import add_cartography, apply_interventions, fit_cartography
 from hf_carto.commands.main import main
-from hf_carto.core.io import save_scored
 from hf_carto.data.generated import CorpusConfig, generate_corpus
-from hf_carto.publish.hub import EXPORT_MARKER, export_hub_layout, private_contents
+from hf_carto.publish.export import EXPORT_MARKER, export_hub_layout
+from hf_carto.publish.privacy import private_contents
+from hf_carto.score.scored_io import save_scored
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_push_never_deletes_a_folder_it_did_not_write(scored_dir, tmp_path, caps
 
 
 def test_push_refuses_private_folders_and_the_export_is_clean(scored_dir, tmp_path, capsys):
-    from hf_carto.core.io import load_scored
+    from hf_carto.score.scored_io import load_scored
 
     dataset, fit = load_scored(scored_dir)
     private = export_hub_layout(dataset, tmp_path / "private", repo_id="x/y", fit=fit, include_private_columns=True)
@@ -75,8 +76,8 @@ def _run_folder(root, scored_dir):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hf_carto.core.io import load_scored
-    from hf_carto.publish.hub import mark_private
+    from hf_carto.publish.privacy import mark_private
+    from hf_carto.score.scored_io import load_scored
 
     run = root / "runs" / "base"
     (run / "seed0" / "evidence").mkdir(parents=True)
@@ -94,7 +95,7 @@ def _run_folder(root, scored_dir):
 
 
 def test_pushing_a_run_folder_names_its_private_files_and_the_export_to_push(scored_dir, tmp_path, capsys):
-    from hf_carto.publish.hub import push_curated_dataset
+    from hf_carto.publish.push import push_curated_dataset
 
     run = _run_folder(tmp_path, scored_dir)
     runs = run.parent
@@ -142,16 +143,16 @@ def test_pushing_a_scored_folder_writes_nothing_into_it(scored_dir, tmp_path, ca
 
 PAUSED_EXPORT = """
 import sys, time
-import hf_carto.publish.hub as hub
-from hf_carto.core.io import load_scored
+import hf_carto.publish.export as export
+from hf_carto.score.scored_io import load_scored
 
 def paused(*args, **kwargs):  # the shards are written into the staging folder, the card is not
     print("inside", flush=True)
     time.sleep(600)
 
-hub.dataset_card = paused
+export.render_dataset_card = paused
 dataset, fit = load_scored(sys.argv[1])
-hub.export_hub_layout(dataset, sys.argv[2], repo_id="someone/x", fit=fit)
+export.export_hub_layout(dataset, sys.argv[2], repo_id="someone/x", fit=fit)
 """
 
 
@@ -174,7 +175,7 @@ def _paused_export(source, export):
 def test_a_terminated_export_leaves_nothing_and_a_killed_ones_leftovers_go_with_the_next(scored_dir, tmp_path, caplog):
     import signal
 
-    from hf_carto.core.io import load_scored
+    from hf_carto.score.scored_io import load_scored
 
     export = tmp_path / "export"
     # SIGTERM (kill, timeout): the export stops as on any error and removes what it wrote.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_recipes import RECIPES
 
-from hf_carto.experiment import main, parse_arguments, runner
+from hf_carto.experiment import InputDataError, RunFolderError, SettingsError, main, parse_arguments, runner
 from hf_carto.experiment.outputs import default_dataset_id
 from hf_carto.experiment.run_folder import PENDING_CONFIG, check_output_dir, run_settings
 
@@ -81,7 +81,7 @@ def test_empty_null_and_blank_training_files_are_refused_before_anything_starts(
     train = tmp_path / name
     train.write_text(content)
     out = tmp_path / "run"
-    with pytest.raises(SystemExit, match=message) as refused:
+    with pytest.raises(InputDataError, match=message) as refused:
         main(file_args(out, train))
     assert str(refused.value).startswith("refusing to start:")
     assert not out.exists()  # no settings recorded, nothing to clear before the corrected rerun
@@ -101,7 +101,7 @@ def test_empty_null_and_blank_training_files_are_refused_before_anything_starts(
 def test_empty_and_null_validation_files_are_refused(tmp_path, corpus_file, content, message):
     valid = tmp_path / "valid.jsonl"
     valid.write_text(content)
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(InputDataError, match=message):
         main(file_args(tmp_path / "run", corpus_file, "--validation_file", str(valid)))
 
 
@@ -109,7 +109,7 @@ def test_null_rows_are_counted_with_the_first_indices_only(tmp_path):
     rows = [{"body": None if i % 3 == 0 else f"document {i}"} for i in range(30)]
     train = write_lines(tmp_path / "many.jsonl", [json.dumps(r) for r in rows])
     with pytest.raises(
-        SystemExit, match=r"column 'body': 10 of 30 rows are null \(rows 0, 3, 6, 9, 12, \.\.\., counted"
+        InputDataError, match=r"column 'body': 10 of 30 rows are null \(rows 0, 3, 6, 9, 12, \.\.\., counted"
     ):
         main(file_args(tmp_path / "run", train, "--text_column", "body"))
 
@@ -147,11 +147,11 @@ def test_a_failed_start_records_no_settings_and_the_corrected_rerun_starts(
 ):
     out = tmp_path / "run"
     # Refused while reading the inputs: nothing is written.
-    with pytest.raises(SystemExit, match="has no 'body' column"):
+    with pytest.raises(InputDataError, match="has no 'body' column"):
         main(file_args(out, corpus_file, "--text_column", "body"))
     assert not (out / "run_config.json").exists()
     # Refused inside the data stage (all the documents held out): the folder that start created is gone.
-    with pytest.raises(SystemExit, match="leaves none to train on"):
+    with pytest.raises(InputDataError, match="leaves none to train on"):
         main(file_args(out, corpus_file, "--validation_split_percentage", "100"))
     assert not out.exists()
     # A start that crashed half-way through its data stage leaves its folder, with no settings in it.
@@ -180,7 +180,7 @@ def test_a_failed_start_records_no_settings_and_the_corrected_rerun_starts(
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit, match="holds no run_config.json"):
+    with pytest.raises(RunFolderError, match="holds no run_config.json"):
         main(file_args(other, corpus_file))
 
 
@@ -210,7 +210,7 @@ def test_resume_accepts_another_spelling_of_the_path_and_refuses_an_edited_file(
     at = content.index(b"e", content.index(b'"text": "') + 9)  # inside the first document
     train.write_bytes(content[:at] + b"E" + content[at + 1 :])
     with pytest.raises(
-        SystemExit, match=rf"train_file: {train.resolve()} has changed since the earlier run"
+        RunFolderError, match=rf"train_file: {train.resolve()} has changed since the earlier run"
     ) as refused:
         main(file_args(out, train))
     assert "1 differ" in str(refused.value)
@@ -234,12 +234,12 @@ def test_resume_fingerprints_the_validation_file_and_a_local_tokenizer_folder(
     assert check_output_dir(out, run_settings(*parse_arguments(argv)), overwrite=False)
 
     write_lines(valid, ["held-out text"] * 4)
-    with pytest.raises(SystemExit, match=rf"validation_file: {valid.resolve()} has changed"):
+    with pytest.raises(RunFolderError, match=rf"validation_file: {valid.resolve()} has changed"):
         check_output_dir(out, run_settings(*parse_arguments(argv)), overwrite=False)
     write_lines(valid, ["held-out text"] * 3)
     vocab = next(p for p in sorted(tokenizer.iterdir()) if p.is_file())
     vocab.write_bytes(vocab.read_bytes() + b"\n")
-    with pytest.raises(SystemExit, match=rf"tokenizer_name: {tokenizer.resolve()} has changed"):
+    with pytest.raises(RunFolderError, match=rf"tokenizer_name: {tokenizer.resolve()} has changed"):
         check_output_dir(out, run_settings(*parse_arguments(argv)), overwrite=False)
 
 
@@ -248,7 +248,7 @@ def test_resume_fingerprints_the_validation_file_and_a_local_tokenizer_folder(
 
 
 def test_the_default_dataset_id_names_the_data():
-    from hf_carto.publish.hub import check_repo_id
+    from hf_carto.publish.push import check_repo_id
 
     def dataset_id(*argv: str) -> str:
         _, data_args, _, _ = parse_arguments(["--output_dir", "x", *argv])
@@ -306,7 +306,7 @@ def test_a_refused_command_line_exits_2_with_its_message_alone(tmp_path, args, m
 
 
 def test_two_different_presets_are_refused_and_a_repeated_one_is_not():
-    with pytest.raises(SystemExit, match=r"--preset given twice \(cpu-tiny, cpu-demo\): a run takes one preset"):
+    with pytest.raises(SettingsError, match=r"--preset given twice \(cpu-tiny, cpu-demo\): a run takes one preset"):
         parse_arguments(["--preset", "cpu-tiny", "--output_dir", "x", "--preset=cpu-demo"])
     _, data_args, _, _ = parse_arguments(["--preset", "cpu-tiny", "--preset", "cpu-tiny"])
     assert data_args.generated_documents == 150
@@ -329,7 +329,7 @@ def test_a_train_file_replaces_the_generated_corpus_of_a_preset(tmp_path, corpus
     truth = set(load_from_disk(str(out / "data" / "train_blocks"))["truth"][:])
     assert not truth & {PLANTED_NAMES.index("duplicate"), PLANTED_NAMES.index("noise")}
     # Both corpora named on the command line are still two corpora.
-    with pytest.raises(SystemExit, match="two corpora; choose one"):
+    with pytest.raises(SettingsError, match="two corpora; choose one"):
         main([*argv, "--dataset_name", "generated"])
 
 
@@ -360,10 +360,10 @@ def test_the_default_run_without_the_hub_says_what_to_run_instead(tmp_path, monk
     if not offline:
         monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nobody listens there
     start = time.monotonic()
-    with pytest.raises(SystemExit) as refused:
+    with pytest.raises(InputDataError) as refused:
         main([])
     assert time.monotonic() - start < 30
-    message = str(refused.value.code)
+    message = str(refused.value)
     assert "\n" not in message
     assert "--dataset_name wikitext" in message and "--tokenizer_name gpt2" in message
     assert ("HF_HUB_OFFLINE" in message) == offline and (constants.ENDPOINT in message) != offline
@@ -381,7 +381,7 @@ def test_sources_in_the_local_cache_need_no_hub(monkeypatch, no_hub_cache):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     model_args, data_args, _, _ = parse_arguments([])
     (no_hub_cache / "hub" / "models--gpt2" / "snapshots" / "abc").mkdir(parents=True)
-    with pytest.raises(SystemExit) as refused:
+    with pytest.raises(InputDataError) as refused:
         check_hub_sources(model_args, data_args)
     assert "start: --dataset_name wikitext comes from the Hugging Face Hub" in str(refused.value)  # alone
     (no_hub_cache / "datasets" / "wikitext").mkdir(parents=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_carto.experiment import main, parse_arguments
+from hf_carto.experiment import RunFolderError, SettingsError, main, parse_arguments
 from hf_carto.experiment.results import tradeoff_points
 from hf_carto.experiment.run_folder import StageTimer, run_settings
 from hf_carto.experiment.stage_training import PRUNED_FAMILY, QUADRANT_FAMILIES
@@ -211,13 +211,13 @@ def test_lstm_canary_recipe_frontier_budgets_have_their_own_random_control_and_a
     assert (tmp_path / "frontier_extraction.png").read_bytes().startswith(b"\x89PNG")
     assert "## Budget frontier" in (tmp_path / "report.md").read_text()
     assert report["recommendation"]["max_perplexity_cost"] == 0.01
-    with pytest.raises(SystemExit, match="frontier_detectors"):
+    with pytest.raises(SettingsError, match="frontier_detectors"):
         recipe.main([*argv[:-1], "final_loss"])
 
 
 def test_lstm_canary_recipe_rejects_a_bad_burn_in(tmp_path):
     recipe = load_recipe("lstm_canary")
-    with pytest.raises(SystemExit, match="burn_in must be in"):
+    with pytest.raises(SettingsError, match="burn_in must be in"):
         recipe.main(["--output_dir", str(tmp_path), "--epochs", "3", "--burn_in", "3"])
 
 
@@ -358,7 +358,7 @@ def test_gpt2_recipe_on_two_processes_writes_a_consistent_report_and_resumes(tmp
     assert not any(s in text for s in secrets for text in published["text"][:])
     assert published["sample_id"][:] == list(range(len(published)))  # no gaps where the canaries were
     # What holds canaries is marked private, and a push of it is refused.
-    from hf_carto.publish.hub import private_contents
+    from hf_carto.publish.privacy import private_contents
 
     assert (out / "PRIVATE.md").exists() and (out / "curated" / "PRIVATE.md").exists()
     assert private_contents(out / "hub") == []
@@ -389,7 +389,7 @@ def test_gpt2_recipe_on_two_processes_writes_a_consistent_report_and_resumes(tmp
 
     # A rerun with the same settings reads finished stages back and redoes only what is missing;
     # a rerun on another number of processes (another global batch) is refused.
-    with pytest.raises(SystemExit, match="num_processes: earlier 2, now 1"):
+    with pytest.raises(RunFolderError, match="num_processes: earlier 2, now 1"):
         main(tiny_args(out, "--seeds", "0", "1"))
     shutil.rmtree(out / "seed1" / "arms" / "random")
     accelerate_launch(*recipe, *tiny_args(out, "--seeds", "0", "1"))
@@ -427,7 +427,7 @@ def test_gpt2_recipe_refuses_bad_input_before_training(tmp_path):
         (tiny_args(out, "--snapshot_seed", "3"), r"--snapshot_seed chooses the --snapshot_rows subset; it needs"),
     ]
     for argv, message in cases:
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises(SettingsError, match=message):
             main(argv)
     assert not out.exists()
 
@@ -436,14 +436,14 @@ def test_gpt2_recipe_refuses_an_output_folder_from_another_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("not a run")
-    with pytest.raises(SystemExit, match="holds no run_config.json"):
+    with pytest.raises(RunFolderError, match="holds no run_config.json"):
         main(tiny_args(out))
     (out / "notes.txt").unlink()
     parsed = parse_arguments(tiny_args(out))
     settings = run_settings(*parsed)
     settings["burn_in"] = 2
     (out / "run_config.json").write_text(json.dumps(settings))
-    with pytest.raises(SystemExit, match="burn_in: earlier 2, now 1"):
+    with pytest.raises(RunFolderError, match="burn_in: earlier 2, now 1"):
         main(tiny_args(out))
     assert sorted(p.name for p in out.iterdir()) == ["run_config.json"]  # nothing started
 
@@ -504,7 +504,7 @@ def test_gpt2_recipe_detector_arms_share_budget_steps_and_report_detection(tmp_p
 
     from hf_carto import detector_scores, select_top_memorized
     from hf_carto.core.columns import PLANTED_NAMES, loss_columns, read_columns
-    from hf_carto.core.io import load_scored
+    from hf_carto.score.scored_io import load_scored
 
     out = tmp_path / "run"
     report = main(
@@ -608,8 +608,8 @@ def test_gpt2_recipe_snapshot_rows_scores_a_seeded_subset_and_trains_the_other_b
 
     from hf_carto import LossStore
     from hf_carto.core.columns import read_columns
-    from hf_carto.core.io import load_scored
-    from hf_carto.record.recording import snapshot_subset
+    from hf_carto.record.recorder import snapshot_subset
+    from hf_carto.score.scored_io import load_scored
 
     out = tmp_path / "run"
     report = main(tiny_args(out, "--snapshot_rows", "0.5", "--snapshot_seed", "7", "--detectors", "final_loss"))

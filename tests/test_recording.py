@@ -13,10 +13,12 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from hf_carto.record.callback import RecordingConfig, ensure_sample_ids
 from hf_carto.record.losses import per_sample_loss
 from hf_carto.record.merge import add_loss_columns, load_loss_matrix
-from hf_carto.record.recording import LossRecorder, LossStore, RecordingSettings
-from hf_carto.record.recording_trainer import RecordingConfig, RecordingTrainer, ensure_sample_ids
+from hf_carto.record.recorder import LossRecorder
+from hf_carto.record.recording_trainer import RecordingTrainer
+from hf_carto.record.store import LossStore, RecordingSettings
 
 sys.path.insert(0, str(Path(__file__).parent / "launch"))
 from record_tiny import collate, make_dataset, make_model  # noqa: E402
@@ -249,7 +251,7 @@ def test_snapshots_of_a_seeded_subset_record_those_rows_exactly(tmp_path):
     merge expects them and asks to select them from the full dataset."""
     from hf_carto import CartographyCallback
     from hf_carto.record.merge import select_recorded_rows, unrecorded_rows
-    from hf_carto.record.recording import snapshot_subset
+    from hf_carto.record.recorder import snapshot_subset
 
     full = recording_trainer(tmp_path / "full")
     full.train()
@@ -281,7 +283,7 @@ def test_snapshots_of_a_seeded_subset_record_those_rows_exactly(tmp_path):
     assert unrecorded_rows(dataset, tmp_path / "full") is None
     # The dataset card says that the scores cover a subset.
     from hf_carto import add_cartography, fit_cartography
-    from hf_carto.publish.hub import export_hub_layout
+    from hf_carto.publish.export import export_hub_layout
 
     fit = fit_cartography(merged, burn_in=1, eps=2.0)
     card = (
@@ -307,7 +309,7 @@ def test_snapshots_of_a_seeded_subset_record_those_rows_exactly(tmp_path):
 
 def test_subset_snapshots_refuse_what_cannot_work(tmp_path):
     from hf_carto import CartographyCallback
-    from hf_carto.record.recording import snapshot_subset
+    from hf_carto.record.recorder import snapshot_subset
 
     with pytest.raises(ValueError, match="snapshot_rows needs mode='eval'"):
         CartographyCallback("train", snapshot_rows=0.5)

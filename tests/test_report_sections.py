@@ -140,7 +140,7 @@ def _experiment_report(num_blocks: int, planted_blocks: int, any_planted: int) -
 
 
 def test_the_overview_gives_each_planted_count_its_own_share():
-    from hf_carto.experiment.outputs import format_markdown
+    from hf_carto.experiment.report_markdown import format_markdown
 
     text = " ".join(format_markdown(_experiment_report(604, planted_blocks=20, any_planted=437)).split())
     assert "20 of the 604 training blocks (3.3%) hold canary or contaminating tokens" in text
@@ -155,7 +155,7 @@ def test_the_overview_gives_each_planted_count_its_own_share():
 def test_the_reading_is_short_bullets_that_name_every_comparison():
     import re
 
-    from hf_carto.experiment.outputs import format_markdown
+    from hf_carto.experiment.report_markdown import format_markdown
 
     report = _experiment_report(604, planted_blocks=20, any_planted=20)
     text = format_markdown(report)

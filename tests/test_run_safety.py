@@ -272,7 +272,7 @@ def test_score_merge_and_the_recorder_refuse_an_output_another_process_writes(tm
     from datasets import Dataset
 
     from hf_carto.commands.main import main
-    from hf_carto.record.recording import LossRecorder
+    from hf_carto.record.recorder import LossRecorder
 
     losses = tmp_path / "losses"
     Dataset.from_dict(
@@ -303,7 +303,7 @@ def test_score_merge_and_the_recorder_refuse_an_output_another_process_writes(tm
     # The recorder: a second recording into a run folder another live process records into.
     run = tmp_path / "run"
     recorder_process = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom hf_carto.record.recording import LossRecorder\n"
+        [sys.executable, "-c", "import sys, time\nfrom hf_carto.record.recorder import LossRecorder\n"
          "LossRecorder(sys.argv[1], num_samples=4).start()\nprint('inside', flush=True)\ntime.sleep(600)\n",
          str(run)],
         stdout=subprocess.PIPE, text=True, env=env(),
@@ -536,7 +536,7 @@ class _OneProcess:
 def test_overwrite_output_dir_clears_a_run_folder_and_one_written_before_the_marker(tmp_path):
     from contextlib import ExitStack
 
-    from hf_carto.experiment import parse_arguments
+    from hf_carto.experiment import RunFolderError, parse_arguments
     from hf_carto.experiment.run_folder import CONFIG, RUN_MARKER, _clear, open_run_folder, run_settings
 
     out = tmp_path / "run"
@@ -564,7 +564,7 @@ def test_overwrite_output_dir_clears_a_run_folder_and_one_written_before_the_mar
     other.mkdir()
     (other / CONFIG).write_text(json.dumps({"learning_rate": 0.1}))
     (other / "results.csv").write_text("mine")
-    with pytest.raises(SystemExit, match="holds 2 entries that no run of this experiment wrote"):
+    with pytest.raises(RunFolderError, match="holds 2 entries that no run of this experiment wrote"):
         _clear(other)
     assert sorted(p.name for p in other.iterdir()) == ["results.csv", CONFIG]
 

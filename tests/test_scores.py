@@ -20,7 +20,7 @@ from hf_carto import (
     select_top_memorized,
     training_dynamics,
 )
-from hf_carto.score.scores import parse_eps
+from hf_carto.core.eps import parse_eps
 
 # --- naive references: one sample, one snapshot at a time ---------------------------------------
 
@@ -282,7 +282,7 @@ def test_non_finite_losses_name_rows_and_sample_ids():
     losses[9, 0] = np.inf
     with pytest.raises(ValueError, match=r"3 of 10 samples; first rows: \[2, 7, 9\]"):
         memorization(losses, 0.5)
-    from hf_carto.score.scores import check_loss_matrix
+    from hf_carto.core.eps import check_loss_matrix
 
     with pytest.raises(ValueError, match=r"first sample_ids: \[102, 107, 109\]"):
         check_loss_matrix(losses, sample_ids=np.arange(100, 110))
@@ -358,7 +358,7 @@ def test_every_scoring_path_counts_forget_events_like_the_walk_on_grid_losses():
     from datasets import Dataset
 
     from hf_carto import add_cartography
-    from hf_carto.score.cartography import read_columns
+    from hf_carto.core.columns import read_columns
     from hf_carto.score.detectors import memorization_score
 
     rng = np.random.default_rng(17)

@@ -9,11 +9,13 @@ import pytest
 from datasets import Dataset
 from test_callback import IDS, N, stock_trainer  # the stock Trainer on tiny random blocks
 
+from hf_carto.core.columns import Quadrant
+from hf_carto.core.eps import resolve_eps
+from hf_carto.core.kernel import forget_event_counts
 from hf_carto.record.callback import CartographyCallback
 from hf_carto.record.merge import load_loss_matrix
 from hf_carto.record.trackers import log_cartography, tracker_log_dir
 from hf_carto.score.cartography import add_cartography, fit_cartography
-from hf_carto.score.scores import Quadrant, count_forget_events, resolve_eps
 
 pytest.importorskip("tensorboard", reason="tensorboard is a test dependency: pip install -e '.[test]'")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -43,7 +45,7 @@ def test_each_snapshot_logs_the_forget_fraction_and_the_loss_histogram(tmp_path,
     # Recomputed by hand from the merged matrix: eps resolved on the snapshots recorded so far.
     for t, event in enumerate(fractions, start=1):
         so_far = matrix.losses[:, :t].astype(np.float64)
-        expected = 0.0 if t < 2 else (count_forget_events(so_far, resolve_eps(so_far, EPS)) > 0).mean()
+        expected = 0.0 if t < 2 else (forget_event_counts(so_far, resolve_eps(so_far, EPS)) > 0).mean()
         assert event.value == pytest.approx(expected, abs=1e-6)
     assert max(e.value for e in fractions) > 0  # the run forgets something, so the check above has teeth
     histograms = events.Histograms("carto/loss")

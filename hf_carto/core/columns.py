@@ -22,6 +22,7 @@ This module imports nothing heavy: the command line and ``import hf_carto`` stay
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 __all__ = [
+    "Quadrant",
     "SAMPLE_ID",
     "LOSS_COLUMN_PREFIX",
     "LOSS_COLUMN_PATTERN",
@@ -214,3 +216,17 @@ def iter_columns(dataset: Dataset, names: list[str], batch_size: int):
 
 def _arrays(table, names: list[str]) -> dict[str, np.ndarray]:
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in names}
+
+
+class Quadrant(enum.IntEnum):
+    """The four regions of the difficulty x memorization plane (paper, Table 1)."""
+
+    STABLE_EASY = 0  # d <= tau_d, m <= tau_m
+    AMBIGUOUS_HARD = 1  # d > tau_d, m <= tau_m
+    HOTSPOT_MEMORIZED = 2  # d <= tau_d, m > tau_m
+    NOISY_OUTLIER = 3  # d > tau_d, m > tau_m
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """Lower-case names in id order, as used by the ``carto_quadrant`` ``ClassLabel``."""
+        return [q.name.lower() for q in cls]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_carto.score.scores import Quadrant
+from hf_carto.core.columns import Quadrant
 
 __all__ = ["new_figure", "save_figure", "plot_data_map", "plot_precision_recall", "plot_sensitivity"]
 

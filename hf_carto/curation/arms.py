@@ -41,7 +41,7 @@ from hf_carto.core.columns import (
     read_columns,
     score_column,
 )
-from hf_carto.score.cartography import apply_interventions
+from hf_carto.curation.interventions import apply_interventions
 from hf_carto.score.detectors import detector_names, top_budget
 from hf_carto.score.scores import BudgetSelection, select_top_memorized
 

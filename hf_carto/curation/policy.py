@@ -117,7 +117,7 @@ def curate(
     """
     from hf_carto.core.columns import SAMPLE_ID, read_columns, score_column
     from hf_carto.curation.arms import treated
-    from hf_carto.score.cartography import apply_interventions
+    from hf_carto.curation.interventions import apply_interventions
     from hf_carto.score.detectors import add_detector_scores, top_budget
 
     chosen = resolve_policy(policy)

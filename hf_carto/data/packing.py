@@ -24,7 +24,6 @@ from datasets import Sequence as SequenceFeature
 from hf_carto.core.columns import IS_CANARY, PLANTED_NAMES, SAMPLE_ID, TRUTH
 
 __all__ = [
-    "PLANTED_NAMES",
     "block_labels",
     "cut_windows",
     "insert_documents",

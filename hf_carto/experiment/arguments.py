@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_carto.experiment.errors import ExperimentError, InputDataError, SettingsError
 from hf_carto.experiment.presets import COMMON, GENERATED, PRESETS
 
 
@@ -208,17 +209,15 @@ def parse_command_line(parser, argv: list[str] | None) -> tuple:
 def run_command_line(main: Callable[[list[str] | None], object], argv: list[str] | None) -> int:
     """``main(argv)`` as a shell command: the exit status, 2 for a refusal.
 
-    A refusal is a ``SystemExit`` carrying its message (every check of the experiment raises one);
-    Python would print it and exit with 1. It is printed alone and gives 2, argparse's status for a
-    command line that cannot run, so that a script or a launcher can tell it from a crash.
+    A refusal is an :class:`~hf_carto.experiment.errors.ExperimentError` (every check of the
+    experiment raises one); it is printed alone, without a traceback, and gives 2, argparse's status
+    for a command line that cannot run, so that a script or a launcher can tell it from a crash.
     """
     try:
         main(argv)
-    except SystemExit as stop:
-        if isinstance(stop.code, str):
-            print(stop.code, file=sys.stderr, flush=True)
-            return 2
-        raise
+    except ExperimentError as refused:
+        print(refused, file=sys.stderr, flush=True)
+        return 2
     return 0
 
 
@@ -248,7 +247,7 @@ def parse_arguments(argv: list[str] | None):
     known, _ = pre.parse_known_args(argv)
     presets = list(dict.fromkeys(known.preset))
     if len(presets) > 1:
-        raise SystemExit(
+        raise SettingsError(
             f"--preset given twice ({', '.join(presets)}): a run takes one preset; keep one and set the "
             "other's values as flags"
         )
@@ -256,13 +255,13 @@ def parse_arguments(argv: list[str] | None):
     defaults = dict(COMMON)
     if preset is not None:
         if preset not in PRESETS:
-            raise SystemExit(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+            raise SettingsError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         defaults.update(PRESETS[preset])
         if known.train_file is not None and not known.dataset_name and defaults.get("dataset_name") == GENERATED:
             defaults["dataset_name"] = None  # the file is the corpus; the preset's generated one is a default
     parser, unknown = _parser(defaults)
     if unknown:
-        raise SystemExit(f"preset {preset!r} sets unknown arguments {unknown}")
+        raise SettingsError(f"preset {preset!r} sets unknown arguments {unknown}")
     return parse_command_line(parser, argv)
 
 
@@ -283,7 +282,7 @@ def model_config(model_args: ModelArguments, vocab_size: int | None = None):
         config = AutoConfig.from_pretrained(model_args.config_name)
     if model_args.config_overrides:
         if model_args.model_name_or_path:
-            raise SystemExit(
+            raise SettingsError(
                 "--config_overrides changes a fresh config; it cannot be combined with pretrained weights"
             )
         config.update_from_string(model_args.config_overrides)
@@ -304,7 +303,7 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
     if carto.snapshots_per_epoch < 1:
         problems.append(f"snapshots_per_epoch must be >= 1; got {carto.snapshots_per_epoch}")
     if carto.snapshot_rows is not None:
-        from hf_carto.record.recording import check_snapshot_rows
+        from hf_carto.record.recorder import check_snapshot_rows
 
         try:
             check_snapshot_rows(carto.snapshot_rows)
@@ -466,7 +465,7 @@ def check_hub_sources(model_args: ModelArguments, data_args: DataArguments) -> N
     if why is None:
         return
     named = " and ".join(f"{flag} {repo}" for flag, repo, _ in missing)
-    raise SystemExit(
+    raise InputDataError(
         f"refusing to start: {named} come{'s' if len(missing) == 1 else ''} from the Hugging Face Hub, which {why}, "
         "and the local cache does not hold "
         f"{'it' if len(missing) == 1 else 'them'}. Without the Hub: `python recipes/gpt2_wikitext.py --preset "
@@ -479,11 +478,11 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, carto:
     """Refuse settings that cannot work, each with a message that says which and why."""
     problems = _problems(model_args, data_args, carto, training)
     if problems:
-        raise SystemExit("refusing to start:\n  - " + "\n  - ".join(problems))
+        raise SettingsError("refusing to start:\n  - " + "\n  - ".join(problems))
     check_hub_sources(model_args, data_args)  # before model_config, which may read a config from the Hub
     config = model_config(model_args)
     context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
     if context is not None and data_args.block_size > context:
-        raise SystemExit(
+        raise SettingsError(
             f"refusing to start: block_size {data_args.block_size} exceeds the model's context of {context} tokens"
         )

@@ -128,7 +128,7 @@ def collect(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dic
     ``sources`` are run folders or ``report.json`` files, including earlier collected ones (so a
     new seed is added by collecting again with the folder's own ``seed_*`` reports).
     """
-    from hf_carto.experiment.outputs import format_markdown
+    from hf_carto.experiment.report_markdown import format_markdown
     from hf_carto.experiment.results import write_frontier_figures
 
     out = Path(out)

@@ -25,32 +25,36 @@ from datasets import Dataset, Value
 from tqdm.auto import tqdm
 
 from hf_carto.core.batching import right_pad
-from hf_carto.core.columns import DIFFICULTY, MEMORIZATION, PLANTED_NAMES, QUADRANT, SAMPLE_ID, TRUTH, read_columns
-from hf_carto.core.io import save_scored
+from hf_carto.core.columns import (
+    DIFFICULTY,
+    MEMORIZATION,
+    PLANTED_NAMES,
+    QUADRANT,
+    SAMPLE_ID,
+    TRUTH,
+    Quadrant,
+    read_columns,
+)
 from hf_carto.core.locking import STAGING_SUFFIX, folder_lock, remove_stale_staging, replace_outputs
 from hf_carto.core.models import tiny_gpt2
 from hf_carto.core.plots import plot_data_map
+from hf_carto.curation.interventions import apply_interventions
 from hf_carto.data.generated import CorpusConfig, generate_corpus
 from hf_carto.data.tokenization import train_bpe_tokenizer
 from hf_carto.measure.leakage_columns import add_leakage_columns
-from hf_carto.publish.hub import mark_private
 from hf_carto.publish.interactive_map import write_interactive_map
+from hf_carto.publish.privacy import mark_private
+from hf_carto.publish.summary import cartography_summary, format_summary
 from hf_carto.record.merge import add_loss_columns
-from hf_carto.record.recording import LossRecorder, read_records
-from hf_carto.score.cartography import (
-    add_cartography,
-    apply_interventions,
-    cartography_summary,
-    fit_cartography,
-    format_summary,
-)
+from hf_carto.record.recorder import LossRecorder
+from hf_carto.record.shards import read_records
+from hf_carto.score.cartography import add_cartography, fit_cartography
 from hf_carto.score.duplicates import add_duplicate_columns
-from hf_carto.score.scores import Quadrant, planted_vs_quadrant, select_top_memorized
+from hf_carto.score.scored_io import save_scored
+from hf_carto.score.scores import planted_vs_quadrant, select_top_memorized
 
 __all__ = ["DemoConfig", "run_demo"]
 
-#: Moved to :func:`hf_carto.data.tokenization.train_bpe_tokenizer`; this name keeps working.
-build_tokenizer = train_bpe_tokenizer
 
 logger = logging.getLogger(__name__)
 

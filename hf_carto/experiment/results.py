@@ -67,8 +67,7 @@ def cartography_section(scored, fit, cuts: list[dict]) -> dict:
     """The seed's scores at a glance: thresholds, quadrant counts, each pruning cut and how much of
     it the tie-break decided (``cuts``, from :func:`~.training.make_arms`), where the planted blocks
     landed."""
-    from hf_carto import Quadrant
-    from hf_carto.core.columns import QUADRANT, loss_columns, read_columns
+    from hf_carto.core.columns import QUADRANT, Quadrant, loss_columns, read_columns
 
     quadrants = read_columns(scored, [QUADRANT])[QUADRANT]
     losses = read_columns(scored, loss_columns(scored.column_names))
@@ -96,12 +95,13 @@ def cartography_section(scored, fit, cuts: list[dict]) -> dict:
 def row_evidence_section(scored) -> dict | None:
     """With the ``carto_leak_*`` and ``carto_dup_*`` columns: how many hotspots are duplicated text,
     and the leakage evidence per quadrant and per planted kind (None without the columns)."""
-    from hf_carto import hotspot_duplication, leakage_summary
     from hf_carto.core.columns import DUP_COLUMNS, LEAK_COLUMNS, PLANTED_NAMES, QUADRANT, TRUTH
+    from hf_carto.measure.leakage_columns import leakage_summary
+    from hf_carto.score.duplicates import hotspot_duplication
 
     if not all(c in scored.column_names for c in LEAK_COLUMNS + DUP_COLUMNS):
         return None
-    from hf_carto import Quadrant
+    from hf_carto.core.columns import Quadrant
 
     by_quadrant = leakage_summary(scored, by=QUADRANT)
     section = {

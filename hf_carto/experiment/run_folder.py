@@ -25,6 +25,7 @@ from typing import Any
 
 from hf_carto.core.locking import LOCK_FILE, FolderLocked, folder_lock, lock_holder, remove_stale_staging
 from hf_carto.experiment.arguments import CartoArguments, DataArguments, ModelArguments, is_local
+from hf_carto.experiment.errors import RunFolderError
 
 # Settings that may change between a run and its resumption; every other field of the experiment's
 # own arguments must match.
@@ -152,7 +153,7 @@ def check_output_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> bo
         differ = sorted(k for k in set(earlier) | set(settings) if earlier.get(k) != settings.get(k))
         if differ:
             lines = [line for k in differ if (line := _difference(k, earlier, settings)) is not None]
-            raise SystemExit(
+            raise RunFolderError(
                 f"{out} holds a run with other settings ({len(lines)} differ):\n"
                 + "\n".join(lines[:12])
                 + "\n  use another --output_dir, or --overwrite_output_dir to discard it"
@@ -161,9 +162,9 @@ def check_output_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> bo
     failed_start = (out / PENDING_CONFIG).exists()
     entries = _entries(out)
     if entries and overwrite and not is_run_folder(out):
-        raise SystemExit(_not_a_run_folder(out, entries))
+        raise RunFolderError(_not_a_run_folder(out, entries))
     if entries and not config_file.exists() and not overwrite and not failed_start:
-        raise SystemExit(f"{out} is not empty and holds no {CONFIG}; use another --output_dir")
+        raise RunFolderError(f"{out} is not empty and holds no {CONFIG}; use another --output_dir")
     return False
 
 
@@ -204,12 +205,12 @@ def _clear(out: Path) -> None:
     its :data:`RUN_MARKER`.
 
     Raises:
-        SystemExit: ``out`` is not a run folder of this experiment (see :func:`is_run_folder`):
+        RunFolderError: ``out`` is not a run folder of this experiment (see :func:`is_run_folder`):
             nothing is removed.
     """
     entries = _entries(out)
     if entries and not is_run_folder(out):  # checked again here: this is the only place that deletes
-        raise SystemExit(_not_a_run_folder(out, entries))
+        raise RunFolderError(_not_a_run_folder(out, entries))
     for path in out.iterdir():
         if path.name in (LOCK_FILE, RUN_MARKER):  # the run's own: the folder stays one it may clear
             continue
@@ -229,7 +230,7 @@ def open_run_folder(out: Path, settings: dict[str, Any], carto: CartoArguments, 
     """
     holder = lock_holder(out)
     if holder is not None:
-        raise SystemExit(
+        raise RunFolderError(
             f"{out} is in use by PID {holder.get('pid')} on {holder.get('host')}: two runs in one folder "
             "would mix their results; wait for it, stop it, or use another --output_dir"
         )
@@ -239,7 +240,7 @@ def open_run_folder(out: Path, settings: dict[str, Any], carto: CartoArguments, 
         try:
             stack.enter_context(folder_lock(out, "hf_carto experiment"))
         except FolderLocked as err:  # another run started in the moment since the check
-            raise SystemExit(str(err)) from None
+            raise RunFolderError(str(err)) from None
         if (carto.overwrite_output_dir or (out / PENDING_CONFIG).exists()) and not resuming:
             _clear(out)  # discarded on request, or what a failed start left (see check_output_dir)
         # Before anything else of the run: from now on the folder is one this experiment may clear.

@@ -20,7 +20,9 @@ from hf_carto.experiment.arguments import (
     check_arguments,
     parse_arguments,
 )
-from hf_carto.experiment.outputs import format_markdown, write_outputs
+from hf_carto.experiment.errors import ExperimentError, SettingsError
+from hf_carto.experiment.outputs import write_outputs
+from hf_carto.experiment.report_markdown import format_markdown
 from hf_carto.experiment.results import MAPPING_RUN, arm_rows, build_report, cartography_section
 from hf_carto.experiment.run_folder import (
     CONFIG,
@@ -46,6 +48,7 @@ from hf_carto.experiment.stage_training import (
     score_blocks,
     train_arm,
 )
+from hf_carto.record.store import LossStore
 
 
 @dataclass
@@ -67,10 +70,10 @@ def _report_to(training) -> list[str]:
 
 def _check_push(carto: CartoArguments, training) -> None:
     if training.push_to_hub:
-        from hf_carto.publish.hub import check_repo_id
+        from hf_carto.publish.push import check_repo_id
 
         if not (training.hub_model_id and carto.hub_dataset_id):
-            raise SystemExit("--push_to_hub needs --hub_model_id and --hub_dataset_id")
+            raise SettingsError("--push_to_hub needs --hub_model_id and --hub_dataset_id")
         check_repo_id(training.hub_model_id)
         check_repo_id(carto.hub_dataset_id)
 
@@ -81,8 +84,9 @@ def train_seed(seed: int, model_args, carto: CartoArguments, training, data: Pre
     with timer("mapping"):
         mapping = mapping_run(seed, model_args, carto, training, data.blocks, data.tokenizer, seed_dir, state)
     with timer("scoring"), state.main_process_first():
+        recording = LossStore(seed_dir / "mapping")
         scored, fit = score_blocks(
-            data.blocks, seed_dir / "mapping", mapping["burn_in_step"], carto, seed_dir / "scored"
+            data.blocks, recording, mapping["burn_in_step"], carto, seed_dir / "scored", seed=seed
         )
     if state.is_main_process and "tensorboard" in _report_to(training):
         from hf_carto.record.trackers import log_cartography, tracker_log_dir
@@ -150,7 +154,7 @@ def run_experiment(model_args: ModelArguments, data_args: DataArguments, carto: 
         open_run_folder(out, settings, carto, state, stack)
         try:
             return _run(model_args, data_args, carto, training, settings, out, state)
-        except SystemExit:
+        except ExperimentError:
             # A refused start (its data stage found a problem) leaves no folder of its own making;
             # once the settings are recorded the folder holds a run to resume, and stays.
             if created and not (out / CONFIG).exists():

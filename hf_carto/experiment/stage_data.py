@@ -1,6 +1,6 @@
 """The data stage: documents -> tokens -> inserted canaries and held-out sequences -> packed blocks,
-and the evaluation sets cut from the held-out text. Made once by the main process and read back
-by every other process and every resumption.
+and the evaluation sets cut from the held-out text (:mod:`hf_carto.experiment.eval_sets`). Made once
+by the main process and read back by every other process and every resumption.
 
 The training corpus stays in Arrow files from reading to saving (tokenized by ``datasets.map``,
 packed by one streaming pass, :mod:`hf_carto.data.stream_packing`), so its size is bounded by disk, not
@@ -17,15 +17,19 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hf_carto.experiment.arguments import DataArguments, ModelArguments
+from hf_carto.experiment.errors import InputDataError, SettingsError
+from hf_carto.experiment.eval_sets import (
+    build_eval_sets,
+    canaries_and_controls,
+    contamination_windows,
+    planted_non_members,
+)
 from hf_carto.experiment.presets import GENERATED
 
 logger = logging.getLogger(__name__)
 
 # How often each canary prompt is shown to a tokenizer trained here (see prepare_data).
 PROMPT_REPEATS_FOR_TOKENIZER = 20
-# Planted material above this share of the training blocks makes perplexity reflect it more than
-# ordinary text.
-MAX_PLANTED_SHARE = 0.05
 
 
 class PreparedData(NamedTuple):
@@ -47,12 +51,12 @@ def file_builder(path: str) -> str:
 
 
 def read_text_file(path: str, text_column: str, flag: str = "--train_file"):
-    """The file as a dataset, refused (``SystemExit`` naming the file and column) unless it holds text."""
+    """The file as a dataset, refused (:class:`InputDataError` naming the file and column) unless it holds text."""
     from datasets import load_dataset
 
     if os.path.getsize(path) == 0:
         # The loaders fail on an empty file with a bare StopIteration or a schema error.
-        raise SystemExit(f"refusing to start: {flag} {path} is empty (0 bytes): no {text_column!r} rows to read")
+        raise InputDataError(f"refusing to start: {flag} {path} is empty (0 bytes): no {text_column!r} rows to read")
     builder = file_builder(path)
     try:
         ds = load_dataset(builder, data_files={"train": path}, split="train")
@@ -60,11 +64,11 @@ def read_text_file(path: str, text_column: str, flag: str = "--train_file"):
         cause = err
         while cause.__cause__ is not None:  # DatasetGenerationError hides the reason in its cause
             cause = cause.__cause__
-        raise SystemExit(
+        raise InputDataError(
             f"refusing to start: {flag} {path} could not be read as {builder}: {type(cause).__name__}: {cause}"
         ) from err
     if text_column not in ds.column_names:
-        raise SystemExit(f"{path} has no {text_column!r} column (columns: {ds.column_names}); set --text_column")
+        raise InputDataError(f"{path} has no {text_column!r} column (columns: {ds.column_names}); set --text_column")
     check_text_column(ds, text_column, f"{flag} {path}")
     return ds
 
@@ -101,18 +105,18 @@ def check_text_column(ds, text_column: str, source: str) -> None:
     total = len(column)
     where = f"{source}, column {text_column!r}"
     if total == 0:
-        raise SystemExit(f"refusing to start: {where}: 0 rows; nothing to train or evaluate on")
+        raise InputDataError(f"refusing to start: {where}: 0 rows; nothing to train or evaluate on")
     nulls = np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False))
     if len(nulls):
-        raise SystemExit(
+        raise InputDataError(
             f"refusing to start: {where}: {len(nulls):,} of {total:,} rows are null (rows {_row_list(nulls)}, "
             "counted from 0); fill them in or remove those rows (null rows are refused, not dropped)"
         )
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise SystemExit(f"refusing to start: {where} holds {column.type} values, not text; set --text_column")
+        raise InputDataError(f"refusing to start: {where} holds {column.type} values, not text; set --text_column")
     blank = ~_nonblank(column)
     if blank.all():
-        raise SystemExit(
+        raise InputDataError(
             f"refusing to start: {where}: all {total:,} rows are empty or blank "
             f"(rows {_row_list(np.flatnonzero(blank))}, counted from 0); nothing to train or evaluate on"
         )
@@ -163,7 +167,7 @@ def _hub_texts(data_args: DataArguments):
     for split in ("train", "validation"):
         if split in raw:
             if column not in raw[split].column_names:
-                raise SystemExit(
+                raise InputDataError(
                     f"{name} ({split}) has no {column!r} column (columns: {raw[split].column_names}); "
                     "set --text_column"
                 )
@@ -195,7 +199,7 @@ def _streamed_texts(data_args: DataArguments):
             data_args.dataset_name, data_args.dataset_config_name, split="validation", streaming=True
         )
     except (ValueError, KeyError) as err:
-        raise SystemExit(f"--streaming needs a validation split; {name} has none ({err})") from None
+        raise InputDataError(f"--streaming needs a validation split; {name} has none ({err})") from None
     heldout = [row[column] for row in validation if isinstance(row.get(column), str)]
     return train, heldout
 
@@ -242,7 +246,7 @@ def load_documents(data_args: DataArguments, seed: int):
     if heldout_texts is None:
         n = max(1, len(train) * data_args.validation_split_percentage // 100)
         if n >= len(train):
-            raise SystemExit(
+            raise InputDataError(
                 f"refusing to start: {len(train)} training document(s) with text; holding out "
                 f"{data_args.validation_split_percentage}% for evaluation leaves none to train on"
             )
@@ -270,7 +274,7 @@ def build_tokenizer(model_args: ModelArguments, texts):
         return train_bpe_tokenizer(texts, model_args.train_tokenizer_vocab_size)
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     if tokenizer.eos_token_id is None:
-        raise SystemExit(f"tokenizer {model_args.tokenizer_name} has no end-of-text token to separate documents")
+        raise SettingsError(f"tokenizer {model_args.tokenizer_name} has no end-of-text token to separate documents")
     return tokenizer
 
 
@@ -305,43 +309,6 @@ def _load_prepared(out: Path) -> PreparedData:
     eval_sets = json.loads((out / "data" / "eval_sets.json").read_text())
     eval_sets["control_canaries"] = load_registry(out / "control_canaries.json")
     return PreparedData(tokenizer, blocks, canaries, eval_sets)
-
-
-def _make_canaries(data_args: DataArguments, seed: int) -> tuple[list, list]:
-    """The inserted canaries, and as many never-inserted ones with unused templates: the floor of
-    extraction, and the planted non-members."""
-    from hf_carto.data.canaries import make_canaries, unused_templates
-
-    canaries = make_canaries(
-        data_args.num_canaries,
-        repetitions=data_args.canary_repetitions,
-        secret_length=data_args.secret_length,
-        seed=seed,
-    )
-    control_canaries = make_canaries(
-        data_args.num_canaries,
-        repetitions=[1],
-        secret_length=data_args.secret_length,
-        templates=unused_templates(canaries),
-        seed=seed + 3,
-        first_id=data_args.num_canaries,
-    )
-    return canaries, control_canaries
-
-
-def _windows(heldout_docs, data_args: DataArguments, rng) -> tuple[list, list, list, int]:
-    """Contaminating and control sequences: 2k tokens from inside one held-out document each; and
-    the held-out documents left for membership and perplexity."""
-    from hf_carto.data.packing import cut_windows
-
-    n_c, k2 = data_args.num_contaminating, 2 * data_args.contamination_k
-    try:
-        windows, used, usable = cut_windows([d[:-1] for d in heldout_docs], 2 * n_c, k2, rng)
-    except ValueError as err:
-        raise SystemExit(f"held-out text: {err}; lower --num_contaminating or --contamination_k") from None
-    used = set(used)
-    rest = [d for i, d in enumerate(heldout_docs) if i not in used]
-    return windows[:n_c], windows[n_c:], rest, usable
 
 
 def _training_blocks(tokens, kinds, canaries, contaminating, tokenizer, data_args: DataArguments, seed: int, cache):
@@ -407,7 +374,7 @@ def prepare_data(model_args: ModelArguments, data_args: DataArguments, out: Path
     seed = data_args.data_seed_offset
     rng = np.random.default_rng(seed)
     train_texts, kinds, heldout_texts = load_documents(data_args, seed)
-    canaries, control_canaries = _make_canaries(data_args, seed)
+    canaries, control_canaries = canaries_and_controls(data_args, seed)
     # A tokenizer trained here sees every canary prompt (trained and control alike, never a secret)
     # as often as common phrases: prompts of words the corpus lacks would otherwise fall apart into
     # single characters and make canaries far longer than a real tokenizer makes them.
@@ -430,12 +397,12 @@ def prepare_data(model_args: ModelArguments, data_args: DataArguments, out: Path
         kinds = kinds[: len(tokens)]
     heldout_docs = tokenize(tokenizer, heldout_texts, "Tokenizing held-out documents")
     heldout_docs = [heldout_docs[i] for i in rng.permutation(len(heldout_docs))]
-    contaminating, control, rest, usable = _windows(heldout_docs, data_args, rng)
+    contaminating, control, rest, usable = contamination_windows(heldout_docs, data_args, rng)
     blocks, num_inserted = _training_blocks(tokens, kinds, canaries, contaminating, tokenizer, data_args, seed, cache)
-    planted_out, rest = _planted_non_members(
+    planted_out, rest = planted_non_members(
         rest, control_canaries, control, tokenizer, data_args, rng, density=num_inserted / max(1, len(tokens))
     )
-    eval_sets = _eval_sets(blocks, rest, planted_out, contaminating, control, data_args, seed)
+    eval_sets = build_eval_sets(blocks, rest, planted_out, contaminating, control, data_args, seed)
     eval_sets["counts"].update(
         heldout_documents=len(heldout_docs),
         heldout_documents_long_enough=usable,
@@ -448,57 +415,10 @@ def prepare_data(model_args: ModelArguments, data_args: DataArguments, out: Path
     return prepared
 
 
-def _eval_sets(blocks, rest, planted_out, contaminating, control, data_args: DataArguments, seed: int) -> dict:
-    """Membership, planted-membership, contamination and perplexity sets, with their counts."""
-    from hf_carto.core.columns import read_columns
-    from hf_carto.data.packing import pack_documents
-
-    heldout_blocks = pack_documents(rest, data_args.block_size)["input_ids"][:] if rest else []
-    n_m = data_args.num_membership_samples
-    if len(heldout_blocks) < n_m + 1:
-        raise SystemExit(
-            f"after the contamination windows and the planted controls, the held-out text packs into "
-            f"{len(heldout_blocks)} blocks of {data_args.block_size} tokens; {n_m + 1} are needed "
-            f"({n_m} non-members, >= 1 for perplexity). Give more held-out text or lower --num_membership_samples"
-        )
-    validation = heldout_blocks[n_m:]
-    if data_args.max_validation_samples is not None:
-        validation = validation[: data_args.max_validation_samples]
-    members, member_ids = _member_blocks(blocks, n_m, seed)
-    planted = _planted_blocks(blocks)
-    # Everything that is not ordinary text (the generated corpus also plants duplicates and noise).
-    share = float((read_columns(blocks, ["truth"])["truth"] != 0).mean())
-    if share > MAX_PLANTED_SHARE:
-        logger.warning(
-            "planted material fills %.1f%% of the training blocks (> %.0f%%): perplexity trade-offs then "
-            "reflect the planted text more than ordinary text",
-            100 * share,
-            100 * MAX_PLANTED_SHARE,
-        )
-    return {
-        "contaminating": contaminating,
-        "control": control,
-        "members": members,
-        "member_ids": member_ids,
-        "non_members": heldout_blocks[:n_m],
-        "planted_members": planted["input_ids"],
-        "planted_member_ids": planted["sample_id"],
-        "planted_non_members": planted_out,
-        "validation": validation,
-        "counts": {
-            "contaminating": len(contaminating),
-            "control": len(control),
-            "planted_blocks": len(planted["sample_id"]),
-            "planted_share": share,
-            "planted_non_members": len(planted_out),
-        },
-    }
-
-
 def _save_prepared(out: Path, data: PreparedData, control_canaries) -> None:
     """Every file of the stage, ``data/done.json`` last."""
     from hf_carto.data.canaries import save_registry
-    from hf_carto.publish.hub import mark_private
+    from hf_carto.publish.privacy import mark_private
 
     data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -513,49 +433,3 @@ def _save_prepared(out: Path, data: PreparedData, control_canaries) -> None:
     )
     (data_dir / "eval_sets.json").write_text(json.dumps(data.eval_sets))
     (data_dir / "done.json").write_text(json.dumps({"num_blocks": len(data.blocks)}))
-
-
-def _planted_non_members(rest, control_canaries, control, tokenizer, data_args, rng, density: float):
-    """Blocks built like the planted training blocks from material that is never trained on:
-    each never-inserted canary and control sequence once, inserted into held-out documents at the
-    training set's density of inserted documents, packed the same way. Returns those blocks and the
-    held-out documents left over."""
-    from hf_carto.core.columns import PLANTED_NAMES
-    from hf_carto.data.packing import insert_documents, pack_documents
-
-    eos = tokenizer.eos_token_id
-    inserted = [tokenizer(c.text)["input_ids"] + [eos] for c in control_canaries]
-    inserted += [seq + [eos] for seq in control]
-    num_filler = min(len(rest) // 2, max(1, round(len(inserted) / max(density, 1e-9))))
-    filler, rest = rest[:num_filler], rest[num_filler:]
-    kind = PLANTED_NAMES.index("canary")
-    docs, kinds, _ = insert_documents(
-        filler, [0] * len(filler), inserted, [kind] * len(inserted), seed=int(rng.integers(2**31))
-    )
-    packed = pack_documents(docs, data_args.block_size, kinds=kinds)
-    planted = np.flatnonzero(np.asarray(packed["truth"][:]) != 0)
-    return [packed[int(i)]["input_ids"] for i in planted], rest
-
-
-def _planted_blocks(blocks) -> dict[str, list]:
-    """Training blocks holding inserted material (canary or contaminating tokens)."""
-    from hf_carto.core.columns import PLANTED_NAMES, read_columns
-
-    truth = read_columns(blocks, ["truth"])["truth"]
-    kinds = [PLANTED_NAMES.index("canary"), PLANTED_NAMES.index("contaminated")]
-    chosen = np.flatnonzero(np.isin(truth, kinds))
-    subset = blocks.select(chosen)
-    return {"input_ids": subset["input_ids"][:], "sample_id": subset["sample_id"][:]}
-
-
-def _member_blocks(blocks, count: int, seed: int) -> tuple[list[list[int]], list[int]]:
-    """Training blocks with no planted material: the members of the membership-inference test."""
-    from hf_carto.core.columns import read_columns
-
-    truth = read_columns(blocks, ["truth"])["truth"]
-    candidates = np.flatnonzero(truth == 0)
-    if len(candidates) < count:
-        raise SystemExit(f"only {len(candidates)} ordinary training blocks for {count} membership samples")
-    chosen = np.sort(np.random.default_rng(seed + 2).choice(candidates, size=count, replace=False))
-    subset = blocks.select(chosen)
-    return subset["input_ids"][:], subset["sample_id"][:]

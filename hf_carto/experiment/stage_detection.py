@@ -1,7 +1,7 @@
 """How well each hotspot detector finds the planted blocks of one seed, and the figures of it.
 
-Every registered detector is scored on the seed's recorded losses (whatever ``--detectors`` trained
-arms for): the section costs a few array passes and tells which ranking a budget should use."""
+Every registered detector's scores of the seed's blocks (whatever ``--detectors`` trained arms for),
+as the scoring stage saved them: the section tells which ranking a budget should use."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def detection_section(scored, fit, carto: CartoArguments, seed: int, out: Path |
     With ``out`` (the run folder), the precision-recall figure of each target and the sensitivity
     figure are written in its ``seed<seed>`` folder; the section names them relative to ``out``.
     """
-    from hf_carto import DETECTORS, add_detector_scores
     from hf_carto.core.columns import CANARY_ID, SAMPLE_ID, TRUTH, loss_columns, read_columns
+    from hf_carto.experiment.stage_training import detector_scored
     from hf_carto.measure.detection_quality import (
         TARGETS,
         dataset_detection_quality,
@@ -33,8 +33,10 @@ def detection_section(scored, fit, carto: CartoArguments, seed: int, out: Path |
         memorization_tie_breaks,
         planted_targets,
     )
+    from hf_carto.score.detectors import DETECTORS
 
-    with_scores = add_detector_scores(scored, eps=fit.eps, burn_in=fit.burn_in, seed=seed, keep_in_memory=True)
+    # every detector's column, as score_blocks saved it (computed here only for blocks scored elsewhere)
+    with_scores = detector_scored(scored, carto, seed, fit, names=list(DETECTORS))
     fractions = sorted(set(carto.prune_fractions) | set(carto.downweight_fractions))
     names = loss_columns(scored.column_names)
     cols = read_columns(with_scores, [*names, SAMPLE_ID, TRUTH, CANARY_ID])

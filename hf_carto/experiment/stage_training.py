@@ -10,12 +10,15 @@ import logging
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hf_carto.experiment.arguments import CartoArguments, ModelArguments, model_config
 from hf_carto.experiment.run_folder import DONE, cached_stage, write_json
+
+if TYPE_CHECKING:
+    from hf_carto.record.store import LossStore
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +73,8 @@ def mapping_run(
 def _train_mapping(seed, model_args, carto, training, blocks, tokenizer, run_dir: Path, state) -> dict:
     from transformers import TrainerCallback, default_data_collator
 
-    from hf_carto import RecordingConfig, RecordingTrainer
+    from hf_carto.record.callback import RecordingConfig
+    from hf_carto.record.recording_trainer import RecordingTrainer
 
     epochs = int(training.num_train_epochs)
     per_epoch = steps_per_epoch(len(blocks), training, state.num_processes)
@@ -141,25 +145,35 @@ def last_complete_checkpoint(run_dir: Path) -> str | None:
     return None
 
 
-def score_blocks(blocks, recording_dir: Path, burn_in_step: int, carto: CartoArguments, scored_dir: Path):
-    """Merge the losses recorded in ``recording_dir`` into columns, score, assign quadrants; saved in
-    ``scored_dir`` once (its ``done.json`` last), then read back. Returns ``(scored, fit)``.
+def score_blocks(
+    blocks, recording: LossStore, burn_in_step: int, carto: CartoArguments, scored_dir: Path, *, seed: int
+):
+    """Merge the losses of ``recording`` into columns, score, assign quadrants and write every
+    registered detector's ``carto_score_<name>`` column (``random`` drawn with ``seed``): saved in
+    ``scored_dir`` once (its ``done.json`` last), then read back, so that the arms, the detection
+    section and the report read the same scores without computing them again. Returns
+    ``(scored, fit)``.
 
     ``burn_in_step`` is the optimizer step of the burn-in checkpoint: the snapshots taken up to it
     are the burn-in window of the difficulty score. With ``--snapshot_rows`` only the snapshotted
     blocks are scored (:func:`hf_carto.record.merge.unrecorded_rows` gives the others).
     """
-    from hf_carto import LossStore, add_cartography, add_loss_columns, cartography_summary, fit_cartography
-    from hf_carto.core.io import load_scored, save_scored
-    from hf_carto.record.merge import select_recorded_rows
+    from hf_carto.publish.summary import cartography_summary
+    from hf_carto.record.merge import add_loss_columns, select_recorded_rows
+    from hf_carto.score.cartography import add_cartography, fit_cartography
+    from hf_carto.score.detectors import DETECTORS, add_detector_scores
+    from hf_carto.score.scored_io import load_scored, save_scored
 
     if (scored_dir / DONE).exists():
         return load_scored(scored_dir)
-    snapshots = LossStore(recording_dir).completed()
+    snapshots = recording.completed()
     burn_in = sum(1 for info in snapshots.values() if info["step"] <= burn_in_step)
-    data = add_loss_columns(select_recorded_rows(blocks, recording_dir), recording_dir)
+    data = add_loss_columns(select_recorded_rows(blocks, recording), recording)
     fit = fit_cartography(data, burn_in=burn_in, eps=carto.eps, alpha_d=carto.alpha_d, alpha_m=carto.alpha_m)
     scored = add_cartography(data, fit)
+    scored = add_detector_scores(
+        scored, list(DETECTORS), eps=fit.eps, burn_in=fit.burn_in, seed=seed, keep_in_memory=True
+    )
     save_scored(scored, scored_dir, fit=fit, summary=cartography_summary(scored, fit), overwrite=True)
     write_json(scored_dir / DONE, {"num_samples": len(scored), "burn_in_snapshots": burn_in})
     return scored, fit
@@ -200,8 +214,9 @@ def add_row_evidence(scored, mapping_dir: Path, carto: CartoArguments, training,
     def run() -> dict:
         from transformers import AutoModelForCausalLM
 
-        from hf_carto import add_duplicate_columns, add_leakage_columns
         from hf_carto.core.atomic import write_parquet_atomic
+        from hf_carto.measure.leakage_columns import add_leakage_columns
+        from hf_carto.score.duplicates import add_duplicate_columns
 
         model = AutoModelForCausalLM.from_pretrained(mapping_dir / "final").to(state.device)
         blocks = scored.select_columns(["input_ids", SAMPLE_ID])
@@ -285,7 +300,7 @@ def make_arms(scored, carto: CartoArguments, seed: int, fit=None) -> tuple[dict[
     of the same size (:func:`~hf_carto.build_detector_arms`); the detector scores need ``fit``
     (its resolved eps and burn-in snapshots).
     """
-    from hf_carto import build_arms
+    from hf_carto.curation.arms import build_arms
 
     main = build_arms(scored, alpha=carto.alpha, gamma=carto.gamma, remove_noisy=carto.remove_noisy, seed=seed)
     arms = {
@@ -303,7 +318,7 @@ def make_arms(scored, carto: CartoArguments, seed: int, fit=None) -> tuple[dict[
                 arms[name + suffix] = (budget_family(name, kind), built[name])
             cuts.append(_cut(kind, fraction, "gendatacarto", built.selection))
             continue
-        from hf_carto import build_detector_arms
+        from hf_carto.curation.arms import build_detector_arms
 
         built = build_detector_arms(with_scores, budget_detectors(carto, kind, fraction), budget=fraction, alpha=alpha)
         for name, arm in built.items():
@@ -315,7 +330,7 @@ def make_arms(scored, carto: CartoArguments, seed: int, fit=None) -> tuple[dict[
         cuts.append(cut)
     policy = curation_policy(carto)
     if policy.arm_name not in arms:  # the published curation is always one of the arms measured
-        from hf_carto import build_detector_arms
+        from hf_carto.curation.arms import build_detector_arms
 
         if fit is None:
             raise ValueError(f"the policy's arm ({policy.describe()}) needs the CartographyFit of the scores")
@@ -347,9 +362,10 @@ def dedup_arms(scored, seed: int) -> tuple[dict[str, tuple[str, Any]], dict]:
     no block has a duplicate: dedup is then the no-intervention arm) and the cut, with the share of
     the canary and contaminating blocks it removed.
     """
-    from hf_carto import add_duplicate_columns, top_budget
     from hf_carto.core.columns import DUP_COLUMNS, DUP_NEAR_ID, PLANTED_NAMES, SAMPLE_ID, TRUTH, read_columns
     from hf_carto.curation.arms import treated
+    from hf_carto.score.detectors import top_budget
+    from hf_carto.score.duplicates import add_duplicate_columns
 
     clustered = scored
     if not all(c in scored.column_names for c in DUP_COLUMNS):
@@ -393,13 +409,18 @@ def add_arms(arms: dict, new: dict) -> None:
 
 def detector_scored(scored, carto: CartoArguments, seed: int, fit, names=None):
     """``scored`` with a ``carto_score_<name>`` column for each of ``names`` (default
-    ``--detectors``) and ``random``."""
-    from hf_carto import add_detector_scores
+    ``--detectors``) and ``random``. The blocks :func:`score_blocks` saved carry every detector's
+    column already; only a dataset scored elsewhere gets the missing ones computed here."""
+    from hf_carto.core.columns import score_column
+    from hf_carto.score.detectors import add_detector_scores
 
+    names = list(dict.fromkeys([*(carto.detectors if names is None else names), "random"]))
+    missing = [name for name in names if score_column(name) not in scored.column_names]
+    if not missing:
+        return scored
     if fit is None:
         raise ValueError("arms by --detectors need the CartographyFit of the scores (its eps and burn-in)")
-    names = list(dict.fromkeys([*(carto.detectors if names is None else names), "random"]))
-    return add_detector_scores(scored, names, eps=fit.eps, burn_in=fit.burn_in, seed=seed, keep_in_memory=True)
+    return add_detector_scores(scored, missing, eps=fit.eps, burn_in=fit.burn_in, seed=seed, keep_in_memory=True)
 
 
 def train_arm(name: str, arm, checkpoint: str, epochs: int, training, arm_dir: Path, seed: int, state) -> dict:
@@ -410,7 +431,7 @@ def train_arm(name: str, arm, checkpoint: str, epochs: int, training, arm_dir: P
 def _continue(name, arm, checkpoint, epochs, training, arm_dir: Path, seed: int) -> dict:
     from transformers import default_data_collator
 
-    from hf_carto import arm_budget, continue_from_checkpoint
+    from hf_carto.curation.arms import arm_budget, continue_from_checkpoint
 
     args = training_args(training, output_dir=str(arm_dir), seed=seed, num_train_epochs=epochs)
     trainer = continue_from_checkpoint(

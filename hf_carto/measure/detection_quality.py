@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hf_carto.core.columns import CANARY_ID, PLANTED_NAMES, SAMPLE_ID, TRUTH, read_columns, score_columns
+from hf_carto.core.eps import check_loss_matrix
+from hf_carto.core.kernel import burn_in_difficulty, forget_event_counts, memorization_rate
 from hf_carto.score.detectors import decided_by_tie_break, memorization_score
-from hf_carto.score.scores import check_burn_in, check_loss_matrix, count_forget_events, select_top_memorized
+from hf_carto.score.scores import check_burn_in, select_top_memorized
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -198,8 +200,8 @@ def memorization_tie_breaks(
     burn_in = check_burn_in(burn_in, arr.shape[1])
     if not math.isfinite(float(eps)):
         raise ValueError(f"eps must be a finite number (the resolved forget threshold); got {eps!r}")
-    m = count_forget_events(arr, float(eps)) / float(arr.shape[1] - 1)
-    d = arr[:, :burn_in].mean(axis=1, dtype=np.float64)
+    m = memorization_rate(forget_event_counts(arr, float(eps)), arr.shape[1])
+    d = burn_in_difficulty(arr, burn_in)
     rows = []
     for fraction in fractions:
         cut = select_top_memorized(m, fraction, difficulty=d, sample_ids=sample_ids)
@@ -263,7 +265,7 @@ def memorization_sensitivity(
         sub_burn_in = min(max(1, int(np.sum(kept < burn_in))), sub.shape[1] - 1)
         for q in quantiles:
             eps = float(np.quantile(sub, q))
-            events = count_forget_events(sub, eps)
+            events = forget_event_counts(sub, eps)
             rows.append(
                 {
                     "snapshots_per_epoch": snapshots_per_epoch // step,

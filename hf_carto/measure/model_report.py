@@ -22,8 +22,12 @@ import numpy as np
 from hf_carto.core.atomic import write_json_atomic
 from hf_carto.core.batching import map_batches, writes_outputs
 from hf_carto.data.canaries import Canary
-from hf_carto.measure.leakage import canary_extraction, contamination_recall, ensure_pad_token, exposure, perplexity
+from hf_carto.measure.causal_lm import ensure_pad_token
+from hf_carto.measure.contamination import contamination_recall
+from hf_carto.measure.exposure import exposure
+from hf_carto.measure.extraction import canary_extraction
 from hf_carto.measure.membership import membership_metrics, membership_signals, plot_roc
+from hf_carto.measure.perplexity import perplexity
 
 __all__ = ["EvalSettings", "LeakageProbes", "evaluate_leakage", "evaluate_model", "format_report", "plot_tradeoffs"]
 

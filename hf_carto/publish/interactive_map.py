@@ -179,8 +179,8 @@ def write_interactive_map(
         jitter = np.where((yv + jitter < 0) | (yv + jitter > 1), -jitter, jitter)
         y_plot = yv + jitter
 
+    from hf_carto.core.columns import Quadrant
     from hf_carto.core.plots import QUADRANT_COLORS
-    from hf_carto.score.scores import Quadrant
 
     quadrant_names = [q.name.lower() for q in Quadrant]
     if color_by == "quadrant":

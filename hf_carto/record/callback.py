@@ -35,7 +35,7 @@ from transformers import TrainerCallback
 
 from hf_carto.core.columns import SAMPLE_ID, read_columns
 from hf_carto.record.losses import per_sample_loss, token_nll
-from hf_carto.record.recording import LossRecorder, hf_causal_lm_losses
+from hf_carto.record.recorder import LossRecorder, hf_causal_lm_losses
 
 __all__ = ["RecordingConfig", "CartographyCallback", "PerSampleLoss", "ensure_sample_ids"]
 
@@ -75,7 +75,7 @@ class RecordingConfig:
             return None
         if num_samples is None:
             raise ValueError("snapshot_rows needs a training set with a length (a map-style dataset)")
-        from hf_carto.record.recording import snapshot_subset
+        from hf_carto.record.recorder import snapshot_subset
 
         return snapshot_subset(num_samples, self.snapshot_rows, self.snapshot_seed)
 
@@ -236,8 +236,8 @@ class CartographyCallback(TrainerCallback):
         snapshot_rows: float | None = None,
         snapshot_seed: int = 0,
     ) -> None:
-        from hf_carto.record.recording import RecordingSettings
-        from hf_carto.score.scores import parse_eps
+        from hf_carto.core.eps import parse_eps
+        from hf_carto.record.store import RecordingSettings
 
         # the same checks, now rather than at train
         RecordingSettings(mode=mode, snapshot_every=snapshot_every, snapshot_rows=1 if snapshot_rows else None)
@@ -310,7 +310,7 @@ class CartographyCallback(TrainerCallback):
         from accelerate.data_loader import prepare_data_loader
         from torch.utils.data import DataLoader
 
-        from hf_carto.record.recording import subset_of
+        from hf_carto.record.recorder import subset_of
 
         train_loader = kwargs["train_dataloader"]
         process = PartialState()
@@ -414,7 +414,7 @@ class CartographyCallback(TrainerCallback):
 
     def _after_snapshot(self, snapshot: int, state) -> None:
         if self._tracker is not None:
-            self._tracker.log_snapshot(self.recorder.store.output_dir, self.eps, step=state.global_step)
+            self._tracker.log_snapshot(self.recorder.store, self.eps, step=state.global_step)
 
 
 def _ids_of_rows(dataset: Any, rows) -> list[int]:

@@ -7,10 +7,8 @@ conflicting duplicates, non-finite losses. Each shard is checked against the sha
 recorded when its snapshot was completed (recordings made before checksums were kept are merged
 unverified), so a shard that changed on disk stops the merge instead of changing a loss.
 
-Duplicates: in eval mode every copy of a sample was computed with the same weights, so copies must
-agree (within ``atol + rtol * |loss|``; batch composition changes the last bits) or the merge
-refuses. In train mode copies come from different moments of the epoch (a padding duplicate is
-trained twice); the record with the smallest ``step`` (then lowest rank) is kept.
+Duplicates: eval-mode copies of a sample must agree, and of train-mode copies the earliest is kept
+(:mod:`hf_carto.record.snapshot_column`, which places a snapshot's records a shard batch at a time).
 """
 
 from __future__ import annotations
@@ -24,7 +22,8 @@ import numpy as np
 from datasets import Dataset, Value
 
 from hf_carto.core.columns import LOSS_COLUMN_PATTERN, SAMPLE_ID, loss_column, non_canonical_loss_columns, read_columns
-from hf_carto.record.recording import LossStore, RecordingSettings
+from hf_carto.record.snapshot_column import IdIndex, SnapshotColumn, conflicting_copies, disagreeing, first_ids
+from hf_carto.record.store import LossStore, RecordingSettings
 
 __all__ = [
     "LossMatrix",
@@ -36,13 +35,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-DUPLICATE_RTOL = 1e-4
-DUPLICATE_ATOL = 1e-4
-
-
-def _first(ids: np.ndarray, limit: int = 5) -> list[int]:
-    return [int(x) for x in ids[:limit]]
 
 
 def merged_snapshot(store: LossStore, snapshot: int, settings: RecordingSettings) -> dict[str, np.ndarray]:
@@ -66,19 +58,9 @@ def merged_snapshot(store: LossStore, snapshot: int, settings: RecordingSettings
         raise ValueError(f"{store.snapshot_dir(snapshot)}: the shards hold no records")
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     if settings.mode == "eval" and starts.size < ids.size:
-        losses = records["loss"].astype(np.float64)
-        finite = np.where(np.isfinite(losses), losses, 0.0)  # non-finite values are reported later
-        high = np.maximum.reduceat(finite, starts)
-        low = np.minimum.reduceat(finite, starts)
-        conflict = (high - low) > DUPLICATE_ATOL + DUPLICATE_RTOL * np.abs(high)
+        conflict = disagreeing(records["loss"], starts)
         if conflict.any():
-            bad = ids[starts[conflict]]
-            raise ValueError(
-                f"snapshot {snapshot}: {bad.size} sample_ids were recorded more than once with different "
-                f"losses (more than {DUPLICATE_ATOL} + {DUPLICATE_RTOL} x loss apart); first sample_ids: "
-                f"{_first(bad)}. Eval-mode copies of a sample must agree: were these shards written by "
-                "different runs?"
-            )
+            raise conflicting_copies(snapshot, ids[starts[conflict]])
     return {k: v[starts] for k, v in records.items() if k != "rank"}
 
 
@@ -137,133 +119,8 @@ def _check_ranks(store: LossStore, snapshot: int, settings: RecordingSettings) -
     return sorted(shards)
 
 
-class _IdIndex:
-    """Where each ``sample_id`` goes: its position among the expected ids sorted. For ids that form
-    a run of consecutive integers (``0..N-1`` as the recorder numbers them) the position is the id
-    minus the first, and no sorted copy is kept."""
-
-    def __init__(self, sorted_ids: np.ndarray) -> None:
-        self.n = sorted_ids.size
-        contiguous = self.n > 0 and int(sorted_ids[-1]) - int(sorted_ids[0]) == self.n - 1
-        self.base = int(sorted_ids[0]) if contiguous else None
-        self.sorted_ids = None if contiguous else sorted_ids
-
-    def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(positions, known)`` of ids (positions of unknown ids are meaningless)."""
-        if self.sorted_ids is None:
-            pos = ids - self.base
-            return pos, (pos >= 0) & (pos < self.n)
-        pos = np.searchsorted(self.sorted_ids, ids)
-        return pos, self.sorted_ids[np.minimum(pos, self.n - 1)] == ids
-
-    def ids_at(self, positions: np.ndarray) -> np.ndarray:
-        return positions + self.base if self.sorted_ids is None else self.sorted_ids[positions]
-
-
-class _SnapshotColumn:
-    """One snapshot's losses placed by ``sample_id``, shard batch by shard batch.
-
-    Memory: the loss column (and the token counts, when asked), a flag per sample and, for the
-    copy rule, each placed record's step; the shards are read one batch at a time. The record kept
-    for a sample is the one with the smallest ``step``, then the lowest rank, then the first in
-    its file: what :func:`merged_snapshot` keeps. In eval mode the copies of a sample must all lie
-    within the tolerance of each other (largest minus smallest, as :func:`merged_snapshot`
-    checks): the values of every sample that has copies are kept aside (a few per sample, for the
-    padding copies a sampler adds) and compared at the end.
-    """
-
-    def __init__(self, index: _IdIndex, snapshot: int, mode: str, with_tokens: bool = True) -> None:
-        n = index.n
-        self.index, self.snapshot, self.mode = index, snapshot, mode
-        self.losses = np.empty(n, dtype=np.float32)
-        self.n_tokens = np.empty(n, dtype=np.int32) if with_tokens else None
-        self.step = np.empty(n, dtype=np.int64)
-        self.seen = np.zeros(n, dtype=bool)
-        self.num_records = 0
-        self.unknown: list[np.ndarray] = []  # distinct unknown ids of each batch
-        self.copies: list[tuple[np.ndarray, np.ndarray]] = []  # (positions, losses) of samples with copies
-
-    def add(self, records: dict[str, np.ndarray]) -> None:
-        self.num_records += records["sample_id"].size
-        # By id, then step; stable, so among equal steps the first in the file comes first. Sorted
-        # queries also keep the id look-up cache-friendly.
-        order = np.lexsort((records["step"], records["sample_id"]))
-        ids, loss, tokens, step = (records[k][order] for k in ("sample_id", "loss", "n_tokens", "step"))
-        pos, known = self.index.positions(ids)
-        if not known.all():
-            self.unknown.append(np.unique(ids[~known]))
-            pos, loss, tokens, step = pos[known], loss[known], tokens[known], step[known]
-        if not pos.size:
-            return
-        first = np.r_[True, pos[1:] != pos[:-1]]
-        if self.mode == "eval":
-            self._keep_copies(pos, loss, first)
-        pos, loss, tokens, step = pos[first], loss[first], tokens[first], step[first]
-        earlier = self.seen[pos]
-        take = ~earlier | (step < self.step[pos])
-        where = pos[take]
-        self.losses[where], self.step[where] = loss[take], step[take]
-        if self.n_tokens is not None:
-            self.n_tokens[where] = tokens[take]
-        self.seen[pos] = True
-
-    def _keep_copies(self, pos: np.ndarray, loss: np.ndarray, first: np.ndarray) -> None:
-        """Set aside every value of a sample with copies: copies within this batch, and for a
-        sample placed by an earlier batch, the value placed then (earlier copies beyond it were set
-        aside when they met)."""
-        group = np.cumsum(first) - 1
-        multiple = np.bincount(group)[group] > 1
-        before = self.seen[pos]
-        involved = multiple | before
-        if involved.any():
-            self.copies.append((pos[involved], loss[involved]))
-            placed = np.unique(pos[before])
-            self.copies.append((placed, self.losses[placed]))
-
-    def _conflicts(self) -> np.ndarray:
-        """The ids whose eval-mode copies lie further apart than the tolerance."""
-        if not self.copies:
-            return np.empty(0, dtype=np.int64)
-        pos = np.concatenate([p for p, _ in self.copies])
-        values = np.concatenate([v for _, v in self.copies]).astype(np.float64)
-        values = np.where(np.isfinite(values), values, 0.0)  # non-finite values are reported later
-        order = np.argsort(pos, kind="stable")
-        pos, values = pos[order], values[order]
-        starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
-        high = np.maximum.reduceat(values, starts)
-        low = np.minimum.reduceat(values, starts)
-        conflict = (high - low) > DUPLICATE_ATOL + DUPLICATE_RTOL * np.abs(high)
-        return np.sort(self.index.ids_at(pos[starts[conflict]]))
-
-    def finish(self, where: Path) -> None:
-        """Raise what went wrong, the way :func:`merged_snapshot` and the merge name it."""
-        t = self.snapshot
-        if self.num_records == 0:
-            raise ValueError(f"{where}: the shards hold no records")
-        conflicts = self._conflicts()
-        if conflicts.size:
-            raise ValueError(
-                f"snapshot {t}: {conflicts.size} sample_ids were recorded more than once with different "
-                f"losses (more than {DUPLICATE_ATOL} + {DUPLICATE_RTOL} x loss apart); first sample_ids: "
-                f"{_first(conflicts)}. Eval-mode copies of a sample must agree: were these shards "
-                "written by different runs?"
-            )
-        if self.unknown:
-            unknown = np.unique(np.concatenate(self.unknown))
-            raise ValueError(
-                f"snapshot {t}: {unknown.size} recorded sample_ids are not in the dataset; first: "
-                f"{_first(unknown)}. Was the dataset re-indexed after recording?"
-            )
-        if not self.seen.all():
-            missing = np.flatnonzero(~self.seen)
-            raise ValueError(
-                f"snapshot {t}: {missing.size} of {self.index.n} samples have no recorded loss; first "
-                f"sample_ids: {_first(self.index.ids_at(missing[:5]))}"
-            )
-
-
 def _iter_columns(
-    output_dir: str | os.PathLike,
+    store: LossStore,
     expected_ids: np.ndarray,
     allow_nonfinite: bool,
     progress: bool,
@@ -273,10 +130,9 @@ def _iter_columns(
     """Yield ``(t, losses, n_tokens)`` aligned with ``expected_ids``, one snapshot at a time
     (``n_tokens`` is None without ``with_tokens``).
 
-    Each snapshot's shards are read ``batch_rows`` records at a time (:class:`_SnapshotColumn`), so
+    Each snapshot's shards are read ``batch_rows`` records at a time (:class:`SnapshotColumn`), so
     memory is the id index and one snapshot's columns, never a snapshot's records at once.
     """
-    store = LossStore(output_dir)
     settings = store.settings()
     completed = _check_completed(store)
     if expected_ids.size == 0:
@@ -285,8 +141,8 @@ def _iter_columns(
     sorted_ids = expected_ids[order]
     if sorted_ids.size and (sorted_ids[1:] == sorted_ids[:-1]).any():
         dupes = np.unique(sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]])
-        raise ValueError(f"the dataset has {dupes.size} duplicated sample_ids; first: {_first(dupes)}")
-    index = _IdIndex(sorted_ids)
+        raise ValueError(f"the dataset has {dupes.size} duplicated sample_ids; first: {first_ids(dupes)}")
+    index = IdIndex(sorted_ids)
     del sorted_ids
     non_finite: list[tuple[int, int]] = []
     n_non_finite = 0
@@ -296,7 +152,7 @@ def _iter_columns(
 
         snapshots = tqdm(snapshots, desc="Merging loss snapshots")
     for t in snapshots:
-        column = _SnapshotColumn(index, t, settings.mode, with_tokens)
+        column = SnapshotColumn(index, t, settings.mode, with_tokens)
         for rank in _check_ranks(store, t, settings):
             for records in store.iter_shard(t, rank, batch_rows):
                 column.add(records)
@@ -336,7 +192,7 @@ def _expected_ids(store: LossStore, sample_ids: np.ndarray | None) -> np.ndarray
 
 
 def load_loss_matrix(
-    output_dir: str | os.PathLike,
+    recording: LossStore | str | os.PathLike,
     sample_ids: np.ndarray | None = None,
     *,
     allow_nonfinite: bool = False,
@@ -346,7 +202,7 @@ def load_loss_matrix(
     """Merge a recording into an ``(N, T)`` matrix.
 
     Args:
-        output_dir (`str`): the run folder (the one holding `carto/`).
+        recording (`LossStore` or `str`): the recording, or the run folder holding its `carto/`.
         sample_ids (`np.ndarray`, *optional*): the rows to expect, in the order wanted. Defaults
             to `0..num_samples-1` from the manifest, or the ids of the first snapshot when the
             training set had no length.
@@ -360,11 +216,11 @@ def load_loss_matrix(
             they were recorded, samples missing from a snapshot or unknown to `sample_ids`,
             conflicting duplicates, non-finite losses.
     """
-    store = LossStore(output_dir)
+    store = LossStore.of(recording)
     settings = store.settings()
     ids = _expected_ids(store, sample_ids)
     columns, counts = [], []
-    for _, losses, n_tokens in _iter_columns(output_dir, ids, allow_nonfinite, progress, batch_rows):
+    for _, losses, n_tokens in _iter_columns(store, ids, allow_nonfinite, progress, batch_rows):
         columns.append(losses)
         counts.append(n_tokens)
     return LossMatrix(ids, np.stack(columns, axis=1), np.stack(counts, axis=1), settings, store.completed())
@@ -372,7 +228,7 @@ def load_loss_matrix(
 
 def add_loss_columns(
     dataset: Dataset,
-    output_dir: str | os.PathLike,
+    recording: LossStore | str | os.PathLike,
     *,
     allow_nonfinite: bool = False,
     progress: bool = True,
@@ -381,7 +237,8 @@ def add_loss_columns(
 ) -> Dataset:
     """Add one ``carto_loss_{t}`` float32 column per completed snapshot, aligned by ``sample_id``.
 
-    The dataset must carry the ``sample_id`` column the recording used. Existing
+    ``recording`` is the :class:`LossStore` or the run folder holding its ``carto/``. The dataset
+    must carry the ``sample_id`` column the recording used. Existing
     ``carto_loss_{t}`` columns are replaced; other columns with that prefix (``carto_loss_weight``)
     are kept. A column that looks like a loss column without its canonical name
     (``carto_loss_07``) is refused rather than kept beside the new ``carto_loss_7``.
@@ -401,19 +258,20 @@ def add_loss_columns(
             f"the dataset has columns {odd} that look like loss columns but are not named carto_loss_<t> "
             "(t = 1, 2, ... without leading zeros); rename or remove them before merging"
         )
+    store = LossStore.of(recording)
     ids = np.asarray(read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID], dtype=np.int64)
-    subset = LossStore(output_dir).snapshot_ids()
+    subset = store.snapshot_ids()
     if subset is not None and (ids.size != subset.size or not np.array_equal(np.sort(ids), np.sort(subset))):
         raise ValueError(
-            f"{output_dir} recorded eval-mode snapshots of {subset.size:,} of the training rows (snapshot_rows), "
+            f"{store} recorded eval-mode snapshots of {subset.size:,} of the training rows (snapshot_rows), "
             f"and the dataset's {ids.size:,} rows are not those: select them first, "
-            "dataset = hf_carto.record.merge.select_recorded_rows(dataset, output_dir)"
+            "dataset = hf_carto.record.merge.select_recorded_rows(dataset, recording)"
         )
     old = [c for c in dataset.column_names if LOSS_COLUMN_PATTERN.match(c)]
     if old:
         dataset = dataset.remove_columns(old)
-    columns = _iter_columns(output_dir, ids, allow_nonfinite, progress, batch_rows, with_tokens=False)
-    target = Path(cache_file_name) if cache_file_name is not None else _cache_file_beside(dataset, output_dir)
+    columns = _iter_columns(store, ids, allow_nonfinite, progress, batch_rows, with_tokens=False)
+    target = Path(cache_file_name) if cache_file_name is not None else _cache_file_beside(dataset, store)
     if target is None:
         for t, losses, _ in columns:
             dataset = dataset.add_column(loss_column(t), losses, feature=Value("float32"))
@@ -426,10 +284,10 @@ def add_loss_columns(
     return concatenate_datasets([dataset, Dataset.from_file(str(target))], axis=1)
 
 
-def select_recorded_rows(dataset: Dataset, output_dir: str | os.PathLike) -> Dataset:
+def select_recorded_rows(dataset: Dataset, recording: LossStore | str | os.PathLike) -> Dataset:
     """The rows of ``dataset`` a subset recording (``snapshot_rows``) covers, in the dataset's order;
     the whole dataset when the recording covers every row."""
-    subset = LossStore(output_dir).snapshot_ids()
+    subset = LossStore.of(recording).snapshot_ids()
     if subset is None:
         return dataset
     ids = np.asarray(read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID], dtype=np.int64)
@@ -437,23 +295,24 @@ def select_recorded_rows(dataset: Dataset, output_dir: str | os.PathLike) -> Dat
     if rows.size != subset.size:
         missing = np.setdiff1d(subset, ids)
         raise ValueError(
-            f"{missing.size} of the {subset.size} recorded sample_ids are not in the dataset; first: {_first(missing)}"
+            f"{missing.size} of the {subset.size} recorded sample_ids are not in the dataset; "
+            f"first: {first_ids(missing)}"
         )
     return dataset.select(rows)
 
 
-def unrecorded_rows(dataset: Dataset, output_dir: str | os.PathLike) -> Dataset | None:
+def unrecorded_rows(dataset: Dataset, recording: LossStore | str | os.PathLike) -> Dataset | None:
     """The rows of ``dataset`` a subset recording (``snapshot_rows``) left out, in the dataset's
     order: the rows without scores, which a curation keeps as they are; None when the recording
     covers every row."""
-    subset = LossStore(output_dir).snapshot_ids()
+    subset = LossStore.of(recording).snapshot_ids()
     if subset is None:
         return None
     ids = np.asarray(read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID], dtype=np.int64)
     return dataset.select(np.flatnonzero(~np.isin(ids, subset)))
 
 
-def _cache_file_beside(dataset: Dataset, output_dir: str | os.PathLike) -> Path | None:
+def _cache_file_beside(dataset: Dataset, store: LossStore) -> Path | None:
     """An Arrow file for the loss columns beside the dataset's first cache file, named after the
     dataset and the recording; None for an in-memory dataset or a folder this process cannot write."""
     import hashlib
@@ -464,7 +323,7 @@ def _cache_file_beside(dataset: Dataset, output_dir: str | os.PathLike) -> Path 
     if not os.access(folder, os.W_OK):
         logger.info("%s is not writable: the loss columns are kept in memory", folder)
         return None
-    manifest = LossStore(output_dir).manifest_path
+    manifest = store.manifest_path
     key = hashlib.sha256(f"{dataset._fingerprint}\n".encode() + manifest.read_bytes()).hexdigest()[:16]
     # "cache-*.arrow", as datasets names its own cache files: Dataset.cleanup_cache_files removes it
     return folder / f"cache-carto-losses-{key}.arrow"

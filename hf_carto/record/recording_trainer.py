@@ -21,12 +21,10 @@ import torch
 from transformers import Trainer
 
 from hf_carto.core.columns import LOSS_WEIGHT, SAMPLE_ID
-
-# RecordingConfig and ensure_sample_ids live with the callback; importing them from here keeps working.
 from hf_carto.record.callback import CartographyCallback, PerSampleLoss, RecordingConfig, ensure_sample_ids
-from hf_carto.record.recording import LossRecorder, hf_causal_lm_losses
+from hf_carto.record.recorder import LossRecorder, hf_causal_lm_losses
 
-__all__ = ["RecordingConfig", "LossRecordingMixin", "RecordingTrainer", "ensure_sample_ids", "without_hub_token"]
+__all__ = ["LossRecordingMixin", "RecordingTrainer", "without_hub_token"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +183,7 @@ class LossRecordingMixin:
 
     def record_eval_snapshot(self, snapshot: int, state) -> None:
         """Eval-mode pass over the training set (or its ``snapshot_rows`` subset) with the current weights."""
-        from hf_carto.record.recording import subset_of
+        from hf_carto.record.recorder import subset_of
 
         rows = (
             self.train_dataset if self.snapshot_subset is None else subset_of(self.train_dataset, self.snapshot_subset)

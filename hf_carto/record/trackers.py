@@ -19,11 +19,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hf_carto.core.columns import DIFFICULTY, MEMORIZATION, QUADRANT, read_columns
+
+if TYPE_CHECKING:
+    from hf_carto.record.store import LossStore
 
 __all__ = ["CartographyTracker", "log_cartography", "tracker_log_dir"]
 
@@ -59,23 +62,22 @@ class CartographyTracker:
             return None
         return cls(tracker_log_dir(args.output_dir))
 
-    def log_snapshot(self, output_dir: str | os.PathLike, eps: float | str, *, step: int) -> dict[str, float]:
-        """Log the latest snapshot of the recording in ``output_dir``; returns what was logged."""
+    def log_snapshot(self, store: LossStore, eps: float | str, *, step: int) -> dict[str, float]:
+        """Log the latest snapshot of the recording ``store``; returns what was logged."""
+        from hf_carto.core.eps import resolve_eps
+        from hf_carto.core.kernel import forget_event_counts
         from hf_carto.record.merge import load_loss_matrix, merged_snapshot
-        from hf_carto.record.recording import LossStore
-        from hf_carto.score.scores import count_forget_events, resolve_eps
 
-        store = LossStore(output_dir)
         completed = store.completed()
         ids = merged_snapshot(store, min(completed), store.settings())["sample_id"]
-        losses = load_loss_matrix(output_dir, ids, allow_nonfinite=True).losses.astype(np.float64)
+        losses = load_loss_matrix(store, ids, allow_nonfinite=True).losses.astype(np.float64)
         rows = losses[np.isfinite(losses).all(axis=1)]
         latest = losses[:, -1][np.isfinite(losses[:, -1])]
         logged = {"carto/loss_mean": float(latest.mean()) if latest.size else float("nan")}
         if rows.shape[1] >= 2 and rows.shape[0]:
             eps_value = resolve_eps(rows, eps)
             logged["carto/eps"] = eps_value
-            logged["carto/forget_fraction"] = float((count_forget_events(rows, eps_value) > 0).mean())
+            logged["carto/forget_fraction"] = float((forget_event_counts(rows, eps_value) > 0).mean())
         else:
             logged["carto/forget_fraction"] = 0.0
         if latest.size:
@@ -87,8 +89,8 @@ class CartographyTracker:
 
     def log_scores(self, dataset: Any, fit: Any, *, step: int = 0, highlight: np.ndarray | None = None) -> dict:
         """Quadrant counts, thresholds and the data-map image of a scored dataset."""
+        from hf_carto.core.columns import Quadrant
         from hf_carto.core.plots import plot_data_map
-        from hf_carto.score.scores import Quadrant
 
         columns = read_columns(dataset, [DIFFICULTY, MEMORIZATION, QUADRANT])
         quadrants = columns[QUADRANT].astype(np.int64)

@@ -24,7 +24,8 @@ import numpy as np
 from datasets import Dataset
 
 from hf_carto.core.columns import SAMPLE_ID, loss_columns, read_columns
-from hf_carto.score.scores import count_forget_events, eps_from_min, parse_eps
+from hf_carto.core.eps import eps_from_min, parse_eps
+from hf_carto.core.kernel import burn_in_difficulty, forget_event_counts
 
 __all__ = ["run_matrices", "pooled_eps", "combined_scores"]
 
@@ -91,7 +92,7 @@ def pooled_eps(matrices: list[np.ndarray], eps: float | str) -> float:
 
 def combined_scores(matrices: list[np.ndarray], burn_in: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """Combined ``(d, m)`` of aligned run matrices (see the module notes)."""
-    d = np.mean([m[:, :burn_in].mean(axis=1) for m in matrices], axis=0)
-    forgets = np.sum([count_forget_events(m, eps) for m in matrices], axis=0)
+    d = np.mean([burn_in_difficulty(m, burn_in) for m in matrices], axis=0)
+    forgets = np.sum([forget_event_counts(m, eps) for m in matrices], axis=0)
     pairs = sum(m.shape[1] - 1 for m in matrices)
     return d, forgets / float(pairs)

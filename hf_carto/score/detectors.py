@@ -22,13 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hf_carto.core.columns import loss_columns, score_column
-from hf_carto.score.scores import (
-    BudgetSelection,
-    check_burn_in,
-    check_loss_matrix,
-    count_forget_events,
-    select_top_memorized,
-)
+from hf_carto.core.eps import check_loss_matrix
+from hf_carto.core.kernel import burn_in_difficulty, forget_event_counts
+from hf_carto.score.scores import BudgetSelection, check_burn_in, select_top_memorized
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -86,8 +82,8 @@ def memorization_score(losses: np.ndarray, *, eps: float, burn_in: int) -> np.nd
     """
     arr = check_loss_matrix(losses, min_snapshots=2)
     burn_in = check_burn_in(burn_in, arr.shape[1])
-    events = count_forget_events(arr, _checked_eps(eps, "memorization")).astype(np.float64)
-    difficulty = arr[:, :burn_in].mean(axis=1, dtype=np.float64)
+    events = forget_event_counts(arr, _checked_eps(eps, "memorization")).astype(np.float64)
+    difficulty = burn_in_difficulty(arr, burn_in)
     return events + (0.5 - np.arctan(difficulty) / np.pi)
 
 

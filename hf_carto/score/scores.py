@@ -10,7 +10,7 @@ Definitions (Generative Data Cartography, sections 3.1-3.3):
 - a sample is fitted while its loss is below ``eps`` and unfitted while it is above; a forget
   event is a move from fitted to unfitted between two snapshots (``L[i, t] < eps and
   L[i, t + 1] > eps``, strict on both sides), and a loss exactly at ``eps`` keeps the state the
-  sample had (:func:`forget_event_counts`);
+  sample had (:func:`hf_carto.core.kernel.forget_event_counts`);
 - memorization ``m_i = (#forget events) / (T - 1)``;
 - thresholds ``tau = F^{-1}(alpha)``, the empirical quantile function. With numpy's
   ``"inverted_cdf"`` method this is the smallest observed value whose empirical CDF reaches
@@ -20,32 +20,25 @@ Definitions (Generative Data Cartography, sections 3.1-3.3):
 
 from __future__ import annotations
 
-import enum
 import math
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from hf_carto.core.columns import PLANTED_NAMES
+from hf_carto.core.columns import PLANTED_NAMES, Quadrant
+from hf_carto.core.eps import check_eps, check_loss_matrix
+from hf_carto.core.kernel import burn_in_difficulty, forget_event_counts, memorization_rate, never_below
 
 __all__ = [
-    "Quadrant",
     "QuadrantAssignment",
     "BudgetSelection",
     "TrainingDynamics",
-    "check_loss_matrix",
     "check_alpha",
     "check_burn_in",
-    "count_forget_events",
     "difficulty",
     "forget_events",
-    "forget_event_counts",
     "never_learned",
     "memorization",
-    "parse_eps",
-    "resolve_eps",
     "assign_quadrants",
     "select_top_memorized",
     "planted_vs_quadrant",
@@ -54,65 +47,6 @@ __all__ = [
 
 #: numpy quantile method that implements the paper's ``F^{-1}(alpha)``.
 THRESHOLD_METHOD = "inverted_cdf"
-
-
-class Quadrant(enum.IntEnum):
-    """The four regions of the difficulty x memorization plane (paper, Table 1)."""
-
-    STABLE_EASY = 0  # d <= tau_d, m <= tau_m
-    AMBIGUOUS_HARD = 1  # d > tau_d, m <= tau_m
-    HOTSPOT_MEMORIZED = 2  # d <= tau_d, m > tau_m
-    NOISY_OUTLIER = 3  # d > tau_d, m > tau_m
-
-    @classmethod
-    def names(cls) -> list[str]:
-        """Lower-case names in id order, as used by the ``carto_quadrant`` ``ClassLabel``."""
-        return [q.name.lower() for q in cls]
-
-
-def _first_ids(rows: np.ndarray, sample_ids: np.ndarray | None, limit: int = 5) -> list[int]:
-    rows = np.asarray(rows)[:limit]
-    if sample_ids is not None:
-        return [int(x) for x in np.asarray(sample_ids)[rows]]
-    return [int(x) for x in rows]
-
-
-def check_loss_matrix(
-    losses: np.ndarray, *, min_snapshots: int = 1, sample_ids: np.ndarray | None = None
-) -> np.ndarray:
-    """Validate a loss matrix and return it as a floating-point ndarray (no copy when possible).
-
-    Args:
-        losses (`np.ndarray` of shape `(N, T)`): one row per sample, one column per snapshot.
-        min_snapshots (`int`, *optional*, defaults to `1`): smallest acceptable `T`.
-        sample_ids (`np.ndarray` of shape `(N,)`, *optional*): used only to name offending rows
-            in error messages; row indices are named when it is not given.
-
-    Raises:
-        ValueError: on a wrong number of dimensions, an empty matrix, too few snapshots, or
-            non-finite values (the message says how many and the first sample ids).
-    """
-    arr = np.asarray(losses)
-    if arr.ndim != 2:
-        raise ValueError(f"losses must be a 2-D matrix of shape (N samples, T snapshots); got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float64)
-    n, t = arr.shape
-    if n == 0:
-        raise ValueError("losses has no samples (N = 0)")
-    if t < min_snapshots:
-        raise ValueError(f"losses has T = {t} snapshot(s); at least {min_snapshots} are needed")
-    if sample_ids is not None and len(sample_ids) != n:
-        raise ValueError(f"sample_ids has {len(sample_ids)} entries for {n} loss rows")
-    finite_rows = np.isfinite(arr).all(axis=1)
-    if not finite_rows.all():
-        bad = np.flatnonzero(~finite_rows)
-        label = "sample_ids" if sample_ids is not None else "rows"
-        raise ValueError(
-            f"losses has non-finite values (NaN or inf) in {bad.size} of {n} samples; "
-            f"first {label}: {_first_ids(bad, sample_ids)}"
-        )
-    return arr
 
 
 def check_burn_in(burn_in: int, num_snapshots: int) -> int:
@@ -142,13 +76,6 @@ def check_alpha(name: str, value: float) -> float:
     return float(value)
 
 
-def _check_eps(eps: float) -> float:
-    eps = float(eps)
-    if not math.isfinite(eps):
-        raise ValueError(f"eps must be a finite number; got {eps}")
-    return eps
-
-
 def difficulty(losses: np.ndarray, burn_in: int) -> np.ndarray:
     """Mean loss over the first ``burn_in`` snapshots, ``d_i = mean(L[i, :T_e])`` (paper, 3.1).
 
@@ -164,12 +91,12 @@ def difficulty(losses: np.ndarray, burn_in: int) -> np.ndarray:
         array([2.])
     """
     arr = check_loss_matrix(losses, min_snapshots=2)
-    burn_in = check_burn_in(burn_in, arr.shape[1])
-    return arr[:, :burn_in].mean(axis=1, dtype=np.float64)
+    return burn_in_difficulty(arr, check_burn_in(burn_in, arr.shape[1]))
 
 
 def forget_events(losses: np.ndarray, eps: float) -> np.ndarray:
-    """Number of forget events per sample: ``L[t] < eps`` followed by ``L[t + 1] > eps``.
+    """Number of forget events per sample: ``L[t] < eps`` followed by ``L[t + 1] > eps``, a loss
+    exactly at ``eps`` keeping the state (:func:`hf_carto.core.kernel.forget_event_counts`).
 
     Returns:
         `np.ndarray` of shape `(N,)`, int64, each in `[0, T - 1]`.
@@ -178,46 +105,7 @@ def forget_events(losses: np.ndarray, eps: float) -> np.ndarray:
         >>> forget_events(np.array([[0.1, 2.0, 0.1, 2.0], [0.1, 0.1, 0.1, 0.1]]), eps=1.0)
         array([2, 0])
     """
-    return count_forget_events(check_loss_matrix(losses, min_snapshots=2), _check_eps(eps))
-
-
-def forget_event_counts(columns: Sequence[np.ndarray], eps: float, dtype=np.int64) -> np.ndarray:
-    """Forget events per row from its loss columns in snapshot order: the one kernel every scoring
-    path (matrix, dataset columns, several runs, detectors) counts with.
-
-    A row is *fitted* while its loss is below ``eps`` and *unfitted* while it is above; a forget
-    event is a move from fitted to unfitted between two snapshots (the paper's
-    ``L[t] < eps and L[t+1] > eps``, both strict). A loss exactly at ``eps`` is neither, so it
-    keeps the state the row had: ``[0.5, 1.0, 2.0]`` at eps 1.0 was fitted, passed the threshold
-    and rose above it, which is one event (the paper's prose, "rises above a threshold after
-    earlier fitting", and the correct-to-incorrect transition of forgetting events), where
-    comparing neighbours alone would count none. Without a loss exactly at ``eps`` the two
-    readings agree. The comparisons are made in float64 whatever the columns' type, so a float32
-    loss of 0.7 (0.699999988) is below an eps of 0.7.
-    """
-    eps = np.float64(eps)
-    counts = np.zeros(np.shape(columns[0])[0], dtype=dtype)
-    # Cast explicitly: numpy 1.x would compare a float32 column with a float64 scalar in float32.
-    fitted = np.asarray(columns[0], dtype=np.float64) < eps
-    for column in columns[1:]:
-        column = np.asarray(column, dtype=np.float64)
-        counts += fitted & (column > eps)
-        # A loss at eps carries the state across; elsewhere the state is what the loss says.
-        fitted = np.where(column == eps, fitted, column < eps)
-    return counts
-
-
-def count_forget_events(arr: np.ndarray, eps: float) -> np.ndarray:
-    """:func:`forget_events` without the checks, for callers that already validated ``arr`` and ``eps``.
-
-    Args:
-        arr (`np.ndarray` of shape `(N, T)`): a finite floating-point loss matrix, `T >= 1`.
-        eps (`float`): a finite threshold.
-
-    Returns:
-        `np.ndarray` of shape `(N,)`, int64; see :func:`forget_event_counts` for the rule.
-    """
-    return forget_event_counts([arr[:, t] for t in range(arr.shape[1])], eps)
+    return forget_event_counts(check_loss_matrix(losses, min_snapshots=2), check_eps(eps))
 
 
 def never_learned(losses: np.ndarray, eps: float) -> np.ndarray:
@@ -231,18 +119,7 @@ def never_learned(losses: np.ndarray, eps: float) -> np.ndarray:
         >>> never_learned(np.array([[2.0, 1.5], [2.0, 0.5], [1.0, 1.0]]), 1.0).tolist()
         [True, False, True]
     """
-    arr = check_loss_matrix(losses)
-    return never_below([arr[:, t] for t in range(arr.shape[1])], _check_eps(eps))
-
-
-def never_below(columns: Sequence[np.ndarray], eps: float) -> np.ndarray:
-    """:func:`never_learned` from a row batch's loss columns, without the checks: True where no
-    column is below ``eps`` (compared in float64, as :func:`forget_event_counts` does)."""
-    eps = np.float64(eps)
-    learned = np.zeros(np.shape(columns[0])[0], dtype=bool)
-    for column in columns:
-        learned |= np.asarray(column, dtype=np.float64) < eps
-    return ~learned
+    return never_below(check_loss_matrix(losses), check_eps(eps))
 
 
 def memorization(losses: np.ndarray, eps: float) -> np.ndarray:
@@ -253,87 +130,7 @@ def memorization(losses: np.ndarray, eps: float) -> np.ndarray:
         so ties are the normal case.
     """
     arr = check_loss_matrix(losses, min_snapshots=2)
-    return count_forget_events(arr, _check_eps(eps)) / float(arr.shape[1] - 1)
-
-
-_MIN_PLUS = re.compile(r"^min\s*\+\s*(?P<delta>[-+0-9.eE]+)$")
-_MIN_TIMES = re.compile(r"^min\s*\*\s*(?:\(\s*1\s*\+\s*(?P<f>[-+0-9.eE]+)\s*\)|(?P<factor>[-+0-9.eE]+))$")
-
-
-def parse_eps(spec: float | str) -> tuple[str, float]:
-    """Parse an ``eps`` policy into ``(kind, parameter)`` without looking at any loss.
-
-    ``kind`` is one of ``"value"``, ``"quantile"``, ``"min_plus"`` or ``"min_times"``; see
-    :func:`resolve_eps` for the accepted spellings.
-    """
-    if isinstance(spec, (int, float, np.integer, np.floating)) and not isinstance(spec, bool):
-        return "value", _check_eps(spec)
-    if not isinstance(spec, str):
-        raise ValueError(f"eps must be a number or a string policy; got {spec!r}")
-    text = spec.strip().lower()
-    try:
-        return "value", _check_eps(float(text))
-    except ValueError:
-        pass
-    if text.startswith("quantile:"):
-        try:
-            q = float(text.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"eps policy {spec!r}: expected 'quantile:q' with q a number") from None
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"eps policy {spec!r}: q must be in [0, 1]")
-        return "quantile", q
-    match = _MIN_PLUS.match(text)
-    if match:
-        return "min_plus", float(match["delta"])
-    match = _MIN_TIMES.match(text)
-    if match:
-        factor = 1.0 + float(match["f"]) if match["f"] is not None else float(match["factor"])
-        return "min_times", factor
-    raise ValueError(
-        f"unknown eps policy {spec!r}; use a number, 'quantile:q', 'min+delta', 'min*(1+f)' or 'min*factor'"
-    )
-
-
-def eps_from_min(kind: str, parameter: float, smallest_loss: float) -> float:
-    """Resolve a ``min_plus`` / ``min_times`` policy given the smallest recorded loss. A zero eps
-    is +0.0 whichever signed zero the minimum was (which one a minimum over both returns depends
-    on the order it reads them in)."""
-    if kind == "min_plus":
-        return _check_eps(smallest_loss + parameter) + 0.0
-    if kind == "min_times":
-        return _check_eps(smallest_loss * parameter) + 0.0
-    raise ValueError(f"eps policy kind {kind!r} is not relative to the minimum loss")
-
-
-def resolve_eps(losses: np.ndarray, spec: float | str) -> float:
-    """Turn an ``eps`` policy into the number used for forget events.
-
-    Args:
-        losses (`np.ndarray` of shape `(N, T)`): every recorded loss.
-        spec (`float` or `str`): one of
-            - a number, used as it is (the paper uses `4.7055` for GPT-2);
-            - `"quantile:q"`, the `q`-quantile (numpy's default linear interpolation) of all
-              recorded losses, `q` in `[0, 1]`;
-            - `"min+delta"`, the smallest recorded loss plus `delta`;
-            - `"min*(1+f)"` or `"min*factor"`, the smallest recorded loss times `1 + f` (or times
-              `factor`).
-
-    Returns:
-        `float`: the resolved threshold. Store it with the results; `spec` alone does not
-        reproduce a run whose losses change.
-
-    Example:
-        >>> resolve_eps(np.array([[1.0, 2.0], [3.0, 4.0]]), "min+0.5")
-        1.5
-    """
-    kind, parameter = parse_eps(spec)
-    if kind == "value":
-        return parameter
-    arr = check_loss_matrix(losses)
-    if kind == "quantile":
-        return float(np.quantile(arr, parameter))
-    return eps_from_min(kind, parameter, float(arr.min()))
+    return memorization_rate(forget_event_counts(arr, check_eps(eps)), arr.shape[1])
 
 
 @dataclass(frozen=True)
@@ -552,7 +349,7 @@ def training_dynamics(losses: np.ndarray, eps: float) -> TrainingDynamics:
     """Mean and spread of the loss and of ``p = exp(-loss)``, min and final loss, first snapshot
     below ``eps``, never-learned flag and forget-event count for every sample."""
     arr = check_loss_matrix(losses, min_snapshots=2)
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     below = arr.astype(np.float64, copy=False) < np.float64(eps)  # float64 under numpy 1.x too
     ever = below.any(axis=1)
     first = np.where(ever, below.argmax(axis=1) + 1, -1).astype(np.int64)
@@ -566,6 +363,6 @@ def training_dynamics(losses: np.ndarray, eps: float) -> TrainingDynamics:
         final=arr[:, -1].astype(np.float64),
         first_learned=first,
         never_learned=~ever,
-        forget_events=count_forget_events(arr, eps),
+        forget_events=forget_event_counts(arr, eps),
         eps=eps,
     )

@@ -58,8 +58,8 @@ def run_trainer(args, dataset, model) -> None:
     from transformers import Trainer, TrainingArguments
 
     from hf_carto.curation.weighted_trainer import CartoTrainer
-    from hf_carto.record.callback import CartographyCallback
-    from hf_carto.record.recording_trainer import RecordingConfig, RecordingTrainer
+    from hf_carto.record.callback import CartographyCallback, RecordingConfig
+    from hf_carto.record.recording_trainer import RecordingTrainer
 
     if args.iterable:
         dataset = dataset.to_iterable_dataset(num_shards=1)
@@ -115,7 +115,7 @@ def run_accelerate_loop(args, dataset, model) -> None:
     from torch.utils.data import DataLoader
 
     from hf_carto.record.losses import per_sample_loss
-    from hf_carto.record.recording import LossRecorder
+    from hf_carto.record.recorder import LossRecorder
 
     accelerator = Accelerator(cpu=True)
     train_loader = DataLoader(

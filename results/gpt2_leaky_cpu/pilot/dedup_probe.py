@@ -10,7 +10,7 @@ import time
 
 from datasets import load_from_disk
 
-from hf_carto.experiment.training import dedup_arms
+from hf_carto.experiment.stage_training import dedup_arms
 
 t = time.time()
 blocks = load_from_disk(sys.argv[1])

@@ -20,11 +20,11 @@ import numpy as np
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM
 
-from hf_carto.evaluation import perplexity
+from hf_carto.measure.perplexity import perplexity
 from hf_carto.experiment.arguments import parse_arguments
-from hf_carto.experiment.data import prepare_data
-from hf_carto.experiment.training import mapping_run
-from hf_carto.report import EvalSettings, LeakageProbes, evaluate_leakage
+from hf_carto.experiment.stage_data import prepare_data
+from hf_carto.experiment.stage_training import mapping_run
+from hf_carto.measure.model_report import EvalSettings, LeakageProbes, evaluate_leakage
 
 out = Path(sys.argv[1])
 extra = sys.argv[2:]

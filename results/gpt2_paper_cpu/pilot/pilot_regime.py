@@ -18,11 +18,12 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM
 
-from hf_carto.evaluation import perplexity
 from hf_carto.experiment.arguments import parse_arguments
-from hf_carto.experiment.data import prepare_data
 from hf_carto.experiment.results import cartography_section
-from hf_carto.experiment.training import mapping_run, score_blocks
+from hf_carto.experiment.stage_data import prepare_data
+from hf_carto.experiment.stage_training import mapping_run, score_blocks
+from hf_carto.measure.perplexity import perplexity
+from hf_carto.record.store import LossStore
 
 out = Path(sys.argv[1])
 extra = sys.argv[2:]
@@ -45,7 +46,7 @@ t0 = time.time()
 data = prepare_data(m, d, out, True)
 mapping = mapping_run(0, m, c, t, data.blocks, data.tokenizer, out / "seed0", state)
 scored, fit = score_blocks(
-    data.blocks, out / "seed0" / "mapping", mapping["burn_in_step"], c, out / "seed0" / "scored"
+    data.blocks, LossStore(out / "seed0" / "mapping"), mapping["burn_in_step"], c, out / "seed0" / "scored", seed=0
 )
 sec = cartography_section(scored, fit, [])
 model = AutoModelForCausalLM.from_pretrained(out / "seed0" / "mapping" / "final")
