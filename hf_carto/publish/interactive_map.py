@@ -38,9 +38,11 @@ from hf_carto.core.columns import (
     QUADRANT,
     SAMPLE_ID,
     TRUTH,
+    Quadrant,
     read_columns,
     score_columns,
 )
+from hf_carto.core.plots import QUADRANT_COLORS
 
 __all__ = ["write_interactive_map", "COLOR_BY"]
 
@@ -137,23 +139,7 @@ def write_interactive_map(
             column, an unknown `color_by`, `"planted"` without a `truth` column or without
             `include_ground_truth`, or no row left.
     """
-    missing = [c for c in (DIFFICULTY, MEMORIZATION, QUADRANT) if c not in dataset.column_names]
-    if missing:
-        raise ValueError(f"the dataset has no {missing} columns; score it first (hf_carto.add_cartography)")
-    detectors = score_columns(dataset.column_names)
-    if y != MEMORIZATION and y not in detectors.values():
-        raise ValueError(f"y must be {MEMORIZATION!r} or a detector column {sorted(detectors.values())}; got {y!r}")
-    if color_by not in COLOR_BY:
-        raise ValueError(f"color_by must be one of {COLOR_BY}; got {color_by!r}")
-    truth_names = _truth_names(dataset)
-    if color_by == "planted" and truth_names is None:
-        raise ValueError(f"color_by='planted' needs a '{TRUTH}' column; this dataset has none")
-    if color_by == "planted" and not include_ground_truth:
-        raise ValueError(
-            "color_by='planted' embeds every row's planted label in the page; pass include_ground_truth=True "
-            "(--include-ground-truth) to draw it"
-        )
-
+    truth_names = _check_request(dataset, y, color_by, include_ground_truth)
     # Canary rows are withheld for their text alone: a map without texts draws them like any other
     # row, so that the sample_ids it lacks do not point at them.
     canaries = _canary_rows(dataset) if include_text and not include_canaries else np.zeros(len(dataset), bool)
@@ -170,19 +156,8 @@ def write_interactive_map(
     ids = cols[SAMPLE_ID] if SAMPLE_ID in cols else rows
     quadrant = cols[QUADRANT].astype(np.int64)
     yv = cols[y].astype(np.float64)
-    y_plot = yv
-    if y == MEMORIZATION:  # m is discrete: jitter within a third of one step, as the PNG does
-        steps = fit.num_snapshots - 1 if fit is not None and fit.num_snapshots > 1 else 20
-        jitter = np.random.default_rng(seed).uniform(-0.3, 0.3, size=yv.size) / steps
-        # m lives in [0, 1]: a jitter that would carry a point past either end goes inward instead,
-        # so that no point reads as a memorization below 0 or above 1.
-        jitter = np.where((yv + jitter < 0) | (yv + jitter > 1), -jitter, jitter)
-        y_plot = yv + jitter
-
-    from hf_carto.core.columns import Quadrant
-    from hf_carto.core.plots import QUADRANT_COLORS
-
-    quadrant_names = [q.name.lower() for q in Quadrant]
+    y_plot = _jittered(yv, fit, seed) if y == MEMORIZATION else yv
+    quadrant_names = Quadrant.names()
     if color_by == "quadrant":
         groups = [{"name": name, "color": QUADRANT_COLORS[q]} for q, name in enumerate(quadrant_names)]
         group = quadrant
@@ -191,13 +166,7 @@ def write_interactive_map(
             {"name": name, "color": PLANTED_COLORS[k % len(PLANTED_COLORS)]} for k, name in enumerate(truth_names)
         ]
         group = cols[TRUTH].astype(np.int64)
-    scores = {"difficulty": _finite_or_none(cols[DIFFICULTY]), "memorization": _finite_or_none(cols[MEMORIZATION])}
-    if y != MEMORIZATION:
-        scores[y] = _finite_or_none(yv)
-    for name in leak:  # the row's own leakage evidence, when the dataset carries it
-        values = cols[name]
-        # A yes/no column travels as JSON true/false, so that the tooltip says so rather than 1.000.
-        scores[name] = values.tolist() if values.dtype == np.bool_ else _finite_or_none(values.astype(np.float64))
+    scores = _hover_scores(cols, y, leak)
     left_out = int(canaries.sum())
     note = f"{rows.size} samples"
     note += f"; {left_out} canary rows left out (their text holds the secrets)" if left_out else ""
@@ -232,6 +201,50 @@ def write_interactive_map(
     from hf_carto.core.atomic import write_text_atomic
 
     return write_text_atomic(page, path)
+
+
+def _check_request(dataset: Any, y: str, color_by: str, include_ground_truth: bool) -> list[str] | None:
+    """Refuse a map the dataset cannot draw, before anything is read; the planted label names (or
+    None) otherwise."""
+    missing = [c for c in (DIFFICULTY, MEMORIZATION, QUADRANT) if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"the dataset has no {missing} columns; score it first (hf_carto.add_cartography)")
+    detectors = score_columns(dataset.column_names)
+    if y != MEMORIZATION and y not in detectors.values():
+        raise ValueError(f"y must be {MEMORIZATION!r} or a detector column {sorted(detectors.values())}; got {y!r}")
+    if color_by not in COLOR_BY:
+        raise ValueError(f"color_by must be one of {COLOR_BY}; got {color_by!r}")
+    truth_names = _truth_names(dataset)
+    if color_by == "planted" and truth_names is None:
+        raise ValueError(f"color_by='planted' needs a '{TRUTH}' column; this dataset has none")
+    if color_by == "planted" and not include_ground_truth:
+        raise ValueError(
+            "color_by='planted' embeds every row's planted label in the page; pass include_ground_truth=True "
+            "(--include-ground-truth) to draw it"
+        )
+    return truth_names
+
+
+def _jittered(m: np.ndarray, fit: Any, seed: int) -> np.ndarray:
+    """Memorization is discrete: each point moves by up to a third of one step, as in the PNG."""
+    steps = fit.num_snapshots - 1 if fit is not None and fit.num_snapshots > 1 else 20
+    jitter = np.random.default_rng(seed).uniform(-0.3, 0.3, size=m.size) / steps
+    # m lives in [0, 1]: a jitter that would carry a point past either end goes inward instead,
+    # so that no point reads as a memorization below 0 or above 1.
+    jitter = np.where((m + jitter < 0) | (m + jitter > 1), -jitter, jitter)
+    return m + jitter
+
+
+def _hover_scores(cols: dict[str, np.ndarray], y: str, leak: list[str]) -> dict[str, list]:
+    """What a point's tooltip shows: its scores, and its own leakage evidence when there is any."""
+    scores = {"difficulty": _finite_or_none(cols[DIFFICULTY]), "memorization": _finite_or_none(cols[MEMORIZATION])}
+    if y != MEMORIZATION:
+        scores[y] = _finite_or_none(cols[y].astype(np.float64))
+    for name in leak:
+        values = cols[name]
+        # A yes/no column travels as JSON true/false, so that the tooltip says so rather than 1.000.
+        scores[name] = values.tolist() if values.dtype == np.bool_ else _finite_or_none(values.astype(np.float64))
+    return scores
 
 
 def _script_json(data: Any) -> str:
