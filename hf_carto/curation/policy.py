@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hf_carto.core.columns import SAMPLE_ID, read_columns, score_column
+from hf_carto.score.detectors import add_detector_scores, detector_names, top_budget
+
 if TYPE_CHECKING:
     from datasets import Dataset
 
@@ -43,7 +46,6 @@ class CurationPolicy:
     weight: float = 0.0
 
     def __post_init__(self) -> None:
-        from hf_carto.score.detectors import detector_names
 
         if self.detector != QUADRANTS:
             detector_names([self.detector])
@@ -115,10 +117,8 @@ def curate(
     Raises:
         ValueError: on an unknown policy, or a detector's policy without ``fit``.
     """
-    from hf_carto.core.columns import SAMPLE_ID, read_columns, score_column
     from hf_carto.curation.arms import treated
     from hf_carto.curation.interventions import apply_interventions
-    from hf_carto.score.detectors import add_detector_scores, top_budget
 
     chosen = resolve_policy(policy)
     if chosen.detector == QUADRANTS:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hf_carto.core.columns import CANARY_ID, IS_CANARY, SAMPLE_ID, read_columns
+from hf_carto.core.atomic import write_json_atomic
 
 __all__ = [
     "Canary",
@@ -275,7 +276,6 @@ def _aligned_find(haystack: bytes, needle: bytes) -> bool:
 
 def save_registry(canaries: Sequence[Canary], path: str | os.PathLike) -> Path:
     """Write the registry (secrets included) as JSON. Keep it out of anything you publish."""
-    from hf_carto.core.atomic import write_json_atomic
 
     out = Path(path)
     write_json_atomic({"canaries": [asdict(c) for c in canaries]}, out)

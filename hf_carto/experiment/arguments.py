@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_carto.curation.policy import POLICIES
 from hf_carto.experiment.errors import ExperimentError, InputDataError, SettingsError
 from hf_carto.experiment.presets import COMMON, GENERATED, PRESETS
+from hf_carto.score.detectors import detector_names
 
 
 @dataclass
@@ -332,7 +334,6 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
     if carto.downweight_alpha is not None and not 0.0 < carto.downweight_alpha < 1.0:
         problems.append(f"downweight_alpha must lie in (0, 1); got {carto.downweight_alpha}")
     problems += _detector_problems(carto.detectors)
-    from hf_carto.curation.policy import POLICIES
 
     if carto.policy not in POLICIES:
         problems.append(f"--policy {carto.policy!r}: choose one of {list(POLICIES)}")
@@ -379,7 +380,6 @@ def _problems(model_args: ModelArguments, data_args: DataArguments, carto: Carto
 
 
 def _detector_problems(detectors: list[str]) -> list[str]:
-    from hf_carto.score.detectors import detector_names
 
     if not detectors:
         return []

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from hf_carto.core.atomic import write_json_atomic
+from hf_carto.experiment.report_markdown import format_markdown
+from hf_carto.experiment.results import build_report, write_frontier_figures
 from hf_carto.experiment.run_folder import FINGERPRINT, StageTimer
 
 __all__ = ["collect", "combine", "load_seed_report"]
@@ -64,7 +66,6 @@ def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ValueError: on no report, a seed present twice, or reports of different protocols (the
             differing settings and both files are named).
     """
-    from hf_carto.experiment.results import build_report
 
     if not reports:
         raise ValueError("no report to combine")
@@ -128,8 +129,6 @@ def collect(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dic
     ``sources`` are run folders or ``report.json`` files, including earlier collected ones (so a
     new seed is added by collecting again with the folder's own ``seed_*`` reports).
     """
-    from hf_carto.experiment.report_markdown import format_markdown
-    from hf_carto.experiment.results import write_frontier_figures
 
     out = Path(out)
     reports = [load_seed_report(source) for source in sources]

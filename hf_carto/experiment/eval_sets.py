@@ -11,6 +11,8 @@ import logging
 
 import numpy as np
 
+from hf_carto.core.columns import PLANTED_NAMES, read_columns
+from hf_carto.data.canaries import make_canaries, unused_templates
 from hf_carto.experiment.arguments import DataArguments
 from hf_carto.experiment.errors import InputDataError
 
@@ -24,7 +26,6 @@ MAX_PLANTED_SHARE = 0.05
 def canaries_and_controls(data_args: DataArguments, seed: int) -> tuple[list, list]:
     """The inserted canaries, and as many never-inserted ones with unused templates: the floor of
     extraction, and the planted non-members."""
-    from hf_carto.data.canaries import make_canaries, unused_templates
 
     canaries = make_canaries(
         data_args.num_canaries,
@@ -60,7 +61,6 @@ def contamination_windows(heldout_docs, data_args: DataArguments, rng) -> tuple[
 
 def build_eval_sets(blocks, rest, planted_out, contaminating, control, data_args: DataArguments, seed: int) -> dict:
     """Membership, planted-membership, contamination and perplexity sets, with their counts."""
-    from hf_carto.core.columns import read_columns
     from hf_carto.data.packing import pack_documents
 
     heldout_blocks = pack_documents(rest, data_args.block_size)["input_ids"][:] if rest else []
@@ -110,7 +110,6 @@ def planted_non_members(rest, control_canaries, control, tokenizer, data_args, r
     each never-inserted canary and control sequence once, inserted into held-out documents at the
     training set's density of inserted documents, packed the same way. Returns those blocks and the
     held-out documents left over."""
-    from hf_carto.core.columns import PLANTED_NAMES
     from hf_carto.data.packing import insert_documents, pack_documents
 
     eos = tokenizer.eos_token_id
@@ -129,7 +128,6 @@ def planted_non_members(rest, control_canaries, control, tokenizer, data_args, r
 
 def _planted_blocks(blocks) -> dict[str, list]:
     """Training blocks holding inserted material (canary or contaminating tokens)."""
-    from hf_carto.core.columns import PLANTED_NAMES, read_columns
 
     truth = read_columns(blocks, ["truth"])["truth"]
     kinds = [PLANTED_NAMES.index("canary"), PLANTED_NAMES.index("contaminated")]
@@ -140,7 +138,6 @@ def _planted_blocks(blocks) -> dict[str, list]:
 
 def _member_blocks(blocks, count: int, seed: int) -> tuple[list[list[int]], list[int]]:
     """Training blocks with no planted material: the members of the membership-inference test."""
-    from hf_carto.core.columns import read_columns
 
     truth = read_columns(blocks, ["truth"])["truth"]
     candidates = np.flatnonzero(truth == 0)

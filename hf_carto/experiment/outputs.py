@@ -7,9 +7,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from hf_carto.core.columns import read_columns
+from hf_carto.curation.policy import curate
 from hf_carto.experiment.arguments import CartoArguments, DataArguments, ModelArguments
 from hf_carto.experiment.presets import GENERATED
 from hf_carto.experiment.results import tradeoff_points, write_frontier_figures
+from hf_carto.experiment.stage_training import curation_policy
+from hf_carto.measure.comparison import METRICS
+from hf_carto.publish.interactive_map import write_interactive_map
+from hf_carto.publish.model_card import render_model_card
 
 
 def default_dataset_id(data_args: DataArguments) -> str:
@@ -31,9 +37,7 @@ def default_dataset_id(data_args: DataArguments) -> str:
 def _data_map(scored, fit, seed: int, out: Path, tokenizer=None) -> Path:
     """``data_map.png`` (canary blocks circled) and, beside it, the interactive ``data_map.html``
     (hover a block for its id, scores, leakage columns and text; canary blocks left out)."""
-    from hf_carto.core.columns import read_columns
     from hf_carto.core.plots import plot_data_map
-    from hf_carto.publish.interactive_map import write_interactive_map
 
     write_interactive_map(scored, out / "data_map.html", fit=fit, tokenizer=tokenizer, title=f"Data map (seed {seed})")
     cols = read_columns(scored, ["carto_difficulty", "carto_memorization", "carto_quadrant", "is_canary"])
@@ -52,14 +56,11 @@ def _data_map(scored, fit, seed: int, out: Path, tokenizer=None) -> Path:
 
 
 def _model_card(report: dict, model_args: ModelArguments, data_args, carto: CartoArguments, model_id, dataset_id):
-    from hf_carto.measure.comparison import METRICS
-    from hf_carto.publish.model_card import render_model_card
 
     results = [
         {"arm": arm, **{key: entry[key]["values"] for key, _, _ in METRICS if key != "perplexity_change"}}
         for arm, entry in report["summary"].items()
     ]
-    from hf_carto.experiment.stage_training import curation_policy
 
     policy = curation_policy(carto)
     curation = {
@@ -97,8 +98,6 @@ def write_outputs(
 ) -> None:
     """Figures, the curated dataset (save_to_disk and Hub layout), the model card; push if asked."""
     from hf_carto.curation.interventions import apply_interventions
-    from hf_carto.curation.policy import curate
-    from hf_carto.experiment.stage_training import curation_policy
     from hf_carto.measure.model_report import plot_tradeoffs
     from hf_carto.publish.export import export_hub_layout
     from hf_carto.publish.privacy import mark_private

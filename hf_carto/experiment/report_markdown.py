@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from hf_carto.experiment.results import MAPPING_RUN
+from hf_carto.measure.comparison import COMPARED, METRICS, format_difference, reading_statements, units_on
+from hf_carto.measure.frontier import frontier_points
 
 
 def mean_std(values: list[float], fmt: str) -> str:
@@ -18,7 +20,6 @@ def mean_std(values: list[float], fmt: str) -> str:
 
 
 def _overview(report: dict) -> list[str]:
-    from hf_carto.measure.comparison import METRICS
 
     s = report["settings"]
     counts = report["data_counts"]
@@ -77,7 +78,6 @@ def format_reading(report: dict) -> list[str]:
     """The report's reading (:func:`hf_carto.measure.comparison.reading_statements`) as short bullets: what
     the no-intervention arm leaves to show, then one bullet per curated arm against its random
     control, one sub-bullet per metric."""
-    from hf_carto.measure.comparison import reading_statements
 
     preamble, arms = reading_statements(report["summary"], report["comparisons"])
     lines = ["**Reading:**", "", *(f"- {sentence}" for sentence in preamble)]
@@ -90,7 +90,6 @@ def format_reading(report: dict) -> list[str]:
 
 
 def _paired_differences(report: dict) -> list[str]:
-    from hf_carto.measure.comparison import COMPARED, format_difference, units_on
 
     lines = [
         "",
@@ -129,7 +128,6 @@ def _interval_text(diff: dict | None, fmt: str) -> str:
 
 def _frontier(report: dict) -> list[str]:
     """The budget frontier (every curated and random arm with a budget) and the recommendation."""
-    from hf_carto.measure.frontier import frontier_points
 
     if "recommendation" not in report:
         return []

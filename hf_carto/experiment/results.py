@@ -8,7 +8,21 @@ from typing import Any
 
 import numpy as np
 
+from hf_carto.core.columns import (
+    DUP_COLUMNS,
+    LEAK_COLUMNS,
+    PLANTED_NAMES,
+    QUADRANT,
+    TRUTH,
+    Quadrant,
+    loss_columns,
+    read_columns,
+)
 from hf_carto.experiment.stage_training import MAPPING_FAMILY, PRUNED_FAMILY, QUADRANT_FAMILIES, RANDOM_PRUNED_FAMILY
+from hf_carto.measure.comparison import budget_suffix, compare_arms, leakage_row, reading, summarize
+from hf_carto.measure.frontier import frontier_points, parse_arm, plot_frontier, recommend_policy
+from hf_carto.score.duplicates import hotspot_duplication
+from hf_carto.score.scores import planted_vs_quadrant
 
 MAPPING_RUN = "mapping_run"
 
@@ -16,7 +30,6 @@ MAPPING_RUN = "mapping_run"
 def arm_rows(seed: int, reports: dict[str, dict], trained: dict[str, tuple[str, dict]], mapping: dict) -> list[dict]:
     """One row per evaluated model of a seed: leakage metrics, pruned weight, perplexity change
     against the seed's no-intervention arm, the optimizer steps it covers."""
-    from hf_carto.measure.comparison import leakage_row
 
     base = reports["no_intervention"]["validation"]["perplexity"]
     rows = []
@@ -56,8 +69,6 @@ def exposure_methods(rows: list[dict]) -> str:
 
 def planted_table(scored) -> dict[str, dict[str, int]]:
     """How many blocks of each planted kind landed in each quadrant."""
-    from hf_carto.core.columns import QUADRANT, TRUTH, read_columns
-    from hf_carto.score.scores import planted_vs_quadrant
 
     cols = read_columns(scored, [TRUTH, QUADRANT])
     return planted_vs_quadrant(cols[TRUTH], cols[QUADRANT])
@@ -67,7 +78,6 @@ def cartography_section(scored, fit, cuts: list[dict]) -> dict:
     """The seed's scores at a glance: thresholds, quadrant counts, each pruning cut and how much of
     it the tie-break decided (``cuts``, from :func:`~.training.make_arms`), where the planted blocks
     landed."""
-    from hf_carto.core.columns import QUADRANT, Quadrant, loss_columns, read_columns
 
     quadrants = read_columns(scored, [QUADRANT])[QUADRANT]
     losses = read_columns(scored, loss_columns(scored.column_names))
@@ -95,13 +105,10 @@ def cartography_section(scored, fit, cuts: list[dict]) -> dict:
 def row_evidence_section(scored) -> dict | None:
     """With the ``carto_leak_*`` and ``carto_dup_*`` columns: how many hotspots are duplicated text,
     and the leakage evidence per quadrant and per planted kind (None without the columns)."""
-    from hf_carto.core.columns import DUP_COLUMNS, LEAK_COLUMNS, PLANTED_NAMES, QUADRANT, TRUTH
     from hf_carto.measure.leakage_columns import leakage_summary
-    from hf_carto.score.duplicates import hotspot_duplication
 
     if not all(c in scored.column_names for c in LEAK_COLUMNS + DUP_COLUMNS):
         return None
-    from hf_carto.core.columns import Quadrant
 
     by_quadrant = leakage_summary(scored, by=QUADRANT)
     section = {
@@ -118,7 +125,6 @@ def row_evidence_section(scored) -> dict | None:
 
 def build_report(rows: list[dict], settings: dict, num_blocks: int, counts: dict, cartography: dict) -> dict[str, Any]:
     """The run's report: every row, the summary over seeds, paired comparisons, the reading."""
-    from hf_carto.measure.comparison import compare_arms, reading, summarize
 
     summary = summarize([r for r in rows if r["arm"] != MAPPING_RUN])
     summary[MAPPING_RUN] = summarize([r for r in rows if r["arm"] == MAPPING_RUN])[MAPPING_RUN]
@@ -140,15 +146,12 @@ def build_report(rows: list[dict], settings: dict, num_blocks: int, counts: dict
         "cartography": cartography,
     }
     if has_frontier(report):
-        from hf_carto.measure.frontier import recommend_policy
-
         report["recommendation"] = recommend_policy(report)
     return report
 
 
 def has_frontier(report: dict) -> bool:
     """Whether ``report`` has budget arms to draw a frontier through."""
-    from hf_carto.measure.frontier import parse_arm
 
     return any((parse_arm(arm) or {}).get("fraction") for arm in report["summary"])
 
@@ -156,8 +159,6 @@ def has_frontier(report: dict) -> bool:
 def write_frontier_figures(report: dict, out) -> list:
     """``frontier_extraction.png`` and ``frontier_exposure.png`` in ``out`` (none without budget arms)."""
     from pathlib import Path
-
-    from hf_carto.measure.frontier import frontier_points, plot_frontier
 
     if not has_frontier(report):
         return []
@@ -176,7 +177,6 @@ def tradeoff_points(rows: list[dict]) -> list[dict]:
     down-weighting, per detector and random) starts at the no-intervention arm (nothing pruned) of
     the same seed. The per-quadrant rules prune a slightly different weight in each seed; their
     point sits at the mean over seeds."""
-    from hf_carto.measure.comparison import budget_suffix
 
     budget_families = list(dict.fromkeys(r["family"] for r in rows if budget_suffix(r["arm"])))
     points = []

@@ -23,6 +23,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from hf_carto.core.atomic import write_json_atomic
 from hf_carto.core.locking import LOCK_FILE, FolderLocked, folder_lock, lock_holder, remove_stale_staging
 from hf_carto.experiment.arguments import CartoArguments, DataArguments, ModelArguments, is_local
 from hf_carto.experiment.errors import RunFolderError
@@ -54,7 +55,6 @@ _OWN_SETTINGS = {"seeds", "burn_in", "eps", "per_device_train_batch_size"}
 
 
 def write_json(path: Path, data: Any) -> None:
-    from hf_carto.core.atomic import write_json_atomic
 
     write_json_atomic(data, path)
 

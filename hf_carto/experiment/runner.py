@@ -49,6 +49,7 @@ from hf_carto.experiment.stage_training import (
     train_arm,
 )
 from hf_carto.record.store import LossStore
+from hf_carto.record.trackers import log_cartography, tracker_log_dir
 
 
 @dataclass
@@ -89,8 +90,6 @@ def train_seed(seed: int, model_args, carto: CartoArguments, training, data: Pre
             data.blocks, recording, mapping["burn_in_step"], carto, seed_dir / "scored", seed=seed
         )
     if state.is_main_process and "tensorboard" in _report_to(training):
-        from hf_carto.record.trackers import log_cartography, tracker_log_dir
-
         # beside the mapping run's snapshots: quadrant counts, thresholds, the data map
         log_cartography(scored, fit, tracker_log_dir(seed_dir / "mapping"), step=mapping["global_step"])
     if carto.row_evidence:

@@ -16,6 +16,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from hf_carto.core.columns import CANARY_ID, PLANTED_NAMES, SAMPLE_ID, read_columns
+from hf_carto.data.canaries import canary_id_column, load_registry, save_registry
+from hf_carto.data.tokenization import block_decoder, eos_encoder, tokenize_to_arrow, train_bpe_tokenizer
 from hf_carto.experiment.arguments import DataArguments, ModelArguments
 from hf_carto.experiment.errors import InputDataError, SettingsError
 from hf_carto.experiment.eval_sets import (
@@ -140,7 +143,6 @@ def check_inputs(data_args: DataArguments) -> None:
 def _generated_documents(data_args: DataArguments, seed: int):
     from datasets import Dataset
 
-    from hf_carto.core.columns import PLANTED_NAMES
     from hf_carto.data.generated import CorpusConfig, generate_corpus, hold_out
 
     corpus = generate_corpus(
@@ -269,8 +271,6 @@ def build_tokenizer(model_args: ModelArguments, texts):
     from transformers import AutoTokenizer
 
     if model_args.train_tokenizer_vocab_size:
-        from hf_carto.data.tokenization import train_bpe_tokenizer
-
         return train_bpe_tokenizer(texts, model_args.train_tokenizer_vocab_size)
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     if tokenizer.eos_token_id is None:
@@ -281,8 +281,6 @@ def build_tokenizer(model_args: ModelArguments, texts):
 def tokenize(tokenizer, texts: list[str], desc: str) -> list[list[int]]:
     """Each text's token ids followed by end-of-text."""
     from datasets import Dataset
-
-    from hf_carto.data.tokenization import eos_encoder
 
     ds = Dataset.from_dict({"text": texts}).map(
         eos_encoder(tokenizer, "text"),
@@ -301,8 +299,6 @@ def _load_prepared(out: Path) -> PreparedData:
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from hf_carto.data.canaries import load_registry
-
     tokenizer = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
     blocks = load_from_disk(str(out / "data" / "train_blocks"))
     canaries = load_registry(out / "canaries.json")
@@ -315,10 +311,7 @@ def _training_blocks(tokens, kinds, canaries, contaminating, tokenizer, data_arg
     """Insert every canary copy and contaminating sequence as a document of its own, pack, and label
     the blocks, one streaming pass over the tokenized corpus; returns the blocks and the number of
     inserted documents."""
-    from hf_carto.core.columns import CANARY_ID, PLANTED_NAMES, SAMPLE_ID, read_columns
-    from hf_carto.data.canaries import canary_id_column
     from hf_carto.data.stream_packing import pack_arrow
-    from hf_carto.data.tokenization import block_decoder
 
     eos = tokenizer.eos_token_id
     copies = [c for c in canaries for _ in range(c.repetitions)]
@@ -382,7 +375,6 @@ def prepare_data(model_args: ModelArguments, data_args: DataArguments, out: Path
     tokenizer = build_tokenizer(
         model_args, _texts(train_texts, prompts) if model_args.train_tokenizer_vocab_size else None
     )
-    from hf_carto.data.tokenization import tokenize_to_arrow
 
     budget = None if data_args.max_train_samples is None else data_args.max_train_samples * data_args.block_size
     tokens = tokenize_to_arrow(
@@ -417,7 +409,6 @@ def prepare_data(model_args: ModelArguments, data_args: DataArguments, out: Path
 
 def _save_prepared(out: Path, data: PreparedData, control_canaries) -> None:
     """Every file of the stage, ``data/done.json`` last."""
-    from hf_carto.data.canaries import save_registry
     from hf_carto.publish.privacy import mark_private
 
     data_dir = out / "data"

@@ -9,7 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_carto.core.columns import CANARY_ID, SAMPLE_ID, TRUTH, loss_columns, read_columns, score_column
+from hf_carto.core.plots import plot_precision_recall, plot_sensitivity
 from hf_carto.experiment.arguments import CartoArguments
+from hf_carto.experiment.stage_training import detector_scored
+from hf_carto.measure.detection_quality import (
+    TARGETS,
+    dataset_detection_quality,
+    memorization_sensitivity,
+    memorization_tie_breaks,
+    planted_targets,
+    precision_recall_curve,
+)
+from hf_carto.score.detectors import DETECTORS
 
 # Figures of each seed, in its folder.
 PR_FIGURE = "detection_pr_{target}.png"
@@ -24,16 +36,6 @@ def detection_section(scored, fit, carto: CartoArguments, seed: int, out: Path |
     With ``out`` (the run folder), the precision-recall figure of each target and the sensitivity
     figure are written in its ``seed<seed>`` folder; the section names them relative to ``out``.
     """
-    from hf_carto.core.columns import CANARY_ID, SAMPLE_ID, TRUTH, loss_columns, read_columns
-    from hf_carto.experiment.stage_training import detector_scored
-    from hf_carto.measure.detection_quality import (
-        TARGETS,
-        dataset_detection_quality,
-        memorization_sensitivity,
-        memorization_tie_breaks,
-        planted_targets,
-    )
-    from hf_carto.score.detectors import DETECTORS
 
     # every detector's column, as score_blocks saved it (computed here only for blocks scored elsewhere)
     with_scores = detector_scored(scored, carto, seed, fit, names=list(DETECTORS))
@@ -65,9 +67,6 @@ def detection_section(scored, fit, carto: CartoArguments, seed: int, out: Path |
 
 
 def _figures(section: dict, with_scores, targets: dict, ids, seed: int, figure_dir: Path) -> list[Path]:
-    from hf_carto.core.columns import read_columns, score_column
-    from hf_carto.core.plots import plot_precision_recall, plot_sensitivity
-    from hf_carto.measure.detection_quality import precision_recall_curve
 
     scores = read_columns(with_scores, [score_column(n) for n in section["detectors"]])
     paths = []

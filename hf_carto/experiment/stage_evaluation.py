@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hf_carto.core.columns import read_columns
 from hf_carto.experiment.arguments import CartoArguments, DataArguments
 from hf_carto.experiment.run_folder import cached_stage
 
@@ -80,7 +81,6 @@ def evaluate_saved_model(
 def trained_by_every_arm(arms: dict[str, tuple[str, Any]], member_ids: list[int]) -> list[bool]:
     """For each membership member, whether every arm trained on it (kept, with a positive weight):
     arms that removed some members would otherwise be scored on rows they never saw."""
-    from hf_carto.core.columns import read_columns
 
     trained = None
     for _, arm in arms.values():

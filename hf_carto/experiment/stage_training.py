@@ -14,8 +14,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hf_carto.core.atomic import write_parquet_atomic
+from hf_carto.core.columns import (
+    DUP_COLUMNS,
+    DUP_NEAR_ID,
+    KEEP,
+    LEAK_COLUMNS,
+    LOSS_WEIGHT,
+    PLANTED_NAMES,
+    SAMPLE_ID,
+    SAMPLING_WEIGHT,
+    TRUTH,
+    read_columns,
+    score_column,
+)
+from hf_carto.curation.policy import PAPER, resolve_policy
 from hf_carto.experiment.arguments import CartoArguments, ModelArguments, model_config
 from hf_carto.experiment.run_folder import DONE, cached_stage, write_json
+from hf_carto.score.detectors import DETECTORS, add_detector_scores, decided_by_tie_break, top_budget
+from hf_carto.score.duplicates import add_duplicate_columns
 
 if TYPE_CHECKING:
     from hf_carto.record.store import LossStore
@@ -161,7 +178,6 @@ def score_blocks(
     from hf_carto.publish.summary import cartography_summary
     from hf_carto.record.merge import add_loss_columns, select_recorded_rows
     from hf_carto.score.cartography import add_cartography, fit_cartography
-    from hf_carto.score.detectors import DETECTORS, add_detector_scores
     from hf_carto.score.scored_io import load_scored, save_scored
 
     if (scored_dir / DONE).exists():
@@ -184,7 +200,6 @@ def keep_unscored(arm, blocks):
     ``arm``'s rows) and loss and sampling weight 1, kept, everywhere else: what every arm does
     with the blocks a ``--snapshot_rows`` run has no scores for. Only the three weight columns are
     new; the blocks' token columns are not copied."""
-    from hf_carto.core.columns import KEEP, LOSS_WEIGHT, SAMPLE_ID, SAMPLING_WEIGHT, read_columns
 
     treatment = read_columns(arm, [SAMPLE_ID, LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP])
     ids = np.asarray(read_columns(blocks, [SAMPLE_ID])[SAMPLE_ID])
@@ -207,16 +222,12 @@ def add_row_evidence(scored, mapping_dir: Path, carto: CartoArguments, training,
     computed once into ``evidence_dir/columns.parquet`` (keyed by ``sample_id``), then read back."""
     import pyarrow.parquet as pq
 
-    from hf_carto.core.columns import DUP_COLUMNS, LEAK_COLUMNS, SAMPLE_ID
-
     path = evidence_dir / "columns.parquet"
 
     def run() -> dict:
         from transformers import AutoModelForCausalLM
 
-        from hf_carto.core.atomic import write_parquet_atomic
         from hf_carto.measure.leakage_columns import add_leakage_columns
-        from hf_carto.score.duplicates import add_duplicate_columns
 
         model = AutoModelForCausalLM.from_pretrained(mapping_dir / "final").to(state.device)
         blocks = scored.select_columns(["input_ids", SAMPLE_ID])
@@ -255,7 +266,6 @@ def budget_family(detector: str, kind: str) -> str:
 
 
 def _cut(kind: str, fraction: float, detector: str, selection) -> dict:
-    from hf_carto.score.detectors import decided_by_tie_break
 
     return {
         "fraction": fraction,
@@ -346,8 +356,6 @@ def curation_policy(carto: CartoArguments):
     """The :class:`hf_carto.CurationPolicy` of ``--policy``; ``paper`` takes the run's ``--alpha``."""
     import dataclasses as dc
 
-    from hf_carto.curation.policy import PAPER, resolve_policy
-
     policy = resolve_policy(carto.policy)
     return dc.replace(PAPER, weight=carto.alpha) if policy.detector == PAPER.detector else policy
 
@@ -362,10 +370,7 @@ def dedup_arms(scored, seed: int) -> tuple[dict[str, tuple[str, Any]], dict]:
     no block has a duplicate: dedup is then the no-intervention arm) and the cut, with the share of
     the canary and contaminating blocks it removed.
     """
-    from hf_carto.core.columns import DUP_COLUMNS, DUP_NEAR_ID, PLANTED_NAMES, SAMPLE_ID, TRUTH, read_columns
     from hf_carto.curation.arms import treated
-    from hf_carto.score.detectors import top_budget
-    from hf_carto.score.duplicates import add_duplicate_columns
 
     clustered = scored
     if not all(c in scored.column_names for c in DUP_COLUMNS):
@@ -411,8 +416,6 @@ def detector_scored(scored, carto: CartoArguments, seed: int, fit, names=None):
     """``scored`` with a ``carto_score_<name>`` column for each of ``names`` (default
     ``--detectors``) and ``random``. The blocks :func:`score_blocks` saved carry every detector's
     column already; only a dataset scored elsewhere gets the missing ones computed here."""
-    from hf_carto.core.columns import score_column
-    from hf_carto.score.detectors import add_detector_scores
 
     names = list(dict.fromkeys([*(carto.detectors if names is None else names), "random"]))
     missing = [name for name in names if score_column(name) not in scored.column_names]

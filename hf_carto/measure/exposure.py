@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from hf_carto.core.batching import batch_starts, evaluation_mode, right_pad
-from hf_carto.data.canaries import Canary
+from hf_carto.data.canaries import SECRET_WORDS, Canary, draw_secret
 from hf_carto.measure.causal_lm import batch_losses, context_size, model_device
 
 __all__ = ["secret_log_perplexities", "cached_secret_log_perplexities", "exposure", "exposure_rank"]
@@ -186,8 +186,6 @@ def _secret_space(canary: Canary) -> tuple[list[str], Sequence[str], str]:
     if canary.secret_format == "digits":
         units, alphabet, separator = list(canary.secret), string.digits, ""
     elif canary.secret_format == "words":
-        from hf_carto.data.canaries import SECRET_WORDS
-
         units, alphabet, separator = canary.secret.split(" "), SECRET_WORDS, " "
     elif canary.secret_format == "tokens":
         letters = itertools.product(string.ascii_lowercase, repeat=3)
@@ -200,7 +198,6 @@ def _secret_space(canary: Canary) -> tuple[list[str], Sequence[str], str]:
 
 
 def _random_secrets(canary: Canary, count: int, rng: np.random.Generator) -> list[str]:
-    from hf_carto.data.canaries import draw_secret
 
     length = len(canary.secret) if canary.secret_format == "digits" else len(canary.secret.split())
     return [draw_secret(rng, canary.secret_format, length) for _ in range(count)]

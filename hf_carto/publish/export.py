@@ -35,7 +35,17 @@ import numpy as np
 from datasets import Dataset
 
 from hf_carto.core.atomic import atomic_folder
-from hf_carto.core.columns import DIFFICULTY, KEEP, LOSS_WEIGHT, MEMORIZATION, QUADRANT, SAMPLE_ID, SAMPLING_WEIGHT
+from hf_carto.core.columns import (
+    DIFFICULTY,
+    KEEP,
+    LOSS_WEIGHT,
+    MEMORIZATION,
+    QUADRANT,
+    SAMPLE_ID,
+    SAMPLING_WEIGHT,
+    read_columns,
+)
+from hf_carto.core.locking import output_lock, remove_stale_staging_of
 from hf_carto.publish.dataset_card import render_dataset_card
 from hf_carto.publish.privacy import (
     PRIVATE_NOTE,
@@ -120,7 +130,6 @@ def _write_id_mapping(output_dir: Path, original: np.ndarray) -> Path:
 
 def _draw_data_map(dataset: Dataset, fit, summary: dict[str, Any], path: Path) -> Path:
     """The data map of the published rows only, with nothing marked."""
-    from hf_carto.core.columns import read_columns
     from hf_carto.core.plots import plot_data_map
 
     settings = summary.get("settings") or {}
@@ -193,7 +202,6 @@ def export_hub_layout(
             "a data map drawn before the export shows the rows it withholds; pass data_map=True and the export "
             "draws one from the published rows"
         )
-    from hf_carto.core.locking import output_lock, remove_stale_staging_of
 
     # Every check above comes before the lock, so that a refusal leaves nothing behind, not even a lock file.
     with output_lock(output_dir, "an export"), _cleaned_up_when_terminated():

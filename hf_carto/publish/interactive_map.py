@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from hf_carto.core.atomic import write_text_atomic
 from hf_carto.core.columns import (
     DIFFICULTY,
     IS_CANARY,
@@ -198,7 +199,6 @@ def write_interactive_map(
     # One pass over both placeholders, so that a title holding "__DATA__" stays a title.
     fill = {"__TITLE__": _html_escape(title), "__DATA__": _script_json(data)}
     page = re.sub("__TITLE__|__DATA__", lambda match: fill[match.group(0)], page)
-    from hf_carto.core.atomic import write_text_atomic
 
     return write_text_atomic(page, path)
 

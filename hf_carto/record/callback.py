@@ -34,8 +34,11 @@ import torch
 from transformers import TrainerCallback
 
 from hf_carto.core.columns import SAMPLE_ID, read_columns
+from hf_carto.core.eps import parse_eps
 from hf_carto.record.losses import per_sample_loss, token_nll
-from hf_carto.record.recorder import LossRecorder, hf_causal_lm_losses
+from hf_carto.record.recorder import LossRecorder, hf_causal_lm_losses, snapshot_subset, subset_of
+from hf_carto.record.store import RecordingSettings
+from hf_carto.record.trackers import CartographyTracker
 
 __all__ = ["RecordingConfig", "CartographyCallback", "PerSampleLoss", "ensure_sample_ids"]
 
@@ -75,7 +78,6 @@ class RecordingConfig:
             return None
         if num_samples is None:
             raise ValueError("snapshot_rows needs a training set with a length (a map-style dataset)")
-        from hf_carto.record.recorder import snapshot_subset
 
         return snapshot_subset(num_samples, self.snapshot_rows, self.snapshot_seed)
 
@@ -236,8 +238,6 @@ class CartographyCallback(TrainerCallback):
         snapshot_rows: float | None = None,
         snapshot_seed: int = 0,
     ) -> None:
-        from hf_carto.core.eps import parse_eps
-        from hf_carto.record.store import RecordingSettings
 
         # the same checks, now rather than at train
         RecordingSettings(mode=mode, snapshot_every=snapshot_every, snapshot_rows=1 if snapshot_rows else None)
@@ -310,8 +310,6 @@ class CartographyCallback(TrainerCallback):
         from accelerate.data_loader import prepare_data_loader
         from torch.utils.data import DataLoader
 
-        from hf_carto.record.recorder import subset_of
-
         train_loader = kwargs["train_dataloader"]
         process = PartialState()
         dataset = train_loader.dataset
@@ -365,8 +363,6 @@ class CartographyCallback(TrainerCallback):
             restored = recorder.resume(self.snapshot, state.global_step)
             logger.info("resumed train-mode snapshot %d with %d records", self.snapshot, restored)
         if recorder.is_main_process:
-            from hf_carto.record.trackers import CartographyTracker
-
             self._tracker = CartographyTracker.for_training(args)
 
     def on_epoch_begin(self, args, state, control, **kwargs):

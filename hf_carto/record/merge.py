@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, Value
 
+from hf_carto.core.atomic import write_parquet_atomic
 from hf_carto.core.columns import LOSS_COLUMN_PATTERN, SAMPLE_ID, loss_column, non_canonical_loss_columns, read_columns
 from hf_carto.record.snapshot_column import IdIndex, SnapshotColumn, conflicting_copies, disagreeing, first_ids
 from hf_carto.record.store import LossStore, RecordingSettings
@@ -359,8 +360,6 @@ def _write_columns_file(columns, num_rows: int, target: Path, batch_rows: int) -
 def write_wide_parquet(matrix: LossMatrix, path: str | os.PathLike) -> Path:
     """Write ``sample_id`` + ``carto_loss_{t}`` columns as one parquet file (atomically)."""
     import pyarrow as pa
-
-    from hf_carto.core.atomic import write_parquet_atomic
 
     columns = {SAMPLE_ID: pa.array(matrix.sample_ids)}
     for t in range(matrix.num_snapshots):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from hf_carto.core.columns import SAMPLE_ID
+from hf_carto.core.locking import FolderLocked, hold_folder_lock
 from hf_carto.record.losses import per_sample_loss
 from hf_carto.record.shards import empty_records, read_records
 from hf_carto.record.store import LossStore, RecordingSettings
@@ -161,7 +162,6 @@ class LossRecorder:
     def _take_lock(self) -> None:
         """The main process takes the run folder's lock (held until :meth:`close` or the end of the
         process) and tells every rank whether it could, so that all of them raise together."""
-        from hf_carto.core.locking import FolderLocked, hold_folder_lock
 
         refusal = None
         if self.is_main_process and self._lock is None:

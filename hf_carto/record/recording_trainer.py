@@ -22,7 +22,7 @@ from transformers import Trainer
 
 from hf_carto.core.columns import LOSS_WEIGHT, SAMPLE_ID
 from hf_carto.record.callback import CartographyCallback, PerSampleLoss, RecordingConfig, ensure_sample_ids
-from hf_carto.record.recorder import LossRecorder, hf_causal_lm_losses
+from hf_carto.record.recorder import LossRecorder, hf_causal_lm_losses, subset_of
 
 __all__ = ["LossRecordingMixin", "RecordingTrainer", "without_hub_token"]
 
@@ -183,7 +183,6 @@ class LossRecordingMixin:
 
     def record_eval_snapshot(self, snapshot: int, state) -> None:
         """Eval-mode pass over the training set (or its ``snapshot_rows`` subset) with the current weights."""
-        from hf_carto.record.recorder import subset_of
 
         rows = (
             self.train_dataset if self.snapshot_subset is None else subset_of(self.train_dataset, self.snapshot_subset)

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hf_carto.core.columns import DIFFICULTY, MEMORIZATION, QUADRANT, read_columns
+from hf_carto.core.columns import DIFFICULTY, MEMORIZATION, QUADRANT, Quadrant, read_columns
+from hf_carto.core.eps import resolve_eps
+from hf_carto.core.kernel import forget_event_counts
 
 if TYPE_CHECKING:
     from hf_carto.record.store import LossStore
@@ -64,8 +66,6 @@ class CartographyTracker:
 
     def log_snapshot(self, store: LossStore, eps: float | str, *, step: int) -> dict[str, float]:
         """Log the latest snapshot of the recording ``store``; returns what was logged."""
-        from hf_carto.core.eps import resolve_eps
-        from hf_carto.core.kernel import forget_event_counts
         from hf_carto.record.merge import load_loss_matrix, merged_snapshot
 
         completed = store.completed()
@@ -89,7 +89,6 @@ class CartographyTracker:
 
     def log_scores(self, dataset: Any, fit: Any, *, step: int = 0, highlight: np.ndarray | None = None) -> dict:
         """Quadrant counts, thresholds and the data-map image of a scored dataset."""
-        from hf_carto.core.columns import Quadrant
         from hf_carto.core.plots import plot_data_map
 
         columns = read_columns(dataset, [DIFFICULTY, MEMORIZATION, QUADRANT])

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hf_carto.core.columns import loss_columns, score_column
+from hf_carto.core.columns import loss_columns, read_columns, score_column
 from hf_carto.core.eps import check_loss_matrix
 from hf_carto.core.kernel import burn_in_difficulty, forget_event_counts
 from hf_carto.score.scores import BudgetSelection, check_burn_in, select_top_memorized
@@ -443,8 +443,6 @@ def add_detector_scores(
     if "random" in names:
         full["random"] = np.random.default_rng(seed).random(len(dataset))
     if "combined" in names:  # ranks over every row: computed once on the whole matrix
-        from hf_carto.core.columns import read_columns
-
         matrix = read_columns(dataset, columns)
         losses = np.column_stack([np.asarray(matrix[c], dtype=np.float64) for c in columns])
         full["combined"] = detector_scores("combined", losses, **settings)

@@ -28,6 +28,7 @@ from hf_carto.core.columns import (
     DUP_NEAR_SIZE,
     QUADRANT,
     SAMPLE_ID,
+    Quadrant,
     read_columns,
 )
 
@@ -202,7 +203,6 @@ def hotspot_duplication(dataset: Any) -> dict[str, int]:
     Raises:
         ValueError: when the quadrant or duplicate columns are missing.
     """
-    from hf_carto.core.columns import Quadrant
 
     missing = [c for c in (QUADRANT, DUP_EXACT_SIZE, DUP_NEAR_SIZE) if c not in dataset.column_names]
     if missing:

@@ -22,6 +22,7 @@ from hf_carto.core.kernel import (
     never_below,
 )
 from hf_carto.score.loss_checks import checked_columns
+from hf_carto.score.order_statistics import inverted_cdf_rank, lerp, linear_quantile_ranks, select_ranks
 
 __all__ = ["streamed_scores"]
 
@@ -64,7 +65,6 @@ def streamed_scores(
     ``m`` takes at most ``T`` values, so a count per forget-event number gives ``tau_m`` exactly;
     ``d`` and the losses are continuous and go through :func:`~hf_carto.score.order_statistics.select_ranks`.
     """
-    from hf_carto.score.order_statistics import inverted_cdf_rank, lerp, linear_quantile_ranks, select_ranks
 
     num_snapshots = len(columns)
     state = {"passes": 0, "rows": 0, "smallest": math.inf, "eps": parameter if kind == "value" else None}
