@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import GPT2LMHeadModel
 
 __all__ = ["tiny_gpt2"]
 
@@ -17,7 +20,7 @@ def tiny_gpt2(
     eos_token_id: int | None = None,
     seed: int | None = None,
     **config_kwargs: Any,
-):
+) -> GPT2LMHeadModel:
     """A freshly initialised ``GPT2LMHeadModel`` built from a ``GPT2Config``.
 
     Args:
@@ -35,7 +38,7 @@ def tiny_gpt2(
         config_kwargs: any other `GPT2Config` field (for instance `resid_pdrop=0.0`).
 
     Returns:
-        `transformers.GPT2LMHeadModel` in training mode (call `.eval()` to score with it).
+        `transformers.GPT2LMHeadModel`: the model, in training mode (call `.eval()` to score with it).
 
     Example:
         >>> model = tiny_gpt2(100, n_layer=1, n_embd=8, n_head=2, n_positions=16, eos_token_id=0, seed=0)

@@ -6,15 +6,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 __all__ = ["EOS_TOKEN", "block_decoder", "tokenize_to_arrow", "train_bpe_tokenizer"]
 
 EOS_TOKEN = "<|endoftext|>"
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int):
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on ``texts`` and wrap it for ``transformers``.
 
     GPT-2's scheme: bytes mapped to printable characters, no prefix space, merges learned up to
@@ -26,7 +30,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int):
         vocab_size (`int`): the vocabulary size to reach; a small corpus may give fewer tokens.
 
     Returns:
-        `transformers.PreTrainedTokenizerFast`.
+        `transformers.PreTrainedTokenizerFast`: the trained tokenizer.
 
     Example:
         >>> tokenizer = train_bpe_tokenizer(["the cat sat on the mat"] * 10, vocab_size=300)
@@ -106,7 +110,7 @@ def tokenize_to_arrow(
 
     Args:
         texts (`datasets.Dataset` or `datasets.IterableDataset`): one document per row.
-        tokenizer: a ``transformers`` tokenizer with an end-of-text token.
+        tokenizer (`transformers.PreTrainedTokenizerBase`): a tokenizer with an end-of-text token.
         cache_dir (`str` or `Path`): where the Arrow files go (it is created).
         token_budget (`int`, *optional*): stop once this many tokens are read.
         num_proc (`int`, *optional*): processes for ``datasets.map``.

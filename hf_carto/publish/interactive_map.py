@@ -117,8 +117,8 @@ def write_interactive_map(
             difficulty.
         color_by (`str`, *optional*, defaults to `"quadrant"`): `"quadrant"`, or `"planted"` (the
             `truth` label of data built with planted material; needs `include_ground_truth`).
-        fit (:class:`hf_carto.CartographyFit`, *optional*): draws `tau_d` (and `tau_m` when `y`
-            is memorization) as dashed lines.
+        fit (`CartographyFit`, *optional*): the fit of the scores (:class:`hf_carto.CartographyFit`);
+            draws `tau_d` (and `tau_m` when `y` is memorization) as dashed lines.
         text_column (`str`, *optional*, defaults to `"text"`): where hover texts come from when
             `include_text`; when the dataset lacks it, `input_ids` are decoded with `tokenizer` (or
             shown as ids).

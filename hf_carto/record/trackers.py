@@ -142,7 +142,7 @@ def log_cartography(
 
     Args:
         dataset (`datasets.Dataset`): rows scored by :func:`hf_carto.add_cartography`.
-        fit (:class:`hf_carto.CartographyFit`): the fit that scored them.
+        fit (`CartographyFit`): the fit that scored them (:class:`hf_carto.CartographyFit`).
         log_dir (`str`): the event folder, e.g. ``hf_carto.record.trackers.tracker_log_dir(output_dir)``
             to sit beside the mapping run's snapshots.
         step (`int`, *optional*, defaults to `0`): the step the values are logged at.
