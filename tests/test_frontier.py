@@ -185,3 +185,24 @@ def test_combine_builds_the_frontier_figures_and_table_from_per_seed_files(tmp_p
     markdown = (out / "report.md").read_text()
     assert "## Budget frontier" in markdown and "| combined_prune0.05 |" in markdown
     assert "**Recommended policy**" in markdown and "`combined`, prune at 0.01" in markdown
+
+
+def test_the_committed_leaky_frontier_is_the_presets_and_its_recommendation_recomputes():
+    """results/gpt2_leaky_cpu holds seeds of the cpu-leaky preset as it is now (so the seeds still to
+    run combine with them), and its recommendation is what recommend_policy gives on the committed
+    per-seed reports: none yet, since no arm lowers extraction measurably."""
+    from hf_carto.experiment import parse_arguments
+    from hf_carto.experiment.combine import combine, load_seed_report
+
+    root = Path(__file__).parents[1] / "results" / "gpt2_leaky_cpu"
+    committed = json.loads((root / "report.json").read_text())
+    _, data_args, carto, _ = parse_arguments(["--preset", "cpu-leaky"])
+    settings = committed["settings"]
+    assert settings["burn_in"] == carto.burn_in and settings["frontier_detectors"] == carto.frontier_detectors
+    assert settings["canary_repetitions"] == data_args.canary_repetitions
+    assert settings["max_train_samples"] == data_args.max_train_samples
+    seeds = sorted(root.glob("seed_*/report.json"))
+    assert seeds and committed["settings"]["seeds"] == [int(p.parent.name.split("_")[1]) for p in seeds]
+    again = recommend_policy(combine([load_seed_report(p) for p in seeds]))
+    assert again["policy"] == committed["recommendation"]["policy"] is None
+    assert again["no_intervention_extraction"] == committed["recommendation"]["no_intervention_extraction"]
