@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_carto.core.columns import CANARY_ID, IS_CANARY, SAMPLE_ID, read_columns
 from hf_carto.core.atomic import write_json_atomic
+from hf_carto.core.columns import CANARY_ID, IS_CANARY, SAMPLE_ID, read_columns
 
 __all__ = [
     "Canary",
