@@ -62,3 +62,21 @@ def test_tiny_gpt2_is_seeded_and_sets_end_of_text():
     for a, b in zip(one.parameters(), two.parameters(), strict=True):
         assert np.array_equal(a.detach().numpy(), b.detach().numpy())
     assert tiny_gpt2(40, n_layer=1, n_embd=8, n_head=2, resid_pdrop=0.0).config.resid_pdrop == 0.0
+
+
+def test_map_columns_declares_the_new_types_and_replaces_a_column_of_the_same_name():
+    from datasets import Dataset, Value
+
+    from hf_carto.core.column_maps import map_columns
+
+    ds = Dataset.from_dict({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+
+    def double(batch):
+        return {"x": [2 * v for v in batch["x"]], "z": [v > 1 for v in batch["x"]]}
+
+    out = map_columns(ds, double, {"x": Value("float32"), "z": Value("bool")}, batch_size=2, desc="test")
+    assert out.features["x"] == Value("float32") and out.features["z"] == Value("bool")
+    assert out["x"] == [2.0, 4.0, 6.0] and out["z"] == [False, True, True] and out["y"] == ["a", "b", "c"]
+    # Left to inference, a batch of integer zeros would make an int64 column.
+    zeros = map_columns(ds, lambda b: {"w": [0] * len(b["x"])}, {"w": Value("float64")}, batch_size=2, desc="t")
+    assert zeros.features["w"] == Value("float64") and zeros["w"] == [0.0, 0.0, 0.0]

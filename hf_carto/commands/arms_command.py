@@ -1,42 +1,37 @@
-"""``hf-carto arms``: the comparison arms (no intervention, gendatacarto, random at the same budget)."""
+"""Build the comparison arms (no_intervention, gendatacarto, random at the same budget).
+
+Write OUT/no_intervention, OUT/gendatacarto and OUT/random (save_to_disk folders with
+carto_loss_weight, carto_sampling_weight and carto_keep) and OUT/budgets.json. The random arm
+applies the same treatments as gendatacarto to rows chosen by a seeded permutation.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from hf_carto.commands.dataset_inputs import load_rows, naming_the_file, options, refuse_existing
 
-__all__ = ["arms_command", "arms_command_parser"]
+__all__ = ["add_arguments", "run"]
 
 
-def arms_command_parser(subparsers: Any) -> argparse.ArgumentParser:
-    arms = subparsers.add_parser(
-        "arms",
-        help="build the comparison arms (no_intervention, gendatacarto, random at the same budget)",
-        description="Write OUT/no_intervention, OUT/gendatacarto and OUT/random (save_to_disk folders with "
-        "carto_loss_weight, carto_sampling_weight and carto_keep) and OUT/budgets.json. The random arm applies "
-        "the same treatments as gendatacarto to rows chosen by a seeded permutation.",
-    )
-    arms.add_argument("scored", help="a dataset scored by `hf-carto score`")
-    arms.add_argument("output", help="folder to create for the three arms")
-    arms.add_argument(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scored", help="a dataset scored by `hf-carto score`")
+    parser.add_argument("output", help="folder to create for the three arms")
+    parser.add_argument(
         "--budget",
         type=float,
         default=None,
         help="treat the top fraction by memorization instead of the per-quadrant rules",
     )
-    arms.add_argument("--alpha", type=float, default=0.5, help="loss weight of treated rows; 0 removes them")
-    arms.add_argument("--gamma", type=float, default=1.0, help="up-sampling of ambiguous-hard (quadrant rules)")
-    arms.add_argument("--remove-noisy", action="store_true", help="remove noisy outliers (quadrant rules)")
-    arms.add_argument("--seed", type=int, default=0, help="seed of the random arm")
-    arms.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    arms.set_defaults(func=arms_command)
-    return arms
+    parser.add_argument("--alpha", type=float, default=0.5, help="loss weight of treated rows; 0 removes them")
+    parser.add_argument("--gamma", type=float, default=1.0, help="up-sampling of ambiguous-hard (quadrant rules)")
+    parser.add_argument("--remove-noisy", action="store_true", help="remove noisy outliers (quadrant rules)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random arm")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
 
-def arms_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from hf_carto.core.locking import output_lock, remove_stale_staging_of
 
     with output_lock(args.output, "hf-carto arms"):

@@ -1,45 +1,39 @@
-"""``hf-carto demo``: cartography alone on the generated corpus, on CPU in about a minute."""
+"""Cartography alone: a tiny GPT-2 on the generated corpus in a plain loop, its data mapped (CPU, ~1
+min; the whole experiment is `make demo`).
+
+Cartography alone, on CPU in about a minute, nothing downloaded: generate the corpus (planted
+duplicates, canaries and noise, each labelled), train a byte-level BPE tokenizer and a tiny GPT-2 in
+a plain PyTorch loop (hf_carto/experiment/loop_demo.py) recording every sample's eval-mode loss,
+then score the samples, split them into quadrants and compare the quadrants with what was planted.
+Writes OUTPUT_DIR/scored (the scored dataset with its leakage and duplicate columns), data_map.png,
+data_map.html, report.json and the recorded losses (OUTPUT_DIR/run), replacing an earlier run once
+complete. No arms, no leakage evaluation of arms: that is the experiment, `python
+recipes/gpt2_wikitext.py --preset cpu-demo` (`make demo`).
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-__all__ = ["demo_command", "demo_command_parser"]
+__all__ = ["add_arguments", "run"]
 
 
-def demo_command_parser(subparsers: Any) -> argparse.ArgumentParser:
-    demo = subparsers.add_parser(
-        "demo",
-        help="cartography alone: a tiny GPT-2 on the generated corpus in a plain loop, its data mapped (CPU, ~1 min; "
-        "the whole experiment is `make demo`)",
-        description="Cartography alone, on CPU in about a minute, nothing downloaded: generate the corpus "
-        "(planted duplicates, canaries and noise, each labelled), train a byte-level BPE tokenizer and a tiny "
-        "GPT-2 in a plain PyTorch loop (hf_carto/experiment/loop_demo.py) recording every sample's eval-mode loss, "
-        "then score "
-        "the samples, split them into quadrants and compare the quadrants with what was planted. Writes "
-        "OUTPUT_DIR/scored (the scored dataset with its leakage and duplicate columns), data_map.png, "
-        "data_map.html, report.json and the recorded losses (OUTPUT_DIR/run), replacing an earlier run once "
-        "complete. No arms, no leakage evaluation of arms: that is the experiment, "
-        "`python recipes/gpt2_wikitext.py --preset cpu-demo` (`make demo`).",
-    )
-    demo.add_argument("--output-dir", default="outputs/demo", help="folder to write (default outputs/demo)")
-    demo.add_argument(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", default="outputs/demo", help="folder to write (default outputs/demo)")
+    parser.add_argument(
         "--seed",
         type=int,
         default=0,
         help="seed of the model's weights and the data order; the corpus is always the same (default 0)",
     )
-    demo.add_argument("--epochs", type=int, default=None, help="training epochs (default 12)")
-    demo.add_argument(
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 12)")
+    parser.add_argument(
         "--snapshots-per-epoch", type=int, default=None, help="eval-mode loss snapshots per epoch (default 2)"
     )
-    demo.add_argument("--eps", default=None, help="forget threshold policy (default quantile:0.05)")
-    demo.set_defaults(func=demo_command)
-    return demo
+    parser.add_argument("--eps", default=None, help="forget threshold policy (default quantile:0.05)")
 
 
-def demo_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from hf_carto.experiment.loop_demo import DemoConfig, run_demo
 
     config = DemoConfig(output_dir=args.output_dir, seed=args.seed)

@@ -1,39 +1,34 @@
-"""``hf-carto evaluate``: measure a model's leakage (canaries, contamination, membership, perplexity)."""
+"""Measure leakage of a model: canaries, exposure, contamination, membership inference, perplexity.
+
+Each section runs when its data is given. Datasets (save_to_disk folder or parquet) need an
+input_ids column; a text column, when present, feeds the zlib signal. Writes OUT/report.json,
+OUT/report.md and OUT/membership_roc.png.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from hf_carto.commands.dataset_inputs import load_rows
 
-__all__ = ["evaluate_command", "evaluate_command_parser"]
+__all__ = ["add_arguments", "run"]
 
 
-def evaluate_command_parser(subparsers: Any) -> argparse.ArgumentParser:
-    ev = subparsers.add_parser(
-        "evaluate",
-        help="measure leakage of a model: canaries, exposure, contamination, membership inference, perplexity",
-        description="Each section runs when its data is given. Datasets (save_to_disk folder or parquet) need an "
-        "input_ids column; a text column, when present, feeds the zlib signal. Writes OUT/report.json, "
-        "OUT/report.md and OUT/membership_roc.png.",
-    )
-    ev.add_argument("model", help="model folder (from save_pretrained)")
-    ev.add_argument("--out", required=True, help="folder for the report")
-    ev.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
-    ev.add_argument("--registry", default=None, help="canary registry JSON (local; holds the secrets)")
-    ev.add_argument("--members", default=None, help="training samples for membership inference")
-    ev.add_argument("--non-members", default=None, help="held-out samples of the same distribution and length")
-    ev.add_argument("--contaminating", default=None, help="held-out sequences that were inserted into training")
-    ev.add_argument("--control", default=None, help="sequences that were not inserted (false-positive control)")
-    ev.add_argument("--validation", default=None, help="validation samples for perplexity")
-    ev.add_argument("--reference-model", default=None, help="second model for the reference MIA signal")
-    ev.add_argument("--k", type=int, default=32, help="tokens of prefix and continuation for k-extractability")
-    ev.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
-    ev.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default 32)")
-    ev.set_defaults(func=evaluate_command)
-    return ev
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model folder (from save_pretrained)")
+    parser.add_argument("--out", required=True, help="folder for the report")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
+    parser.add_argument("--registry", default=None, help="canary registry JSON (local; holds the secrets)")
+    parser.add_argument("--members", default=None, help="training samples for membership inference")
+    parser.add_argument("--non-members", default=None, help="held-out samples of the same distribution and length")
+    parser.add_argument("--contaminating", default=None, help="held-out sequences that were inserted into training")
+    parser.add_argument("--control", default=None, help="sequences that were not inserted (false-positive control)")
+    parser.add_argument("--validation", default=None, help="validation samples for perplexity")
+    parser.add_argument("--reference-model", default=None, help="second model for the reference MIA signal")
+    parser.add_argument("--k", type=int, default=32, help="tokens of prefix and continuation for k-extractability")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default 32)")
 
 
 def _token_lists(path: str | None) -> tuple[list[list[int]] | None, list[str] | None]:
@@ -49,7 +44,7 @@ def _token_lists(path: str | None) -> tuple[list[list[int]] | None, list[str] | 
     return ids, (list(texts) if texts is not None else None)
 
 
-def evaluate_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_carto.data.canaries import load_registry

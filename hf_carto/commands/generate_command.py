@@ -1,29 +1,24 @@
-"""``hf-carto generate``: write the generated corpus with its planted ground truth."""
+"""Write the generated default corpus (save_to_disk folder).
+
+Write the project's generated corpus (grammar text over a Zipf vocabulary, with planted exact
+duplicates, canaries and random-character noise) as a save_to_disk folder with a text column and its
+ground truth (truth: ordinary, duplicate, canary, noise).
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-__all__ = ["generate_command", "generate_command_parser"]
-
-
-def generate_command_parser(subparsers: Any) -> argparse.ArgumentParser:
-    gen = subparsers.add_parser(
-        "generate",
-        help="write the generated default corpus (save_to_disk folder)",
-        description="Write the project's generated corpus (grammar text over a Zipf vocabulary, with planted "
-        "exact duplicates, canaries and random-character noise) as a save_to_disk folder with a text column and "
-        "its ground truth (truth: ordinary, duplicate, canary, noise).",
-    )
-    gen.add_argument("output", help="folder to create")
-    gen.add_argument("--seed", type=int, default=0, help="seed of the corpus (default 0)")
-    gen.add_argument("--num-documents", type=int, default=None, help="ordinary documents (default 2000)")
-    gen.set_defaults(func=generate_command)
-    return gen
+__all__ = ["add_arguments", "run"]
 
 
-def generate_command(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output", help="folder to create")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the corpus (default 0)")
+    parser.add_argument("--num-documents", type=int, default=None, help="ordinary documents (default 2000)")
+
+
+def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from hf_carto.data.generated import CorpusConfig, generate_corpus

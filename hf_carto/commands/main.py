@@ -6,8 +6,8 @@ hf-carto summary OUT [--json]
 hf-carto map OUT map.html           # the interactive data map: one self-contained HTML file
 hf-carto generate OUT [--seed 0]    # write the generated corpus with its ground truth
 
-Each command lives in a module of its own (``hf_carto/commands/<name>_command.py``) that adds its
-sub-parser and sets its handler as ``func``; :data:`COMMANDS` lists them once, in the order
+Each command lives in a module of its own (``hf_carto/commands/<name>_command.py``) with its
+help, its arguments and its handler; :data:`COMMANDS` registers them once, in the order
 ``hf-carto --help`` shows them. The modules import nothing heavy until their handler runs, so the
 parser (and ``--help``) stays fast.
 """
@@ -19,33 +19,36 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from hf_carto.commands.arms_command import arms_command_parser
-from hf_carto.commands.combine_command import combine_command_parser
-from hf_carto.commands.demo_command import demo_command_parser
-from hf_carto.commands.evaluate_command import evaluate_command_parser
-from hf_carto.commands.generate_command import generate_command_parser
-from hf_carto.commands.map_command import map_command_parser
-from hf_carto.commands.merge_command import merge_command_parser
-from hf_carto.commands.push_command import push_command_parser
-from hf_carto.commands.score_command import score_command_parser
-from hf_carto.commands.summary_command import summary_command_parser
+from hf_carto.commands import (
+    arms_command,
+    combine_command,
+    demo_command,
+    evaluate_command,
+    generate_command,
+    map_command,
+    merge_command,
+    push_command,
+    score_command,
+    summary_command,
+)
 
 __all__ = ["COMMANDS", "main", "make_parser"]
 
-#: Every command's ``<name>_command_parser``: each adds its sub-command to the ``subparsers`` of
-#: :func:`make_parser`, with its ``<name>_command`` handler as ``func``.
-COMMANDS = (
-    demo_command_parser,
-    score_command_parser,
-    merge_command_parser,
-    arms_command_parser,
-    evaluate_command_parser,
-    push_command_parser,
-    summary_command_parser,
-    map_command_parser,
-    combine_command_parser,
-    generate_command_parser,
-)
+#: Every command by name, in the order ``hf-carto --help`` lists them: a module whose docstring is
+#: its help (the first paragraph: its line in that list; the rest: its description), with
+#: ``add_arguments(parser)`` and the handler ``run(args)``.
+COMMANDS = {
+    "demo": demo_command,
+    "score": score_command,
+    "merge": merge_command,
+    "arms": arms_command,
+    "evaluate": evaluate_command,
+    "push": push_command,
+    "summary": summary_command,
+    "map": map_command,
+    "combine": combine_command,
+    "generate": generate_command,
+}
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -54,8 +57,14 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for add_command in COMMANDS:
-        add_command(subparsers)
+    for name, command in COMMANDS.items():
+        summary, _, description = command.__doc__.partition("\n\n")
+        summary = " ".join(summary.split()).rstrip(".")
+        sub = subparsers.add_parser(
+            name, help=summary[:1].lower() + summary[1:], description=" ".join(description.split())
+        )
+        command.add_arguments(sub)
+        sub.set_defaults(func=command.run)
     return parser
 
 

@@ -1,35 +1,30 @@
-"""``hf-carto merge``: merge recorded loss shards into one ``carto_loss_{t}`` column per snapshot."""
+"""Merge recorded loss shards into carto_loss_{t} columns.
+
+Merge RUN_DIR/carto/losses/snapshot=T/rank=R.parquet into one column per snapshot. With --dataset,
+the columns are added to that dataset (aligned by sample_id) and saved to --out (default
+RUN_DIR/carto/dataset); without it, a parquet file of sample_id + carto_loss_{t} is written (default
+RUN_DIR/carto/losses.parquet). Either output feeds `hf-carto score`.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from hf_carto.commands.dataset_inputs import load_rows, refuse_existing
 
-__all__ = ["merge_command", "merge_command_parser"]
+__all__ = ["add_arguments", "run"]
 
 
-def merge_command_parser(subparsers: Any) -> argparse.ArgumentParser:
-    merge = subparsers.add_parser(
-        "merge",
-        help="merge recorded loss shards into carto_loss_{t} columns",
-        description="Merge RUN_DIR/carto/losses/snapshot=T/rank=R.parquet into one column per snapshot. "
-        "With --dataset, the columns are added to that dataset (aligned by sample_id) and saved to --out "
-        "(default RUN_DIR/carto/dataset); without it, a parquet file of sample_id + carto_loss_{t} is written "
-        "(default RUN_DIR/carto/losses.parquet). Either output feeds `hf-carto score`.",
-    )
-    merge.add_argument("run_dir", help="the training output_dir that holds carto/")
-    merge.add_argument("--dataset", default=None, help="training dataset with its sample_id column")
-    merge.add_argument("--out", default=None, help="where to write the merged result")
-    merge.add_argument("--allow-nonfinite", action="store_true", help="merge NaN/inf losses instead of failing")
-    merge.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    merge.set_defaults(func=merge_command)
-    return merge
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="the training output_dir that holds carto/")
+    parser.add_argument("--dataset", default=None, help="training dataset with its sample_id column")
+    parser.add_argument("--out", default=None, help="where to write the merged result")
+    parser.add_argument("--allow-nonfinite", action="store_true", help="merge NaN/inf losses instead of failing")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
-def merge_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from hf_carto.core.locking import output_lock, remove_stale_staging_of
     from hf_carto.record.merge import add_loss_columns, load_loss_matrix, write_wide_parquet
 

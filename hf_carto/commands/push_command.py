@@ -1,4 +1,9 @@
-"""``hf-carto push``: publish a scored dataset to the Hub, exported locally first."""
+"""Publish a scored dataset to the Hub (exported locally first, then uploaded).
+
+DATASET_DIR is a folder written by `hf-carto score` (exported to --export-dir first) or an export
+folder (README.md + data/). Canary rows and secrets are withheld. The token comes from HF_TOKEN or
+the cached login and is never printed.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-__all__ = ["push_command", "push_command_parser"]
+__all__ = ["add_arguments", "run"]
 
 
-def push_command_parser(subparsers: Any) -> argparse.ArgumentParser:
-    push = subparsers.add_parser(
-        "push",
-        help="publish a scored dataset to the Hub (exported locally first, then uploaded)",
-        description="DATASET_DIR is a folder written by `hf-carto score` (exported to --export-dir first) or an "
-        "export folder (README.md + data/). Canary rows and secrets are withheld. The token comes from HF_TOKEN "
-        "or the cached login and is never printed.",
-    )
-    push.add_argument("dataset_dir", help="a folder written by `hf-carto score`, or an export folder")
-    push.add_argument("repo_id", help="namespace/name")
-    visibility = push.add_mutually_exclusive_group()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset_dir", help="a folder written by `hf-carto score`, or an export folder")
+    parser.add_argument("repo_id", help="namespace/name")
+    visibility = parser.add_mutually_exclusive_group()
     visibility.add_argument(
         "--private",
         dest="private",
@@ -30,21 +27,19 @@ def push_command_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="create the repository as private (default)",
     )
     visibility.add_argument("--public", dest="private", action="store_false", help="create the repository as public")
-    push.add_argument("--revision", default=None, help="branch to commit to")
-    push.add_argument("--message", default="Upload curated dataset (hf_carto)", help="commit message")
-    push.add_argument("--export-dir", default=None, help="where the Hub layout is written (default DATASET_DIR.hub)")
-    push.add_argument("--license", default=None, help="license for the card, e.g. cc-by-sa-3.0")
-    push.add_argument(
+    parser.add_argument("--revision", default=None, help="branch to commit to")
+    parser.add_argument("--message", default="Upload curated dataset (hf_carto)", help="commit message")
+    parser.add_argument("--export-dir", default=None, help="where the Hub layout is written (default DATASET_DIR.hub)")
+    parser.add_argument("--license", default=None, help="license for the card, e.g. cc-by-sa-3.0")
+    parser.add_argument(
         "--allow-private",
         action="store_true",
         help="push a folder holding a PRIVATE.md, a canary registry or columns marking canary rows (refused "
         "otherwise)",
     )
-    push.set_defaults(func=push_command)
-    return push
 
 
-def push_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from hf_carto.core.locking import output_lock
     from hf_carto.publish.push import check_push_source, check_repo_id
 

@@ -1,31 +1,26 @@
-"""``hf-carto summary``: print the fit, quadrants and interventions of a scored dataset."""
+"""Print the summary of a scored dataset folder.
+
+Print the fit (eps, tau_d, tau_m), the quadrant counts with their mean difficulty and memorization,
+and the intervention weights of a folder written by `hf-carto score`. A dataset with no rows is
+refused (exit status 2).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from hf_carto.commands.dataset_inputs import naming_the_file
 
-__all__ = ["summary_command", "summary_command_parser"]
+__all__ = ["add_arguments", "run"]
 
 
-def summary_command_parser(subparsers: Any) -> argparse.ArgumentParser:
-    summary = subparsers.add_parser(
-        "summary",
-        help="print the summary of a scored dataset folder",
-        description="Print the fit (eps, tau_d, tau_m), the quadrant counts with their mean difficulty and "
-        "memorization, and the intervention weights of a folder written by `hf-carto score`. A dataset with "
-        "no rows is refused (exit status 2).",
-    )
-    summary.add_argument("path", help="folder written by `hf-carto score`")
-    summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    summary.set_defaults(func=summary_command)
-    return summary
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="folder written by `hf-carto score`")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def summary_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from hf_carto.publish.summary import cartography_summary, format_summary
     from hf_carto.score.scored_io import load_scored
 

@@ -42,6 +42,8 @@ __all__ = [
     "LOSS_WEIGHT",
     "SAMPLING_WEIGHT",
     "KEEP",
+    "MAP_COLUMNS",
+    "CURATION_COLUMNS",
     "CANARY_ID",
     "IS_CANARY",
     "TRUTH",
@@ -86,6 +88,10 @@ QUADRANT = "carto_quadrant"
 LOSS_WEIGHT = "carto_loss_weight"
 SAMPLING_WEIGHT = "carto_sampling_weight"
 KEEP = "carto_keep"
+#: The data map a scoring pass adds: the two axes and the quadrant label.
+MAP_COLUMNS = (DIFFICULTY, MEMORIZATION, QUADRANT)
+#: What a curation writes per sample: loss weight, sampling weight, kept or pruned.
+CURATION_COLUMNS = (LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP)
 CANARY_ID = "carto_canary_id"
 IS_CANARY = "is_canary"
 TRUTH = "truth"

@@ -31,6 +31,7 @@ import torch
 from datasets import Dataset, Value
 
 from hf_carto.core.columns import (
+    CURATION_COLUMNS,
     DIFFICULTY,
     KEEP,
     LOSS_WEIGHT,
@@ -48,8 +49,6 @@ from hf_carto.score.scores import BudgetSelection, select_top_memorized
 __all__ = ["Arms", "build_arms", "build_detector_arms", "treated", "arm_budget", "continue_from_checkpoint"]
 
 logger = logging.getLogger(__name__)
-
-TREATMENT_COLUMNS = (LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP)
 
 
 class Arms(dict):
@@ -77,7 +76,7 @@ class Arms(dict):
 
 
 def _with_treatment(dataset: Dataset, loss_w: np.ndarray, sample_w: np.ndarray, keep: np.ndarray) -> Dataset:
-    dataset = dataset.remove_columns([c for c in TREATMENT_COLUMNS if c in dataset.column_names])
+    dataset = dataset.remove_columns([c for c in CURATION_COLUMNS if c in dataset.column_names])
     dataset = dataset.add_column(LOSS_WEIGHT, loss_w.astype(np.float32), feature=Value("float32"))
     dataset = dataset.add_column(SAMPLING_WEIGHT, sample_w.astype(np.float32), feature=Value("float32"))
     return dataset.add_column(KEEP, keep.astype(bool), feature=Value("bool"))
@@ -147,8 +146,8 @@ def build_arms(
     selection = None
     if budget is None:
         labelled = apply_interventions(scored, gamma=gamma, alpha=alpha, remove_noisy=remove_noisy)
-        cols = read_columns(labelled, list(TREATMENT_COLUMNS))
-        loss_w, sample_w, keep = (cols[c] for c in TREATMENT_COLUMNS)
+        cols = read_columns(labelled, list(CURATION_COLUMNS))
+        loss_w, sample_w, keep = (cols[c] for c in CURATION_COLUMNS)
     else:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
@@ -199,8 +198,8 @@ def build_detector_arms(scored: Dataset, detectors: list[str], *, budget: float,
 
 def arm_budget(arm: Dataset) -> dict[str, float]:
     """What an arm changes: removed rows, down-weighted rows, pruned loss weight, up-sampled rows."""
-    cols = read_columns(arm, list(TREATMENT_COLUMNS))
-    loss_w, sample_w, keep = (cols[c].astype(np.float64) for c in TREATMENT_COLUMNS)
+    cols = read_columns(arm, list(CURATION_COLUMNS))
+    loss_w, sample_w, keep = (cols[c].astype(np.float64) for c in CURATION_COLUMNS)
     n = len(arm)
     return {
         "num_samples": n,

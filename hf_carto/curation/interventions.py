@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, Value
 
-from hf_carto.core.columns import KEEP, LOSS_WEIGHT, QUADRANT, SAMPLING_WEIGHT, read_columns
-from hf_carto.score.cartography import DEFAULT_BATCH_SIZE, features_with_columns
+from hf_carto.core.column_maps import map_columns
+from hf_carto.core.columns import CURATION_COLUMNS, KEEP, LOSS_WEIGHT, QUADRANT, SAMPLING_WEIGHT, read_columns
+from hf_carto.score.cartography import DEFAULT_BATCH_SIZE
 
 __all__ = ["apply_interventions"]
+
+_CURATION_FEATURES = {LOSS_WEIGHT: Value("float32"), SAMPLING_WEIGHT: Value("float32"), KEEP: Value("bool")}
 
 
 @dataclass(frozen=True)
@@ -95,15 +98,12 @@ def apply_interventions(
         sampling_weight=(stable_easy_gamma, gamma, 1.0 if hotspot_kept else 0.0, 1.0 if noisy_kept else 0.0),
         keep=(True, True, hotspot_kept, noisy_kept),
     )
-    features = features_with_columns(
-        dataset, {LOSS_WEIGHT: Value("float32"), SAMPLING_WEIGHT: Value("float32"), KEEP: Value("bool")}
-    )
-    labelled = dataset.map(
+    labelled = map_columns(
+        dataset,
         rule,
-        batched=True,
+        _CURATION_FEATURES,
         batch_size=batch_size,
         input_columns=QUADRANT,
-        features=features,
         num_proc=num_proc,
         desc="Applying interventions",
     )
@@ -112,7 +112,7 @@ def apply_interventions(
 
 def _treat_clusters(dataset: Dataset, column: str, batch_size: int) -> Dataset:
     """Give every member of a cluster the strongest treatment among its members."""
-    values = read_columns(dataset, [column, LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP])
+    values = read_columns(dataset, [column, *CURATION_COLUMNS])
     _, group = np.unique(values[column], return_inverse=True)
     count = int(group.max()) + 1
     loss_weight = np.full(count, np.inf, dtype=np.float32)
@@ -126,11 +126,11 @@ def _treat_clusters(dataset: Dataset, column: str, batch_size: int) -> Dataset:
         rows = group[indices]
         return {LOSS_WEIGHT: loss_weight[rows], SAMPLING_WEIGHT: sampling_weight[rows], KEEP: keep[rows]}
 
-    return dataset.map(
+    return map_columns(
+        dataset,
         treat,
-        batched=True,
-        with_indices=True,
+        _CURATION_FEATURES,
         batch_size=batch_size,
+        with_indices=True,
         desc=f"Treating clusters ({column})",
-        features=dataset.features,
     )

@@ -37,7 +37,7 @@ except ImportError as err:  # trl is an optional dependency: the rest of hf_cart
     raise ImportError("hf_carto.curation.sft needs trl: pip install 'hf_carto[sft]'") from err
 
 from hf_carto.core.columns import LOSS_WEIGHT, SAMPLING_WEIGHT
-from hf_carto.curation.weighted_trainer import WeightedEpochSampler, check_trainer_call, prepare_curated_dataset
+from hf_carto.curation.weighted_trainer import WeightedEpochSampler, admit_train_dataset, prepare_curated_dataset
 from hf_carto.record.recording_trainer import trainer_call_without_hub_token
 
 __all__ = ["CartoSFTTrainer", "LossWeightCollator"]
@@ -176,10 +176,10 @@ class CartoSFTTrainer(SFTTrainer):
         epoch_samples: int | None = None,
         **kwargs: Any,
     ) -> None:
-        check_trainer_call("CartoSFTTrainer", args, train_dataset, epoch_samples)
-        n_before = len(train_dataset) if hasattr(train_dataset, "__len__") else None
         # Checked and filtered before trl tokenizes: removed rows cost nothing and bad columns fail fast.
-        train_dataset, sampling_weights = prepare_curated_dataset(train_dataset)
+        train_dataset, sampling_weights, n_before = admit_train_dataset(
+            "CartoSFTTrainer", args, train_dataset, epoch_samples
+        )
         config = kwargs.get("args", args[1] if len(args) > 1 else None)
         _refuse_unweightable_settings(config, train_dataset, kwargs, sampling_weights is not None)
         self.uses_loss_weights = LOSS_WEIGHT in train_dataset.column_names

@@ -27,7 +27,7 @@ import torch
 from datasets import Dataset
 from transformers import Trainer
 
-from hf_carto.core.columns import KEEP, LOSS_WEIGHT, SAMPLE_ID, SAMPLING_WEIGHT
+from hf_carto.core.columns import CURATION_COLUMNS, KEEP, LOSS_WEIGHT, SAMPLE_ID, SAMPLING_WEIGHT
 from hf_carto.record.recording_trainer import LossRecordingMixin
 
 __all__ = ["CartoTrainer", "WeightedEpochSampler", "prepare_curated_dataset"]
@@ -124,7 +124,7 @@ def prepare_curated_dataset(dataset: Dataset) -> tuple[Dataset, np.ndarray | Non
     """
     if not isinstance(dataset, Dataset):
         raise ValueError("CartoTrainer needs a map-style datasets.Dataset (sampling weights need a length)")
-    present = [c for c in (LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP) if c in dataset.column_names]
+    present = [c for c in CURATION_COLUMNS if c in dataset.column_names]
     if not present:
         raise ValueError(
             f"the training dataset has none of the columns {LOSS_WEIGHT}, {SAMPLING_WEIGHT}, {KEEP}; "
@@ -150,14 +150,21 @@ def prepare_curated_dataset(dataset: Dataset) -> tuple[Dataset, np.ndarray | Non
     return dataset, weights
 
 
-def check_trainer_call(owner: str, args: tuple, train_dataset: Any, epoch_samples: int | None) -> None:
-    """The checks a curated trainer's constructor makes before it touches the dataset."""
+def admit_train_dataset(
+    owner: str, args: tuple, train_dataset: Any, epoch_samples: int | None
+) -> tuple[Dataset, np.ndarray | None, int | None]:
+    """What a curated trainer's constructor does first: check its call, then
+    :func:`prepare_curated_dataset`. Returns the kept rows, their sampling weights and the number
+    of rows before removal (for the log)."""
     if len(args) > 3:
         raise TypeError(f"pass train_dataset (and what follows it) to {owner} by keyword")
     if train_dataset is None:
         raise ValueError(f"{owner} needs a train_dataset with intervention columns")
     if epoch_samples is not None and epoch_samples < 1:
         raise ValueError(f"epoch_samples must be >= 1; got {epoch_samples}")
+    rows_before = len(train_dataset) if hasattr(train_dataset, "__len__") else None
+    kept, sampling_weights = prepare_curated_dataset(train_dataset)
+    return kept, sampling_weights, rows_before
 
 
 class CartoTrainer(LossRecordingMixin, Trainer):
@@ -189,9 +196,9 @@ class CartoTrainer(LossRecordingMixin, Trainer):
         epoch_samples: int | None = None,
         **kwargs: Any,
     ) -> None:
-        check_trainer_call("CartoTrainer", args, train_dataset, epoch_samples)
-        n_before = len(train_dataset) if hasattr(train_dataset, "__len__") else None
-        train_dataset, self.sampling_weights = prepare_curated_dataset(train_dataset)
+        train_dataset, self.sampling_weights, n_before = admit_train_dataset(
+            "CartoTrainer", args, train_dataset, epoch_samples
+        )
         self.epoch_samples = epoch_samples
         self.uses_loss_weights = LOSS_WEIGHT in train_dataset.column_names
         super().__init__(*args, train_dataset=train_dataset, **kwargs)

@@ -16,6 +16,12 @@ from hf_carto.experiment.presets import COMMON, GENERATED, PRESETS
 from hf_carto.score.detectors import detector_names
 
 
+def list_option(help_text: str, default: list | None = None):
+    """A list-valued option of the command line (``--name a b c``); each instance gets its own copy of
+    ``default``."""
+    return field(default_factory=lambda: list(default or []), metadata={"help": help_text})
+
+
 @dataclass
 class ModelArguments:
     config_name: str = field(
@@ -64,9 +70,7 @@ class DataArguments:
         default=None, metadata={"help": "Keep the leading documents that fill about this many blocks."}
     )
     num_canaries: int = field(default=2)
-    canary_repetitions: list[int] = field(
-        default_factory=lambda: [16, 64], metadata={"help": "Copies of each canary (cycled over the canaries)."}
-    )
+    canary_repetitions: list[int] = list_option("Copies of each canary (cycled over the canaries).", default=[16, 64])
     secret_length: int = field(default=6, metadata={"help": "Digits in each canary's secret."})
     num_contaminating: int = field(default=32, metadata={"help": "Held-out sequences inserted into training."})
     contamination_repetitions: int = field(default=4)
@@ -89,7 +93,7 @@ class DataArguments:
 @dataclass
 class CartoArguments:
     preset: str | None = field(default=None, metadata={"help": "Defaults for a setting: " + ", ".join(PRESETS)})
-    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "One mapping run and all arms per seed."})
+    seeds: list[int] = list_option("One mapping run and all arms per seed.", default=[0])
     burn_in: int = field(default=1, metadata={"help": "T_e in epochs: arms continue from this epoch's checkpoint."})
     snapshots_per_epoch: int = field(default=1, metadata={"help": "Eval-mode loss snapshots per epoch."})
     snapshot_rows: float | None = field(
@@ -108,38 +112,25 @@ class CartoArguments:
     alpha: float = field(default=0.5, metadata={"help": "Loss weight of hotspot blocks in the gendatacarto arm."})
     gamma: float = field(default=1.0, metadata={"help": "Up-sampling of ambiguous-hard blocks (1 = off)."})
     remove_noisy: bool = field(default=False)
-    prune_fractions: list[float] = field(
-        default_factory=lambda: [0.05, 0.1], metadata={"help": "Pruned fractions of the sweep (Figures 1 and 2)."}
+    prune_fractions: list[float] = list_option("Pruned fractions of the sweep (Figures 1 and 2).", default=[0.05, 0.1])
+    downweight_fractions: list[float] = list_option(
+        "Fractions of blocks whose loss weight becomes --alpha: one arm each (and per detector)."
     )
-    downweight_fractions: list[float] = field(
-        default_factory=list,
-        metadata={"help": "Fractions of blocks whose loss weight becomes --alpha: one arm each (and per detector)."},
+    detectors: list[str] = list_option(
+        "Hotspot detectors (hf_carto.score.detectors: memorization, final_loss, loss_std, ...): for every "
+        "prune and down-weighting fraction, one arm per detector plus the random arm, in place of the "
+        "memorization sweep."
     )
-    detectors: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Hotspot detectors (hf_carto.score.detectors: memorization, final_loss, loss_std, ...): for every "
-            "prune and down-weighting fraction, one arm per detector plus the random arm, in place of the "
-            "memorization sweep."
-        },
+    frontier_fractions: list[float] = list_option(
+        "More pruning budgets for the frontier, each with an arm per --frontier_detectors and the "
+        "random arm (the fewer detectors keep a seed's cost down)."
     )
-    frontier_fractions: list[float] = field(
-        default_factory=list,
-        metadata={
-            "help": "More pruning budgets for the frontier, each with an arm per --frontier_detectors and the "
-            "random arm (the fewer detectors keep a seed's cost down)."
-        },
+    frontier_detectors: list[str] = list_option(
+        "The detectors of the --frontier_fractions budgets (default: every one of --detectors)."
     )
-    frontier_detectors: list[str] = field(
-        default_factory=list,
-        metadata={"help": "The detectors of the --frontier_fractions budgets (default: every one of --detectors)."},
-    )
-    downweight_detectors: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "The detectors that get the down-weighting arms (default: every one of --detectors); the "
-            "random arm is built in any case."
-        },
+    downweight_detectors: list[str] = list_option(
+        "The detectors that get the down-weighting arms (default: every one of --detectors); the "
+        "random arm is built in any case."
     )
     downweight_alpha: float | None = field(
         default=None,

@@ -26,10 +26,8 @@ from tqdm.auto import tqdm
 
 from hf_carto.core.batching import right_pad
 from hf_carto.core.columns import (
-    DIFFICULTY,
-    MEMORIZATION,
+    MAP_COLUMNS,
     PLANTED_NAMES,
-    QUADRANT,
     SAMPLE_ID,
     TRUTH,
     Quadrant,
@@ -261,8 +259,8 @@ def _run_demo(config: DemoConfig, out_dir: Path) -> dict[str, Any]:
     scored = add_duplicate_columns(scored, "input_ids")
     summary = cartography_summary(scored, fit)
 
-    cols = read_columns(scored, [TRUTH, MEMORIZATION, DIFFICULTY, QUADRANT])
-    truth, m, d, q = cols[TRUTH], cols[MEMORIZATION], cols[DIFFICULTY], cols[QUADRANT]
+    cols = read_columns(scored, [TRUTH, *MAP_COLUMNS])
+    truth, d, m, q = (cols[c] for c in (TRUTH, *MAP_COLUMNS))
     table = planted_vs_quadrant(truth, q)
     selection = select_top_memorized(m, config.budget, difficulty=d)
     report = {

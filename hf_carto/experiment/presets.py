@@ -58,6 +58,40 @@ CPU_BASE: dict[str, Any] = dict(
     prune_fractions=[0.1],
 )
 
+# The paper's regime at CPU scale: pretraining from scratch on the first 512k tokens of
+# WikiText-2's training file, 3 epochs with burn-in 1 (as the paper), 4 eval-mode snapshots an
+# epoch so that forget events can occur; one seed per invocation (--seeds N, its own
+# --output_dir), combined by `hf-carto combine`. Every detector gets a 10% pruning arm beside
+# the random one, and the per-quadrant rules (hotspots x0.5) their random control. Dropout
+# 0.2 (GPT-2's default is 0.1) keeps the mapping run's validation perplexity within 1.5x its
+# training perplexity: 1.43 in the pilot, against 1.53 at 0.1 and 1.75 with a lower learning
+# rate (results/gpt2_paper_cpu/pilot/).
+_PAPER: dict[str, Any] = dict(
+    dataset_name=None,
+    config_overrides="n_layer=2,n_embd=128,n_head=4,resid_pdrop=0.2,embd_pdrop=0.2,attn_pdrop=0.2",
+    train_tokenizer_vocab_size=4096,
+    max_train_samples=16000,
+    num_train_epochs=3,
+    burn_in=1,
+    snapshots_per_epoch=4,
+    detectors=[
+        "memorization",
+        "soft_forgetting",
+        "final_loss",
+        "min_loss",
+        "loss_drop",
+        "loss_std",
+        "mean_loss",
+        "reference_ratio",
+    ],
+    prune_fractions=[0.1],
+    output_dir="outputs/gpt2_paper_cpu",
+)
+
+# The detectors of the budget frontier: the paper's m_i, the three best loss-based detectors of the
+# cpu-paper table and their rank average.
+_FRONTIER = ["memorization", "loss_std", "loss_drop", "reference_ratio", "combined"]
+
 _DIFFS: dict[str, dict[str, Any]] = {
     # The README's main command: the generated corpus, about 9 minutes on 2 cores.
     "cpu-demo": dict(
@@ -77,35 +111,7 @@ _DIFFS: dict[str, dict[str, Any]] = {
         seeds=[0, 1, 2, 3, 4],
         output_dir="outputs/gpt2_wikitext2_cpu",
     ),
-    # The paper's regime at CPU scale: pretraining from scratch on the first 512k tokens of
-    # WikiText-2's training file, 3 epochs with burn-in 1 (as the paper), 4 eval-mode snapshots an
-    # epoch so that forget events can occur; one seed per invocation (--seeds N, its own
-    # --output_dir), combined by `hf-carto combine`. Every detector gets a 10% pruning arm beside
-    # the random one, and the per-quadrant rules (hotspots x0.5) their random control. Dropout
-    # 0.2 (GPT-2's default is 0.1) keeps the mapping run's validation perplexity within 1.5x its
-    # training perplexity: 1.43 in the pilot, against 1.53 at 0.1 and 1.75 with a lower learning
-    # rate (results/gpt2_paper_cpu/pilot/).
-    "cpu-paper": dict(
-        dataset_name=None,
-        config_overrides="n_layer=2,n_embd=128,n_head=4,resid_pdrop=0.2,embd_pdrop=0.2,attn_pdrop=0.2",
-        train_tokenizer_vocab_size=4096,
-        max_train_samples=16000,
-        num_train_epochs=3,
-        burn_in=1,
-        snapshots_per_epoch=4,
-        detectors=[
-            "memorization",
-            "soft_forgetting",
-            "final_loss",
-            "min_loss",
-            "loss_drop",
-            "loss_std",
-            "mean_loss",
-            "reference_ratio",
-        ],
-        prune_fractions=[0.1],
-        output_dir="outputs/gpt2_paper_cpu",
-    ),
+    "cpu-paper": _PAPER,
     # A regime that regurgitates (results/gpt2_leaky_cpu): the cpu-paper model without dropout on
     # twice the text (the first 1.0M tokens of WikiText-2's training file, 32,633 blocks), which
     # keeps the mapping run's validation perplexity within 1.5x its training perplexity (1.47 in
@@ -116,27 +122,25 @@ _DIFFS: dict[str, dict[str, Any]] = {
     # losses (four snapshots). The budget frontier: every detector at 1%, 2% and 5% with a random
     # arm at each, the combined detector down-weighted to 0.1 at 5%, deduplication with its random
     # control, the quadrant rules with theirs; the recommended policy is one of the pruning arms.
-    "cpu-leaky": dict(
-        dataset_name=None,
-        config_overrides="n_layer=2,n_embd=128,n_head=4,resid_pdrop=0.0,embd_pdrop=0.0,attn_pdrop=0.0",
-        train_tokenizer_vocab_size=4096,
-        max_train_samples=32000,
-        num_train_epochs=3,
-        burn_in=2,
-        snapshots_per_epoch=2,
-        canary_repetitions=[1, 2, 4, 8, 16, 32, 64, 128],
-        contamination_repetitions=24,
-        detectors=["memorization", "loss_std", "loss_drop", "reference_ratio", "combined"],
-        prune_fractions=[0.02],
-        frontier_fractions=[0.01, 0.05],
-        frontier_detectors=["memorization", "loss_std", "loss_drop", "reference_ratio", "combined"],
-        downweight_fractions=[0.05],
-        downweight_detectors=["combined"],
-        downweight_alpha=0.1,
-        dedup_arm=True,
-        row_evidence=False,
-        output_dir="outputs/gpt2_leaky_cpu",
-    ),
+    "cpu-leaky": {
+        **_PAPER,
+        "config_overrides": "n_layer=2,n_embd=128,n_head=4,resid_pdrop=0.0,embd_pdrop=0.0,attn_pdrop=0.0",
+        "max_train_samples": 32000,
+        "burn_in": 2,
+        "snapshots_per_epoch": 2,
+        "canary_repetitions": [1, 2, 4, 8, 16, 32, 64, 128],
+        "contamination_repetitions": 24,
+        "detectors": list(_FRONTIER),
+        "prune_fractions": [0.02],
+        "frontier_fractions": [0.01, 0.05],
+        "frontier_detectors": list(_FRONTIER),
+        "downweight_fractions": [0.05],
+        "downweight_detectors": ["combined"],
+        "downweight_alpha": 0.1,
+        "dedup_arm": True,
+        "row_evidence": False,
+        "output_dir": "outputs/gpt2_leaky_cpu",
+    },
     # Seconds, for tests: everything runs, nothing is learned.
     "cpu-tiny": dict(
         dataset_name=GENERATED,

@@ -16,14 +16,12 @@ import numpy as np
 
 from hf_carto.core.atomic import write_parquet_atomic
 from hf_carto.core.columns import (
+    CURATION_COLUMNS,
     DUP_COLUMNS,
     DUP_NEAR_ID,
-    KEEP,
     LEAK_COLUMNS,
-    LOSS_WEIGHT,
     PLANTED_NAMES,
     SAMPLE_ID,
-    SAMPLING_WEIGHT,
     TRUTH,
     read_columns,
     score_column,
@@ -201,7 +199,7 @@ def keep_unscored(arm, blocks):
     with the blocks a ``--snapshot_rows`` run has no scores for. Only the three weight columns are
     new; the blocks' token columns are not copied."""
 
-    treatment = read_columns(arm, [SAMPLE_ID, LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP])
+    treatment = read_columns(arm, [SAMPLE_ID, *CURATION_COLUMNS])
     ids = np.asarray(read_columns(blocks, [SAMPLE_ID])[SAMPLE_ID])
     order = np.argsort(ids, kind="stable")
     where = np.searchsorted(ids, treatment[SAMPLE_ID], sorter=order)
@@ -209,7 +207,7 @@ def keep_unscored(arm, blocks):
     if np.unique(treatment[SAMPLE_ID]).size != len(arm) or (ids[rows] != treatment[SAMPLE_ID]).any():
         raise ValueError("an arm's rows must be distinct blocks of the training set (by sample_id)")
     full = blocks.select_columns(["input_ids", "labels", SAMPLE_ID])
-    for name in (LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP):
+    for name in CURATION_COLUMNS:
         values = np.ones(len(blocks), dtype=np.dtype(arm.features[name].dtype))
         values[rows] = treatment[name]
         full = full.add_column(name, values, feature=arm.features[name])

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from hf_carto.core.batching import evaluation_mode, map_batches, right_pad, split_across_processes
+from hf_carto.core.batching import evaluation_mode, map_batches, right_pad
+from hf_carto.core.batching import split_across_processes as process_share
 from hf_carto.core.columns import (
     LEAK_COLUMNS,
     LEAK_EXTRACTABLE,
@@ -103,49 +104,36 @@ def _batch_evidence(model, rows: Sequence[Sequence[int]], ks: np.ndarray, pad_to
     }
 
 
-def _evidence(
-    model,
-    num_rows: int,
-    rows_of: Callable[[int, int], Sequence[Sequence[int]]],
-    *,
-    k: int | None,
-    min_k_fraction: float,
-    pad_token_id: int,
-    batch_size: int,
-    progress: bool,
-    split: bool,
-    lengths: np.ndarray,
-    ids_of: Callable[[np.ndarray], list] | None = None,
-) -> dict[str, np.ndarray]:
-    if k is not None and k < 1:
-        raise ValueError(f"k must be a positive number of tokens; got {k}")
-    if not 0.0 < min_k_fraction <= 1.0:
-        raise ValueError(f"min_k_fraction must be a fraction in (0, 1]; got {min_k_fraction}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
-    # Checked before any batch, on every process alike: a process that raised inside its share
-    # would leave the others waiting for its results.
-    bad = np.flatnonzero(lengths < 2)
-    if bad.size:
-        names = ids_of(bad[:10]) if ids_of else bad[:10].tolist()
-        raise ValueError(
-            f"{bad.size} rows have fewer than 2 tokens (nothing to score); first sample_ids (or rows): {names}"
-        )
-    starts = list(range(0, num_rows, batch_size))
+class _ColumnRows:
+    """A dataset's token column as the sequence of rows :func:`leakage_evidence` reads: sliced one
+    batch at a time, its lengths taken from the Arrow list offsets, its rows named by
+    ``sample_id`` in errors."""
 
-    def batch(index: int) -> dict:
-        start = starts[index]
-        stop = min(start + batch_size, num_rows)
-        return _batch_evidence(
-            model, rows_of(start, stop), _row_ks(lengths[start:stop], k), pad_token_id, min_k_fraction
-        )
+    def __init__(self, dataset, column: str):
+        self.dataset = dataset
+        self.column = column
+        self.tokens = dataset.select_columns([column])
 
-    with split_across_processes() if split else contextlib.nullcontext(), evaluation_mode(model):
-        parts = map_batches(len(starts), batch, progress=progress, desc="Leakage columns")
-    if not parts:
-        empty = {LEAK_K: np.int32, LEAK_EXTRACTABLE: bool, LEAK_MATCHED: np.int32}
-        return {name: np.zeros(0, dtype=empty.get(name, np.float32)) for name in LEAK_COLUMNS}
-    return {name: np.concatenate([part[name] for part in parts]) for name in LEAK_COLUMNS}
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, rows: slice) -> list:
+        return self.tokens[rows][self.column]
+
+    def lengths(self) -> np.ndarray:
+        """Each row's number of tokens, from the Arrow list offsets (no row is decoded)."""
+        import pyarrow.compute as pc
+
+        tokens, name = self.tokens, self.column
+        table = tokens.with_format("arrow")[:][name] if tokens._indices is not None else tokens.data.table[name]
+        if not len(table):
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([pc.list_value_length(c).to_numpy(zero_copy_only=False) for c in table.chunks])
+
+    def names(self, rows: np.ndarray) -> list:
+        if SAMPLE_ID not in self.dataset.column_names:
+            return rows.tolist()
+        return [int(i) for i in self.dataset.select(rows.tolist())[SAMPLE_ID]]
 
 
 def leakage_evidence(
@@ -168,51 +156,59 @@ def leakage_evidence(
         min_k_fraction (`float`, *optional*, defaults to 0.2): the fraction of tokens min-k%++ averages.
         batch_size (`int`, *optional*, defaults to 16): rows per forward pass; each pass holds
             ``batch_size x length x vocabulary`` logits.
-
+        progress (`bool`, *optional*, defaults to `False`): show a progress bar over the batches.
         split_across_processes (`bool`, *optional*, defaults to `False`): under ``torch.distributed``,
             each process computes a share of the batches and all return every row's values; every
             process must then call it.
+
+    Raises:
+        ValueError: when a setting is out of range, or a row has fewer than 2 tokens (naming the
+            first ten rows, by ``sample_id`` where the rows are a dataset's).
     """
-    return _evidence(
-        model,
-        len(sequences),
-        lambda a, b: sequences[a:b],
-        lengths=np.array([len(s) for s in sequences], dtype=np.int64),
-        k=k,
-        min_k_fraction=min_k_fraction,
-        pad_token_id=pad_token_id,
-        batch_size=batch_size,
-        progress=progress,
-        split=split_across_processes,
-    )
+    if k is not None and k < 1:
+        raise ValueError(f"k must be a positive number of tokens; got {k}")
+    if not 0.0 < min_k_fraction <= 1.0:
+        raise ValueError(f"min_k_fraction must be a fraction in (0, 1]; got {min_k_fraction}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    from_dataset = isinstance(sequences, _ColumnRows)
+    lengths = sequences.lengths() if from_dataset else np.array([len(s) for s in sequences], dtype=np.int64)
+    # Checked before any batch, on every process alike: a process that raised inside its share
+    # would leave the others waiting for its results.
+    bad = np.flatnonzero(lengths < 2)
+    if bad.size:
+        names = sequences.names(bad[:10]) if from_dataset else bad[:10].tolist()
+        raise ValueError(
+            f"{bad.size} rows have fewer than 2 tokens (nothing to score); first sample_ids (or rows): {names}"
+        )
+    num_rows = len(lengths)
+    starts = list(range(0, num_rows, batch_size))
+
+    def batch(index: int) -> dict:
+        start = starts[index]
+        stop = min(start + batch_size, num_rows)
+        rows = sequences[start:stop]
+        return _batch_evidence(model, rows, _row_ks(lengths[start:stop], k), pad_token_id, min_k_fraction)
+
+    with process_share() if split_across_processes else contextlib.nullcontext(), evaluation_mode(model):
+        parts = map_batches(len(starts), batch, progress=progress, desc="Leakage columns")
+    if not parts:
+        empty = {LEAK_K: np.int32, LEAK_EXTRACTABLE: bool, LEAK_MATCHED: np.int32}
+        return {name: np.zeros(0, dtype=empty.get(name, np.float32)) for name in LEAK_COLUMNS}
+    return {name: np.concatenate([part[name] for part in parts]) for name in LEAK_COLUMNS}
 
 
-def _row_lengths(dataset, column: str) -> np.ndarray:
-    """Each row's number of tokens, from the Arrow list offsets (no row is decoded)."""
-    import pyarrow.compute as pc
-
-    table = dataset.with_format("arrow")[:][column] if dataset._indices is not None else dataset.data.table[column]
-    if not len(table):
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate([pc.list_value_length(chunk).to_numpy(zero_copy_only=False) for chunk in table.chunks])
-
-
-def add_leakage_columns(
-    dataset,
-    model,
-    *,
-    column: str = "input_ids",
-    k: int | None = None,
-    min_k_fraction: float = DEFAULT_MIN_K_FRACTION,
-    pad_token_id: int = 0,
-    batch_size: int = 16,
-    progress: bool = True,
-    overwrite: bool = False,
-    split_across_processes: bool = False,
-):
+def add_leakage_columns(dataset, model, *, column: str = "input_ids", overwrite: bool = False, **options: Any):
     """``dataset`` with the ``carto_leak_*`` columns of its token rows under ``model`` (usually the
-    final model of the run that trained on it); see the module's documentation and
-    :func:`leakage_evidence` for the arguments. Rows are read one batch at a time.
+    final model of the run that trained on it). Rows are read one batch at a time.
+
+    Args:
+        column (`str`, *optional*, defaults to ``"input_ids"``): the column of token ids.
+        overwrite (`bool`, *optional*, defaults to `False`): replace ``carto_leak_*`` columns that
+            are there already.
+        **options: the keyword arguments of :func:`leakage_evidence` (``k``, ``min_k_fraction``,
+            ``pad_token_id``, ``batch_size``, ``progress``, ``split_across_processes``); the
+            progress bar is on by default here.
 
     Raises:
         ValueError: when ``column`` is missing, a row has fewer than 2 tokens (naming their
@@ -223,26 +219,7 @@ def add_leakage_columns(
     present = [c for c in LEAK_COLUMNS if c in dataset.column_names]
     if present and not overwrite:
         raise ValueError(f"the dataset already has {present}; pass overwrite=True to replace them")
-    tokens = dataset.select_columns([column])
-
-    def ids_of(rows: np.ndarray) -> list:
-        if SAMPLE_ID not in dataset.column_names:
-            return rows.tolist()
-        return [int(i) for i in dataset.select(rows.tolist())[SAMPLE_ID]]
-
-    values = _evidence(
-        model,
-        len(dataset),
-        lambda a, b: tokens[a:b][column],
-        lengths=_row_lengths(tokens, column),
-        k=k,
-        min_k_fraction=min_k_fraction,
-        pad_token_id=pad_token_id,
-        batch_size=batch_size,
-        progress=progress,
-        split=split_across_processes,
-        ids_of=ids_of,
-    )
+    values = leakage_evidence(model, _ColumnRows(dataset, column), **{"progress": True, **options})
     if present:
         dataset = dataset.remove_columns(present)
     for name in LEAK_COLUMNS:

@@ -36,13 +36,12 @@ from datasets import Dataset
 
 from hf_carto.core.atomic import atomic_folder
 from hf_carto.core.columns import (
+    CURATION_COLUMNS,
     DIFFICULTY,
-    KEEP,
-    LOSS_WEIGHT,
+    MAP_COLUMNS,
     MEMORIZATION,
     QUADRANT,
     SAMPLE_ID,
-    SAMPLING_WEIGHT,
     read_columns,
 )
 from hf_carto.core.locking import output_lock, remove_stale_staging_of
@@ -133,7 +132,7 @@ def _draw_data_map(dataset: Dataset, fit, summary: dict[str, Any], path: Path) -
     from hf_carto.core.plots import plot_data_map
 
     settings = summary.get("settings") or {}
-    cols = read_columns(dataset, [DIFFICULTY, MEMORIZATION, QUADRANT])
+    cols = read_columns(dataset, list(MAP_COLUMNS))
     return plot_data_map(
         cols[DIFFICULTY],
         cols[MEMORIZATION],
@@ -185,7 +184,7 @@ def export_hub_layout(
     first removes what killed exports left beside it. Nothing is written into the folder the
     dataset was loaded from (its ``datasets`` cache goes into a scratch folder removed at the end).
     """
-    needed = [DIFFICULTY, MEMORIZATION, QUADRANT]
+    needed = list(MAP_COLUMNS)
     missing = [c for c in needed if c not in dataset.column_names]
     if missing:
         raise ValueError(f"the dataset lacks the cartography columns {missing}; run add_cartography first")
@@ -300,7 +299,7 @@ def _export(
     summary = dict(summary or cartography_summary(dataset, fit))
     if recording is not None:  # e.g. LossStore(run_dir).settings().__dict__: mode and world size for the card
         summary["recording"] = recording
-    if not all(c in dataset.column_names for c in (LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP)):
+    if not all(c in dataset.column_names for c in CURATION_COLUMNS):
         summary.pop("weights", None)
     num_shards = max(1, math.ceil(len(dataset) / max_shard_rows))
     # An earlier export's id mapping goes first, so that it never sits beside another export's rows;

@@ -34,6 +34,7 @@ from hf_carto.core.columns import (
     LEAK_EXTRACTABLE,
     LEAK_LOSS,
     LEAK_MATCHED,
+    MAP_COLUMNS,
     MEMORIZATION,
     PLANTED_NAMES,
     QUADRANT,
@@ -148,7 +149,7 @@ def write_interactive_map(
     if rows.size == 0:
         raise ValueError(f"no row to draw: all {len(dataset)} rows are canaries (pass include_canaries=True)")
     show_truth = include_ground_truth and truth_names is not None
-    wanted = [DIFFICULTY, MEMORIZATION, QUADRANT, *([y] if y != MEMORIZATION else [])]
+    wanted = [*MAP_COLUMNS, *([y] if y != MEMORIZATION else [])]
     wanted += [SAMPLE_ID] if SAMPLE_ID in dataset.column_names else []
     wanted += [TRUTH] if show_truth else []
     leak = [c for c in (LEAK_EXTRACTABLE, LEAK_MATCHED, LEAK_LOSS) if c in dataset.column_names]
@@ -206,7 +207,7 @@ def write_interactive_map(
 def _check_request(dataset: Any, y: str, color_by: str, include_ground_truth: bool) -> list[str] | None:
     """Refuse a map the dataset cannot draw, before anything is read; the planted label names (or
     None) otherwise."""
-    missing = [c for c in (DIFFICULTY, MEMORIZATION, QUADRANT) if c not in dataset.column_names]
+    missing = [c for c in MAP_COLUMNS if c not in dataset.column_names]
     if missing:
         raise ValueError(f"the dataset has no {missing} columns; score it first (hf_carto.add_cartography)")
     detectors = score_columns(dataset.column_names)

@@ -9,6 +9,7 @@ import numpy as np
 from datasets import Dataset
 
 from hf_carto.core.columns import (
+    CURATION_COLUMNS,
     DIFFICULTY,
     DUP_EXACT_SIZE,
     DUP_NEAR_SIZE,
@@ -63,8 +64,8 @@ def cartography_summary(dataset: Dataset, fit: CartographyFit | None = None) -> 
     }
     if fit is not None:
         summary["settings"] = fit.to_dict()
-    if all(c in dataset.column_names for c in (LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP)):
-        cols = read_columns(dataset, [LOSS_WEIGHT, SAMPLING_WEIGHT, KEEP])
+    if all(c in dataset.column_names for c in CURATION_COLUMNS):
+        cols = read_columns(dataset, list(CURATION_COLUMNS))
         lw, sw, keep = cols[LOSS_WEIGHT], cols[SAMPLING_WEIGHT], cols[KEEP]
         summary["weights"] = {
             "num_kept": int(keep.sum()),

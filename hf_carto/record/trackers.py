@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hf_carto.core.columns import DIFFICULTY, MEMORIZATION, QUADRANT, Quadrant, read_columns
+from hf_carto.core.columns import DIFFICULTY, MAP_COLUMNS, MEMORIZATION, QUADRANT, Quadrant, read_columns
 from hf_carto.core.eps import resolve_eps
 from hf_carto.core.kernel import forget_event_counts
 
@@ -91,7 +91,7 @@ class CartographyTracker:
         """Quadrant counts, thresholds and the data-map image of a scored dataset."""
         from hf_carto.core.plots import plot_data_map
 
-        columns = read_columns(dataset, [DIFFICULTY, MEMORIZATION, QUADRANT])
+        columns = read_columns(dataset, list(MAP_COLUMNS))
         quadrants = columns[QUADRANT].astype(np.int64)
         logged: dict[str, float] = {
             f"carto/quadrant/{quadrant.name.lower()}": float((quadrants == quadrant).sum()) for quadrant in Quadrant
@@ -154,7 +154,7 @@ def log_cartography(
     Raises:
         ValueError: when the dataset lacks the score columns.
     """
-    missing = [c for c in (DIFFICULTY, MEMORIZATION, QUADRANT) if c not in dataset.column_names]
+    missing = [c for c in MAP_COLUMNS if c not in dataset.column_names]
     if missing:
         raise ValueError(f"the dataset has no {missing} columns; score it first (hf_carto.add_cartography)")
     tracker = CartographyTracker(log_dir)

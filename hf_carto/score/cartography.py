@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
 
+from hf_carto.core.column_maps import features_with_columns, map_columns
 from hf_carto.core.columns import DIFFICULTY, MEMORIZATION, QUADRANT, Quadrant, loss_columns
 from hf_carto.core.eps import parse_eps
 from hf_carto.core.kernel import difficulty_and_memorization
@@ -38,7 +39,7 @@ from hf_carto.score.loss_checks import (
 from hf_carto.score.scores import assign_quadrants, check_alpha, check_burn_in, never_learned
 from hf_carto.score.streamed_fit import streamed_scores
 
-__all__ = ["CartographyFit", "fit_cartography", "add_cartography", "features_with_columns", "quadrant_feature"]
+__all__ = ["CartographyFit", "fit_cartography", "add_cartography", "quadrant_feature"]
 
 DEFAULT_BATCH_SIZE = 65_536
 
@@ -312,22 +313,12 @@ def _add_runs(runs: list[Dataset], fit: CartographyFit, *, batch_size: int) -> D
     matrices, _ = run_matrices(runs, _run_reader(batch_size, fit.allow_negative))
     d, m = combined_scores(matrices, fit.burn_in, fit.eps)
     quadrant = (d > fit.tau_d).astype(np.int64) + 2 * (m > fit.tau_m).astype(np.int64)
-    features = features_with_columns(
-        runs[0], {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()}
-    )
+    new = {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()}
 
     def label(batch, indices):
         return {DIFFICULTY: d[indices], MEMORIZATION: m[indices], QUADRANT: quadrant[indices]}
 
-    return runs[0].map(
-        label, batched=True, with_indices=True, batch_size=batch_size, features=features, desc="Scoring (runs)"
-    )
-
-
-def features_with_columns(dataset: Dataset, new: dict[str, Any]) -> Features:
-    features = Features({k: v for k, v in dataset.features.items() if k not in new})
-    features.update(new)
-    return features
+    return map_columns(runs[0], label, new, batch_size=batch_size, with_indices=True, desc="Scoring (runs)")
 
 
 def add_cartography(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hf_carto.core.column_maps import map_columns
 from hf_carto.core.columns import loss_columns, read_columns, score_column
 from hf_carto.core.eps import check_loss_matrix
 from hf_carto.core.kernel import burn_in_difficulty, forget_event_counts
@@ -446,16 +447,13 @@ def add_detector_scores(
         matrix = read_columns(dataset, columns)
         losses = np.column_stack([np.asarray(matrix[c], dtype=np.float64) for c in columns])
         full["combined"] = detector_scores("combined", losses, **settings)
-    features = dataset.features.copy()
-    for name in names:
-        features[score_column(name)] = Value("float64")
-    return dataset.map(
+    return map_columns(
+        dataset,
         _score_batch(names, settings, full),
-        batched=True,
+        {score_column(name): Value("float64") for name in names},
         batch_size=batch_size,
         with_indices=True,
         input_columns=columns,
-        features=features,
         keep_in_memory=keep_in_memory,
         desc="Detector scores",
     )

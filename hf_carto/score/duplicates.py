@@ -107,6 +107,13 @@ def duplicate_clusters(
 ) -> DuplicateClusters:
     """Exact and near-duplicate clusters of ``contents`` (strings or token-id lists).
 
+    Args:
+        sample_ids (`np.ndarray`, *optional*): one id per row, used as cluster ids (row indices otherwise).
+        ngram (`int`, *optional*, defaults to `5`): shingle length in tokens (or words).
+        threshold (`float`, *optional*, defaults to `0.8`): MinHash Jaccard for near-duplicates.
+        num_perm (`int`, *optional*, defaults to `128`): MinHash permutations.
+        seed (`int`, *optional*, defaults to `1`): seed of the MinHash permutations.
+
     Raises:
         ValueError: ``ngram < 1``, ``threshold`` outside ``(0, 1]``, ``num_perm < 16``, ids not
             one per row or repeated, or a row that is neither a string nor a flat id list.
@@ -157,24 +164,15 @@ def duplicate_clusters(
     return DuplicateClusters(exact_id, exact_size, near_id, near_size)
 
 
-def add_duplicate_columns(
-    dataset: Any,
-    column: str = "input_ids",
-    *,
-    ngram: int = DEFAULT_NGRAM,
-    threshold: float = DEFAULT_THRESHOLD,
-    num_perm: int = DEFAULT_NUM_PERM,
-    seed: int = 1,
-) -> Any:
+def add_duplicate_columns(dataset: Any, column: str = "input_ids", **options: Any) -> Any:
     """``dataset`` with ``carto_dup_exact_id/size`` and ``carto_dup_near_id/size`` on every row.
 
     Args:
         dataset (`datasets.Dataset`): the training blocks; cluster ids are `sample_id`s when the
             column exists, row indices otherwise.
         column (`str`, *optional*, defaults to `"input_ids"`): token-id lists or strings.
-        ngram (`int`, *optional*, defaults to `5`): shingle length in tokens (or words).
-        threshold (`float`, *optional*, defaults to `0.8`): MinHash Jaccard for near-duplicates.
-        num_perm (`int`, *optional*, defaults to `128`): MinHash permutations.
+        **options: the keyword arguments of :func:`duplicate_clusters` (``ngram``, ``threshold``,
+            ``num_perm``, ``seed``).
 
     Raises:
         ValueError: when `column` is missing, and as :func:`duplicate_clusters`.
@@ -184,7 +182,7 @@ def add_duplicate_columns(
     if column not in dataset.column_names:
         raise ValueError(f"the dataset has no {column!r} column to find duplicates in (it has {dataset.column_names})")
     ids = read_columns(dataset, [SAMPLE_ID])[SAMPLE_ID] if SAMPLE_ID in dataset.column_names else None
-    clusters = duplicate_clusters(dataset[column], ids, ngram=ngram, threshold=threshold, num_perm=num_perm, seed=seed)
+    clusters = duplicate_clusters(dataset[column], ids, **options)
     for name in DUP_COLUMNS:
         if name in dataset.column_names:
             dataset = dataset.remove_columns(name)

@@ -4,8 +4,9 @@ metric = evaluate.load("path/to/hf_carto/measure/metrics/extraction_success")
 metric.compute(predictions=generated_secrets, references=true_secrets)
 """
 
-import datasets
 import evaluate
+
+from hf_carto.measure.metrics.metric_info import binary_metric_info
 
 _DESCRIPTION = """Fraction of canaries whose greedy continuation reproduces the secret exactly
 (surrounding whitespace ignored)."""
@@ -22,14 +23,7 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class ExtractionSuccess(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+        return binary_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, "string", "string")
 
     def _compute(self, predictions, references):
         hits = [p.strip() == r.strip() for p, r in zip(predictions, references, strict=True)]

@@ -5,11 +5,11 @@ metric = evaluate.load("path/to/hf_carto/measure/metrics/membership_auc")
 metric.compute(predictions=scores, references=is_member)   # higher score = more likely a member
 """
 
-import datasets
 import evaluate
 import numpy as np
 
 from hf_carto.measure.membership import roc_auc, tpr_at_fpr
+from hf_carto.measure.metrics.metric_info import binary_metric_info
 
 _DESCRIPTION = """ROC AUC of a membership-inference score (ties count one half), and the true-positive
 rate at 1% and 0.1% false-positive rate of the best threshold rule `score >= c`."""
@@ -26,14 +26,7 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MembershipAuc(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("float64"), "references": datasets.Value("int32")}
-            ),
-        )
+        return binary_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, "float64", "int32")
 
     def _compute(self, predictions, references):
         scores = np.asarray(predictions, dtype=np.float64)
