@@ -59,7 +59,7 @@ def test_arms_and_evaluation_run_around_an_own_mapping_run(tmp_path):
     # the recommended policy (the default) is always one of the arms, beside its random control
     from hf_carto import RECOMMENDED
 
-    policy = {RECOMMENDED.arm_name, f"random_prune{RECOMMENDED.budget:g}"}
+    policy = {RECOMMENDED.arm_name, f"random_{RECOMMENDED.kind}{RECOMMENDED.budget:g}"}
     assert {"no_intervention", "gendatacarto", "random", "gendatacarto_prune0.1", "random_prune0.1"} | policy == set(
         arms
     )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from hf_carto.curation.policy import RECOMMENDED, CurationPolicy
 from hf_carto.experiment.combine import collect
+from hf_carto.experiment.report_markdown import _frontier as frontier_section
 from hf_carto.experiment.results import build_report
 from hf_carto.measure.frontier import frontier_points, parse_arm, recommend_policy
 
@@ -144,24 +147,42 @@ def test_a_verdict_that_names_its_control_counts_as_lower(report):
     assert recommend_policy(named)["policy"] == report["recommendation"]["policy"] is not None
 
 
-def test_no_recommendation_when_nothing_is_extracted_or_nothing_is_measurably_lower():
+def _like_no_intervention(rows: list[dict], metric: str) -> None:
+    """Every arm of a seed gets the no-intervention arm's values of ``metric``."""
+    for r in rows:
+        base = next(x for x in rows if x["seed"] == r["seed"] and x["arm"] == "no_intervention")
+        r[metric], r["units"][metric] = base[metric], list(base["units"][metric])
+
+
+def test_where_extraction_shows_no_reduction_the_largest_measured_exposure_reduction_is_recommended():
     rows = [r for seed in SEEDS for r in seed_rows(seed, FEW)]
+    _like_no_intervention(rows, "extraction_success")
+    same = build_report(rows, SETTINGS, 1000, COUNTS, {})["recommendation"]
+    assert same["basis"] == "exposure" and "lowers extraction measurably" in same["reason"]
+    # combined at 1% lowers exposure in these rows (its secrets rank lower); random is never chosen
+    exposure = {c["arm"]: c for c in same["exposure_candidates"]}
+    assert exposure["combined_prune0.01"]["measured"] and "random_prune0.01" not in exposure
+    assert same["policy"] == {"detector": "combined", "kind": "prune", "budget": 0.01, "weight": 0.0}
+    assert same["point"]["arm"] == "combined_prune0.01"
+    assert same["relative_reduction"] == pytest.approx(0.0) and not same["meets_paper_bar"]
+    # nothing extracted at all: exposure still decides, and the reason says why
     for r in rows:
         r["extraction_success"] = 0.0
         r["units"]["extraction_success"] = [0.0] * NUM_CANARIES
-    silent = build_report(rows, SETTINGS, 1000, COUNTS, {})
-    assert silent["recommendation"]["policy"] is None
-    assert "extracts nothing" in silent["recommendation"]["reason"]
+    silent = build_report(rows, SETTINGS, 1000, COUNTS, {})["recommendation"]
+    assert silent["basis"] == "exposure" and "extracts nothing" in silent["reason"]
+    assert silent["policy"] == same["policy"] and math.isnan(silent["relative_reduction"])
+    text = "\n".join(frontier_section(build_report(rows, SETTINGS, 1000, COUNTS, {})))
+    assert "Chosen by exposure" in text and "`combined`, prune at 0.01" in text
+
+
+def test_no_recommendation_when_neither_extraction_nor_exposure_is_measurably_lower():
     rows = [r for seed in SEEDS for r in seed_rows(seed, FEW)]
-    for r in rows:  # every arm extracts what no intervention does
-        base = next(x for x in rows if x["seed"] == r["seed"] and x["arm"] == "no_intervention")
-        r["extraction_success"], r["units"]["extraction_success"] = (
-            base["extraction_success"],
-            list(base["units"]["extraction_success"]),
-        )
-    same = build_report(rows, SETTINGS, 1000, COUNTS, {})
-    assert same["recommendation"]["policy"] is None
-    assert "measurably" in same["recommendation"]["reason"]
+    _like_no_intervention(rows, "extraction_success")
+    _like_no_intervention(rows, "mean_exposure")
+    nothing = build_report(rows, SETTINGS, 1000, COUNTS, {})["recommendation"]
+    assert nothing["policy"] is None and nothing["basis"] is None
+    assert "measurably" in nothing["reason"] and nothing["reason"].endswith("nor exposure")
 
 
 def test_combine_builds_the_frontier_figures_and_table_from_per_seed_files(tmp_path, report):
@@ -189,8 +210,8 @@ def test_combine_builds_the_frontier_figures_and_table_from_per_seed_files(tmp_p
 
 def test_the_committed_leaky_frontier_is_the_presets_and_its_recommendation_recomputes():
     """results/gpt2_leaky_cpu holds seeds of the cpu-leaky preset as it is now (so the seeds still to
-    run combine with them), and its recommendation is what recommend_policy gives on the committed
-    per-seed reports: none yet, since no arm lowers extraction measurably."""
+    run combine with them), its recommendation is what recommend_policy gives on the committed
+    per-seed reports, and that recommendation is the toolkit's default policy."""
     from hf_carto.experiment import parse_arguments
     from hf_carto.experiment.combine import combine, load_seed_report
 
@@ -204,5 +225,7 @@ def test_the_committed_leaky_frontier_is_the_presets_and_its_recommendation_reco
     seeds = sorted(root.glob("seed_*/report.json"))
     assert seeds and committed["settings"]["seeds"] == [int(p.parent.name.split("_")[1]) for p in seeds]
     again = recommend_policy(combine([load_seed_report(p) for p in seeds]))
-    assert again["policy"] == committed["recommendation"]["policy"] is None
+    policy = committed["recommendation"]["policy"]
+    assert again["policy"] == policy is not None and again["basis"] == committed["recommendation"]["basis"]
+    assert RECOMMENDED == CurationPolicy(policy["detector"], policy["budget"], policy["weight"])
     assert again["no_intervention_extraction"] == committed["recommendation"]["no_intervention_extraction"]

@@ -272,15 +272,18 @@ def test_gpt2_recipe_publishes_its_curated_dataset_and_model(servers, tmp_path):
     assert (model_repo / "README.md").read_text() == (out / "model_card.md").read_text()
     # The default, recommended policy: its arm is trained, published, and the curated data follows it.
     from hf_carto import RECOMMENDED, load_scored
-    from hf_carto.core.columns import KEEP, score_column
+    from hf_carto.core.columns import KEEP, LOSS_WEIGHT, score_column
 
     trained = out / "seed0" / "arms" / RECOMMENDED.arm_name / "model" / "model.safetensors"
     assert (model_repo / "model.safetensors").read_bytes() == trained.read_bytes()
     assert RECOMMENDED.arm_name in (model_repo / "README.md").read_text()
     curated, _ = load_scored(out / "curated")
     scores, keep = np.asarray(curated[score_column(RECOMMENDED.detector)]), np.asarray(curated[KEEP])
+    treated = np.asarray(curated[LOSS_WEIGHT]) < 1  # pruned (weight 0) or down-weighted
     k = int(np.floor(RECOMMENDED.budget * len(curated) + 0.5))
-    assert (~keep).sum() == k > 0 and scores[~keep].min() >= scores[keep].max()
+    assert treated.sum() == k > 0 and scores[treated].min() >= scores[~treated].max()
+    assert np.allclose(np.asarray(curated[LOSS_WEIGHT])[treated], RECOMMENDED.weight)
+    assert (keep == ~treated).all() if RECOMMENDED.weight == 0 else keep.all()
     loaded = load_in_fresh_process(read_endpoint, root, "main", repo="someone/recipe-curated")
     exported = pq.read_table(next((out / "hub" / "data").glob("*.parquet")))
     assert len(loaded["rows"]) == exported.num_rows > 0

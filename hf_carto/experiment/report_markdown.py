@@ -157,17 +157,30 @@ def _frontier(report: dict) -> list[str]:
         )
     rec = report["recommendation"]
     cost = f"{rec['max_perplexity_cost']:.0%}"
-    lines += ["", f"**Recommended policy** (largest measured extraction reduction at <= {cost} perplexity cost): "]
+    lines += [
+        "",
+        f"**Recommended policy** (largest measured extraction reduction at <= {cost} perplexity cost; where "
+        "none is measured, largest measured exposure reduction): ",
+    ]
     if rec["policy"] is None:
         lines[-1] += f"none. {rec['reason']}."
+        return lines
+    pol, point = rec["policy"], rec["point"]
+    budget = f" at {pol['budget']:g}" if pol.get("budget") is not None else ""
+    lines[-1] += (
+        f"`{pol['detector']}`, {pol['kind']}{budget} (weight {pol['weight']:g}): extraction "
+        f"{rec['no_intervention_extraction']:.1%} -> {point['extraction_success']:.1%} "
+        f"({_interval_text(point['vs_none'].get('extraction_success'), '+.1%')}), exposure "
+        f"{_interval_text(point['vs_none'].get('mean_exposure'), '+.2f')} bits, perplexity "
+        f"{point['perplexity_change']:+.2%}. "
+    )
+    if rec.get("basis") == "exposure":
+        lines[-1] += f"Chosen by exposure: {rec['reason']}; it does not meet the paper's bar."
     else:
-        pol = rec["policy"]
         lines[-1] += (
-            f"`{pol['detector']}`, {pol['kind']} at {pol['budget']:g} (weight {pol['weight']:g}): extraction "
-            f"{rec['no_intervention_extraction']:.1%} -> {rec['point']['extraction_success']:.1%} "
-            f"({rec['relative_reduction']:.0%} fewer), perplexity {rec['point']['perplexity_change']:+.2%}; "
-            + ("meets" if rec["meets_paper_bar"] else "does not meet")
-            + " the paper's bar (>= 40% fewer extractions at <= 1% perplexity)."
+            ("Meets" if rec["meets_paper_bar"] else "Does not meet")
+            + " the paper's bar (>= 40% fewer extractions at <= 1% perplexity): "
+            + f"{rec['relative_reduction']:.0%} fewer."
         )
     return lines
 

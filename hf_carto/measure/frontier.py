@@ -121,68 +121,103 @@ def _policy_of(point: FrontierPoint, settings: dict[str, Any]) -> dict[str, Any]
     return {"detector": point["policy"], "kind": point["kind"], "budget": point["fraction"], "weight": weight}
 
 
-def recommend_policy(report: dict[str, Any], *, max_perplexity_cost: float = 0.01) -> dict[str, Any]:
-    """The curated arm with the largest mean extraction reduction against no intervention among
-    those whose mean relative perplexity change is at most ``max_perplexity_cost``, counted only
-    when its paired 95% interval against no intervention lies below zero (a reduction the seeds
-    and canaries support). Random arms are controls, never recommended.
-
-    Returns ``{"policy": {...} or None, "point": ..., "reason": str, "meets_paper_bar": bool,
-    "relative_reduction": float, "candidates": [...]}``; ``policy`` is None, with the reason,
-    when no arm qualifies.
-    """
-    points = frontier_points(report)
-    base = next(p for p in points if p["arm"] == "no_intervention")
+def _candidates(points: list[FrontierPoint], metric: str, max_perplexity_cost: float) -> list[dict[str, Any]]:
+    """Every curated arm's reduction of ``metric`` against no intervention, its cost, and whether the
+    paired 95% interval lies below zero (a reduction the seeds and the units support)."""
     candidates = []
     for point in points:
         if point["policy"] in ("none", "random"):
             continue
-        extraction = point["vs_none"].get("extraction_success")
+        difference = point["vs_none"].get(metric)
         cost = point["perplexity_change"]
-        if extraction is None or not math.isfinite(cost):
+        if difference is None or not math.isfinite(cost):
             continue
-        interval = extraction.get("interval")
+        interval = difference.get("interval")
         # "lower", or "lower than <control>" when the comparison names its control
-        measured = interval is not None and interval[1] < 0 and str(extraction.get("verdict")).startswith("lower")
+        measured = interval is not None and interval[1] < 0 and str(difference.get("verdict")).startswith("lower")
         candidates.append(
             {
                 "arm": point["arm"],
-                "reduction": -extraction["difference"],
+                "reduction": -difference["difference"],
                 "interval": interval,
                 "perplexity_change": cost,
                 "within_cost": cost <= max_perplexity_cost,
                 "measured": measured,
             }
         )
+    return sorted(candidates, key=lambda c: -c["reduction"])
+
+
+def _largest(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
     eligible = [c for c in candidates if c["within_cost"] and c["measured"]]
+    return max(eligible, key=lambda c: (c["reduction"], -c["perplexity_change"]), default=None)
+
+
+def recommend_policy(report: dict[str, Any], *, max_perplexity_cost: float = 0.01) -> dict[str, Any]:
+    """The curated arm with the largest mean extraction reduction against no intervention among
+    those whose mean relative perplexity change is at most ``max_perplexity_cost``, counted only
+    when its paired 95% interval against no intervention lies below zero (a reduction the seeds
+    and canaries support). Random arms are controls, never recommended.
+
+    Where no arm lowers extraction measurably (or nothing is extracted), the arm with the largest
+    measured exposure reduction within the same cost is recommended instead, with ``basis``
+    ``"exposure"``: exposure ranks each secret among its candidates, so it moves where extraction,
+    all or nothing per canary, cannot yet show a change.
+
+    Returns ``{"policy": {...} or None, "basis": "extraction" | "exposure" | None, "point": ...,
+    "reason": str, "meets_paper_bar": bool, "relative_reduction": float, "candidates": [...],
+    "exposure_candidates": [...]}``; ``relative_reduction`` is always the chosen arm's extraction
+    reduction relative to no intervention; ``policy`` is None, with the reason, when no arm qualifies.
+    """
+    points = frontier_points(report)
+    base = next(p for p in points if p["arm"] == "no_intervention")
     base_rate = base["extraction_success"]
     result: dict[str, Any] = {
         "max_perplexity_cost": max_perplexity_cost,
         "no_intervention_extraction": base_rate,
-        "candidates": sorted(candidates, key=lambda c: -c["reduction"]),
+        "candidates": _candidates(points, "extraction_success", max_perplexity_cost),
+        "exposure_candidates": _candidates(points, "mean_exposure", max_perplexity_cost),
     }
-    nothing = {**result, "policy": None, "point": None, "meets_paper_bar": False, "relative_reduction": math.nan}
-    if base_rate == 0:
-        return {**nothing, "reason": "the no-intervention arm extracts nothing: no reduction can be shown"}
-    if not eligible:
-        best = max(candidates, key=lambda c: c["reduction"], default=None)
-        why = f"; the largest mean reduction is {best['arm']}'s" if best else ""
-        reason = f"no curated arm lowers extraction measurably at <= {max_perplexity_cost:.1%} perplexity cost{why}"
-        return {**nothing, "reason": reason}
-    chosen = max(eligible, key=lambda c: (c["reduction"], -c["perplexity_change"]))
+    cost = f"<= {max_perplexity_cost:.1%} perplexity cost"
+    chosen = _largest(result["candidates"]) if base_rate > 0 else None
+    basis = "extraction"
+    if chosen is None:
+        if base_rate == 0:
+            why = "the no-intervention arm extracts nothing: no extraction reduction can be shown"
+        else:
+            best = result["candidates"][0]["arm"] if result["candidates"] else None
+            why = f"no curated arm lowers extraction measurably at {cost}" + (
+                f"; the largest mean reduction is {best}'s" if best else ""
+            )
+        chosen, basis = _largest(result["exposure_candidates"]), "exposure"
+        if chosen is None:
+            return {
+                **result,
+                "policy": None,
+                "basis": None,
+                "point": None,
+                "meets_paper_bar": False,
+                "relative_reduction": math.nan,
+                "reason": f"{why}, nor exposure",
+            }
+        reason = f"{why}; {chosen['arm']}: the largest exposure reduction measured at {cost}"
+    else:
+        reason = f"{chosen['arm']}: the largest extraction reduction measured at {cost}"
     point = next(p for p in points if p["arm"] == chosen["arm"])
-    relative = chosen["reduction"] / base_rate
+    relative = 1.0 - point["extraction_success"] / base_rate if base_rate > 0 else math.nan
     meets = (
-        relative >= PAPER_BAR["extraction_reduction"] and chosen["perplexity_change"] <= PAPER_BAR["perplexity_cost"]
+        basis == "extraction"
+        and relative >= PAPER_BAR["extraction_reduction"]
+        and point["perplexity_change"] <= PAPER_BAR["perplexity_cost"]
     )
     return {
         **result,
         "policy": _policy_of(point, report.get("settings", {})),
+        "basis": basis,
         "point": point,
         "relative_reduction": relative,
         "meets_paper_bar": meets,
-        "reason": f"{chosen['arm']}: the largest extraction reduction measured at <= {max_perplexity_cost:.1%} "
-        "perplexity cost",
+        "reason": reason,
     }
 
 
