@@ -99,6 +99,10 @@ card = hf_carto.render_model_card(
 )
 assert card.strip() and "someone/wheel-check" in card, card
 print(f"wheel-check: {where.parent} rendered a {len(card)}-character model card")
+from hf_carto.experiment import PRESETS
+
+assert {"cpu-demo", "cpu-leaky", "cpu-tiny"} <= set(PRESETS), sorted(PRESETS)
+print(f"wheel-check: the wheel holds the experiment's {len(PRESETS)} presets")
 endef
 export WHEEL_CHECK_PY
 

@@ -24,12 +24,13 @@ from hf_carto.experiment.arguments import (
     parse_arguments,
 )
 from hf_carto.experiment.errors import ExperimentError, InputDataError, RunFolderError, SettingsError
-from hf_carto.experiment.presets import GENERATED, PRESETS
+from hf_carto.experiment.presets import GENERATED, PRESET_ABOUT, PRESETS
 from hf_carto.experiment.runner import evaluate_seed, main, run_experiment, train_seed
 
 __all__ = [
     "GENERATED",
     "PRESETS",
+    "PRESET_ABOUT",
     "CartoArguments",
     "DataArguments",
     "ExperimentError",

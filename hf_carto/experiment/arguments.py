@@ -92,7 +92,14 @@ class DataArguments:
 
 @dataclass
 class CartoArguments:
-    preset: str | None = field(default=None, metadata={"help": "Defaults for a setting: " + ", ".join(PRESETS)})
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Defaults for a setting: "
+            + ", ".join(PRESETS)
+            + " (hf_carto.experiment.PRESET_ABOUT says what each is for)"
+        },
+    )
     seeds: list[int] = list_option("One mapping run and all arms per seed.", default=[0])
     burn_in: int = field(default=1, metadata={"help": "T_e in epochs: arms continue from this epoch's checkpoint."})
     snapshots_per_epoch: int = field(default=1, metadata={"help": "Eval-mode loss snapshots per epoch."})
