@@ -84,7 +84,7 @@ class CurationPolicy:
 #: The paper's rules: hotspots at loss weight 0.5, nothing else changed.
 PAPER = CurationPolicy(QUADRANTS, None, 0.5)
 #: The default: see the module docstring and the README's results for where it comes from.
-RECOMMENDED = CurationPolicy("loss_drop", 0.05, 0.0)
+RECOMMENDED = CurationPolicy("memorization", 0.02, 0.0)
 POLICIES = {"recommended": RECOMMENDED, "paper": PAPER}
 
 
