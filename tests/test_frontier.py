@@ -13,7 +13,7 @@ from hf_carto.curation.policy import RECOMMENDED, CurationPolicy
 from hf_carto.experiment.combine import collect
 from hf_carto.experiment.report_markdown import _frontier as frontier_section
 from hf_carto.experiment.results import build_report
-from hf_carto.measure.frontier import frontier_points, parse_arm, recommend_policy
+from hf_carto.measure.frontier import frontier_panels, frontier_points, parse_arm, recommend_policy
 
 SEEDS = range(5)
 NUM_CANARIES, NUM_SEQUENCES = 32, 8
@@ -115,6 +115,24 @@ def test_points_carry_the_paired_differences_of_the_report(report):
         np.mean([r["perplexity_change"] for r in report["rows"] if r["arm"] == "combined_prune0.01"])
     )
     assert points["no_intervention"]["vs_none"] == {}
+
+
+def test_each_curated_family_gets_a_panel_beside_random_at_its_own_budgets(report):
+    panels = {panel["family"]: panel for panel in frontier_panels(frontier_points(report))}
+    curated = {family for family, *_ in ARMS.values() if not family.startswith(("random", "no_", "mapping"))}
+    assert set(panels) == curated  # random and no intervention are drawn inside panels, not as panels
+    for family, panel in panels.items():
+        arms = [p["arm"] for p in panel["points"]]
+        assert arms == sorted((a for a, spec in ARMS.items() if spec[0] == family), key=lambda a: ARMS[a][1])
+        # naive: the random arm of each point's budget, by name
+        expected = ["random" if a == "gendatacarto" else "random_" + a.split("_")[-1] for a in arms]
+        assert [p["arm"] for p in panel["controls"]] == expected
+    only_random = [p for p in frontier_points(report) if p["policy"] in ("random", "none")]
+    assert {panel["family"] for panel in frontier_panels(only_random)} == {
+        "random (quadrant rules)",
+        "random (pruned)",
+        "random (down-weighted)",
+    }
 
 
 def test_the_recommendation_is_the_largest_measured_reduction_within_the_cost(report):

@@ -13,14 +13,15 @@ __all__ = ["new_figure", "save_figure", "plot_data_map", "plot_precision_recall"
 QUADRANT_COLORS = ["#4c72b0", "#dd8452", "#c44e52", "#8172b3"]
 
 
-def new_figure(figsize: tuple[float, float]):
-    """A headless (Agg) matplotlib figure and axes."""
+def new_figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1, **grid):
+    """A headless (Agg) matplotlib figure and its axes (one, or an ``nrows`` x ``ncols`` array with
+    ``grid`` passed on to ``plt.subplots``, e.g. ``sharex=True``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=figsize, dpi=120)
+    return plt.subplots(nrows, ncols, figsize=figsize, dpi=120, **grid)
 
 
 def save_figure(fig, path: str | Path) -> Path:

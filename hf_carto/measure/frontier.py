@@ -4,7 +4,8 @@ A report over seeds (:func:`hf_carto.experiment.combine`, or one multi-seed run)
 arm, its metrics and the paired differences against no intervention and against random at the
 same budget (:func:`hf_carto.measure.comparison.compare_arms`). :func:`frontier_points` turns them into one
 point per curated arm, grouped into lines (a detector through its budgets); :func:`plot_frontier`
-draws leakage against perplexity cost with the paired 95% intervals as bars;
+draws leakage against perplexity cost, a panel per detector beside random at the same budgets,
+with the paired 95% intervals as bars;
 :func:`recommend_policy` picks the arm with the largest extraction reduction at a perplexity cost
 within a bound, and says plainly when none reduces extraction measurably.
 """
@@ -21,11 +22,21 @@ import numpy as np
 
 from hf_carto.measure.comparison import control_of
 
-__all__ = ["FrontierPoint", "parse_arm", "frontier_points", "plot_frontier", "recommend_policy", "PAPER_BAR"]
+__all__ = [
+    "FrontierPoint",
+    "parse_arm",
+    "frontier_points",
+    "frontier_panels",
+    "plot_frontier",
+    "recommend_policy",
+    "PAPER_BAR",
+]
 
 #: The paper's claim to aim at: at least 40% fewer extractions at no more than 1% perplexity cost.
 PAPER_BAR = {"extraction_reduction": 0.40, "perplexity_cost": 0.01}
 
+#: Tableau colours without its grey, which marks the random controls.
+_PANEL_COLORS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")
 _ARM = re.compile(r"^(?P<policy>.+)_(?P<kind>prune|downweight)(?P<fraction>[0-9][0-9.e+-]*)$")
 _LEAKAGE = ("extraction_success", "mean_exposure", "contamination_recall", "planted_mia_auc")
 
@@ -221,6 +232,26 @@ def recommend_policy(report: dict[str, Any], *, max_perplexity_cost: float = 0.0
     }
 
 
+def frontier_panels(points: Sequence[FrontierPoint]) -> list[dict[str, Any]]:
+    """What :func:`plot_frontier` draws, panel by panel: one panel per curated family (a detector
+    through its budgets, the quadrant rules, dedup), ``{"family", "points", "controls"}`` where
+    ``points`` are the family's arms in budget order and ``controls`` the random arms at the same
+    budgets that the report holds (drawn beside it, so each panel reads "below grey is better than
+    chance"). A report with only random arms gets one panel per random family."""
+    by_arm = {p["arm"]: p for p in points}
+    families: dict[str, list[FrontierPoint]] = {}
+    for point in points:
+        if point["arm"] != "no_intervention":
+            families.setdefault(point["family"], []).append(point)
+    curated = {f: m for f, m in families.items() if any(p["policy"] != "random" for p in m)}
+    panels = []
+    for family, members in sorted((curated or families).items()):
+        members = sorted(members, key=lambda p: (p["fraction"] is None, p["fraction"] or 0.0))
+        controls = [by_arm[c] for p in members if (c := control_of(p["arm"])) in by_arm]
+        panels.append({"family": family, "points": members, "controls": controls})
+    return panels
+
+
 def plot_frontier(
     points: Sequence[FrontierPoint],
     path: str | Path,
@@ -229,52 +260,87 @@ def plot_frontier(
     label: str = "canary extraction",
     percent: bool = True,
 ) -> Path:
-    """``metric`` against relative perplexity change, one line per family through its budgets
-    (starting at the no-intervention origin), bars the paired 95% intervals against no
-    intervention (vertical: the metric, offset by the no-intervention mean; horizontal: perplexity).
-    The quadrant rules and dedup are single points."""
+    """``metric`` against relative perplexity change: one panel per curated family
+    (:func:`frontier_panels`), its line through its budgets from the no-intervention origin in
+    colour, the random arms at the same budgets in grey; bars are the paired 95% intervals against
+    no intervention (vertical: the metric, offset by the no-intervention mean; horizontal:
+    perplexity). Panels share their axes, so lines compare across them."""
     from hf_carto.core.plots import new_figure, save_figure
 
     base = next(p for p in points if p["arm"] == "no_intervention")
     scale = 100.0 if percent else 1.0
-    fig, ax = new_figure((7.5, 5))
-    lines: dict[str, list[FrontierPoint]] = {}
-    for point in points:
-        if point["arm"] != "no_intervention":
-            lines.setdefault(point["family"], []).append(point)
-    for family, members in sorted(lines.items()):
-        budgeted = [p for p in members if p["fraction"] is not None]
-        members = sorted(budgeted, key=lambda p: p["fraction"]) if budgeted else members
-        chain = ([base] if budgeted and len(budgeted) > 1 else []) + members
-        xs = [100.0 * p["perplexity_change"] for p in chain]
-        ys = [scale * p[metric] for p in chain]
-        xerr = [
-            [0.0, 0.0] if p is base else _err(p, "perplexity", 100.0 * p["perplexity_change"], 100.0) for p in chain
-        ]
-        yerr = [
-            [0.0, 0.0] if p is base else _err(p, metric, scale * p[metric], scale, origin=base[metric]) for p in chain
-        ]
-        style = "--" if family.startswith("random") else "-"
-        ax.errorbar(
-            xs,
-            ys,
-            xerr=np.asarray(xerr).T,
-            yerr=np.asarray(yerr).T,
-            marker="o",
-            linestyle=style if len(chain) > 1 else "none",
-            capsize=2,
-            linewidth=1.2,
-            markersize=4,
-            label=family,
+    panels = frontier_panels(points)
+    ncols = max(1, min(3, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / ncols))
+    fig, axes = new_figure((3.4 * ncols, 2.6 * nrows + 0.7), nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        if index >= len(panels):
+            ax.set_visible(False)
+            continue
+        panel = panels[index]
+        _draw_line(ax, base, panel["controls"], metric, scale, color="grey", linestyle="--", label="random")
+        _draw_line(
+            ax,
+            base,
+            panel["points"],
+            metric,
+            scale,
+            color=_PANEL_COLORS[index % len(_PANEL_COLORS)],
+            linestyle="-",
+            label="curated",
         )
-    ax.axhline(scale * base[metric], color="grey", linewidth=0.8, linestyle=":")
-    ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
-    ax.axvline(100.0 * PAPER_BAR["perplexity_cost"], color="red", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("validation perplexity change against no intervention (%)")
-    ax.set_ylabel(label + (" (%)" if percent else ""))
-    ax.set_title(f"{label} against perplexity cost; bars: paired 95% intervals vs no intervention", fontsize=9)
-    ax.legend(fontsize=6, loc="best")
+        ax.axhline(scale * base[metric], color="grey", linewidth=0.8, linestyle=":")
+        ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
+        ax.axvline(100.0 * PAPER_BAR["perplexity_cost"], color="red", linewidth=0.8, linestyle=":")
+        ax.set_title(panel["family"], fontsize=8)
+        ax.tick_params(labelsize=7)
+        if index == 0:
+            ax.legend(fontsize=6, loc="best")
+    fig.supxlabel("validation perplexity change against no intervention (%)", fontsize=8)
+    fig.supylabel(label + (" (%)" if percent else ""), fontsize=8)
+    fig.suptitle(
+        f"{label} against perplexity cost; labels: budget; bars: paired 95% intervals vs no intervention; "
+        "dotted: no intervention, red: +1% cost",
+        fontsize=8,
+    )
     return save_figure(fig, path)
+
+
+def _draw_line(ax, base, members, metric, scale, *, color, linestyle, label) -> None:
+    """One family through its budgets, starting at the no-intervention origin when it has several,
+    each point labelled with its budget."""
+    if not members:
+        return
+    budgeted = [p for p in members if p["fraction"] is not None]
+    chain = ([base] if len(budgeted) > 1 else []) + list(members)
+    xs = [100.0 * p["perplexity_change"] for p in chain]
+    ys = [scale * p[metric] for p in chain]
+    xerr = [[0.0, 0.0] if p is base else _err(p, "perplexity", 100.0 * p["perplexity_change"], 100.0) for p in chain]
+    yerr = [[0.0, 0.0] if p is base else _err(p, metric, scale * p[metric], scale, origin=base[metric]) for p in chain]
+    ax.errorbar(
+        xs,
+        ys,
+        xerr=np.asarray(xerr).T,
+        yerr=np.asarray(yerr).T,
+        color=color,
+        marker="o",
+        linestyle=linestyle if len(chain) > 1 else "none",
+        capsize=2,
+        linewidth=1.0,
+        elinewidth=0.7,
+        markersize=3.5,
+        label=label,
+    )
+    for point, x, y in zip(chain, xs, ys, strict=True):
+        if point is not base and point["fraction"] is not None:
+            ax.annotate(
+                f"{100 * point['fraction']:.2g}%",
+                (x, y),
+                fontsize=6,
+                color=color,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
 
 
 def _err(point: FrontierPoint, key: str, value: float, scale: float, origin: float | None = None) -> list[float]:
