@@ -97,6 +97,15 @@ def test_installed_console_script_runs(tmp_path, loss_parquet):
     assert bad.returncode == 2 and "no 'carto_loss_{t}' columns found" in bad.stderr
 
 
+def test_the_command_line_runs_without_docstrings(tmp_path):
+    """``python -OO`` strips the docstrings the commands' help is read from; the parser must not need them."""
+    command = [sys.executable, "-OO", "-m", "hf_carto.commands.main"]
+    listed = subprocess.run([*command, "--help"], capture_output=True, text=True, check=True).stdout
+    assert all(name in listed for name in ("demo", "score", "combine", "generate")), listed
+    subprocess.run([*command, "generate", str(tmp_path / "corpus"), "--num-documents", "20"], check=True)
+    assert load_from_disk(str(tmp_path / "corpus")).num_rows > 0
+
+
 def test_merge_then_score(tmp_path, capsys):
     store = LossStore(tmp_path / "run")
     store.create_or_check(RecordingSettings(mode="eval", world_size=1, num_samples=30))

@@ -58,7 +58,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, command in COMMANDS.items():
-        summary, _, description = command.__doc__.partition("\n\n")
+        # ``python -OO`` strips docstrings: the commands still parse, without their help text
+        summary, _, description = (command.__doc__ or "").partition("\n\n")
         summary = " ".join(summary.split()).rstrip(".")
         sub = subparsers.add_parser(
             name, help=summary[:1].lower() + summary[1:], description=" ".join(description.split())
