@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset, Value
+from datasets import Dataset
 
 from hf_carto.core.columns import (
     CURATION_COLUMNS,
@@ -42,7 +42,7 @@ from hf_carto.core.columns import (
     read_columns,
     score_column,
 )
-from hf_carto.curation.interventions import apply_interventions
+from hf_carto.curation.interventions import CURATION_FEATURES, apply_interventions
 from hf_carto.score.detectors import detector_names, top_budget
 from hf_carto.score.scores import BudgetSelection, select_top_memorized
 
@@ -77,9 +77,10 @@ class Arms(dict):
 
 def _with_treatment(dataset: Dataset, loss_w: np.ndarray, sample_w: np.ndarray, keep: np.ndarray) -> Dataset:
     dataset = dataset.remove_columns([c for c in CURATION_COLUMNS if c in dataset.column_names])
-    dataset = dataset.add_column(LOSS_WEIGHT, loss_w.astype(np.float32), feature=Value("float32"))
-    dataset = dataset.add_column(SAMPLING_WEIGHT, sample_w.astype(np.float32), feature=Value("float32"))
-    return dataset.add_column(KEEP, keep.astype(bool), feature=Value("bool"))
+    for column, values in ((LOSS_WEIGHT, loss_w), (SAMPLING_WEIGHT, sample_w), (KEEP, keep)):
+        feature = CURATION_FEATURES[column]
+        dataset = dataset.add_column(column, np.asarray(values).astype(feature.dtype), feature=feature)
+    return dataset
 
 
 def _budget_treatment(dataset: Dataset, budget: float, alpha: float) -> tuple[tuple[np.ndarray, ...], BudgetSelection]:

@@ -19,9 +19,10 @@ from hf_carto.core.column_maps import map_columns
 from hf_carto.core.columns import CURATION_COLUMNS, KEEP, LOSS_WEIGHT, QUADRANT, SAMPLING_WEIGHT, read_columns
 from hf_carto.score.cartography import DEFAULT_BATCH_SIZE
 
-__all__ = ["apply_interventions"]
+__all__ = ["apply_interventions", "CURATION_FEATURES"]
 
-_CURATION_FEATURES = {LOSS_WEIGHT: Value("float32"), SAMPLING_WEIGHT: Value("float32"), KEEP: Value("bool")}
+#: The types of the curation columns (``CURATION_COLUMNS``), as every labelling path writes them.
+CURATION_FEATURES = {LOSS_WEIGHT: Value("float32"), SAMPLING_WEIGHT: Value("float32"), KEEP: Value("bool")}
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def apply_interventions(
     labelled = map_columns(
         dataset,
         rule,
-        _CURATION_FEATURES,
+        CURATION_FEATURES,
         batch_size=batch_size,
         input_columns=QUADRANT,
         num_proc=num_proc,
@@ -129,7 +130,7 @@ def _treat_clusters(dataset: Dataset, column: str, batch_size: int) -> Dataset:
     return map_columns(
         dataset,
         treat,
-        _CURATION_FEATURES,
+        CURATION_FEATURES,
         batch_size=batch_size,
         with_indices=True,
         desc=f"Treating clusters ({column})",

@@ -39,7 +39,7 @@ from hf_carto.score.loss_checks import (
 from hf_carto.score.scores import assign_quadrants, check_alpha, check_burn_in, never_learned
 from hf_carto.score.streamed_fit import streamed_scores
 
-__all__ = ["CartographyFit", "fit_cartography", "add_cartography", "quadrant_feature"]
+__all__ = ["CartographyFit", "fit_cartography", "add_cartography", "quadrant_feature", "map_features"]
 
 DEFAULT_BATCH_SIZE = 65_536
 
@@ -47,6 +47,11 @@ DEFAULT_BATCH_SIZE = 65_536
 def quadrant_feature() -> ClassLabel:
     """The ``ClassLabel`` of the ``carto_quadrant`` column: the lower-case quadrant names in id order."""
     return ClassLabel(names=Quadrant.names())
+
+
+def map_features() -> dict:
+    """The types of the map's columns (``MAP_COLUMNS``): scores as float64, the quadrant as its label."""
+    return {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()}
 
 
 @dataclass(frozen=True)
@@ -313,7 +318,7 @@ def _add_runs(runs: list[Dataset], fit: CartographyFit, *, batch_size: int) -> D
     matrices, _ = run_matrices(runs, _run_reader(batch_size, fit.allow_negative))
     d, m = combined_scores(matrices, fit.burn_in, fit.eps)
     quadrant = (d > fit.tau_d).astype(np.int64) + 2 * (m > fit.tau_m).astype(np.int64)
-    new = {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()}
+    new = map_features()
 
     def label(batch, indices):
         return {DIFFICULTY: d[indices], MEMORIZATION: m[indices], QUADRANT: quadrant[indices]}
@@ -387,7 +392,7 @@ def add_cartography(
         # sample_id (the map function sees only the losses) and nothing is labelled before.
         for _ in checked_columns(dataset, columns, batch_size, fit.allow_nonfinite, fit.allow_negative):
             pass
-    new = {DIFFICULTY: Value("float64"), MEMORIZATION: Value("float64"), QUADRANT: quadrant_feature()}
+    new = map_features()
     options = dict(
         batched=True,
         batch_size=batch_size,
