@@ -599,8 +599,9 @@ def _frontier_lines(recommendation: dict | None) -> list[str]:
     if recommendation is None:
         return []
     figure = (
-        "`frontier_extraction.png`: extraction against held-out perplexity change, a line per detector through "
-        "its budgets, bars the paired 95% intervals against no intervention."
+        "`frontier_extraction.png`: extraction against held-out perplexity change, a panel per detector with "
+        "its line through its budgets beside random at the same budgets, bars the paired 95% intervals "
+        "against no intervention."
     )
     lines = ["", "## Budget frontier", "", figure, ""]
     if recommendation["policy"] is None:
